@@ -1,0 +1,1 @@
+"""The ``medimg`` command: one thin layer over the library (see ``medimg --help``)."""
