@@ -1,0 +1,56 @@
+# medimg — every target sets itself up on a fresh machine (Python 3.10+ with venv).
+# torch is installed first with an exact pin, so a CPU machine takes the local CPU
+# build instead of several GB of CUDA packages; on a GPU machine the same pin gives CUDA.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+TORCH   ?= torch==2.13.0
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.medimg-installed
+SRC     := medimg tests benchmarks
+
+.PHONY: setup demo test lint typecheck unit bench docs clean help
+
+help:
+	@echo "make demo   set up, then run the quickstart workflows (segmentation + classification)"
+	@echo "make test   set up, then lint, type-check and run the whole test suite"
+	@echo "make bench  set up, then run the benchmarks (prints ratios, writes benchmarks/results)"
+	@echo "make docs   regenerate docs/workflow.md from the schema"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/medimg run workflows/quickstart_seg.yaml
+	$(VENV)/bin/medimg run workflows/quickstart_cls.yaml
+	@echo ""
+	@echo "MLflow store:  sqlite:///$(CURDIR)/runs/mlflow.db  (artifacts in runs/mlartifacts)"
+	@echo "Outputs:       runs/quickstart_seg  runs/quickstart_cls"
+	@echo "Open the UI:   $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1"
+
+lint: setup
+	$(VENV)/bin/ruff check $(SRC)
+	$(VENV)/bin/ruff format --check $(SRC)
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+bench: setup
+	$(PY) -m benchmarks
+
+docs: setup
+	$(VENV)/bin/medimg schema --format markdown > docs/workflow-keys.md
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,195 @@
+"""The study workflow schema: every key a workflow YAML may hold, typed and strict.
+
+Unknown keys, wrong types and impossible values are errors (see
+:mod:`medimg.config.load` for how they are reported). Nothing here can run code:
+networks, losses and transforms are chosen by name from fixed lists.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Triple = tuple[float, float, float]
+IntTriple = tuple[int, int, int]
+
+
+class Strict(BaseModel):
+    """Base of every section: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticData(Strict):
+    """Generate a synthetic study when the manifest does not exist yet (quickstarts, tests)."""
+
+    cases: int = Field(24, ge=4, le=10000, description="number of cases to generate")
+    seed: int = Field(0, description="generator seed; the same seed gives the same files")
+    shape: IntTriple = Field((64, 64, 40), description="voxels per case (i, j, k)")
+    spacing: Triple = Field((1.6, 1.6, 2.5), description="voxel size in mm (anisotropic)")
+    oblique_deg: float = Field(12.0, ge=0, le=45, description="rotation of the grid away from the scanner axes")
+
+
+class SplitConfig(Strict):
+    """Patient-level split: a patient never appears in two splits."""
+
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    seed: int = 0
+    folds: int | None = Field(None, ge=2, description="k for k-fold cross-validation (None: one split)")
+    fold: int = Field(0, ge=0, description="which fold is the validation fold when folds is set")
+    use_manifest_split: bool = Field(True, description="keep a 'split' column of the manifest when present")
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be < 1 (some cases must remain for training)")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold must be < folds ({self.folds})")
+        return self
+
+
+class DataConfig(Strict):
+    """Where the cases are: a CSV manifest or a Decathlon/nnU-Net dataset.json."""
+
+    manifest: str = Field(..., description="CSV manifest, or a dataset.json (Medical Segmentation Decathlon layout)")
+    root: str | None = Field(None, description="base folder for relative paths in the manifest (default: its folder)")
+    image_column: str = Field("image", description="manifest column with the image path (NIfTI file or DICOM folder)")
+    label_column: str = Field("label", description="manifest column with the label: a mask path, or a class index")
+    patient_column: str = Field("patient_key", description="manifest column with the pseudonymous patient key")
+    synthetic: SyntheticData | None = Field(None, description="generate this synthetic study if the manifest is missing")
+    split: SplitConfig = SplitConfig()
+    labels: dict[int, str] = Field(default_factory=dict, description="segmentation label values and names (0 = background)")
+    num_classes: int = Field(2, ge=2, description="classes of a classification task")
+    check_geometry: bool = Field(True, description="refuse a label whose shape/affine differs from its image")
+
+
+class IntensityConfig(Strict):
+    mode: Literal["zscore", "ct_window", "minmax", "none"] = "zscore"
+    window: tuple[float, float] = Field((-1000.0, 1000.0), description="HU range for ct_window")
+    nonzero: bool = Field(False, description="z-score over non-zero voxels only (brain MRI)")
+
+
+class CacheConfig(Strict):
+    mode: Literal["memory", "disk", "none"] = "memory"
+    dir: str | None = Field(None, description="disk cache folder (default: <outputs.dir>/cache)")
+    num_workers: int = Field(0, ge=0, description="workers that fill the cache")
+
+
+class PreprocessingConfig(Strict):
+    """Deterministic steps, computed once and cached."""
+
+    orientation: Literal["RAS", "LPS"] = "RAS"
+    spacing: Triple | None = Field((2.0, 2.0, 2.0), description="target voxel size in mm (None keeps the source)")
+    intensity: IntensityConfig = IntensityConfig()
+    crop_foreground: bool = Field(False, description="crop to the image's non-background bounding box")
+    spatial_size: IntTriple | None = Field(None, description="resize/pad every image to this size (classification)")
+    cache: CacheConfig = CacheConfig()
+
+
+class SpatialAugmentation(Strict):
+    prob: float = Field(0.0, ge=0, le=1)
+    rotate_deg: float = Field(10.0, ge=0, le=180)
+    scale: float = Field(0.1, ge=0, le=1)
+
+
+class IntensityAugmentation(Strict):
+    prob: float = Field(0.5, ge=0, le=1)
+    shift: float = Field(0.1, ge=0)
+    scale: float = Field(0.1, ge=0)
+    noise_std: float = Field(0.0, ge=0)
+
+
+class AugmentationConfig(Strict):
+    """Random steps, applied every epoch after the cache."""
+
+    patch_size: IntTriple | None = Field((48, 48, 32), description="training patch (segmentation)")
+    samples_per_volume: int = Field(2, ge=1, le=64)
+    pos_fraction: float = Field(0.67, ge=0, le=1, description="share of patches centred on foreground")
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    spatial: SpatialAugmentation = SpatialAugmentation()
+    intensity: IntensityAugmentation = IntensityAugmentation()
+
+
+class ModelConfig(Strict):
+    name: str = Field("unet", description="network name; see `medimg weights networks`")
+    params: dict[str, object] = Field(default_factory=dict, description="network keyword arguments")
+    pretrained: dict[str, object] | None = Field(None, description="pretrained weight source (see docs/weights.md)")
+
+
+class FinetuneConfig(Strict):
+    freeze_encoder_epochs: int = Field(0, ge=0)
+    backbone_lr_mult: float = Field(1.0, gt=0, le=10)
+    freeze_norm: bool = False
+
+
+class OptimConfig(Strict):
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-5, ge=0)
+    batch_size: int = Field(2, ge=1, le=1024)
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    loss: Literal["dice_ce", "dice", "ce"] = Field("dice_ce", description="segmentation loss (classification uses ce)")
+
+
+class TrainerConfig(Strict):
+    max_epochs: int = Field(20, ge=1)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | Literal["auto"] = "auto"
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="auto: bf16-mixed on a GPU that supports it, else 32"
+    )
+    val_every_n_epochs: int = Field(1, ge=1)
+    num_workers: int = Field(0, ge=0)
+    deterministic: bool = False
+    limit_train_batches: int | float | None = None
+    gradient_clip: float | None = Field(None, gt=0)
+
+
+class InferenceConfig(Strict):
+    roi_size: IntTriple | None = Field(None, description="sliding-window size (default: augmentation.patch_size)")
+    overlap: float = Field(0.25, ge=0, lt=1)
+    sw_batch_size: int = Field(4, ge=1)
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    tta_flips: bool = Field(False, description="average predictions over axis flips")
+
+
+class TrackingConfig(Strict):
+    uri: str = Field("sqlite:///runs/mlflow.db", description="MLflow tracking URI (SQLite file by default)")
+    experiment: str = "medimg"
+    run_name: str | None = None
+    log_checkpoint: bool = True
+
+
+class OutputsConfig(Strict):
+    dir: str = Field("runs/study", description="folder for checkpoints, predictions and reports")
+
+
+class Workflow(Strict):
+    """A study protocol: data, task, preprocessing, augmentation, model, optimisation, trainer, tracking."""
+
+    name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$")
+    task: Literal["segmentation", "classification"]
+    seed: int = 0
+    data: DataConfig
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    augmentation: AugmentationConfig = AugmentationConfig()
+    model: ModelConfig = ModelConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    inference: InferenceConfig = InferenceConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    outputs: OutputsConfig = OutputsConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Workflow:
+        if self.task == "segmentation" and not self.data.labels:
+            raise ValueError("data.labels is required for segmentation (e.g. {0: background, 1: organ})")
+        if self.task == "segmentation" and 0 not in self.data.labels:
+            raise ValueError("data.labels must include 0 (background)")
+        return self

@@ -1,0 +1,1 @@
+"""Cases, manifests, patient-level splits, synthetic studies and MONAI pipelines."""

@@ -1,0 +1,106 @@
+"""MONAI transform pipelines built from a workflow.
+
+Two halves, as MONAI's CacheDataset expects: the deterministic half (load, orient,
+resample, normalise, crop) is computed once and cached; the random half (patches,
+flips, affine and intensity augmentation) runs every epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monai import transforms as T
+
+from medimg.config.schema import Workflow
+
+
+def _reader() -> Any:
+    """The image reader: medimg's own (NIfTI files and DICOM series folders) when present."""
+    try:
+        from medimg.io.reader import MedimgImageReader
+    except ImportError:  # pragma: no cover - the reader ships with medimg.io
+        return None
+    return MedimgImageReader()
+
+
+def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bool) -> list[Any]:
+    """Load → channel first → orientation → spacing → intensity → crop/resize.
+
+    ``keys`` are the dictionary keys holding images (``("image", "label")`` for segmentation).
+
+    Example:
+        >>> ts = deterministic_transforms(wf, ("image", "label"), with_label=True)  # doctest: +SKIP
+    """
+    pp = wf.preprocessing
+    modes = ("bilinear", "nearest") if with_label else ("bilinear",)
+    reader = _reader()
+    ts: list[Any] = [
+        T.LoadImaged(keys=keys, reader=reader, image_only=True),
+        T.EnsureChannelFirstd(keys=keys),
+        T.EnsureTyped(keys=keys, dtype="float32", track_meta=True),
+        T.Orientationd(keys=keys, axcodes=pp.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if pp.spacing is not None:
+        ts.append(T.Spacingd(keys=keys, pixdim=pp.spacing, mode=modes))
+    ic = pp.intensity
+    if ic.mode == "zscore":
+        ts.append(T.NormalizeIntensityd(keys="image", nonzero=ic.nonzero, channel_wise=True))
+    elif ic.mode == "ct_window":
+        ts.append(T.ScaleIntensityRanged(keys="image", a_min=ic.window[0], a_max=ic.window[1],
+                                         b_min=0.0, b_max=1.0, clip=True))
+    elif ic.mode == "minmax":
+        ts.append(T.ScaleIntensityd(keys="image"))
+    if pp.crop_foreground:
+        ts.append(T.CropForegroundd(keys=keys, source_key="image", allow_smaller=True))
+    if pp.spatial_size is not None:
+        ts.append(T.ResizeWithPadOrCropd(keys=keys, spatial_size=pp.spatial_size))
+    if with_label and wf.augmentation.patch_size is not None:
+        ts.append(T.SpatialPadd(keys=keys, spatial_size=wf.augmentation.patch_size))
+    return ts
+
+
+def random_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bool) -> list[Any]:
+    """Patch sampling (segmentation) and spatial/intensity augmentation.
+
+    Example:
+        >>> ts = random_transforms(wf, ("image", "label"), with_label=True)  # doctest: +SKIP
+    """
+    aug = wf.augmentation
+    ts: list[Any] = []
+    if with_label and aug.patch_size is not None:
+        n = aug.samples_per_volume
+        ts.append(T.RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=aug.patch_size,
+                                           pos=aug.pos_fraction, neg=1.0 - aug.pos_fraction, num_samples=n,
+                                           image_key="image", image_threshold=-1e9, allow_smaller=True))
+    if aug.flip_prob > 0:
+        ts += [T.RandFlipd(keys=keys, prob=aug.flip_prob, spatial_axis=a) for a in range(3)]
+    if aug.spatial.prob > 0:
+        rad = aug.spatial.rotate_deg * 3.141592653589793 / 180
+        ts.append(T.RandAffined(keys=keys, prob=aug.spatial.prob, rotate_range=(rad, rad, rad),
+                                scale_range=(aug.spatial.scale,) * 3, padding_mode="border",
+                                mode=("bilinear", "nearest") if with_label else "bilinear"))
+    ia = aug.intensity
+    if ia.prob > 0 and ia.scale > 0:
+        ts.append(T.RandScaleIntensityd(keys="image", factors=ia.scale, prob=ia.prob))
+    if ia.prob > 0 and ia.shift > 0:
+        ts.append(T.RandShiftIntensityd(keys="image", offsets=ia.shift, prob=ia.prob))
+    if ia.noise_std > 0:
+        ts.append(T.RandGaussianNoised(keys="image", std=ia.noise_std, prob=ia.prob))
+    return ts
+
+
+def train_transforms(wf: Workflow) -> T.Compose:
+    """The full training pipeline (deterministic half first, then random half)."""
+    seg = wf.task == "segmentation"
+    keys = ("image", "label") if seg else ("image",)
+    return T.Compose(deterministic_transforms(wf, keys, seg) + random_transforms(wf, keys, seg))
+
+
+def eval_transforms(wf: Workflow, with_label: bool = True) -> T.Compose:
+    """Deterministic pipeline for validation and prediction (no patches, no augmentation)."""
+    seg = wf.task == "segmentation" and with_label
+    keys = ("image", "label") if seg else ("image",)
+    ts = deterministic_transforms(wf, keys, seg)
+    if not seg:
+        ts = [t for t in ts if not isinstance(t, T.SpatialPadd)]
+    return T.Compose(ts)

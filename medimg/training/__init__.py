@@ -1,0 +1,1 @@
+"""Lightning tasks, the training run and its MLflow lineage."""

@@ -1,0 +1,47 @@
+"""Optimisers and learning-rate schedules chosen by name from the workflow."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from medimg.config.schema import OptimConfig
+
+
+def make_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW / Adam / SGD (momentum 0.99, Nesterov, as nnU-Net) from ``optim``.
+
+    Example:
+        >>> opt = make_optimizer(torch.nn.Linear(2, 2).parameters(), OptimConfig(lr=0.01))
+        >>> type(opt).__name__
+        'AdamW'
+    """
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.99, nesterov=True)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str = "cosine"):
+    """A ``LambdaLR`` factor: linear warm-up, then cosine decay to 1% (or constant).
+
+    Example:
+        >>> f = warmup_cosine(100, 10)
+        >>> round(f(0), 2), round(f(10), 2), round(f(100), 2)
+        (0.1, 1.0, 0.01)
+    """
+    total_steps = max(1, total_steps)
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor

@@ -1,0 +1,144 @@
+"""Lightning tasks: segmentation (DiceCE, sliding-window validation Dice) and classification.
+
+The network, loss and optimiser come from the workflow by name; the module keeps the
+resolved workflow as plain data in its hyper-parameters, so a checkpoint says exactly
+how it was trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss, DiceLoss
+from monai.metrics import DiceMetric
+from monai.networks.utils import one_hot
+
+from medimg.config.load import parse_workflow
+from medimg.config.schema import Workflow
+from medimg.training.optim import make_optimizer, warmup_cosine
+
+
+def build_model(wf: Workflow) -> torch.nn.Module:
+    """The network named in ``model`` with the task's output channels."""
+    from medimg.models.networks import build_network
+
+    out = len(wf.data.labels) if wf.task == "segmentation" else wf.data.num_classes
+    return build_network(wf.model.name, spatial_dims=3, in_channels=1, out_channels=out, **wf.model.params)
+
+
+class _Task(pl.LightningModule):
+    def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.wf: Workflow = parse_workflow(workflow, source="checkpoint")
+        self.net = build_model(self.wf)
+        self.steps_per_epoch = max(1, steps_per_epoch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def param_groups(self) -> Any:
+        return self.net.parameters()
+
+    def configure_optimizers(self) -> Any:
+        o = self.wf.optim
+        opt = make_optimizer(self.param_groups(), o)
+        total = self.wf.trainer.max_epochs * self.steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, warmup_cosine(total, o.warmup_epochs * self.steps_per_epoch, o.scheduler))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class SegmentationTask(_Task):
+    """3D segmentation: DiceCE on random patches, sliding-window Dice on whole validation volumes."""
+
+    monitor = "val_dice"
+
+    def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1) -> None:
+        super().__init__(workflow, steps_per_epoch)
+        loss = self.wf.optim.loss
+        if loss == "dice_ce":
+            self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        elif loss == "dice":
+            self.loss = DiceLoss(to_onehot_y=True, softmax=True)
+        else:
+            self.loss = torch.nn.CrossEntropyLoss()
+        self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
+        self.n_labels = len(self.wf.data.labels)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x, y = batch["image"], batch["label"]
+        logits = self(x)
+        loss = self.loss(logits, y[:, 0].long()) if isinstance(self.loss, torch.nn.CrossEntropyLoss) \
+            else self.loss(logits, y)
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def sliding_window(self, x: torch.Tensor) -> torch.Tensor:
+        inf = self.wf.inference
+        roi = inf.roi_size or self.wf.augmentation.patch_size or tuple(x.shape[2:])
+        return sliding_window_inference(x, roi, inf.sw_batch_size, self, overlap=inf.overlap, mode=inf.blend)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x, y = batch["image"], batch["label"]
+        logits = self.sliding_window(x)
+        pred = one_hot(logits.argmax(1, keepdim=True), self.n_labels)
+        self.dice(pred, one_hot(y.long(), self.n_labels))
+
+    def on_validation_epoch_end(self) -> None:
+        per_label = self.dice.aggregate()
+        self.dice.reset()
+        self.log("val_dice", per_label.mean(), prog_bar=True, sync_dist=True)
+        for name, value in zip(list(self.wf.data.labels.values())[1:], per_label, strict=False):
+            self.log(f"val_dice_{name}", value, sync_dist=True)
+
+
+class ClassificationTask(_Task):
+    """3D classification: cross-entropy; validation AUROC (one-vs-rest) and accuracy."""
+
+    monitor = "val_auroc"
+
+    def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1) -> None:
+        super().__init__(workflow, steps_per_epoch)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self._probs: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x, y = batch["image"], batch["label"].long().view(-1)
+        loss = self.loss(self(x), y)
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x, y = batch["image"], batch["label"].long().view(-1)
+        logits = self(x)
+        self.log("val_loss", self.loss(logits, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        self._probs.append(torch.softmax(logits.float(), 1).detach().cpu())
+        self._labels.append(y.detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        from sklearn.metrics import roc_auc_score
+
+        probs = torch.cat(self._probs).numpy() if self._probs else np.zeros((0, 2))
+        labels = torch.cat(self._labels).numpy() if self._labels else np.zeros(0)
+        self._probs.clear()
+        self._labels.clear()
+        acc = float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0
+        if len(np.unique(labels)) < 2:
+            auroc = acc
+        elif probs.shape[1] == 2:
+            auroc = float(roc_auc_score(labels, probs[:, 1]))
+        else:
+            auroc = float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(probs.shape[1]))))
+        self.log("val_auroc", auroc, prog_bar=True)
+        self.log("val_acc", acc)
+
+
+def task_class(task: str) -> type[_Task]:
+    """The Lightning module class for ``workflow.task``."""
+    return SegmentationTask if task == "segmentation" else ClassificationTask

@@ -1,0 +1,139 @@
+"""End to end through the real CLI (``main(argv)``): run, MLflow lineage, predict, evaluate, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from medimg.cli.main import main
+from medimg.config.load import config_hash, load_workflow
+
+TINY = {
+    "name": "tiny_seg",
+    "task": "segmentation",
+    "seed": 1,
+    "data": {
+        "manifest": "data/synth/manifest.csv",
+        "synthetic": {"cases": 8, "seed": 2, "shape": [32, 30, 20], "spacing": [1.6, 1.7, 2.5]},
+        "labels": {0: "background", 1: "organ", 2: "kidney"},
+        "split": {"val_fraction": 0.2, "test_fraction": 0.25, "seed": 0},
+    },
+    "preprocessing": {"spacing": [2.5, 2.5, 2.5], "intensity": {"mode": "ct_window", "window": [-200, 300]}},
+    "augmentation": {"patch_size": [16, 16, 16], "samples_per_volume": 1},
+    "model": {"name": "unet", "params": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}},
+    "optim": {"batch_size": 2},
+    "trainer": {"max_epochs": 2},
+    "tracking": {"uri": "sqlite:///runs/mlflow.db", "experiment": "e2e"},
+    "outputs": {"dir": "runs/tiny_seg"},
+}
+
+
+def write_wf(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    import os
+
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        wf = write_wf(root / "tiny.yaml", TINY)
+        assert main(["run", str(wf)]) == 0
+    finally:
+        os.chdir(old)
+    return root, wf
+
+
+def test_run_logs_full_lineage_to_mlflow(finished_run):
+    root, wf_path = finished_run
+    out = root / "runs/tiny_seg"
+    info = json.loads((out / "run.json").read_text())
+    client = mlflow.MlflowClient(info["tracking_uri"])
+    run = client.get_run(info["run_id"])
+    assert info["tracking_uri"].startswith("sqlite:///") and (root / "runs/mlflow.db").exists()
+    assert run.data.params["optim.lr"] == "0.001"
+    assert run.data.params["model.name"] == "unet"
+    import os
+
+    os.chdir(root)
+    assert run.data.tags["medimg.config_hash"] == config_hash(load_workflow(wf_path))
+    assert len(run.data.tags["medimg.manifest_hash"]) == 64
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    assert "test_dice_mean" in run.data.metrics and 0.0 <= run.data.metrics["test_dice_mean"] <= 1.0
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"workflow.resolved.yaml", "model", "data", "evaluation", "checkpoints"} <= arts
+    model_arts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert model_arts == {"model/model.safetensors", "model/workflow.yaml"}
+    per_case = pd.read_csv(out / "test_per_case.csv")
+    assert {"dice_1", "hd95_1", "dice_2", "site", "patient_key"} <= set(per_case.columns)
+    assert set(per_case.case_key) <= set(pd.read_csv(out / "manifest.csv").query("split == 'test'").case_key)
+
+
+def test_predict_writes_masks_in_input_geometry(finished_run, tmp_path):
+    root, _ = finished_run
+    manifest = pd.read_csv(root / "data/synth/manifest.csv")
+    images = [str(root / "data/synth" / p) for p in manifest.image[:3]]
+    out = tmp_path / "pred"
+    assert main(["predict", str(root / "runs/tiny_seg/model"), *images, "--out", str(out), "--no-progress"]) == 0
+    for img_path, key in zip(images, manifest.case_key[:3], strict=True):
+        src = nib.load(img_path)
+        mask = nib.load(next(out.rglob(f"*{key}*/mask.nii.gz")))
+        assert mask.shape == src.shape
+        np.testing.assert_array_equal(mask.affine, src.affine)
+        assert mask.get_data_dtype() == np.uint8
+    # a rerun skips every case
+    assert main(["predict", str(root / "runs/tiny_seg/model"), *images, "--out", str(out), "--no-progress"]) == 0
+
+
+def test_misspelled_key_stops_before_training(tmp_path, capsys):
+    bad = json.loads(json.dumps(TINY))
+    bad["optim"]["learning_rate"] = 0.1
+    rc = main(["run", str(write_wf(tmp_path / "bad.yaml", bad))])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "optim.learning_rate: unknown key" in err and "lr" in err
+    assert not (tmp_path / "runs/tiny_seg").exists()
+
+
+def test_missing_file_and_label_mismatch_stop_before_training(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "d"), "--cases", "6", "--shape", "20", "20", "12"]) == 0
+    df = pd.read_csv(tmp_path / "d/manifest.csv")
+    lab = nib.load(tmp_path / "d" / df.label[1])
+    nib.save(nib.Nifti1Image(np.asarray(lab.dataobj)[:, :, :-1], lab.affine), tmp_path / "d/short.nii.gz")
+    df.loc[1, "label"] = "short.nii.gz"
+    df.to_csv(tmp_path / "d/manifest.csv", index=False)
+    wf = json.loads(json.dumps(TINY))
+    wf["data"]["manifest"] = str(tmp_path / "d/manifest.csv")
+    rc = main(["run", str(write_wf(tmp_path / "wf.yaml", wf))])
+    err = capsys.readouterr().err
+    assert rc == 2 and "short.nii.gz has shape (20, 20, 11)" in err and "(20, 20, 12)" in err
+    df.loc[1, "label"] = "gone.nii.gz"
+    df.to_csv(tmp_path / "d/manifest.csv", index=False)
+    rc = main(["run", str(tmp_path / "wf.yaml"), "--check"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "case 'case_0001': label file not found" in err and "gone.nii.gz" in err
+    assert not (tmp_path / "runs/tiny_seg/checkpoints").exists()
+
+
+def test_help_is_complete(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for cmd in ("synth", "run", "predict", "evaluate", "schema"):
+        assert cmd in text
+    for cmd in ("run", "predict", "synth", "schema", "evaluate"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        assert "usage: medimg " + cmd in capsys.readouterr().out
