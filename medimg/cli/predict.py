@@ -13,11 +13,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "manifest CSV. The model is loaded once; the next case is read while the current one is on the "
         "network; outputs are written atomically in the background. Masks have exactly the input's shape "
         "and affine. A rerun skips finished cases; a failed case is recorded and the rest go on. "
-        "Exit code 0: all cases done; 1: some failed.",
+        "DICOM inputs also get a DICOM SEG and a DICOM SR (TID 1500) referencing the source series. "
+        "With --pacs, cases come from a DICOMweb query (QIDO-RS), are retrieved (WADO-RS) and the SEG and "
+        "SR are stored back (STOW-RS); credentials come from MEDIMG_PACS_USER/MEDIMG_PACS_PASSWORD or "
+        "MEDIMG_PACS_TOKEN, never from the command line. Exit code: the number of failed cases (0: all done).",
         epilog="example: medimg predict runs/quickstart_seg/model scans/ --out predictions/",
     )
     p.add_argument("model", help="model folder (workflow.yaml + model.safetensors), MLflow run id, or .ckpt")
-    p.add_argument("inputs", nargs="+", help="NIfTI files, DICOM series folders, folders of them, or a CSV")
+    p.add_argument("inputs", nargs="*", help="NIfTI files, DICOM series folders, folders of them, or a CSV")
     p.add_argument("--out", required=True, help="output folder (cases/<case>/..., cohort summary CSV)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI when MODEL is a run id")
     p.add_argument("--tta", action="store_true", help="average over axis flips (test-time augmentation)")
@@ -27,6 +30,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (SLURM array jobs)")
     p.add_argument("--prefetch", type=int, default=2, help="cases read ahead of the network (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dicom", choices=("auto", "on", "off"), default="auto",
+                   help="write DICOM SEG + SR (auto: when the input is a DICOM series)")
+    p.add_argument("--pacs", default=None, metavar="URL", help="DICOMweb base URL of a PACS to read from and store to")
+    p.add_argument("--pacs-study", default=None, help="StudyInstanceUID to restrict the PACS query to")
+    p.add_argument("--pacs-modality", default=None, help="modality filter of the PACS query, e.g. CT")
+    p.add_argument("--pacs-filter", action="append", default=[], metavar="TAG=VALUE",
+                   help="extra QIDO-RS filter (repeatable), e.g. StudyDate=20240101-20240131")
+    p.add_argument("--no-store", action="store_true", help="with --pacs: do not store results back")
     return p
 
 
@@ -52,12 +63,42 @@ def execute(args: argparse.Namespace) -> int:
         wf.inference.overlap = args.overlap
     if args.sw_batch_size is not None:
         wf.inference.sw_batch_size = args.sw_batch_size
+    from pathlib import Path
+
+    from medimg.errors import ConfigError
+    from medimg.inference.dicom_seg import AlgorithmInfo
+    from medimg.inference.writers import DicomSegWriter, DicomSrWriter
+
+    if not args.inputs and not args.pacs:
+        raise ConfigError("give INPUT paths or --pacs URL (nothing to predict)")
     predictor = Predictor(tm.model, wf, device=args.device)
-    cases = collect_cases(args.inputs)
+    out_dir = Path(args.out)
+    client = None
+    if args.pacs:
+        from medimg.inference.pacs import PacsClient
+        from medimg.inference.pacs_cohort import pacs_cases
+
+        client = PacsClient(args.pacs)
+        filters = {}
+        for item in args.pacs_filter:
+            if "=" not in item:
+                raise ConfigError(f"--pacs-filter {item!r}: expected TAG=VALUE")
+            key, value = item.split("=", 1)
+            filters[key] = value
+        series = client.query_series(args.pacs_study, modality=args.pacs_modality, filters=filters or None)
+        series = [s for s in series if s.modality not in ("SEG", "SR", "PR", "KO", "RTSTRUCT", "DOC")]
+        cases = pacs_cases(client, series, out_dir / "pacs_cache")
+    else:
+        cases = collect_cases(args.inputs)
     labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
 
     def load_fn(case):  # runs in background threads
         return predictor.preprocess(str(case.paths[0]))
+
+    if client is not None:
+        from medimg.inference.pacs_cohort import retrieving
+
+        load_fn = retrieving(client, load_fn)  # noqa: F811 - wrapped: retrieve, then preprocess
 
     def predict_fn(case, item):
         pred = predictor.predict_item(item, case.case_id)
@@ -68,11 +109,30 @@ def execute(args: argparse.Namespace) -> int:
                            extra={"prediction": int(np.argmax(pred.probs)), **pred.timings})
 
     settings = json.dumps(wf.inference.model_dump(), sort_keys=True)
-    writers = [NiftiMaskWriter()] if wf.task == "segmentation" else []
-    report = run_cohort(cases, predict_fn, __import__("pathlib").Path(args.out), load_fn=load_fn,
+    algo = AlgorithmInfo(name=wf.name, version=__import__("medimg").__version__, weights_sha256=tm.weights_sha256)
+    dicom_in = client is not None or any(_is_dicom(c.paths[0]) for c in cases)
+    want_dicom = args.dicom == "on" or (args.dicom == "auto" and dicom_in)
+    writers: list = [NiftiMaskWriter()] if wf.task == "segmentation" else []
+    if want_dicom:
+        writers += ([DicomSegWriter(algo)] if wf.task == "segmentation" else []) + [DicomSrWriter(algo)]
+    if client is not None and not args.no_store:
+        from medimg.inference.pacs_cohort import PacsStoreWriter
+
+        writers.append(PacsStoreWriter(client))
+    report = run_cohort(cases, predict_fn, out_dir, load_fn=load_fn,
                         writers=writers, model_key=tm.weights_sha256,
                         settings_key=hashlib.sha256(settings.encode()).hexdigest()[:16],
                         prefetch=args.prefetch, progress=not args.no_progress,
                         shard=parse_shard(args.shard) if args.shard else None)
     print(f"done {report.done}, skipped {report.skipped}, failed {report.failed} -> {args.out}")
+    print(f"cohort summary: {report.summary_csv}")
     return report.exit_code
+
+
+def _is_dicom(path) -> bool:
+    try:
+        from medimg.io.load import is_dicom_dir
+
+        return path.is_dir() and bool(is_dicom_dir(path))
+    except ImportError:  # pragma: no cover
+        return False

@@ -10,34 +10,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from medimg.cli.main import main
 from medimg.config.load import config_hash, load_workflow
 
-TINY = {
-    "name": "tiny_seg",
-    "task": "segmentation",
-    "seed": 1,
-    "data": {
-        "manifest": "data/synth/manifest.csv",
-        "synthetic": {"cases": 8, "seed": 2, "shape": [32, 30, 20], "spacing": [1.6, 1.7, 2.5]},
-        "labels": {0: "background", 1: "organ", 2: "kidney"},
-        "split": {"val_fraction": 0.2, "test_fraction": 0.25, "seed": 0},
-    },
-    "preprocessing": {"spacing": [2.5, 2.5, 2.5], "intensity": {"mode": "ct_window", "window": [-200, 300]}},
-    "augmentation": {"patch_size": [16, 16, 16], "samples_per_volume": 1},
-    "model": {"name": "unet", "params": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}},
-    "optim": {"batch_size": 2},
-    "trainer": {"max_epochs": 2},
-    "tracking": {"uri": "sqlite:///runs/mlflow.db", "experiment": "e2e"},
-    "outputs": {"dir": "runs/tiny_seg"},
-}
-
-
-def write_wf(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data))
-    return path
+from _tiny import TINY, write_wf
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +114,21 @@ def test_help_is_complete(capsys):
         with pytest.raises(SystemExit):
             main([cmd, "--help"])
         assert "usage: medimg " + cmd in capsys.readouterr().out
+
+
+def test_evaluate_writes_report_and_logs_to_run(finished_run, capsys):
+    root, _ = finished_run
+    model = root / "runs/tiny_seg/model"
+    out = root / "eval_out"
+    rc = main(["evaluate", str(model), "--split", "all", "--by", "site", "--out", str(out), "--n-boot", "200"])
+    assert rc == 0, capsys.readouterr().err
+    per_case = pd.read_csv(out / "per_case.csv")
+    assert len(per_case) == 8 and {"dice_1", "hd95_2", "site"} <= set(per_case.columns)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "metrics" in summary
+    html = (out / "report.html").read_text()
+    assert "<img" in html and "http://" not in html and "https://" not in html
+    info = json.loads((root / "runs/tiny_seg/run.json").read_text())
+    client = mlflow.MlflowClient(info["tracking_uri"])
+    names = {a.path for a in client.list_artifacts(info["run_id"], "evaluation/report")}
+    assert "evaluation/report/report.html" in names

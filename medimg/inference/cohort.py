@@ -1,0 +1,320 @@
+"""Resumable cohort inference: the model is loaded once, I/O overlaps compute, nothing is lost.
+
+Three stages run at the same time:
+
+1. a thread pool hashes each case's input (its key) and runs ``load_fn`` (read +
+   preprocess) ``prefetch`` cases ahead of the predictor;
+2. the calling thread runs ``predict_fn`` (the model, loaded once by the caller);
+3. a writer thread runs the output writers, writes the per-case JSON and only then
+   appends ``done`` to the fsync'd ledger.
+
+A case whose key is ``done`` in the ledger with all its outputs present is skipped,
+so a run killed at any moment (even SIGKILL) is resumed by running it again. A case
+that fails (unreadable, wrong modality, out of memory, a writer error) is recorded
+with its reason and the run goes on. See ``docs/cohort.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medimg.inference.cases import (
+    CaseInput,
+    CaseOutputs,
+    case_dir,
+    case_key,
+    label_volumes_ml,
+    remove_partial_files,
+    shard_cases,
+)
+from medimg.inference.cohort_summary import QcLimits, qc_flags, write_summary_csv
+from medimg.inference.ledger import Ledger
+from medimg.inference.writers import Writer
+from medimg.io.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CohortReport:
+    """Result of :func:`run_cohort`: counts, per-case rows and the summary CSV path."""
+
+    out_dir: Path
+    summary_csv: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.rows if r["status"] == status)
+
+    @property
+    def done(self) -> int:
+        return self.count("done")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def exit_code(self) -> int:
+        """0 when no case failed, else the number of failed cases (capped at 100)."""
+        return min(self.failed, 100)
+
+
+@dataclass
+class _Prepared:
+    case: CaseInput
+    key: str | None = None
+    data: Any = None
+    skipped_entry: dict[str, Any] | None = None
+    error: str | None = None
+    load_s: float = 0.0
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def run_cohort(
+    cases: Sequence[CaseInput],
+    predict_fn: Callable[[CaseInput, Any], CaseOutputs],
+    out_dir: Path,
+    *,
+    load_fn: Callable[[CaseInput], Any],
+    writers: Sequence[Writer],
+    model_key: str,
+    settings_key: str,
+    prefetch: int = 2,
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    qc: QcLimits | None = None,
+) -> CohortReport:
+    """Run ``predict_fn`` over ``cases`` with prefetching, background writes and a ledger.
+
+    Args:
+        cases: the cohort (unique, pseudonymous ``case_id``\\ s).
+        predict_fn: ``(case, loaded) -> CaseOutputs``; the model lives in its closure.
+        out_dir: outputs go to ``out_dir/cases/<case_id>/``; ledger and summary CSV at the top.
+        load_fn: ``case -> loaded`` (read + preprocess), run in background threads.
+        writers: output writers (e.g. NIfTI, DICOM SEG, DICOM SR), run in order.
+        model_key: identifies the model (e.g. weights sha256); part of each case key.
+        settings_key: identifies the inference settings (e.g. their hash); part of the key.
+        prefetch: how many cases are loaded ahead of the predictor.
+        progress: show a tqdm bar with ETA and done/skipped/failed counts.
+        shard: ``(i, n)`` runs only shard ``i`` of ``n`` (see :func:`shard_cases`).
+        qc: limits for the implausible-volume QC flag.
+
+    Returns:
+        A :class:`CohortReport`; ``exit_code`` is non-zero when any case failed.
+
+    Example:
+        >>> model = load_model(...)  # doctest: +SKIP
+        >>> report = run_cohort(cases, lambda c, x: segment(model, x), Path("out"),
+        ...                     load_fn=load_case, writers=[NiftiMaskWriter()],
+        ...                     model_key=weights_sha, settings_key=settings_hash)  # doctest: +SKIP
+        >>> raise SystemExit(report.exit_code)  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = shard_cases(cases, shard)
+    limits = qc or QcLimits()
+    ledger = Ledger(out_dir, shard)
+    latest = ledger.latest()
+    writer_names = {w.name for w in writers}
+    rows: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
+    bar = tqdm(total=len(cases), disable=not progress, unit="case", file=sys.stderr, dynamic_ncols=True)
+
+    def finish(row: dict[str, Any]) -> None:
+        with lock:
+            rows[row["case_id"]] = row
+            statuses = [r["status"] for r in rows.values()]
+            bar.set_postfix(
+                done=statuses.count("done"),
+                skipped=statuses.count("skipped"),
+                failed=statuses.count("failed"),
+            )
+            bar.update(1)
+
+    def fail(prep: _Prepared, reason: str, timings: dict[str, float]) -> None:
+        log.warning("case %s failed: %s", prep.case.case_id, reason)
+        row: dict[str, Any] = {
+            "case_id": prep.case.case_id,
+            "key": prep.key,
+            "status": "failed",
+            "reason": reason,
+        }
+        row.update(timings=timings, volumes_ml={}, probabilities={}, qc_flags=[])
+        try:
+            _write_case_json(out_dir, prep.case, row, model_key, settings_key)
+        except Exception as exc:  # the ledger line below still records the failure
+            log.warning("case %s: cannot write case.json (%s)", prep.case.case_id, _reason(exc))
+        ledger.append({k: row[k] for k in ("case_id", "key", "status", "reason")})
+        finish(row)
+
+    def prepare(case: CaseInput) -> _Prepared:
+        prep = _Prepared(case)
+        t0 = time.perf_counter()
+        try:
+            prep.key = case_key(case, model_key, settings_key)
+            entry = latest.get((case.case_id, prep.key)) or {}
+            # Done, outputs present, and written by (at least) the writers asked for now.
+            if ledger.is_done(case.case_id, prep.key, latest) and writer_names <= set(
+                entry.get("writers", ())
+            ):
+                prep.skipped_entry = entry
+                return prep
+            remove_partial_files(case_dir(out_dir, case))
+            prep.data = load_fn(case)
+        except Exception as exc:
+            prep.error = _reason(exc)
+        prep.load_s = time.perf_counter() - t0
+        return prep
+
+    write_queue: queue.Queue[tuple[_Prepared, CaseOutputs, float] | None] = queue.Queue(
+        maxsize=max(1, prefetch)
+    )
+
+    def write_loop() -> None:
+        while (item := write_queue.get()) is not None:
+            prep, outputs, predict_s = item
+            t0 = time.perf_counter()
+            timings = {"load_s": round(prep.load_s, 4), "predict_s": round(predict_s, 4)}
+            try:
+                row = _write_case(
+                    out_dir, prep, outputs, writers, limits, model_key, settings_key, timings, t0
+                )
+                ledger.append({k: row[k] for k in _LEDGER_DONE_KEYS})
+                finish(row)
+            except Exception as exc:
+                timings["write_s"] = round(time.perf_counter() - t0, 4)
+                fail(prep, _reason(exc), timings)
+
+    writer_thread = threading.Thread(target=write_loop, name="medimg-cohort-writer", daemon=True)
+    writer_thread.start()
+    pending: deque[Future[_Prepared]] = deque()
+    remaining = iter(cases)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="medimg-load") as pool:
+
+            def refill() -> None:
+                while len(pending) < max(1, prefetch) and (case := next(remaining, None)) is not None:
+                    pending.append(pool.submit(prepare, case))
+
+            refill()
+            while pending:
+                prep = pending.popleft().result()
+                refill()
+                if prep.skipped_entry is not None:
+                    finish({**prep.skipped_entry, "status": "skipped", "reason": ""})
+                elif prep.error is not None:
+                    fail(prep, prep.error, {"load_s": round(prep.load_s, 4)})
+                else:
+                    t0 = time.perf_counter()
+                    try:
+                        outputs = predict_fn(prep.case, prep.data)
+                    except Exception as exc:
+                        _release_accelerator_memory(exc)
+                        fail(prep, _reason(exc), {"load_s": round(prep.load_s, 4)})
+                        continue
+                    finally:
+                        prep.data = None
+                    write_queue.put((prep, outputs, time.perf_counter() - t0))
+    finally:
+        write_queue.put(None)
+        writer_thread.join()
+        bar.close()
+
+    ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
+    summary = out_dir / ("cohort.csv" if shard is None else f"cohort-{shard[0]}of{shard[1]}.csv")
+    write_summary_csv(summary, ordered)
+    report = CohortReport(out_dir, summary, ordered, time.perf_counter() - start)
+    log.info("cohort: %d done, %d skipped, %d failed", report.done, report.skipped, report.failed)
+    return report
+
+
+_LEDGER_DONE_KEYS = (
+    "case_id",
+    "key",
+    "status",
+    "reason",
+    "outputs",
+    "volumes_ml",
+    "probabilities",
+    "qc_flags",
+    "timings",
+    "writers",
+)
+
+
+def _write_case(
+    out_dir: Path,
+    prep: _Prepared,
+    outputs: CaseOutputs,
+    writers: Sequence[Writer],
+    limits: QcLimits,
+    model_key: str,
+    settings_key: str,
+    timings: dict[str, float],
+    t0: float,
+) -> dict[str, Any]:
+    """Run every writer, then the per-case JSON; return the summary row of a done case."""
+    folder = case_dir(out_dir, prep.case)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for writer in writers:
+        paths.extend(Path(p) for p in writer(prep.case, outputs, folder))
+    volumes = label_volumes_ml(outputs.mask, outputs.labels) if outputs.mask is not None else {}
+    timings["write_s"] = round(time.perf_counter() - t0, 4)
+    row: dict[str, Any] = {
+        "case_id": prep.case.case_id,
+        "key": prep.key,
+        "status": "done",
+        "reason": "",
+        "volumes_ml": volumes,
+        "probabilities": {k: float(v) for k, v in outputs.probabilities.items()},
+        "qc_flags": qc_flags(outputs, volumes, limits),
+        "timings": timings,
+        "writers": [w.name for w in writers],
+        "extra": outputs.extra,
+    }
+    json_path = _write_case_json(
+        out_dir, prep.case, {**row, "outputs": [p.name for p in paths]}, model_key, settings_key
+    )
+    row["outputs"] = [str(p.resolve().relative_to(out_dir.resolve())) for p in [*paths, json_path]]
+    return row
+
+
+def _write_case_json(
+    out_dir: Path, case: CaseInput, row: dict[str, Any], model_key: str, settings_key: str
+) -> Path:
+    document = {**row, "model_key": model_key, "settings_key": settings_key}
+    path = case_dir(out_dir, case) / "case.json"
+    return atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _release_accelerator_memory(exc: BaseException) -> None:
+    """After an out-of-memory error, give cached device memory back before the next case."""
+    if "OutOfMemory" not in type(exc).__name__ or "torch" not in sys.modules:
+        return
+    torch = sys.modules["torch"]
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,120 @@
+"""A cohort run killed with SIGKILL resumes: one complete output set per case, none computed twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from medimg.inference.ledger import Ledger
+from medimg.io.nifti import load_nifti, save_nifti
+from medimg.io.volume import Volume
+
+N_CASES = 10
+
+WORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import numpy as np
+    from medimg.inference.cases import CaseInput, CaseOutputs
+    from medimg.inference.cohort import run_cohort
+    from medimg.inference.writers import NiftiMaskWriter
+    from medimg.io.atomic import atomic_write_text
+    from medimg.io.nifti import load_nifti
+    from medimg.io.volume import Volume
+
+    root = Path(sys.argv[1])
+    cases = [CaseInput(p.name.split(".")[0], (p,)) for p in sorted((root / "in").glob("*.nii.gz"))]
+    log = root / "computations.log"
+
+    def predict(case, vol):
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{case.case_id} {os.getpid()}\\n".encode())
+        os.fsync(fd)
+        os.close(fd)
+        time.sleep(0.12)
+        return CaseOutputs(mask=Volume((vol.data > 0).astype(np.uint8), vol.affine), labels={1: "lesion"})
+
+    class SlowReport:
+        name = "report"
+        def __call__(self, case, outputs, case_dir):
+            time.sleep(0.05)
+            return [atomic_write_text(case_dir / "report.txt", "x" * 200000)]
+
+    report = run_cohort(cases, predict, root / "out", load_fn=lambda c: load_nifti(c.paths[0]),
+                        writers=[NiftiMaskWriter(), SlowReport()], model_key="m", settings_key="s",
+                        progress=False)
+    sys.exit(report.exit_code)
+    """
+)
+
+
+def _start(root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.Popen([sys.executable, str(root / "worker.py"), str(root)], env=env)
+
+
+def _done_count(out: Path) -> int:
+    return sum(1 for e in Ledger(out).latest().values() if e["status"] == "done") if out.exists() else 0
+
+
+def _kill_when_done(root: Path, k: int) -> set[str]:
+    proc = _start(root)
+    deadline = time.monotonic() + 60
+    while _done_count(root / "out") < k:
+        assert proc.poll() is None, "the worker ended before it could be killed"
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return {e["case_id"] for e in Ledger(root / "out").latest().values() if e["status"] == "done"}
+
+
+def _computations(root: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split()) for line in (root / "computations.log").read_text().splitlines()]
+
+
+def test_sigkill_then_rerun_completes_each_case_once(tmp_path: Path) -> None:
+    for i in range(N_CASES):
+        data = np.zeros((12, 7, 5), np.float32)
+        data[: i + 1, 2, 1] = 1.0
+        save_nifti(Volume(data, np.diag([0.7, 0.8, 2.0, 1.0])), tmp_path / "in" / f"case{i:02d}.nii.gz")
+    (tmp_path / "worker.py").write_text(WORKER)
+
+    done_after_kill1 = _kill_when_done(tmp_path, 3)
+    done_after_kill2 = _kill_when_done(tmp_path, 7)
+    assert 3 <= len(done_after_kill1) < N_CASES and done_after_kill1 <= done_after_kill2
+    proc = _start(tmp_path)
+    assert proc.wait(timeout=120) == 0
+
+    runs = _computations(tmp_path)
+    pids = list(dict.fromkeys(pid for _, pid in runs))
+    by_run = [[case for case, pid in runs if pid == p] for p in pids]
+    for computed in by_run:
+        assert len(computed) == len(set(computed)), "a case was computed twice within one run"
+    # A case recorded done is never computed again.
+    later = {case for computed in by_run[1:] for case in computed}
+    assert not later & done_after_kill1
+    assert not {c for computed in by_run[2:] for c in computed} & done_after_kill2
+    counts = Counter(case for case, _ in runs)
+    assert set(counts) == {f"case{i:02d}" for i in range(N_CASES)}
+    for case in done_after_kill1:
+        assert counts[case] == 1
+
+    latest = Ledger(tmp_path / "out").latest()
+    assert sorted(e["case_id"] for e in latest.values() if e["status"] == "done") == sorted(counts)
+    for i in range(N_CASES):
+        folder = tmp_path / "out" / "cases" / f"case{i:02d}"
+        assert sorted(p.name for p in folder.iterdir()) == ["case.json", "mask.nii.gz", "report.txt"]
+        assert int(load_nifti(folder / "mask.nii.gz").data.sum()) == i + 1
+        assert (folder / "report.txt").stat().st_size == 200000
+        assert json.loads((folder / "case.json").read_text())["status"] == "done"
