@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "predict",
     "scan",
     "convert",
+    "deid",
     "explain",
     "reproduce",
     "weights",

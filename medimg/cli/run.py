@@ -18,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override one workflow key (repeatable), e.g. --set optim.lr=0.001")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in outputs.dir")
+    p.add_argument("--folds", type=int, default=None,
+                   help="k-fold cross-validation: k child runs under one parent MLflow run (mean, sd, 95%% CI)")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="repeat with these seeds as child runs under one parent run")
     p.add_argument("--check", action="store_true",
                    help="validate the workflow and the data (files, label geometry) and stop before training")
     return p
@@ -33,6 +37,20 @@ def execute(args: argparse.Namespace) -> int:
         df = prepare_data(wf)
         counts = df["split"].value_counts().to_dict()
         print(f"workflow OK ({wf.name}, hash {config_hash(wf)[:12]}); {len(df)} cases: {counts}")
+        return 0
+    if args.folds or args.seeds:
+        from medimg.errors import ConfigError
+        from medimg.training.repeats import run_repeats
+
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [wf.seed]
+        except ValueError:
+            raise ConfigError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+        if args.folds is not None and args.folds < 2:
+            raise ConfigError(f"--folds {args.folds}: expected 2 or more")
+        parent, table = run_repeats(wf, args.folds, seeds)
+        print(table.to_string(index=False))
+        print(f"parent MLflow run: {parent}")
         return 0
     from medimg.training.run import run_workflow
 

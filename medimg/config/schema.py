@@ -163,6 +163,8 @@ class TrackingConfig(Strict):
     experiment: str = "medimg"
     run_name: str | None = None
     log_checkpoint: bool = True
+    register_model: str | None = Field(None, description="register the trained model (MLflow pyfunc) under this name")
+    model_alias: str = Field("candidate", description="alias set on the registered model version")
 
 
 class OutputsConfig(Strict):

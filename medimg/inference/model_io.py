@@ -40,7 +40,7 @@ def save_trained(net: torch.nn.Module, wf: Workflow, out_dir: str | Path) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     with atomic_write(out / MODEL_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "producer": "medimg"})
+        save_file(state, str(tmp), metadata={"format": "pt"})  # one key: a byte-stable header
     atomic_write_text(out / WORKFLOW_FILE, workflow_to_yaml(wf))
     return out
 

@@ -1,14 +1,17 @@
 """A study run: workflow → data → Lightning training → test scoring → MLflow lineage.
 
-Every run records the resolved workflow and its hash, the manifest and its hash, the
-code version and the best weights (safetensors) in MLflow, and leaves the same files in
-``outputs.dir`` so the study can be inspected without a tracking server.
+Every run records the resolved workflow and its hash, the manifest (as an MLflow
+dataset, with each file's sha256), the code version, the environment, the seeds and
+the best weights (safetensors) in MLflow, and leaves the same files in
+``outputs.dir``. ``run.json`` there names the MLflow run from the first moment, so a
+killed run resumes (``--resume``) into the same MLflow run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ import pandas as pd
 from medimg import __version__
 from medimg.config.load import config_hash, workflow_to_dict, workflow_to_yaml
 from medimg.config.schema import Workflow
-from medimg.errors import DataError
+from medimg.errors import ConfigError, DataError
 from medimg.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -39,19 +42,30 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def global_rank() -> int:
+    """This process's rank under torchrun / SLURM / Lightning's launcher (0 when alone)."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def prepare_data(wf: Workflow) -> pd.DataFrame:
     """Generate the synthetic study when asked, read + check the manifest, assign patient-level splits."""
     from medimg.data.manifest import read_manifest
     from medimg.data.splits import assign_splits
 
     manifest = Path(wf.data.manifest)
-    if not manifest.exists() and wf.data.synthetic is not None:
+    if not manifest.exists() and wf.data.synthetic is not None and global_rank() == 0:
         from medimg.data.synthetic import write_synthetic_study
 
         s = wf.data.synthetic
         log.info("generating a synthetic study of %d cases in %s", s.cases, manifest.parent)
         write_synthetic_study(manifest.parent, cases=s.cases, seed=s.seed, shape=s.shape, spacing=s.spacing,
                               oblique_deg=s.oblique_deg)
+    deadline = time.monotonic() + 600
+    while not manifest.exists() and wf.data.synthetic is not None and time.monotonic() < deadline:
+        time.sleep(0.5)  # another rank is writing the synthetic study
     df = assign_splits(read_manifest(wf.data, wf.task), wf.data.split)
     for split in ("train", "val"):
         if not (df["split"] == split).any():
@@ -62,7 +76,9 @@ def prepare_data(wf: Workflow) -> pd.DataFrame:
 def _trainer(wf: Workflow, logger: Any, ckpt_dir: Path, monitor: str, extra_callbacks: list[Any]) -> Any:
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from medimg.training.checkpointing import AtomicCheckpoint
 
     t = wf.trainer
     precision: Any = t.precision
@@ -71,73 +87,129 @@ def _trainer(wf: Workflow, logger: Any, ckpt_dir: Path, monitor: str, extra_call
         precision = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
     elif precision == "32":
         precision = "32-true"
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_last=True,
-                           save_top_k=1, auto_insert_metric_name=False)
-    return pl.Trainer(
+    ckpt = AtomicCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_top_k=1,
+                            auto_insert_metric_name=False, enable_version_counter=False)
+    # "last" is written after every epoch (after its validation), for --resume
+    last = AtomicCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, save_on_train_epoch_end=True,
+                            enable_version_counter=False)
+    trainer = pl.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         num_nodes=t.num_nodes, precision=precision, logger=logger, deterministic=t.deterministic,
         check_val_every_n_epoch=t.val_every_n_epochs, gradient_clip_val=t.gradient_clip,
-        limit_train_batches=t.limit_train_batches, callbacks=[ckpt, LearningRateMonitor("step"), *extra_callbacks],
+        limit_train_batches=t.limit_train_batches, callbacks=[ckpt, last, LearningRateMonitor("epoch"), *extra_callbacks],
         log_every_n_steps=1, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=ckpt_dir.parent,
-    ), ckpt
+        enable_progress_bar=os.environ.get("CI") != "true",
+    )
+    return trainer, ckpt
 
 
-def run_workflow(wf: Workflow, resume: bool = False) -> RunResult:
+def _start_run(wf: Workflow, out: Path, uri: str, resume: bool, parent_run_id: str | None) -> Any:
+    """The MLflow logger: a new run, or (``resume``) the run named in ``out/run.json``."""
+    from medimg.training.tracking import make_logger
+
+    info_path = out / "run.json"
+    run_id = None
+    if resume:
+        if not info_path.is_file():
+            raise ConfigError(f"--resume: {info_path} not found; nothing to resume in outputs.dir {out}")
+        run_id = json.loads(info_path.read_text())["run_id"]
+    tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
+    return make_logger(uri, wf.tracking.experiment, wf.tracking.run_name or wf.name, run_id=run_id, tags=tags)
+
+
+def _log_lineage(client: Any, run_id: str, wf: Workflow, df: pd.DataFrame, out: Path, caveats: list[str]) -> None:
+    import mlflow
+
+    from medimg.data.manifest import manifest_hash
+    from medimg.training.lineage import environment, file_hashes, pip_freeze
+    from medimg.training.tracking import flatten, git_state
+
+    client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in flatten(workflow_to_dict(wf)).items()])
+    hashes = file_hashes(df)
+    env = environment()
+    tags = {"medimg.version": __version__, "medimg.config_hash": config_hash(wf),
+            "medimg.manifest_hash": manifest_hash(df), "medimg.task": wf.task, "medimg.workflow": wf.name,
+            "medimg.seed": str(wf.seed), "medimg.deterministic": str(wf.trainer.deterministic).lower(),
+            "medimg.determinism_caveats": " | ".join(caveats) or "none",
+            "medimg.torch": env["torch"], "medimg.cuda": env["cuda"], "medimg.cudnn": env["cudnn"],
+            "medimg.hardware": f"{env['machine']} cpus={env['cpu_count']} gpus={env['gpus'] or 'none'}",
+            **{f"medimg.{k}": v for k, v in git_state().items()}}
+    client.log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+    atomic_write_text(out / "workflow.resolved.yaml", workflow_to_yaml(wf))
+    saved = df.drop(columns=["target"])
+    if wf.task == "segmentation":  # label paths resolved like image paths, so the saved manifest stands alone
+        saved[wf.data.label_column] = df["target"]
+    atomic_write_text(out / "manifest.csv", saved.to_csv(index=False))
+    atomic_write_text(out / "file_hashes.csv", hashes.to_csv(index=False))
+    atomic_write_text(out / "environment.json", json.dumps(env, indent=2))
+    atomic_write_text(out / "requirements.txt", pip_freeze())
+    client.log_artifact(run_id, str(out / "workflow.resolved.yaml"))
+    for name in ("manifest.csv", "file_hashes.csv"):
+        client.log_artifact(run_id, str(out / name), "data")
+    for name in ("environment.json", "requirements.txt"):
+        client.log_artifact(run_id, str(out / name), "environment")
+    try:  # the manifest as an MLflow dataset, its digest = the content hash of every file
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            ds = mlflow.data.from_pandas(saved, source=str(Path(wf.data.manifest).resolve()), name=f"{wf.name}-manifest",
+                                         digest=manifest_hash(hashes, ("case_key", "role", "sha256"))[:32])
+            mlflow.log_input(ds, context="training")
+    except Exception as exc:  # pragma: no cover - older/limited tracking servers
+        log.warning("could not log the manifest as an MLflow dataset: %s", exc)
+
+
+def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None = None) -> RunResult:
     """Train and score the study described by ``wf``; return the MLflow run and test metrics.
 
     Example:
         >>> res = run_workflow(load_workflow("workflows/quickstart_seg.yaml"))  # doctest: +SKIP
         >>> res.metrics["test_dice_mean"]  # doctest: +SKIP
     """
-    import lightning.pytorch as pl
     import mlflow
     import torch
 
     from medimg.data.datasets import case_dicts, make_dataset, make_loader
-    from medimg.data.manifest import manifest_hash
     from medimg.inference.model_io import save_trained, sha256_file
     from medimg.inference.predictor import Predictor
     from medimg.inference.score import score_cases, summarise
+    from medimg.training.checkpointing import RngState
+    from medimg.training.determinism import configure_determinism
     from medimg.training.tasks import task_class
-    from medimg.training.tracking import flatten, git_state, make_logger, resolve_tracking_uri
+    from medimg.training.tracking import resolve_tracking_uri
 
     t0 = time.perf_counter()
+    rank = global_rank()
     out = Path(wf.outputs.dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     df = prepare_data(wf)
-    pl.seed_everything(wf.seed, workers=True, verbose=False)
-    if wf.trainer.deterministic:
-        from monai.utils import set_determinism
-
-        set_determinism(seed=wf.seed)
+    seg = wf.task == "segmentation"
+    caveats = configure_determinism(wf.seed, wf.trainer.deterministic, wf.trainer.accelerator)
     train_ds = make_dataset(wf, case_dicts(df[df.split == "train"], wf.task), train=True, cache_dir=out / "cache")
     val_ds = make_dataset(wf, case_dicts(df[df.split == "val"], wf.task), train=False, cache_dir=out / "cache")
-    bs = wf.optim.batch_size
-    seg = wf.task == "segmentation"
-    train_dl = make_loader(train_ds, bs, True, wf.trainer.num_workers, wf.seed)
-    val_dl = make_loader(val_ds, 1 if seg else bs, False, wf.trainer.num_workers, wf.seed)
+    train_ds.transform.set_random_state(seed=wf.seed)  # augmentation draws follow the workflow's seed
+    train_dl = make_loader(train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed)
+    val_dl = make_loader(val_ds, 1 if seg else wf.optim.batch_size, False, wf.trainer.num_workers, wf.seed)
 
     uri = resolve_tracking_uri(wf.tracking.uri)
-    logger = make_logger(uri, wf.tracking.experiment, wf.tracking.run_name or wf.name)
-    run_id = logger.run_id
-    cfg_hash, man_hash = config_hash(wf), manifest_hash(df)
+    logger = _start_run(wf, out, uri, resume, parent_run_id)
+    run_id = logger.run_id if rank == 0 else None
     client = mlflow.MlflowClient(uri)
-    logger.log_hyperparams(flatten(workflow_to_dict(wf)))
-    tags = {"medimg.version": __version__, "medimg.config_hash": cfg_hash, "medimg.manifest_hash": man_hash,
-            "medimg.task": wf.task, "medimg.workflow": wf.name, **{f"medimg.{k}": v for k, v in git_state().items()}}
-    for k, v in tags.items():
-        client.set_tag(run_id, k, v)
-    atomic_write_text(out / "workflow.resolved.yaml", workflow_to_yaml(wf))
-    atomic_write_text(out / "manifest.csv", df.drop(columns=["target"]).to_csv(index=False))
-    client.log_artifact(run_id, str(out / "workflow.resolved.yaml"))
-    client.log_artifact(run_id, str(out / "manifest.csv"), "data")
+    if rank == 0:
+        atomic_write_text(out / "run.json", json.dumps({"run_id": run_id, "tracking_uri": uri, "status": "running"}))
+        if not resume:
+            _log_lineage(client, run_id, wf, df, out, caveats)
 
     steps = max(1, len(train_dl))
     module = task_class(wf.task)(workflow_to_dict(wf), steps_per_epoch=steps)
-    trainer, ckpt = _trainer(wf, logger, out / "checkpoints", module.monitor, [])
-    trainer.fit(module, train_dl, val_dl, ckpt_path="last" if resume else None)
+    rng = RngState(train_ds.transform, getattr(train_dl, "generator", None))
+    trainer, ckpt = _trainer(wf, logger, out / "checkpoints", module.monitor, [rng])
+    last = out / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        log.warning("--resume: no checkpoint in %s yet; training from the start", last.parent)
+    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+    if trainer.global_rank != 0:
+        return RunResult("", uri, out, {}, pd.DataFrame(), out / "model", time.perf_counter() - t0)
 
-    best = ckpt.best_model_path or ckpt.last_model_path
+    best = ckpt.best_model_path or str(last)
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
@@ -145,13 +217,14 @@ def run_workflow(wf: Workflow, resume: bool = False) -> RunResult:
     client.log_artifacts(run_id, str(model_dir), "model")
     if wf.tracking.log_checkpoint and best:
         client.log_artifact(run_id, best, "checkpoints")
-    client.set_tag(run_id, "medimg.weights_sha256", sha256_file(model_dir / "model.safetensors"))
+    weights_sha = sha256_file(model_dir / "model.safetensors")
+    client.set_tag(run_id, "medimg.weights_sha256", weights_sha)
 
     test = df[df.split == "test"]
     per_case = pd.DataFrame()
     metrics: dict[str, float] = {}
     if len(test):
-        predictor = Predictor(module.net, wf)
+        predictor = Predictor(module.net, wf, device="cpu" if wf.trainer.accelerator == "cpu" else None)
         per_case = score_cases(predictor, test, masks_dir=out / "test_predictions" if seg else None)
         atomic_write_text(out / "test_per_case.csv", per_case.to_csv(index=False))
         metrics = summarise(per_case, wf.task)
@@ -161,8 +234,18 @@ def run_workflow(wf: Workflow, resume: bool = False) -> RunResult:
         atomic_write_text(out / "test_summary.json", json.dumps(metrics, indent=2))
         client.log_artifact(run_id, str(out / "test_per_case.csv"), "evaluation")
         client.log_artifact(run_id, str(out / "test_summary.json"), "evaluation")
+    extra: dict[str, Any] = {}
+    if wf.tracking.register_model:
+        try:
+            from medimg.training.pyfunc import log_pyfunc_model
+
+            extra["model_uri"] = log_pyfunc_model(run_id, model_dir, uri, wf.tracking.register_model,
+                                                  wf.tracking.model_alias)
+        except ImportError:  # pragma: no cover
+            log.warning("pyfunc model logging is unavailable in this installation")
     seconds = time.perf_counter() - t0
     client.log_metric(run_id, "run_seconds", seconds)
     client.set_terminated(run_id, "FINISHED")
-    atomic_write_text(out / "run.json", json.dumps({"run_id": run_id, "tracking_uri": uri}, indent=2))
-    return RunResult(run_id, uri, out, metrics, per_case, model_dir, seconds)
+    atomic_write_text(out / "run.json", json.dumps({"run_id": run_id, "tracking_uri": uri, "status": "finished",
+                                                    "weights_sha256": weights_sha, **extra}, indent=2))
+    return RunResult(run_id, uri, out, metrics, per_case, model_dir, seconds, extra)

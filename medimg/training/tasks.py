@@ -33,7 +33,7 @@ def build_model(wf: Workflow) -> torch.nn.Module:
 class _Task(pl.LightningModule):
     def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # medimg logs the flattened workflow itself
         self.wf: Workflow = parse_workflow(workflow, source="checkpoint")
         self.net = build_model(self.wf)
         self.steps_per_epoch = max(1, steps_per_epoch)

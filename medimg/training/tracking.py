@@ -65,7 +65,8 @@ def git_state(cwd: str | Path | None = None) -> dict[str, str]:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
-def make_logger(uri: str, experiment: str, run_name: str | None, run_id: str | None = None) -> Any:
+def make_logger(uri: str, experiment: str, run_name: str | None, run_id: str | None = None,
+                tags: dict[str, str] | None = None) -> Any:
     """A Lightning ``MLFlowLogger`` on ``uri`` (experiment created with a local artifact folder)."""
     import mlflow
     from lightning.pytorch.loggers import MLFlowLogger
@@ -76,4 +77,4 @@ def make_logger(uri: str, experiment: str, run_name: str | None, run_id: str | N
     if client.get_experiment_by_name(experiment) is None:
         client.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
     return MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=run_name, run_id=run_id,
-                        log_model=False)
+                        tags=tags, log_model=False)

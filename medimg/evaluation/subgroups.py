@@ -1,0 +1,204 @@
+"""Subgroup (fairness) analysis: per-group metrics with CIs and the largest gap with its CI.
+
+Any column of the per-case table works as a grouping (scanner manufacturer, site, sex,
+age band...). Cases without a value form the group ``"(missing)"``, so none vanish.
+For each metric, the largest gap is taken between the groups with the highest and the
+lowest estimate among groups large enough to conclude; its CI comes from resampling
+patients independently inside each of the two groups. A gap whose CI excludes zero is
+*flagged*, and the worse of the two groups is named.
+
+A group is *too small to conclude* when it has fewer than ``min_patients`` patients or,
+for classification, fewer than ``min_events`` cases of a class. Its estimates are shown
+with their (wide) CIs but it takes no part in the gap.
+
+Classification metrics use one operating point for every group (the cohort's Youden
+threshold unless one is given), so sensitivity and specificity are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medimg.errors import DataError
+from medimg.evaluation.bootstrap import (
+    bootstrap_mean_replicates,
+    bootstrap_replicates,
+    percentile_interval,
+)
+from medimg.evaluation.cls_metrics import classification_metrics, probabilities_from_frame
+from medimg.evaluation.compare import CLS_COMPARED, higher_is_better, seg_quality_columns
+
+MISSING_GROUP = "(missing)"
+
+
+def group_labels(
+    frame: pd.DataFrame, by: str, max_groups: int = 8
+) -> tuple[pd.Series, list[str], str | None]:
+    """Group name of every case, the groups in display order, and the binning used (if any).
+
+    A numeric column with more than ``max_groups`` distinct values (age, BMI...) is cut
+    into quartiles, named by their value ranges; anything else is used as it is.
+
+    Example:
+        >>> df = pd.DataFrame({"age": range(20, 60)})
+        >>> labels, order, binning = group_labels(df, "age")
+        >>> order, binning
+        (['20-29', '30-39', '40-49', '50-59'], 'quartiles')
+    """
+    if by not in frame.columns:
+        raise DataError(
+            f"subgroup column '{by}' is not in the per-case table; columns are {sorted(map(str, frame.columns))}"
+        )
+    column = frame[by]
+    if (
+        pd.api.types.is_numeric_dtype(column)
+        and not pd.api.types.is_bool_dtype(column)
+        and column.nunique() > max_groups
+    ):
+        bins = pd.qcut(column, 4, duplicates="drop")
+        names = {
+            iv: f"{_num(column[bins == iv].min())}-{_num(column[bins == iv].max())}"
+            for iv in bins.cat.categories
+        }
+        labels = bins.astype(object).map(lambda iv: MISSING_GROUP if pd.isna(iv) else names[iv])
+        order = [names[iv] for iv in bins.cat.categories] + ([MISSING_GROUP] if column.isna().any() else [])
+        return labels, order, "quartiles"
+    labels = column.map(lambda v: MISSING_GROUP if pd.isna(v) else str(v))
+    return labels, sorted(labels.unique(), key=lambda g: (g == MISSING_GROUP, g)), None
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _replicates(
+    frame: pd.DataFrame, task: str, metrics: Sequence[str], threshold: float | None, patient_key: str | None,
+    n_boot: int, seed: int,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
+    if task == "segmentation":
+        return bootstrap_mean_replicates(frame, metrics, patient_key=patient_key, n_boot=n_boot, seed=seed)
+    y_all, p_all = probabilities_from_frame(frame)
+    rows = pd.DataFrame({"__row": np.arange(len(frame))})
+    rows["__patient"] = frame[patient_key].to_numpy() if patient_key else np.arange(len(frame))
+
+    def statistic(sub: pd.DataFrame) -> dict[str, float]:
+        r = sub["__row"].to_numpy()
+        values = classification_metrics(y_all[r], p_all[r], threshold)
+        return {m: values.get(m, float("nan")) for m in metrics}
+
+    return bootstrap_replicates(rows, statistic, patient_key="__patient", n_boot=n_boot, seed=seed)
+
+
+def default_metrics(frame: pd.DataFrame, task: str) -> list[str]:
+    """Metrics analysed per group: quality columns (segmentation) or cohort metrics (classification).
+
+    Example:
+        >>> default_metrics(pd.DataFrame({"label": [0, 1], "prob": [0.2, 0.7]}), "classification")[:2]
+        ['auroc', 'auprc']
+    """
+    if task == "segmentation":
+        return seg_quality_columns(frame)
+    _, prob = probabilities_from_frame(frame)
+    names = (
+        ["auroc", "auprc", "sensitivity", "specificity", "balanced_accuracy", "brier", "ece"]
+        if prob.ndim == 1
+        else ["auroc_macro", "accuracy", "balanced_accuracy", "brier", "ece"]
+    )
+    return [n for n in names if n in CLS_COMPARED]
+
+
+def subgroup_analysis(
+    per_case: pd.DataFrame,
+    by: str,
+    task: str,
+    *,
+    metrics: Sequence[str] | None = None,
+    patient_key: str | None = "patient_key",
+    threshold: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    min_patients: int = 10,
+    min_events: int = 5,
+) -> dict[str, Any]:
+    """Per-group metrics with bootstrap CIs and, per metric, the largest between-group gap.
+
+    Args:
+        per_case: Per-case table (segmentation metric columns, or ``label`` + ``prob``).
+        by: Column to group by.
+        task: ``"segmentation"`` or ``"classification"``.
+        metrics: Metrics to analyse; default :func:`default_metrics`.
+        patient_key: Patient column (bootstrap unit); ``None``: one case per patient.
+        threshold: Classification operating point for every group; default: cohort Youden.
+        n_boot: Bootstrap replicates per group.
+        seed: Seed of the resampling.
+        level: Coverage of the intervals.
+        min_patients: Fewer patients than this makes a group too small to conclude.
+        min_events: Classification: fewer cases of any class than this is too small.
+
+    Returns:
+        ``{"column", "threshold", "groups": [{"group", "n_cases", "n_patients", "too_small",
+        "metrics": {name: Interval dict}}], "gaps": {name: {"highest_group", "lowest_group",
+        "worse_group", "gap": Interval dict, "flagged"}}}``.
+
+    Example:
+        >>> df = pd.DataFrame({"patient_key": range(40), "site": ["A"] * 20 + ["B"] * 20,
+        ...                    "dice_1": [0.9] * 20 + [0.6] * 20})
+        >>> res = subgroup_analysis(df, "site", "segmentation", n_boot=200)
+        >>> res["gaps"]["dice_1"]["worse_group"], res["gaps"]["dice_1"]["flagged"]
+        ('B', True)
+    """
+    if task not in ("segmentation", "classification"):
+        raise DataError(f"task must be 'segmentation' or 'classification'; got '{task}'")
+    groups, order, binning = group_labels(per_case, by)
+    names = list(metrics) if metrics is not None else default_metrics(per_case, task)
+    if task == "classification" and threshold is None:
+        y, prob = probabilities_from_frame(per_case)
+        threshold = classification_metrics(y, prob).get("threshold") if prob.ndim == 1 else None
+    out: dict[str, Any] = {"column": by, "binning": binning, "threshold": threshold, "groups": [], "gaps": {}}
+    reps_of: dict[str, dict[str, np.ndarray]] = {}
+    point_of: dict[str, dict[str, float]] = {}
+    eligible: list[str] = []
+    for i, value in enumerate(order):
+        sub = per_case[groups.to_numpy() == value]
+        n_patients = sub[patient_key].nunique() if patient_key else len(sub)
+        too_small = n_patients < min_patients
+        if task == "classification":
+            y, prob = probabilities_from_frame(sub)
+            n_classes = prob.shape[1] if prob.ndim == 2 else 2
+            too_small = too_small or int(np.bincount(y.astype(int), minlength=n_classes).min()) < min_events
+        point, reps = _replicates(sub, task, names, threshold, patient_key, n_boot, seed + 1 + i)
+        point_of[value], reps_of[value] = point, reps
+        if not too_small:
+            eligible.append(value)
+        out["groups"].append(
+            {
+                "group": value,
+                "n_cases": len(sub),
+                "n_patients": int(n_patients),
+                "too_small": bool(too_small),
+                "metrics": {m: percentile_interval(point[m], reps[m], level).to_dict() for m in names},
+            }
+        )
+    for m in names:
+        candidates = [g for g in eligible if np.isfinite(point_of[g][m])]
+        if len(candidates) < 2:
+            out["gaps"][m] = {"flagged": False, "reason": "fewer than two groups large enough to conclude"}
+            continue
+        high = max(candidates, key=lambda g: point_of[g][m])
+        low = min(candidates, key=lambda g: point_of[g][m])
+        gap = percentile_interval(
+            point_of[high][m] - point_of[low][m], reps_of[high][m] - reps_of[low][m], level
+        )
+        out["gaps"][m] = {
+            "highest_group": high,
+            "lowest_group": low,
+            "worse_group": low if higher_is_better(m) else high,
+            "gap": gap.to_dict(),
+            "flagged": gap.excludes(0.0),
+        }
+    return out

@@ -1,0 +1,1 @@
+"""DICOM: header reads, series discovery, volume assembly, writing and de-identification."""

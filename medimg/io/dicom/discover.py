@@ -1,0 +1,234 @@
+"""Series discovery: walk a folder, read headers in parallel, group, split and classify series.
+
+A series is first the files sharing a SeriesInstanceUID; it is then split where
+its files differ in orientation, matrix size or pixel spacing (e.g. a 3-plane
+localizer), and where repeated positions come from different acquisitions,
+echoes or time points. Each resulting series gets a kind (``volume``,
+``localizer``, ``derived``, ``secondary_capture``, ``unsupported``) and a reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medimg.errors import DataError
+from medimg.io.dicom.geometry import sort_slices
+from medimg.io.dicom.headers import SliceHeader, read_header
+from medimg.io.dicom.pseudonym import pseudonym
+
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+_SKIP_NAMES = {"DICOMDIR"}
+
+
+@dataclass
+class Excluded:
+    """A file or series that is not usable, and why (one line of the excluded table)."""
+
+    path: str
+    reason: str
+    kind: str = "unreadable"  # unreadable | localizer | derived | secondary_capture | unsupported
+    series_key: str = ""
+
+    @property
+    def is_problem(self) -> bool:
+        """True for broken input (unreadable, truncated, inconsistent); False for a kind set aside."""
+        return self.kind in ("unreadable", "unsupported")
+
+
+@dataclass
+class Series:
+    """The files of one (split) series with its classification."""
+
+    headers: list[SliceHeader]
+    split: int = 0
+    kind: str = "volume"
+    reason: str = ""
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> SliceHeader:
+        return self.headers[0]
+
+    @property
+    def folder(self) -> Path:
+        """Deepest folder holding every file of the series."""
+        return Path(os.path.commonpath([str(h.path.parent) for h in self.headers]))
+
+    def keys(self, key: bytes | str | None = None) -> dict[str, str]:
+        """Pseudonymous ``patient_key``, ``study_key`` and ``series_key`` (keyed hashes)."""
+        h = self.first
+        return {
+            "patient_key": pseudonym(h.patient_id, "patient", key),
+            "study_key": pseudonym(h.study_uid, "study", key),
+            "series_key": pseudonym(f"{h.series_uid}/{self.split}", "series", key),
+        }
+
+
+def safe_name(path: str | os.PathLike[str]) -> str:
+    """A path made printable on one line (control characters escaped)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(path))
+
+
+def _is_partial(name: str) -> bool:
+    """medimg's own in-progress atomic writes (``.name.XXXX.part.ext``)."""
+    return name.startswith(".") and ".part" in name
+
+
+def find_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Every regular file under ``root`` (hidden folders, DICOMDIR and partial writes skipped), sorted.
+
+    Example:
+        >>> files = find_files("incoming/")  # doctest: +SKIP
+    """
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in sorted(filenames) if f not in _SKIP_NAMES and not _is_partial(f)]
+    return [p for p in out if p.is_file() and not p.is_symlink()]
+
+
+def _read_one(path: Path) -> SliceHeader | Excluded:
+    try:
+        return read_header(path)
+    except DataError as exc:
+        return Excluded(safe_name(path), str(exc).removeprefix(f"{path}: "))
+
+
+def read_headers(paths: Sequence[Path], workers: int = 1) -> tuple[list[SliceHeader], list[Excluded]]:
+    """Read headers of ``paths`` (in processes when ``workers > 1``); split readable from not."""
+    if workers > 1 and len(paths) > 64:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_read_one, paths, chunksize=32))
+    else:
+        results = [_read_one(p) for p in paths]
+    headers = [r for r in results if isinstance(r, SliceHeader)]
+    excluded = [r for r in results if isinstance(r, Excluded)]
+    for h in list(headers):
+        if not h.has_pixels:
+            excluded.append(
+                Excluded(
+                    safe_name(h.path),
+                    f"no pixel data (header-only DICOM object, SOP class {h.sop_class_uid})",
+                )
+            )
+            headers.remove(h)
+    return headers, excluded
+
+
+def _split_key(h: SliceHeader) -> tuple:
+    ori = tuple(np.round(h.orientation, 3)) if h.orientation else None
+    ps = tuple(np.round(h.pixel_spacing, 4)) if h.pixel_spacing else None
+    return (ori, h.rows, h.columns, ps, h.number_of_frames > 1, h.samples_per_pixel)
+
+
+def _has_duplicates(headers: Sequence[SliceHeader]) -> bool:
+    if len(headers) < 2 or any(h.position is None for h in headers) or headers[0].orientation is None:
+        return False
+    try:
+        return bool(sort_slices(np.array([h.position for h in headers]), headers[0].orientation).duplicates)
+    except DataError:  # degenerate orientation: classify() reports it
+        return False
+
+
+def group_series(headers: Iterable[SliceHeader]) -> list[Series]:
+    """Group headers into series and split mixed ones (orientation, size, acquisition, echo, time)."""
+    by_uid: dict[tuple[str, str], list[SliceHeader]] = defaultdict(list)
+    for h in headers:
+        by_uid[(h.study_uid, h.series_uid)].append(h)
+    out: list[Series] = []
+    for uid in sorted(by_uid):
+        parts: dict[tuple, list[SliceHeader]] = defaultdict(list)
+        for h in by_uid[uid]:
+            key = (h.path,) if h.number_of_frames > 1 else _split_key(h)
+            parts[key].append(h)
+        groups = []
+        for part in sorted(parts.values(), key=lambda hs: (-len(hs), str(hs[0].path))):
+            if _has_duplicates(part):
+                sub: dict[tuple, list[SliceHeader]] = defaultdict(list)
+                for h in part:
+                    sub[(h.acquisition_number or 0, h.echo_number or 0, h.temporal_position or 0)].append(h)
+                if len(sub) > 1 and not any(_has_duplicates(s) for s in sub.values()):
+                    groups += [sub[k] for k in sorted(sub)]
+                    continue
+            groups.append(part)
+        out += [Series(sorted(g, key=lambda h: str(h.path)), split=i) for i, g in enumerate(groups)]
+    return out
+
+
+def classify(series: Series) -> Series:
+    """Set ``kind``, ``reason`` and QA ``flags`` of a series from its headers and geometry."""
+    try:
+        return _classify(series)
+    except DataError as exc:
+        series.kind, series.reason = "unsupported", str(exc)
+        return series
+
+
+def _classify(series: Series) -> Series:
+    h = series.first
+    n = sum(x.number_of_frames for x in series.headers)
+    if h.sop_class_uid.startswith(_SECONDARY_CAPTURE):
+        series.kind, series.reason = "secondary_capture", "secondary capture image (no acquisition geometry)"
+    elif h.samples_per_pixel != 1 or h.photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        series.kind = "unsupported"
+        series.reason = (
+            f"colour image ({h.photometric}, {h.samples_per_pixel} samples/pixel); grey-level images only"
+        )
+    elif h.is_localizer:
+        series.kind, series.reason = "localizer", f"localizer (ImageType {'/'.join(h.image_type)})"
+    elif h.image_type[:1] == ("DERIVED",):
+        series.kind, series.reason = "derived", f"derived image (ImageType {'/'.join(h.image_type)})"
+    elif h.orientation is None or h.position is None or h.pixel_spacing is None:
+        series.kind, series.reason = (
+            "unsupported",
+            "no ImagePositionPatient/ImageOrientationPatient/PixelSpacing",
+        )
+    elif h.number_of_frames > 1 and h.frame_positions is None:
+        series.kind, series.reason = (
+            "unsupported",
+            h.frame_note or "multi-frame image without per-frame positions",
+        )
+    elif len(series.headers) > 1 and _has_duplicates(series.headers):
+        series.kind, series.reason = (
+            "unsupported",
+            "duplicate slice positions that acquisition/echo/time do not explain",
+        )
+    if series.kind != "volume":
+        return series
+    positions = (
+        h.frame_positions if h.number_of_frames > 1 else np.array([x.position for x in series.headers])
+    )
+    stack = sort_slices(positions, h.orientation)
+    series.flags = list(stack.flags)
+    if n == 1:
+        series.flags.append("single_slice")
+    if h.photometric == "MONOCHROME1":
+        series.flags.append("monochrome1")
+    if not h.patient_id:
+        series.flags.append("no_patient_id")
+    return series
+
+
+def discover(root: str | os.PathLike[str], workers: int = 1) -> tuple[list[Series], list[Excluded]]:
+    """Find, read, group and classify every DICOM series under ``root``.
+
+    Returns:
+        The series (every kind, classified) and the files that could not be read, each with a reason.
+
+    Example:
+        >>> series, excluded = discover("incoming/", workers=2)  # doctest: +SKIP
+        >>> [(s.kind, len(s.headers)) for s in series]  # doctest: +SKIP
+        [('volume', 120), ('localizer', 1)]
+    """
+    headers, excluded = read_headers(find_files(root), workers)
+    return [classify(s) for s in group_series(headers)], excluded

@@ -1,0 +1,281 @@
+"""Fast header-only reads of DICOM files into a small, typed record.
+
+The pixel data is not read: its byte offset and length are recorded instead, so
+a truncated file is caught from the header pass and uncompressed slices can later
+be read straight into a preallocated volume.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from medimg.errors import DataError
+
+_PIXEL_TAG = 0x7FE00010
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
+_UNDEFINED = 0xFFFFFFFF
+
+
+@dataclass
+class SliceHeader:
+    """What medimg needs from one DICOM file, read without its pixels.
+
+    Identity fields (``patient_id``) are kept only to group files and derive
+    pseudonymous keys; they are excluded from ``repr`` and never written out.
+    """
+
+    path: Path
+    sop_class_uid: str = ""
+    sop_instance_uid: str = field(default="", repr=False)
+    study_uid: str = field(default="", repr=False)
+    series_uid: str = field(default="", repr=False)
+    frame_of_reference_uid: str = field(default="", repr=False)
+    patient_id: str = field(default="", repr=False)
+    modality: str = ""
+    manufacturer: str = ""
+    model: str = ""
+    body_part: str = ""
+    image_type: tuple[str, ...] = ()
+    transfer_syntax: str = ""
+    rows: int = 0
+    columns: int = 0
+    samples_per_pixel: int = 1
+    photometric: str = ""
+    bits_allocated: int = 0
+    bits_stored: int = 0
+    pixel_representation: int = 0
+    number_of_frames: int = 1
+    pixel_spacing: tuple[float, float] | None = None
+    orientation: tuple[float, ...] | None = None  # ImageOrientationPatient (6 values)
+    position: tuple[float, float, float] | None = None  # ImagePositionPatient
+    frame_positions: np.ndarray | None = field(default=None, repr=False)  # enhanced multi-frame: (F, 3)
+    frame_rescale: np.ndarray | None = field(
+        default=None, repr=False
+    )  # (F, 2) slope, intercept when they vary
+    frame_note: str = ""  # why an enhanced multi-frame image is not one volume
+    slice_thickness: float | None = None
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+    instance_number: int | None = None
+    acquisition_number: int | None = None
+    echo_number: int | None = None
+    temporal_position: int | None = None
+    has_pixels: bool = False
+    pixel_offset: int | None = None  # byte offset of native pixel bytes (None when encapsulated)
+    pixel_length: int | None = None
+    file_size: int = 0
+
+    @property
+    def expected_pixel_bytes(self) -> int:
+        """Bytes a native (uncompressed) pixel data element must hold."""
+        return (
+            self.rows
+            * self.columns
+            * self.samples_per_pixel
+            * self.number_of_frames
+            * (self.bits_allocated // 8)
+        )
+
+    @property
+    def is_localizer(self) -> bool:
+        return any(t in ("LOCALIZER", "SCOUT", "SCANOGRAM") for t in self.image_type)
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n else None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _pixel_element(fp: Any, ts: str, file_size: int) -> tuple[bool, int | None, int | None]:
+    """Parse the pixel data element header at the file position: (present, offset, length)."""
+    start = fp.tell()
+    head = fp.read(12)
+    if len(head) < 8:
+        return False, None, None
+    little = ts != ExplicitVRBigEndian
+    g, e = struct.unpack("<HH" if little else ">HH", head[:4])
+    if (g << 16 | e) != _PIXEL_TAG:
+        return False, None, None
+    if ts == ImplicitVRLittleEndian:
+        (length,) = struct.unpack("<I", head[4:8])
+        offset = start + 8
+    elif head[4:6] in _LONG_VRS:
+        (length,) = struct.unpack("<I" if little else ">I", head[8:12])
+        offset = start + 12
+    else:
+        (length,) = struct.unpack("<H" if little else ">H", head[6:8])
+        offset = start + 8
+    if length == _UNDEFINED:
+        return True, None, None
+    return True, offset, int(length)
+
+
+def _enhanced_geometry(ds: pydicom.Dataset, h: SliceHeader) -> None:
+    """Fill geometry of an enhanced multi-frame image from its functional groups."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared[0] if shared else pydicom.Dataset()
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+
+    def find(frame: pydicom.Dataset, seq: str, attr: str) -> Any:
+        for src in (frame, shared):
+            item = src.get(seq)
+            if item and attr in item[0]:
+                return item[0][attr].value
+        return None
+
+    first = per_frame[0] if len(per_frame) else pydicom.Dataset()
+    h.orientation = _floats(find(first, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    ps = _floats(find(first, "PixelMeasuresSequence", "PixelSpacing"), 2)
+    h.pixel_spacing = (ps[0], ps[1]) if ps else None
+    thick = find(first, "PixelMeasuresSequence", "SliceThickness")
+    h.slice_thickness = float(thick) if thick not in (None, "") else None
+    slope = find(first, "PixelValueTransformationSequence", "RescaleSlope")
+    intercept = find(first, "PixelValueTransformationSequence", "RescaleIntercept")
+    if slope is not None:
+        h.rescale_slope, h.rescale_intercept = float(slope), float(intercept or 0.0)
+    positions = [_floats(find(f, "PlanePositionSequence", "ImagePositionPatient"), 3) for f in per_frame]
+    orientations = {
+        _floats(find(f, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) for f in per_frame
+    }
+    if len(orientations) > 1:
+        h.frame_note = f"frames differ in orientation ({len(orientations)} stacks in one file)"
+    elif positions and all(p is not None for p in positions) and len(positions) == h.number_of_frames:
+        h.frame_positions = np.asarray(positions, dtype=np.float64)
+        h.position = positions[0]
+    else:
+        h.frame_note = "multi-frame image without per-frame ImagePositionPatient"
+    if slope is not None and len(per_frame) == h.number_of_frames:
+        rescale = [
+            (float(find(f, "PixelValueTransformationSequence", "RescaleSlope") or 1.0),
+             float(find(f, "PixelValueTransformationSequence", "RescaleIntercept") or 0.0))
+            for f in per_frame
+        ]  # fmt: skip
+        if len(set(rescale)) > 1:
+            h.frame_rescale = np.asarray(rescale, dtype=np.float64)
+
+
+def read_header(path: str | os.PathLike[str]) -> SliceHeader:
+    """Read one DICOM file's header (no pixels) into a :class:`SliceHeader`.
+
+    Raises:
+        DataError: naming the file and the reason (empty, not DICOM, corrupt header,
+            truncated pixel data).
+
+    Example:
+        >>> h = read_header("series/IM0001.dcm")  # doctest: +SKIP
+        >>> h.modality, h.rows, h.columns, h.position  # doctest: +SKIP
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read ({exc.strerror})") from exc
+    if size == 0:
+        raise DataError(f"{p}: empty file (0 bytes)")
+    try:
+        with open(p, "rb") as fp:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            ts = str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)) if ds.file_meta else ""
+            deflated = ts == "1.2.840.10008.1.2.1.99"
+            present, offset, length = (
+                (False, None, None) if deflated else _pixel_element(fp, ts or ImplicitVRLittleEndian, size)
+            )
+    except InvalidDicomError as exc:
+        raise DataError(f"{p}: not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from exc
+    except Exception as exc:  # pydicom raises many types on corrupt headers
+        raise DataError(f"{p}: corrupt or truncated DICOM header ({type(exc).__name__}: {exc})") from exc
+    h = SliceHeader(path=p, transfer_syntax=ts, file_size=size)
+    try:
+        _fill(h, ds)
+    except Exception as exc:
+        raise DataError(f"{p}: invalid value in DICOM header ({type(exc).__name__}: {exc})") from exc
+    if deflated:
+        present = "PixelData" in pydicom.dcmread(p, specific_tags=["PixelData"])
+    h.has_pixels, h.pixel_offset, h.pixel_length = present, offset, length
+    media_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "")) if ds.file_meta else ""
+    if media_class == "1.2.840.10008.1.3.10":
+        raise DataError(f"{p}: DICOMDIR (media directory index), not an image")
+    if not present and not h.sop_class_uid:
+        raise DataError(
+            f"{p}: truncated or incomplete DICOM header (no SOPClassUID; file ends at {size} bytes)"
+        )
+    if offset is not None and length is not None and offset + length > size:
+        raise DataError(f"{p}: truncated pixel data ({size - offset} of {length} bytes present)")
+    if (
+        h.has_pixels
+        and offset is not None
+        and h.samples_per_pixel == 1
+        and h.bits_allocated
+        and length is not None
+        and length < h.expected_pixel_bytes
+    ):
+        raise DataError(
+            f"{p}: pixel data holds {length} bytes, expected {h.expected_pixel_bytes} "
+            f"({h.rows}x{h.columns}x{h.number_of_frames} frames, {h.bits_allocated} bits)"
+        )
+    return h
+
+
+def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
+    g = ds.get
+    h.sop_class_uid = str(g("SOPClassUID", ""))
+    h.sop_instance_uid = str(g("SOPInstanceUID", ""))
+    h.study_uid = str(g("StudyInstanceUID", ""))
+    h.series_uid = str(g("SeriesInstanceUID", ""))
+    h.frame_of_reference_uid = str(g("FrameOfReferenceUID", ""))
+    h.patient_id = str(g("PatientID", ""))
+    h.modality = str(g("Modality", ""))
+    h.manufacturer = str(g("Manufacturer", ""))
+    h.model = str(g("ManufacturerModelName", ""))
+    h.body_part = str(g("BodyPartExamined", ""))
+    it = g("ImageType")
+    h.image_type = tuple(
+        str(v).upper()
+        for v in (it if isinstance(it, (list, pydicom.multival.MultiValue)) else [it] if it else [])
+    )
+    h.rows, h.columns = int(g("Rows", 0) or 0), int(g("Columns", 0) or 0)
+    h.samples_per_pixel = int(g("SamplesPerPixel", 1) or 1)
+    h.photometric = str(g("PhotometricInterpretation", "")).strip()
+    h.bits_allocated = int(g("BitsAllocated", 0) or 0)
+    h.bits_stored = int(g("BitsStored", 0) or 0) or h.bits_allocated
+    h.pixel_representation = int(g("PixelRepresentation", 0) or 0)
+    h.number_of_frames = _int(g("NumberOfFrames")) or 1
+    h.instance_number = _int(g("InstanceNumber"))
+    h.acquisition_number = _int(g("AcquisitionNumber"))
+    h.echo_number = _int(g("EchoNumbers"))
+    h.temporal_position = _int(g("TemporalPositionIdentifier"))
+    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+        _enhanced_geometry(ds, h)
+    else:
+        h.orientation = _floats(g("ImageOrientationPatient"), 6)
+        pos = _floats(g("ImagePositionPatient"), 3)
+        h.position = (pos[0], pos[1], pos[2]) if pos else None
+        ps = _floats(g("PixelSpacing"), 2)
+        h.pixel_spacing = (ps[0], ps[1]) if ps else None
+        thick = g("SliceThickness")
+        h.slice_thickness = float(thick) if thick not in (None, "") else None
+        if g("RescaleSlope") not in (None, ""):
+            h.rescale_slope = float(g("RescaleSlope"))
+        if g("RescaleIntercept") not in (None, ""):
+            h.rescale_intercept = float(g("RescaleIntercept"))
