@@ -50,7 +50,8 @@ bench: setup
 	$(PY) -m benchmarks
 
 docs: setup
-	$(VENV)/bin/medimg schema --format markdown > docs/workflow-keys.md
+	$(PY) -m medimg.config.reference > docs/workflow-reference.md
+	$(PY) -m medimg.cli.reference > docs/cli.md
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

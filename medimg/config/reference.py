@@ -21,6 +21,15 @@ def _section_model(ann: object) -> type[BaseModel] | None:
     return None
 
 
+def reference_document() -> str:
+    """The whole docs/workflow-reference.md page."""
+    head = (
+        "# Workflow key reference\n\nGenerated from the schema (`make docs`); every key a workflow "
+        "may hold, its type, default and meaning. Unknown keys are errors.\n\n"
+    )
+    return head + markdown_reference()
+
+
 def markdown_reference(model: type[BaseModel] = Workflow, prefix: str = "") -> str:
     """Markdown tables, one per section: key, type, default, description.
 
@@ -40,8 +49,21 @@ def markdown_reference(model: type[BaseModel] = Workflow, prefix: str = "") -> s
         rows.append(f"| `{key}` | `{_type_name(field.annotation)}` | `{default}` | {desc} |")
     title = prefix.rstrip(".") or "top level"
     doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
-    out = [f"### `{title}`", "", doc, "", "| key | type | default | description |", "|---|---|---|---|", *rows, ""]
+    out = [
+        f"### `{title}`",
+        "",
+        doc,
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
     text = "\n".join(out) if rows else ""
     for key, sub in subs:
         text += "\n" + markdown_reference(sub, key + ".")
     return text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(reference_document())

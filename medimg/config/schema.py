@@ -28,7 +28,9 @@ class SyntheticData(Strict):
     seed: int = Field(0, description="generator seed; the same seed gives the same files")
     shape: IntTriple = Field((64, 64, 40), description="voxels per case (i, j, k)")
     spacing: Triple = Field((1.6, 1.6, 2.5), description="voxel size in mm (anisotropic)")
-    oblique_deg: float = Field(12.0, ge=0, le=45, description="rotation of the grid away from the scanner axes")
+    oblique_deg: float = Field(
+        12.0, ge=0, le=45, description="rotation of the grid away from the scanner axes"
+    )
 
 
 class SplitConfig(Strict):
@@ -53,14 +55,28 @@ class SplitConfig(Strict):
 class DataConfig(Strict):
     """Where the cases are: a CSV manifest or a Decathlon/nnU-Net dataset.json."""
 
-    manifest: str = Field(..., description="CSV manifest, or a dataset.json (Medical Segmentation Decathlon layout)")
-    root: str | None = Field(None, description="base folder for relative paths in the manifest (default: its folder)")
-    image_column: str = Field("image", description="manifest column with the image path (NIfTI file or DICOM folder)")
-    label_column: str = Field("label", description="manifest column with the label: a mask path, or a class index")
-    patient_column: str = Field("patient_key", description="manifest column with the pseudonymous patient key")
-    synthetic: SyntheticData | None = Field(None, description="generate this synthetic study if the manifest is missing")
+    manifest: str = Field(
+        ..., description="CSV manifest, or a dataset.json (Medical Segmentation Decathlon layout)"
+    )
+    root: str | None = Field(
+        None, description="base folder for relative paths in the manifest (default: its folder)"
+    )
+    image_column: str = Field(
+        "image", description="manifest column with the image path (NIfTI file or DICOM folder)"
+    )
+    label_column: str = Field(
+        "label", description="manifest column with the label: a mask path, or a class index"
+    )
+    patient_column: str = Field(
+        "patient_key", description="manifest column with the pseudonymous patient key"
+    )
+    synthetic: SyntheticData | None = Field(
+        None, description="generate this synthetic study if the manifest is missing"
+    )
     split: SplitConfig = SplitConfig()
-    labels: dict[int, str] = Field(default_factory=dict, description="segmentation label values and names (0 = background)")
+    labels: dict[int, str] = Field(
+        default_factory=dict, description="segmentation label values and names (0 = background)"
+    )
     num_classes: int = Field(2, ge=2, description="classes of a classification task")
     check_geometry: bool = Field(True, description="refuse a label whose shape/affine differs from its image")
 
@@ -81,10 +97,14 @@ class PreprocessingConfig(Strict):
     """Deterministic steps, computed once and cached."""
 
     orientation: Literal["RAS", "LPS"] = "RAS"
-    spacing: Triple | None = Field((2.0, 2.0, 2.0), description="target voxel size in mm (None keeps the source)")
+    spacing: Triple | None = Field(
+        (2.0, 2.0, 2.0), description="target voxel size in mm (None keeps the source)"
+    )
     intensity: IntensityConfig = IntensityConfig()
     crop_foreground: bool = Field(False, description="crop to the image's non-background bounding box")
-    spatial_size: IntTriple | None = Field(None, description="resize/pad every image to this size (classification)")
+    spatial_size: IntTriple | None = Field(
+        None, description="resize/pad every image to this size (classification)"
+    )
     cache: CacheConfig = CacheConfig()
 
 
@@ -115,7 +135,9 @@ class AugmentationConfig(Strict):
 class ModelConfig(Strict):
     name: str = Field("unet", description="network name; see `medimg weights networks`")
     params: dict[str, object] = Field(default_factory=dict, description="network keyword arguments")
-    pretrained: dict[str, object] | None = Field(None, description="pretrained weight source (see docs/weights.md)")
+    pretrained: dict[str, object] | None = Field(
+        None, description="pretrained weight source (see docs/weights.md)"
+    )
 
 
 class FinetuneConfig(Strict):
@@ -131,7 +153,9 @@ class OptimConfig(Strict):
     batch_size: int = Field(2, ge=1, le=1024)
     scheduler: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)
-    loss: Literal["dice_ce", "dice", "ce"] = Field("dice_ce", description="segmentation loss (classification uses ce)")
+    loss: Literal["dice_ce", "dice", "ce"] = Field(
+        "dice_ce", description="segmentation loss (classification uses ce)"
+    )
 
 
 class TrainerConfig(Strict):
@@ -151,7 +175,9 @@ class TrainerConfig(Strict):
 
 
 class InferenceConfig(Strict):
-    roi_size: IntTriple | None = Field(None, description="sliding-window size (default: augmentation.patch_size)")
+    roi_size: IntTriple | None = Field(
+        None, description="sliding-window size (default: augmentation.patch_size)"
+    )
     overlap: float = Field(0.25, ge=0, lt=1)
     sw_batch_size: int = Field(4, ge=1)
     blend: Literal["gaussian", "constant"] = "gaussian"
@@ -163,7 +189,9 @@ class TrackingConfig(Strict):
     experiment: str = "medimg"
     run_name: str | None = None
     log_checkpoint: bool = True
-    register_model: str | None = Field(None, description="register the trained model (MLflow pyfunc) under this name")
+    register_model: str | None = Field(
+        None, description="register the trained model (MLflow pyfunc) under this name"
+    )
     model_alias: str = Field("candidate", description="alias set on the registered model version")
 
 
@@ -174,9 +202,11 @@ class OutputsConfig(Strict):
 class Workflow(Strict):
     """A study protocol: data, task, preprocessing, augmentation, model, optimisation, trainer, tracking."""
 
-    name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$")
-    task: Literal["segmentation", "classification"]
-    seed: int = 0
+    name: str = Field(
+        "study", pattern=r"^[A-Za-z0-9_.-]+$", description="study name (MLflow run name, folders)"
+    )
+    task: Literal["segmentation", "classification"] = Field(..., description="what the network learns")
+    seed: int = Field(0, description="seed of weights init, sampling and augmentation")
     data: DataConfig
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     augmentation: AugmentationConfig = AugmentationConfig()

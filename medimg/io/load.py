@@ -59,7 +59,7 @@ def _inflate(raw: bytes, path: Path) -> bytes:
     try:
         from isal import igzip as gz
     except ImportError:  # pragma: no cover - isal is a dependency
-        import gzip as gz
+        import gzip as gz  # type: ignore[no-redef]
     try:
         return gz.decompress(raw)
     except (EOFError, OSError, ValueError) as exc:

@@ -32,8 +32,11 @@ class AtomicCheckpoint(ModelCheckpoint):
 
 def _np_state(rs: np.random.RandomState) -> dict[str, torch.Tensor]:
     name, keys, pos, has_gauss, gauss = rs.get_state()
-    return {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "meta": torch.tensor([pos, has_gauss], dtype=torch.int64), "gauss": torch.tensor(float(gauss))}
+    return {
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "meta": torch.tensor([pos, has_gauss], dtype=torch.int64),
+        "gauss": torch.tensor(float(gauss)),
+    }
 
 
 def _set_np_state(rs: np.random.RandomState, st: dict[str, torch.Tensor]) -> None:
@@ -71,8 +74,11 @@ class RngState(Callback):
     def state_dict(self) -> dict[str, Any]:
         py = random.getstate()
         return {
-            "python": {"version": torch.tensor(py[0]), "state": torch.tensor(py[1], dtype=torch.int64),
-                       "gauss": torch.tensor(float("nan") if py[2] is None else py[2], dtype=torch.float64)},
+            "python": {
+                "version": torch.tensor(py[0]),
+                "state": torch.tensor(py[1], dtype=torch.int64),
+                "gauss": torch.tensor(float("nan") if py[2] is None else py[2], dtype=torch.float64),
+            },
             "numpy": _np_state(np.random.mtrand._rand),
             "torch": torch.get_rng_state(),
             "transforms": [_np_state(t.R) for t in randomizables(self.transform)],
@@ -81,14 +87,21 @@ class RngState(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         gauss = float(state["python"]["gauss"])
-        random.setstate((int(state["python"]["version"]), tuple(int(v) for v in state["python"]["state"]),
-                         None if gauss != gauss else gauss))
+        random.setstate(
+            (
+                int(state["python"]["version"]),
+                tuple(int(v) for v in state["python"]["state"]),
+                None if gauss != gauss else gauss,
+            )
+        )
         _set_np_state(np.random.mtrand._rand, state["numpy"])
         torch.set_rng_state(state["torch"])
         ts = list(randomizables(self.transform))
         if len(ts) != len(state["transforms"]):
-            raise RuntimeError(f"checkpoint holds {len(state['transforms'])} transform random states, "
-                               f"the pipeline has {len(ts)}: the workflow's augmentation changed")
+            raise RuntimeError(
+                f"checkpoint holds {len(state['transforms'])} transform random states, "
+                f"the pipeline has {len(ts)}: the workflow's augmentation changed"
+            )
         for t, st in zip(ts, state["transforms"], strict=True):
             _set_np_state(t.R, st)
         if self.generator is not None and len(state["sampler"]):

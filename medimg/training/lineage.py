@@ -37,7 +37,9 @@ def sha256_path(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def file_hashes(df: pd.DataFrame, columns: tuple[str, ...] = ("image", "target"), workers: int = 4) -> pd.DataFrame:
+def file_hashes(
+    df: pd.DataFrame, columns: tuple[str, ...] = ("image", "target"), workers: int = 4
+) -> pd.DataFrame:
     """One row per (case, file): ``case_key, role, path, sha256`` for every file a manifest names.
 
     Example:
@@ -52,8 +54,10 @@ def file_hashes(df: pd.DataFrame, columns: tuple[str, ...] = ("image", "target")
                 jobs.append((row.case_key, "label" if col == "target" else col, value))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         digests = list(pool.map(lambda j: sha256_path(j[2]), jobs))
-    return pd.DataFrame([(k, r, p, d) for (k, r, p), d in zip(jobs, digests, strict=True)],
-                        columns=["case_key", "role", "path", "sha256"])
+    return pd.DataFrame(
+        [(k, r, p, d) for (k, r, p), d in zip(jobs, digests, strict=True)],
+        columns=["case_key", "role", "path", "sha256"],
+    )
 
 
 def changed_files(recorded: pd.DataFrame) -> list[str]:
@@ -95,7 +99,12 @@ def environment() -> dict[str, Any]:
 def pip_freeze() -> str:
     """``pip freeze`` of the running interpreter (empty text when pip is unavailable)."""
     try:
-        return subprocess.run([sys.executable, "-m", "pip", "freeze", "--all"], capture_output=True, text=True,
-                              timeout=120, check=False).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "pip", "freeze", "--all"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        ).stdout
     except (OSError, subprocess.SubprocessError):  # pragma: no cover
         return ""

@@ -52,16 +52,24 @@ def reproduce_run(run_id: str, tracking_uri: str, out_dir: str | None = None) ->
         local: dict[str, Path] = {}
         for art in ("workflow.resolved.yaml", "data/manifest.csv", "data/file_hashes.csv"):
             try:
-                local[art] = Path(mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=art, dst_path=str(tmp / art.replace("/", "_")),
-                    tracking_uri=tracking_uri))
+                local[art] = Path(
+                    mlflow.artifacts.download_artifacts(
+                        run_id=run_id,
+                        artifact_path=art,
+                        dst_path=str(tmp / art.replace("/", "_")),
+                        tracking_uri=tracking_uri,
+                    )
+                )
             except Exception as exc:
-                raise DataError(f"MLflow run {run_id}: artifact {art!r} missing; it was not made by "
-                                f"medimg run, or its artifacts are gone ({exc})") from exc
+                raise DataError(
+                    f"MLflow run {run_id}: artifact {art!r} missing; it was not made by "
+                    f"medimg run, or its artifacts are gone ({exc})"
+                ) from exc
         problems = changed_files(pd.read_csv(local["data/file_hashes.csv"]))
         if problems:
-            raise DataError(f"run {run_id}: the data changed since the run; cannot reproduce:\n  "
-                            + "\n  ".join(problems))
+            raise DataError(
+                f"run {run_id}: the data changed since the run; cannot reproduce:\n  " + "\n  ".join(problems)
+            )
         raw = yaml.safe_load(local["workflow.resolved.yaml"].read_text())
         out = Path(out_dir or f"{raw['outputs']['dir']}_reproduce_{run_id[:8]}").resolve()
         out.mkdir(parents=True, exist_ok=True)
@@ -79,6 +87,14 @@ def reproduce_run(run_id: str, tracking_uri: str, out_dir: str | None = None) ->
     rows = []
     for key, value in sorted(original.data.metrics.items()):
         if key.startswith("test_") and key in res.metrics:
-            rows.append({"metric": key, "original": value, "reproduced": res.metrics[key],
-                         "abs_diff": abs(value - res.metrics[key])})
-    return Reproduction(run_id, res.run_id, pd.DataFrame(rows, columns=["metric", "original", "reproduced", "abs_diff"]))
+            rows.append(
+                {
+                    "metric": key,
+                    "original": value,
+                    "reproduced": res.metrics[key],
+                    "abs_diff": abs(value - res.metrics[key]),
+                }
+            )
+    return Reproduction(
+        run_id, res.run_id, pd.DataFrame(rows, columns=["metric", "original", "reproduced", "abs_diff"])
+    )

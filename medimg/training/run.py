@@ -61,8 +61,14 @@ def prepare_data(wf: Workflow) -> pd.DataFrame:
 
         s = wf.data.synthetic
         log.info("generating a synthetic study of %d cases in %s", s.cases, manifest.parent)
-        write_synthetic_study(manifest.parent, cases=s.cases, seed=s.seed, shape=s.shape, spacing=s.spacing,
-                              oblique_deg=s.oblique_deg)
+        write_synthetic_study(
+            manifest.parent,
+            cases=s.cases,
+            seed=s.seed,
+            shape=s.shape,
+            spacing=s.spacing,
+            oblique_deg=s.oblique_deg,
+        )
     deadline = time.monotonic() + 600
     while not manifest.exists() and wf.data.synthetic is not None and time.monotonic() < deadline:
         time.sleep(0.5)  # another rank is writing the synthetic study
@@ -87,17 +93,40 @@ def _trainer(wf: Workflow, logger: Any, ckpt_dir: Path, monitor: str, extra_call
         precision = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
     elif precision == "32":
         precision = "32-true"
-    ckpt = AtomicCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_top_k=1,
-                            auto_insert_metric_name=False, enable_version_counter=False)
+    ckpt = AtomicCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
     # "last" is written after every epoch (after its validation), for --resume
-    last = AtomicCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, save_on_train_epoch_end=True,
-                            enable_version_counter=False)
+    last = AtomicCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last",
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
     trainer = pl.Trainer(
-        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=precision, logger=logger, deterministic=t.deterministic,
-        check_val_every_n_epoch=t.val_every_n_epochs, gradient_clip_val=t.gradient_clip,
-        limit_train_batches=t.limit_train_batches, callbacks=[ckpt, last, LearningRateMonitor("epoch"), *extra_callbacks],
-        log_every_n_steps=1, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=ckpt_dir.parent,
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=precision,
+        logger=logger,
+        deterministic=t.deterministic,
+        check_val_every_n_epoch=t.val_every_n_epochs,
+        gradient_clip_val=t.gradient_clip,
+        limit_train_batches=t.limit_train_batches,
+        callbacks=[ckpt, last, LearningRateMonitor("epoch"), *extra_callbacks],
+        log_every_n_steps=1,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=ckpt_dir.parent,
         enable_progress_bar=os.environ.get("CI") != "true",
     )
     return trainer, ckpt
@@ -117,23 +146,35 @@ def _start_run(wf: Workflow, out: Path, uri: str, resume: bool, parent_run_id: s
     return make_logger(uri, wf.tracking.experiment, wf.tracking.run_name or wf.name, run_id=run_id, tags=tags)
 
 
-def _log_lineage(client: Any, run_id: str, wf: Workflow, df: pd.DataFrame, out: Path, caveats: list[str]) -> None:
+def _log_lineage(
+    client: Any, run_id: str, wf: Workflow, df: pd.DataFrame, out: Path, caveats: list[str]
+) -> None:
     import mlflow
 
     from medimg.data.manifest import manifest_hash
     from medimg.training.lineage import environment, file_hashes, pip_freeze
     from medimg.training.tracking import flatten, git_state
 
-    client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in flatten(workflow_to_dict(wf)).items()])
+    client.log_batch(
+        run_id, params=[mlflow.entities.Param(k, v) for k, v in flatten(workflow_to_dict(wf)).items()]
+    )
     hashes = file_hashes(df)
     env = environment()
-    tags = {"medimg.version": __version__, "medimg.config_hash": config_hash(wf),
-            "medimg.manifest_hash": manifest_hash(df), "medimg.task": wf.task, "medimg.workflow": wf.name,
-            "medimg.seed": str(wf.seed), "medimg.deterministic": str(wf.trainer.deterministic).lower(),
-            "medimg.determinism_caveats": " | ".join(caveats) or "none",
-            "medimg.torch": env["torch"], "medimg.cuda": env["cuda"], "medimg.cudnn": env["cudnn"],
-            "medimg.hardware": f"{env['machine']} cpus={env['cpu_count']} gpus={env['gpus'] or 'none'}",
-            **{f"medimg.{k}": v for k, v in git_state().items()}}
+    tags = {
+        "medimg.version": __version__,
+        "medimg.config_hash": config_hash(wf),
+        "medimg.manifest_hash": manifest_hash(df),
+        "medimg.task": wf.task,
+        "medimg.workflow": wf.name,
+        "medimg.seed": str(wf.seed),
+        "medimg.deterministic": str(wf.trainer.deterministic).lower(),
+        "medimg.determinism_caveats": " | ".join(caveats) or "none",
+        "medimg.torch": env["torch"],
+        "medimg.cuda": env["cuda"],
+        "medimg.cudnn": env["cudnn"],
+        "medimg.hardware": f"{env['machine']} cpus={env['cpu_count']} gpus={env['gpus'] or 'none'}",
+        **{f"medimg.{k}": v for k, v in git_state().items()},
+    }
     client.log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
     atomic_write_text(out / "workflow.resolved.yaml", workflow_to_yaml(wf))
     saved = df.drop(columns=["target"])
@@ -148,10 +189,20 @@ def _log_lineage(client: Any, run_id: str, wf: Workflow, df: pd.DataFrame, out: 
         client.log_artifact(run_id, str(out / name), "data")
     for name in ("environment.json", "requirements.txt"):
         client.log_artifact(run_id, str(out / name), "environment")
+    import warnings
+
     try:  # the manifest as an MLflow dataset, its digest = the content hash of every file
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-            ds = mlflow.data.from_pandas(saved, source=str(Path(wf.data.manifest).resolve()), name=f"{wf.name}-manifest",
-                                         digest=manifest_hash(hashes, ("case_key", "role", "sha256"))[:32])
+        with (
+            warnings.catch_warnings(),
+            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None),
+        ):
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(
+                saved,
+                source=str(Path(wf.data.manifest).resolve()),
+                name=f"{wf.name}-manifest",
+                digest=manifest_hash(hashes, ("case_key", "role", "sha256"))[:32],
+            )
             mlflow.log_input(ds, context="training")
     except Exception as exc:  # pragma: no cover - older/limited tracking servers
         log.warning("could not log the manifest as an MLflow dataset: %s", exc)
@@ -183,8 +234,12 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     df = prepare_data(wf)
     seg = wf.task == "segmentation"
     caveats = configure_determinism(wf.seed, wf.trainer.deterministic, wf.trainer.accelerator)
-    train_ds = make_dataset(wf, case_dicts(df[df.split == "train"], wf.task), train=True, cache_dir=out / "cache")
-    val_ds = make_dataset(wf, case_dicts(df[df.split == "val"], wf.task), train=False, cache_dir=out / "cache")
+    train_ds = make_dataset(
+        wf, case_dicts(df[df.split == "train"], wf.task), train=True, cache_dir=out / "cache"
+    )
+    val_ds = make_dataset(
+        wf, case_dicts(df[df.split == "val"], wf.task), train=False, cache_dir=out / "cache"
+    )
     train_ds.transform.set_random_state(seed=wf.seed)  # augmentation draws follow the workflow's seed
     train_dl = make_loader(train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed)
     val_dl = make_loader(val_ds, 1 if seg else wf.optim.batch_size, False, wf.trainer.num_workers, wf.seed)
@@ -194,7 +249,9 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     run_id = logger.run_id if rank == 0 else None
     client = mlflow.MlflowClient(uri)
     if rank == 0:
-        atomic_write_text(out / "run.json", json.dumps({"run_id": run_id, "tracking_uri": uri, "status": "running"}))
+        atomic_write_text(
+            out / "run.json", json.dumps({"run_id": run_id, "tracking_uri": uri, "status": "running"})
+        )
         if not resume:
             _log_lineage(client, run_id, wf, df, out, caveats)
 
@@ -239,13 +296,25 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
         try:
             from medimg.training.pyfunc import log_pyfunc_model
 
-            extra["model_uri"] = log_pyfunc_model(run_id, model_dir, uri, wf.tracking.register_model,
-                                                  wf.tracking.model_alias)
+            extra["model_uri"] = log_pyfunc_model(
+                run_id, model_dir, uri, wf.tracking.register_model, wf.tracking.model_alias
+            )
         except ImportError:  # pragma: no cover
             log.warning("pyfunc model logging is unavailable in this installation")
     seconds = time.perf_counter() - t0
     client.log_metric(run_id, "run_seconds", seconds)
     client.set_terminated(run_id, "FINISHED")
-    atomic_write_text(out / "run.json", json.dumps({"run_id": run_id, "tracking_uri": uri, "status": "finished",
-                                                    "weights_sha256": weights_sha, **extra}, indent=2))
+    atomic_write_text(
+        out / "run.json",
+        json.dumps(
+            {
+                "run_id": run_id,
+                "tracking_uri": uri,
+                "status": "finished",
+                "weights_sha256": weights_sha,
+                **extra,
+            },
+            indent=2,
+        ),
+    )
     return RunResult(run_id, uri, out, metrics, per_case, model_dir, seconds, extra)

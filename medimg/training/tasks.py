@@ -49,7 +49,8 @@ class _Task(pl.LightningModule):
         opt = make_optimizer(self.param_groups(), o)
         total = self.wf.trainer.max_epochs * self.steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, warmup_cosine(total, o.warmup_epochs * self.steps_per_epoch, o.scheduler))
+            opt, warmup_cosine(total, o.warmup_epochs * self.steps_per_epoch, o.scheduler)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -73,8 +74,11 @@ class SegmentationTask(_Task):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], batch["label"]
         logits = self(x)
-        loss = self.loss(logits, y[:, 0].long()) if isinstance(self.loss, torch.nn.CrossEntropyLoss) \
+        loss = (
+            self.loss(logits, y[:, 0].long())
+            if isinstance(self.loss, torch.nn.CrossEntropyLoss)
             else self.loss(logits, y)
+        )
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0])
         return loss
 

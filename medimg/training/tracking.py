@@ -23,19 +23,21 @@ def resolve_tracking_uri(uri: str) -> str:
         True
     """
     if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
+        path = Path(uri[len("sqlite:///") :])
         path = path if path.is_absolute() else Path.cwd() / path
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path.resolve()}"
     if uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks", "file:")):
         return uri
-    raise ConfigError(f"tracking.uri {uri!r}: expected sqlite:///PATH, http(s)://SERVER, postgresql://... or file:")
+    raise ConfigError(
+        f"tracking.uri {uri!r}: expected sqlite:///PATH, http(s)://SERVER, postgresql://... or file:"
+    )
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
     """Where a new experiment keeps artifacts: beside the SQLite file; the server's choice otherwise."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         return (db.parent / "mlartifacts" / experiment).resolve().as_uri()
     return None
 
@@ -56,17 +58,29 @@ def git_state(cwd: str | Path | None = None) -> dict[str, str]:
     """Commit and dirty flag of the code that runs (``unknown`` outside a git checkout)."""
     here = Path(cwd or Path(__file__).resolve().parents[2])
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
         return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
-def make_logger(uri: str, experiment: str, run_name: str | None, run_id: str | None = None,
-                tags: dict[str, str] | None = None) -> Any:
+def make_logger(
+    uri: str,
+    experiment: str,
+    run_name: str | None,
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Any:
     """A Lightning ``MLFlowLogger`` on ``uri`` (experiment created with a local artifact folder)."""
     import mlflow
     from lightning.pytorch.loggers import MLFlowLogger
@@ -76,5 +90,11 @@ def make_logger(uri: str, experiment: str, run_name: str | None, run_id: str | N
     client = mlflow.MlflowClient(uri)
     if client.get_experiment_by_name(experiment) is None:
         client.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
-    return MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=run_name, run_id=run_id,
-                        tags=tags, log_model=False)
+    return MLFlowLogger(
+        experiment_name=experiment,
+        tracking_uri=uri,
+        run_name=run_name,
+        run_id=run_id,
+        tags=tags,
+        log_model=False,
+    )

@@ -80,7 +80,9 @@ def test_decathlon_and_nnunet_layouts(study, tmp_path):
         (msd / "imagesTr" / name).write_bytes((study.parent / row.image).read_bytes())
         (msd / "labelsTr" / name).write_bytes((study.parent / row.label).read_bytes())
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    (msd / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "organ"}, "training": training}))
+    (msd / "dataset.json").write_text(
+        json.dumps({"labels": {"0": "background", "1": "organ"}, "training": training})
+    )
     out = read_manifest(DataConfig(manifest=str(msd / "dataset.json"), labels={0: "bg"}), "segmentation")
     assert list(out.case_key) == ["case_0000", "case_0001", "case_0002"]
     nn = tmp_path / "Dataset001"
@@ -89,15 +91,24 @@ def test_decathlon_and_nnunet_layouts(study, tmp_path):
     for row in df.head(2).itertuples():
         (nn / "imagesTr" / f"{row.case_key}_0000.nii.gz").write_bytes((study.parent / row.image).read_bytes())
         (nn / "labelsTr" / f"{row.case_key}.nii.gz").write_bytes((study.parent / row.label).read_bytes())
-    (nn / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0},
-                                                 "numTraining": 2, "file_ending": ".nii.gz"}))
+    (nn / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "CT"},
+                "labels": {"background": 0},
+                "numTraining": 2,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     out = read_manifest(DataConfig(manifest=str(nn / "dataset.json"), labels={0: "bg"}), "segmentation")
     assert len(out) == 2 and out.target[0].endswith("labelsTr/case_0000.nii.gz")
 
 
 def test_patient_level_splits_and_kfold():
-    df = pd.DataFrame({"case_key": [f"c{i}" for i in range(40)],
-                       "patient_key": [f"p{i // 2}" for i in range(40)]})
+    df = pd.DataFrame(
+        {"case_key": [f"c{i}" for i in range(40)], "patient_key": [f"p{i // 2}" for i in range(40)]}
+    )
     s = assign_splits(df, SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=1))
     assert s.groupby("patient_key")["split"].nunique().max() == 1
     assert s.split.value_counts().to_dict() == {"train": 24, "val": 8, "test": 8}

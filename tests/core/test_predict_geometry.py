@@ -28,13 +28,19 @@ class Threshold(torch.nn.Module):
 
 
 def _workflow(orientation: str, tta: bool):
-    return parse_workflow({
-        "task": "segmentation",
-        "data": {"manifest": "unused.csv", "labels": {0: "background", 1: "box"}},
-        "preprocessing": {"orientation": orientation, "spacing": [2.0, 2.0, 2.0], "intensity": {"mode": "none"}},
-        "augmentation": {"patch_size": [24, 24, 24]},
-        "inference": {"overlap": 0.5, "sw_batch_size": 2, "tta_flips": tta},
-    })
+    return parse_workflow(
+        {
+            "task": "segmentation",
+            "data": {"manifest": "unused.csv", "labels": {0: "background", 1: "box"}},
+            "preprocessing": {
+                "orientation": orientation,
+                "spacing": [2.0, 2.0, 2.0],
+                "intensity": {"mode": "none"},
+            },
+            "augmentation": {"patch_size": [24, 24, 24]},
+            "inference": {"overlap": 0.5, "sw_batch_size": 2, "tta_flips": tta},
+        }
+    )
 
 
 def _centroid_mm(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -62,9 +68,13 @@ def test_mask_has_input_shape_affine_and_position(tmp_path, orientation, tta):
 
 
 def test_classification_probabilities(tmp_path):
-    wf = parse_workflow({"task": "classification", "data": {"manifest": "x.csv"},
-                         "preprocessing": {"spacing": None, "intensity": {"mode": "none"},
-                                           "spatial_size": [8, 8, 8]}})
+    wf = parse_workflow(
+        {
+            "task": "classification",
+            "data": {"manifest": "x.csv"},
+            "preprocessing": {"spacing": None, "intensity": {"mode": "none"}, "spatial_size": [8, 8, 8]},
+        }
+    )
 
     class Mean(torch.nn.Module):
         def forward(self, x):
