@@ -19,11 +19,22 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="model folder, MLflow run id (runs:/<id>), or .ckpt")
     p.add_argument("--manifest", default=None, help="manifest CSV of labelled cases (default: the run's)")
-    p.add_argument("--split", default="test", help="which split of the manifest to score ('all' for every row)")
-    p.add_argument("--by", action="append", default=[], metavar="COLUMN",
-                   help="manifest metadata column for a subgroup analysis (repeatable), e.g. --by site")
-    p.add_argument("--compare", default=None, metavar="MODEL2",
-                   help="second model (or a per_case.csv) scored on the same cases for a paired comparison")
+    p.add_argument(
+        "--split", default="test", help="which split of the manifest to score ('all' for every row)"
+    )
+    p.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="manifest metadata column for a subgroup analysis (repeatable), e.g. --by site",
+    )
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="MODEL2",
+        help="second model (or a per_case.csv) scored on the same cases for a paired comparison",
+    )
     p.add_argument("--out", default=None, help="output folder (default: <run outputs>/evaluation)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (for run ids and logging)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
@@ -82,10 +93,13 @@ def execute(args: argparse.Namespace) -> int:
         if out_root is not None and (out_root / "manifest.csv").is_file():
             manifest = str(out_root / "manifest.csv")
         elif run_id:
-            manifest = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data/manifest.csv",
-                                                           tracking_uri=uri)
+            manifest = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="data/manifest.csv", tracking_uri=uri
+            )
         else:
-            raise ConfigError("--manifest is required when MODEL carries no run (a manifest CSV of labelled cases)")
+            raise ConfigError(
+                "--manifest is required when MODEL carries no run (a manifest CSV of labelled cases)"
+            )
     data_cfg = wf.data.model_copy(update={"manifest": manifest, "root": None, "synthetic": None})
     df = read_manifest(data_cfg, wf.task)
     if args.split != "all":
@@ -108,8 +122,17 @@ def execute(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (out_root or Path("runs") / wf.name) / "evaluation"
     history = _history(run_id, uri) if run_id and uri else None
     ok = per_case[per_case["error"].isna()] if "error" in per_case else per_case
-    res = evaluate_study(ok, wf.task, out, by=args.by, compare=compare, history=history, seed=wf.seed,
-                         n_boot=args.n_boot, title=f"{wf.name}: evaluation ({args.split} split)")
+    res = evaluate_study(
+        ok,
+        wf.task,
+        out,
+        by=args.by,
+        compare=compare,
+        history=history,
+        seed=wf.seed,
+        n_boot=args.n_boot,
+        title=f"{wf.name}: evaluation ({args.split} split)",
+    )
     if run_id and uri and not args.no_log:
         client = mlflow.MlflowClient(uri)
         for path in res.artifacts:
@@ -117,5 +140,7 @@ def execute(args: argparse.Namespace) -> int:
     print(f"evaluated {len(ok)} of {len(per_case)} cases -> {res.report_html}")
     for name, m in list(res.summary.get("metrics", {}).items())[:12]:
         if isinstance(m, dict) and "estimate" in m:
-            print(f"  {name:24s} {m['estimate']:.4f}  [{m.get('low', float('nan')):.4f}, {m.get('high', float('nan')):.4f}]")
+            print(
+                f"  {name:24s} {m['estimate']:.4f}  [{m.get('low', float('nan')):.4f}, {m.get('high', float('nan')):.4f}]"
+            )
     return 1 if len(ok) < len(per_case) else 0

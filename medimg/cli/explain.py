@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 CLS_METHODS = ("gradcam", "gradcam++", "occlusion", "integrated-gradients", "smoothgrad")
 SEG_METHODS = ("seg-gradcam", "uncertainty")
+
+
+_DESCRIPTION = textwrap.fill(
+    "Explain a trained model's predictions case by case. Classification: Grad-CAM, Grad-CAM++, "
+    "occlusion sensitivity, integrated gradients, SmoothGrad. Segmentation: Seg-Grad-CAM for one label "
+    "and a voxel-wise uncertainty map (flip test-time augmentation or MC dropout). Each map is written as "
+    "NIfTI with exactly the input scan's shape and affine (opens over the scan in 3D Slicer or ITK-SNAP). "
+    "Each case gets a self-contained HTML report (images embedded, nothing fetched, no patient data: "
+    "the case key only) with tri-planar overlays through the map's peak and through the lesion/organ "
+    "centre, the model's run id and weights sha256, and sanity checks: the model-parameter "
+    "randomisation test (Spearman, SSIM) and deletion/insertion curves (AUC), with a plain-language "
+    "verdict. index.html links the reports, sortable by confidence or error. When the model comes from "
+    "an MLflow run, the outputs are logged as artifacts (explain/) of that run. "
+    "Exit code: the number of failed cases (0: all explained).",
+    width=100,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "explain",
         help="saliency maps + sanity checks + self-contained HTML reports for a trained model",
-        description="Explain a trained model's predictions case by case. Classification: Grad-CAM, Grad-CAM++, "
-        "occlusion sensitivity, integrated gradients, SmoothGrad. Segmentation: Seg-Grad-CAM for one label "
-        "and a voxel-wise uncertainty map (flip test-time augmentation or MC dropout). Each map is written as "
-        "NIfTI with exactly the input scan's shape and affine (opens over the scan in 3D Slicer or ITK-SNAP). "
-        "Each case gets a self-contained HTML report (images embedded, nothing fetched, no patient data: "
-        "the case key only) with tri-planar overlays through the map's peak and through the lesion/organ "
-        "centre, the model's run id and weights sha256, and sanity checks: the model-parameter "
-        "randomisation test (Spearman, SSIM) and deletion/insertion curves (AUC), with a plain-language "
-        "verdict. index.html links the reports, sortable by confidence or error. When the model comes from "
-        "an MLflow run, the outputs are logged as artifacts (explain/) of that run. "
-        "Exit code: the number of failed cases (0: all explained).",
+        description=_DESCRIPTION,
         epilog="examples:\n"
         "  medimg explain --run 3f2a...e1 runs/data/synthetic_cls/manifest.csv --out explain/\n"
         "  medimg explain --model runs/quickstart_cls/model scans/case_001.nii.gz --method gradcam "

@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "deid",
     "explain",
     "reproduce",
+    "pretrain",
     "weights",
     "schema",
 )

@@ -30,13 +30,24 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (SLURM array jobs)")
     p.add_argument("--prefetch", type=int, default=2, help="cases read ahead of the network (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--dicom", choices=("auto", "on", "off"), default="auto",
-                   help="write DICOM SEG + SR (auto: when the input is a DICOM series)")
-    p.add_argument("--pacs", default=None, metavar="URL", help="DICOMweb base URL of a PACS to read from and store to")
+    p.add_argument(
+        "--dicom",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="write DICOM SEG + SR (auto: when the input is a DICOM series)",
+    )
+    p.add_argument(
+        "--pacs", default=None, metavar="URL", help="DICOMweb base URL of a PACS to read from and store to"
+    )
     p.add_argument("--pacs-study", default=None, help="StudyInstanceUID to restrict the PACS query to")
     p.add_argument("--pacs-modality", default=None, help="modality filter of the PACS query, e.g. CT")
-    p.add_argument("--pacs-filter", action="append", default=[], metavar="TAG=VALUE",
-                   help="extra QIDO-RS filter (repeatable), e.g. StudyDate=20240101-20240131")
+    p.add_argument(
+        "--pacs-filter",
+        action="append",
+        default=[],
+        metavar="TAG=VALUE",
+        help="extra QIDO-RS filter (repeatable), e.g. StudyDate=20240101-20240131",
+    )
     p.add_argument("--no-store", action="store_true", help="with --pacs: do not store results back")
     return p
 
@@ -98,18 +109,22 @@ def execute(args: argparse.Namespace) -> int:
     if client is not None:
         from medimg.inference.pacs_cohort import retrieving
 
-        load_fn = retrieving(client, load_fn)  # noqa: F811 - wrapped: retrieve, then preprocess
+        load_fn = retrieving(client, load_fn)
 
     def predict_fn(case, item):
         pred = predictor.predict_item(item, case.case_id)
         if wf.task == "segmentation":
             return CaseOutputs(mask=Volume(pred.mask, pred.source_affine), labels=labels, extra=pred.timings)
         names = [str(i) for i in range(len(pred.probs))]
-        return CaseOutputs(probabilities=dict(zip(names, map(float, pred.probs), strict=True)),
-                           extra={"prediction": int(np.argmax(pred.probs)), **pred.timings})
+        return CaseOutputs(
+            probabilities=dict(zip(names, map(float, pred.probs), strict=True)),
+            extra={"prediction": int(np.argmax(pred.probs)), **pred.timings},
+        )
 
     settings = json.dumps(wf.inference.model_dump(), sort_keys=True)
-    algo = AlgorithmInfo(name=wf.name, version=__import__("medimg").__version__, weights_sha256=tm.weights_sha256)
+    algo = AlgorithmInfo(
+        name=wf.name, version=__import__("medimg").__version__, weights_sha256=tm.weights_sha256
+    )
     dicom_in = client is not None or any(_is_dicom(c.paths[0]) for c in cases)
     want_dicom = args.dicom == "on" or (args.dicom == "auto" and dicom_in)
     writers: list = [NiftiMaskWriter()] if wf.task == "segmentation" else []
@@ -119,11 +134,18 @@ def execute(args: argparse.Namespace) -> int:
         from medimg.inference.pacs_cohort import PacsStoreWriter
 
         writers.append(PacsStoreWriter(client))
-    report = run_cohort(cases, predict_fn, out_dir, load_fn=load_fn,
-                        writers=writers, model_key=tm.weights_sha256,
-                        settings_key=hashlib.sha256(settings.encode()).hexdigest()[:16],
-                        prefetch=args.prefetch, progress=not args.no_progress,
-                        shard=parse_shard(args.shard) if args.shard else None)
+    report = run_cohort(
+        cases,
+        predict_fn,
+        out_dir,
+        load_fn=load_fn,
+        writers=writers,
+        model_key=tm.weights_sha256,
+        settings_key=hashlib.sha256(settings.encode()).hexdigest()[:16],
+        prefetch=args.prefetch,
+        progress=not args.no_progress,
+        shard=parse_shard(args.shard) if args.shard else None,
+    )
     print(f"done {report.done}, skipped {report.skipped}, failed {report.failed} -> {args.out}")
     print(f"cohort summary: {report.summary_csv}")
     return report.exit_code

@@ -17,10 +17,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="example: medimg reproduce 3f2a9c0d1e... --tracking-uri sqlite:///runs/mlflow.db",
     )
     p.add_argument("run_id", help="MLflow run id of a finished medimg run")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)",
+    )
     p.add_argument("--out", default=None, help="outputs folder of the reproduction")
-    p.add_argument("--tolerance", type=float, default=0.0, help="largest accepted metric difference (default 0)")
+    p.add_argument(
+        "--tolerance", type=float, default=0.0, help="largest accepted metric difference (default 0)"
+    )
     return p
 
 
@@ -30,8 +35,9 @@ def execute(args: argparse.Namespace) -> int:
     from medimg.training.reproduce import reproduce_run
     from medimg.training.tracking import resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                               or "sqlite:///runs/mlflow.db")
+    uri = resolve_tracking_uri(
+        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///runs/mlflow.db"
+    )
     rep = reproduce_run(args.run_id, uri, args.out)
     print(f"original run {rep.original_run} -> reproduction {rep.new_run}")
     print(rep.table.to_string(index=False))

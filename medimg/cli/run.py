@@ -15,15 +15,32 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="example: medimg run workflows/quickstart_seg.yaml --set trainer.max_epochs=5",
     )
     p.add_argument("workflow", help="study workflow YAML (see docs/workflow.md)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override one workflow key (repeatable), e.g. --set optim.lr=0.001")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one workflow key (repeatable), e.g. --set optim.lr=0.001",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in outputs.dir")
-    p.add_argument("--folds", type=int, default=None,
-                   help="k-fold cross-validation: k child runs under one parent MLflow run (mean, sd, 95%% CI)")
-    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
-                   help="repeat with these seeds as child runs under one parent run")
-    p.add_argument("--check", action="store_true",
-                   help="validate the workflow and the data (files, label geometry) and stop before training")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="k-fold cross-validation: k child runs under one parent MLflow run (mean, sd, 95%% CI)",
+    )
+    p.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S1,S2,...",
+        help="repeat with these seeds as child runs under one parent run",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the workflow and the data (files, label geometry) and stop before training",
+    )
     return p
 
 

@@ -6,9 +6,12 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("schema", help="print the workflow schema (every key, type, default)",
-                       description="Print the study workflow schema as JSON Schema or as the Markdown "
-                       "reference used in docs/workflow.md.")
+    p = sub.add_parser(
+        "schema",
+        help="print the workflow schema (every key, type, default)",
+        description="Print the study workflow schema as JSON Schema or as the Markdown "
+        "reference used in docs/workflow.md.",
+    )
     p.add_argument("--format", choices=("markdown", "json"), default="markdown", help="output format")
     return p
 

@@ -16,10 +16,22 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder (created)")
     p.add_argument("--cases", type=int, default=24, help="number of cases (default 24)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument("--shape", type=int, nargs=3, default=(64, 64, 40), metavar=("I", "J", "K"),
-                   help="voxels per case (default 64 64 40)")
-    p.add_argument("--spacing", type=float, nargs=3, default=(1.6, 1.6, 2.5), metavar=("DX", "DY", "DZ"),
-                   help="voxel size in mm (default 1.6 1.6 2.5)")
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=(64, 64, 40),
+        metavar=("I", "J", "K"),
+        help="voxels per case (default 64 64 40)",
+    )
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=(1.6, 1.6, 2.5),
+        metavar=("DX", "DY", "DZ"),
+        help="voxel size in mm (default 1.6 1.6 2.5)",
+    )
     p.add_argument("--oblique", type=float, default=12.0, help="grid rotation in degrees (default 12)")
     return p
 
@@ -30,7 +42,13 @@ def execute(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise ConfigError(f"--cases must be >= 1, got {args.cases}")
-    manifest = write_synthetic_study(args.out, cases=args.cases, seed=args.seed, shape=tuple(args.shape),
-                                     spacing=tuple(args.spacing), oblique_deg=args.oblique)
+    manifest = write_synthetic_study(
+        args.out,
+        cases=args.cases,
+        seed=args.seed,
+        shape=tuple(args.shape),
+        spacing=tuple(args.spacing),
+        oblique_deg=args.oblique,
+    )
     print(f"wrote {args.cases} cases; manifest: {manifest}")
     return 0

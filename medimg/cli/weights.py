@@ -3,6 +3,7 @@
 Examples::
 
     medimg weights list
+    medimg weights networks unet
     medimg weights inspect model.ckpt
     medimg weights convert model.ckpt encoder.safetensors --strip-prefix net.
     medimg weights verify encoder.safetensors 3f1c...e9
@@ -31,6 +32,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     lister = actions.add_parser("list", help="named weight presets and available networks")
     lister.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    networks = actions.add_parser("networks", help="networks (model.name) with their parameters and defaults")
+    networks.add_argument("name", nargs="?", help="show one network's parameters and defaults")
 
     inspect = actions.add_parser("inspect", help="tensor count, dtypes, top-level modules of a checkpoint")
     inspect.add_argument("source", help="file path or source (url:, bundle:, hf:, package:, runs:/, preset:)")
@@ -155,6 +159,17 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _networks(args: argparse.Namespace) -> int:
+    from medimg.models.networks import available_networks, network_info
+
+    for name in [args.name] if args.name else available_networks():
+        info = network_info(name)
+        print(f"{info.name} ({info.task}): {info.description}")
+        for key, value in sorted(info.defaults.items()):
+            print(f"    {key} = {value!r}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from collections import Counter
 
@@ -265,6 +280,11 @@ def _check(args: argparse.Namespace) -> int:
 
 def execute(args: argparse.Namespace) -> int:
     """Run the chosen ``weights`` action; return the exit code."""
-    return {"list": _list, "inspect": _inspect, "convert": _convert, "verify": _verify, "check": _check}[
-        args.action
-    ](args)
+    return {
+        "list": _list,
+        "networks": _networks,
+        "inspect": _inspect,
+        "convert": _convert,
+        "verify": _verify,
+        "check": _check,
+    }[args.action](args)

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from medimg.models.spec import FinetuneSpec, PretrainedSpec
+
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
 
@@ -135,15 +137,9 @@ class AugmentationConfig(Strict):
 class ModelConfig(Strict):
     name: str = Field("unet", description="network name; see `medimg weights networks`")
     params: dict[str, object] = Field(default_factory=dict, description="network keyword arguments")
-    pretrained: dict[str, object] | None = Field(
+    pretrained: PretrainedSpec | None = Field(
         None, description="pretrained weight source (see docs/weights.md)"
     )
-
-
-class FinetuneConfig(Strict):
-    freeze_encoder_epochs: int = Field(0, ge=0)
-    backbone_lr_mult: float = Field(1.0, gt=0, le=10)
-    freeze_norm: bool = False
 
 
 class OptimConfig(Strict):
@@ -211,7 +207,7 @@ class Workflow(Strict):
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     augmentation: AugmentationConfig = AugmentationConfig()
     model: ModelConfig = ModelConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
+    finetune: FinetuneSpec = FinetuneSpec()
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig = TrainerConfig()
     inference: InferenceConfig = InferenceConfig()
@@ -222,6 +218,10 @@ class Workflow(Strict):
     def _check(self) -> Workflow:
         if self.task == "segmentation" and not self.data.labels:
             raise ValueError("data.labels is required for segmentation (e.g. {0: background, 1: organ})")
+        f = self.finetune
+        if f.warmup_epochs or f.schedule != "constant" or f.min_lr_ratio:
+            raise ValueError("finetune.warmup_epochs / finetune.schedule / finetune.min_lr_ratio: set the "
+                             "learning-rate schedule in optim.warmup_epochs and optim.scheduler instead")
         if self.task == "segmentation" and 0 not in self.data.labels:
             raise ValueError("data.labels must include 0 (background)")
         return self

@@ -27,7 +27,9 @@ def case_dicts(df: pd.DataFrame, task: str) -> list[dict[str, Any]]:
     return out
 
 
-def make_dataset(wf: Workflow, items: list[dict[str, Any]], train: bool, cache_dir: Path | None = None) -> Dataset:
+def make_dataset(
+    wf: Workflow, items: list[dict[str, Any]], train: bool, cache_dir: Path | None = None
+) -> Dataset:
     """A dataset whose deterministic preprocessing is cached per ``preprocessing.cache``.
 
     ``memory``: MONAI ``CacheDataset`` (computed once, kept in RAM); ``disk``:
@@ -36,8 +38,14 @@ def make_dataset(wf: Workflow, items: list[dict[str, Any]], train: bool, cache_d
     transform = train_transforms(wf) if train else eval_transforms(wf, with_label=True)
     cache = wf.preprocessing.cache
     if cache.mode == "memory":
-        return CacheDataset(items, transform, cache_rate=1.0, num_workers=cache.num_workers or None,
-                            progress=False, copy_cache=True)
+        return CacheDataset(
+            items,
+            transform,
+            cache_rate=1.0,
+            num_workers=cache.num_workers or None,
+            progress=False,
+            copy_cache=True,
+        )
     if cache.mode == "disk":
         d = Path(cache.dir) if cache.dir else (cache_dir or Path(wf.outputs.dir) / "cache")
         d.mkdir(parents=True, exist_ok=True)
@@ -51,6 +59,14 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int, s
 
     gen = torch.Generator()
     gen.manual_seed(seed)
-    return ThreadDataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                            collate_fn=list_data_collate, generator=gen, use_thread_workers=num_workers == 0,
-                            buffer_size=1 if num_workers == 0 else 0, repeats=1)
+    return ThreadDataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=list_data_collate,
+        generator=gen,
+        use_thread_workers=num_workers == 0,
+        buffer_size=1 if num_workers == 0 else 0,
+        repeats=1,
+    )

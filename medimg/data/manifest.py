@@ -49,8 +49,14 @@ def read_msd(dataset_json: Path) -> pd.DataFrame:
         ending = meta.get("file_ending", ".nii.gz")
         for img in sorted((root / "imagesTr").glob(f"*_0000{ending}")):
             key = img.name[: -len(f"_0000{ending}")]
-            rows.append({"case_key": key, "patient_key": key, "image": str(img),
-                         "label": str(root / "labelsTr" / f"{key}{ending}")})
+            rows.append(
+                {
+                    "case_key": key,
+                    "patient_key": key,
+                    "image": str(img),
+                    "label": str(root / "labelsTr" / f"{key}{ending}"),
+                }
+            )
     else:
         raise DataError(f"{dataset_json}: expected a Decathlon 'training' list or nnU-Net 'file_ending'")
     if not rows:
@@ -81,8 +87,10 @@ def read_manifest(cfg: DataConfig, task: str) -> pd.DataFrame:
         df = df.rename(columns={cfg.patient_column: "patient_key"})
     if cfg.image_column != "image":
         if cfg.image_column not in df:
-            raise DataError(f"{path}: column {cfg.image_column!r} (data.image_column) not found; "
-                            f"columns are {list(df.columns)}")
+            raise DataError(
+                f"{path}: column {cfg.image_column!r} (data.image_column) not found; "
+                f"columns are {list(df.columns)}"
+            )
         df = df.rename(columns={"image": "_image_orig"}) if "image" in df else df
         df = df.rename(columns={cfg.image_column: "image"})
     if "case_key" not in df and "image" in df:
@@ -91,11 +99,15 @@ def read_manifest(cfg: DataConfig, task: str) -> pd.DataFrame:
         df["patient_key"] = df["case_key"]
     missing = [c for c in REQUIRED if c not in df]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; a manifest needs {list(REQUIRED)} "
-                        f"and {cfg.label_column!r} (data.label_column)")
+        raise DataError(
+            f"{path}: missing column(s) {missing}; a manifest needs {list(REQUIRED)} "
+            f"and {cfg.label_column!r} (data.label_column)"
+        )
     if cfg.label_column not in df:
-        raise DataError(f"{path}: label column {cfg.label_column!r} (data.label_column) not found; "
-                        f"columns are {list(df.columns)}")
+        raise DataError(
+            f"{path}: label column {cfg.label_column!r} (data.label_column) not found; "
+            f"columns are {list(df.columns)}"
+        )
     if df["case_key"].duplicated().any():
         dup = df.loc[df["case_key"].duplicated(), "case_key"].iloc[0]
         raise DataError(f"{path}: case_key {dup!r} appears more than once")
@@ -112,8 +124,9 @@ def read_manifest(cfg: DataConfig, task: str) -> pd.DataFrame:
             raise DataError(f"{path}: column {cfg.label_column!r} must hold integer classes ({exc})") from exc
         bad = df.loc[(df["target"] < 0) | (df["target"] >= cfg.num_classes), "case_key"]
         if len(bad):
-            raise DataError(f"{path}: case {bad.iloc[0]!r}: class outside 0..{cfg.num_classes - 1} "
-                            "(data.num_classes)")
+            raise DataError(
+                f"{path}: case {bad.iloc[0]!r}: class outside 0..{cfg.num_classes - 1} (data.num_classes)"
+            )
     _check_files(df, path, task, cfg.check_geometry)
     return df.reset_index(drop=True)
 
@@ -140,15 +153,21 @@ def _check_files(df: pd.DataFrame, manifest: Path, task: str, check_geometry: bo
             s_img, a_img = _header_geometry(row.image)
             s_lab, a_lab = _header_geometry(row.target)
             if s_img != s_lab:
-                raise GeometryError(f"case {row.case_key!r}: label {row.target} has shape {s_lab} but image "
-                                    f"{row.image} has shape {s_img}; they must share one voxel grid")
+                raise GeometryError(
+                    f"case {row.case_key!r}: label {row.target} has shape {s_lab} but image "
+                    f"{row.image} has shape {s_img}; they must share one voxel grid"
+                )
             if not np.allclose(a_img, a_lab, atol=1e-3):
-                raise GeometryError(f"case {row.case_key!r}: label {row.target} affine differs from image "
-                                    f"{row.image} (max difference {np.abs(a_img - a_lab).max():.4g} mm); "
-                                    "they must share one voxel grid")
+                raise GeometryError(
+                    f"case {row.case_key!r}: label {row.target} affine differs from image "
+                    f"{row.image} (max difference {np.abs(a_img - a_lab).max():.4g} mm); "
+                    "they must share one voxel grid"
+                )
 
 
-def manifest_hash(df: pd.DataFrame, columns: tuple[str, ...] = ("case_key", "patient_key", "image", "target")) -> str:
+def manifest_hash(
+    df: pd.DataFrame, columns: tuple[str, ...] = ("case_key", "patient_key", "image", "target")
+) -> str:
     """sha256 over the manifest's identifying columns (order independent of row order)."""
     cols = [c for c in columns if c in df]
     text = df[cols].astype(str).sort_values(cols).to_csv(index=False)

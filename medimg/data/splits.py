@@ -43,8 +43,10 @@ def assign_splits(df: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     rest = patients[n_test:]
     if cfg.folds:
         if len(rest) < cfg.folds:
-            raise DataError(f"{len(rest)} patients outside the test split cannot make {cfg.folds} folds "
-                            "(data.split.folds)")
+            raise DataError(
+                f"{len(rest)} patients outside the test split cannot make {cfg.folds} folds "
+                "(data.split.folds)"
+            )
         folds = np.array_split(rest, cfg.folds)
         val = set(folds[cfg.fold])
     else:
@@ -61,5 +63,7 @@ def _check_patient_level(df: pd.DataFrame) -> None:
     per_patient = df.groupby("patient_key")["split"].nunique()
     leaked = per_patient[per_patient > 1]
     if len(leaked):
-        raise DataError(f"manifest column 'split': patient {leaked.index[0]!r} appears in more than one split; "
-                        "a patient's cases must share one split")
+        raise DataError(
+            f"manifest column 'split': patient {leaked.index[0]!r} appears in more than one split; "
+            "a patient's cases must share one split"
+        )

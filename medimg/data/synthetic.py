@@ -46,8 +46,12 @@ def rotation_matrix(axis: np.ndarray, angle_deg: float) -> np.ndarray:
     return np.eye(3) + math.sin(a) * k + (1 - math.cos(a)) * (k @ k)
 
 
-def oblique_affine(shape: tuple[int, int, int], spacing: tuple[float, float, float], angle_deg: float,
-                   axis: tuple[float, float, float] = (1.0, 0.4, 0.2)) -> np.ndarray:
+def oblique_affine(
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    angle_deg: float,
+    axis: tuple[float, float, float] = (1.0, 0.4, 0.2),
+) -> np.ndarray:
     """A RAS affine for an oblique, anisotropic grid centred on the world origin.
 
     Example:
@@ -73,9 +77,14 @@ def _ellipsoid(world: np.ndarray, centre: np.ndarray, radii: np.ndarray) -> np.n
     return (d**2).sum(-1) <= 1.0
 
 
-def make_case(index: int, seed: int = 0, shape: tuple[int, int, int] = (64, 64, 40),
-              spacing: tuple[float, float, float] = (1.6, 1.6, 2.5), oblique_deg: float = 12.0,
-              with_lesion: bool | None = None) -> SyntheticCase:
+def make_case(
+    index: int,
+    seed: int = 0,
+    shape: tuple[int, int, int] = (64, 64, 40),
+    spacing: tuple[float, float, float] = (1.6, 1.6, 2.5),
+    oblique_deg: float = 12.0,
+    with_lesion: bool | None = None,
+) -> SyntheticCase:
     """Generate case ``index`` of the study with ``seed``.
 
     Example:
@@ -121,16 +130,24 @@ def make_case(index: int, seed: int = 0, shape: tuple[int, int, int] = (64, 64, 
         "age": int(rng.integers(25, 85)),
     }
     return SyntheticCase(
-        case_key=f"case_{index:04d}", patient_key=patient,
-        image=Volume(image.astype(np.float32), affine), label=Volume(label, affine),
-        lesion=Volume(lesion.astype(np.uint8), affine), cls=int(has_lesion), meta=meta,
+        case_key=f"case_{index:04d}",
+        patient_key=patient,
+        image=Volume(image.astype(np.float32), affine),
+        label=Volume(label, affine),
+        lesion=Volume(lesion.astype(np.uint8), affine),
+        cls=int(has_lesion),
+        meta=meta,
     )
 
 
-def write_synthetic_study(out_dir: str | Path, cases: int = 24, seed: int = 0,
-                          shape: tuple[int, int, int] = (64, 64, 40),
-                          spacing: tuple[float, float, float] = (1.6, 1.6, 2.5),
-                          oblique_deg: float = 12.0) -> Path:
+def write_synthetic_study(
+    out_dir: str | Path,
+    cases: int = 24,
+    seed: int = 0,
+    shape: tuple[int, int, int] = (64, 64, 40),
+    spacing: tuple[float, float, float] = (1.6, 1.6, 2.5),
+    oblique_deg: float = 12.0,
+) -> Path:
     """Write ``cases`` NIfTI cases and a ``manifest.csv`` into ``out_dir``; return the manifest path.
 
     The manifest has one row per case: ``case_key, patient_key, image, label`` (mask path),
@@ -150,8 +167,10 @@ def write_synthetic_study(out_dir: str | Path, cases: int = 24, seed: int = 0,
         save_nifti(c.label, out / d / "label.nii.gz", dtype=np.uint8)
         save_nifti(c.lesion, out / d / "lesion.nii.gz", dtype=np.uint8)
         m = c.meta
-        rows.append(f"{c.case_key},{c.patient_key},{d}/image.nii.gz,{d}/label.nii.gz,{c.cls},"
-                    f"{d}/lesion.nii.gz,{m['site']},{m['manufacturer']},{m['sex']},{m['age']}")
+        rows.append(
+            f"{c.case_key},{c.patient_key},{d}/image.nii.gz,{d}/label.nii.gz,{c.cls},"
+            f"{d}/lesion.nii.gz,{m['site']},{m['manufacturer']},{m['sex']},{m['age']}"
+        )
     manifest = out / "manifest.csv"
     atomic_write_text(manifest, "\n".join(rows) + "\n")
     return manifest

@@ -50,14 +50,14 @@ def collect_cases(inputs: list[str], image_column: str = "image") -> list[CaseIn
         if p.suffix == ".csv":
             df = pd.read_csv(p)
             if image_column not in df:
-                raise DataError(f"{p}: manifest has no {image_column!r} column; columns are {list(df.columns)}")
+                raise DataError(
+                    f"{p}: manifest has no {image_column!r} column; columns are {list(df.columns)}"
+                )
             keys = df["case_key"] if "case_key" in df else [_case_id(Path(v)) for v in df[image_column]]
             for key, img in zip(keys, df[image_column], strict=True):
                 ip = Path(img) if Path(img).is_absolute() else (p.parent / img)
                 cases.append(CaseInput(str(key), (ip,)))
-        elif p.is_file() and _is_nifti(p):
-            cases.append(CaseInput(_case_id(p), (p,)))
-        elif p.is_dir() and _looks_like_dicom_dir(p):
+        elif p.is_file() and _is_nifti(p) or p.is_dir() and _looks_like_dicom_dir(p):
             cases.append(CaseInput(_case_id(p), (p,)))
         elif p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and _is_nifti(f))
@@ -72,7 +72,9 @@ def collect_cases(inputs: list[str], image_column: str = "image") -> list[CaseIn
     ids = [c.case_id for c in cases]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
-        raise DataError(f"two inputs map to the same case name {sorted(dup)[0]!r}; use a manifest with case_key")
+        raise DataError(
+            f"two inputs map to the same case name {sorted(dup)[0]!r}; use a manifest with case_key"
+        )
     return cases
 
 

@@ -65,8 +65,11 @@ class TrainedModel:
 
         item = eval_transforms(self.workflow, with_label=False)({"image": path})
         img = item["image"]
-        meta = {"affine": img.affine.numpy(), "source_affine": img.meta["original_affine"],
-                "source_shape": tuple(int(s) for s in img.meta["spatial_shape"])}
+        meta = {
+            "affine": img.affine.numpy(),
+            "source_affine": img.meta["original_affine"],
+            "source_shape": tuple(int(s) for s in img.meta["spatial_shape"]),
+        }
         return img.as_tensor(), meta
 
 
@@ -78,7 +81,9 @@ def _from_folder(folder: Path, run_id: str | None, source: str) -> TrainedModel:
     wf_path, w_path = folder / WORKFLOW_FILE, folder / MODEL_FILE
     for p in (wf_path, w_path):
         if not p.is_file():
-            raise WeightsError(f"{p}: not found; a trained model folder holds {WORKFLOW_FILE} and {MODEL_FILE}")
+            raise WeightsError(
+                f"{p}: not found; a trained model folder holds {WORKFLOW_FILE} and {MODEL_FILE}"
+            )
     wf = parse_workflow(yaml.safe_load(wf_path.read_text()), source=str(wf_path))
     net = build_model(wf)
     try:
@@ -87,13 +92,16 @@ def _from_folder(folder: Path, run_id: str | None, source: str) -> TrainedModel:
         raise WeightsError(f"{w_path}: not a valid safetensors file ({exc})") from exc
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise WeightsError(f"{w_path}: weights do not fit network {wf.model.name!r} "
-                           f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        raise WeightsError(
+            f"{w_path}: weights do not fit network {wf.model.name!r} "
+            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
     return TrainedModel(net.eval(), wf, run_id, sha256_file(w_path), source)
 
 
 def load_trained(ref: str | Path, tracking_uri: str | None = None) -> TrainedModel:
-    """Load a trained model from a folder, an MLflow run (``runs:/ID`` or ``ID``) or a ``.ckpt``.
+    """Load a trained model from a folder, an MLflow run (``runs:/ID`` or ``ID``), a registered
+    model (``models:/NAME@ALIAS``) or a ``.ckpt``.
 
     Example:
         >>> tm = load_trained("runs/quickstart_seg/model")  # doctest: +SKIP
@@ -102,11 +110,15 @@ def load_trained(ref: str | Path, tracking_uri: str | None = None) -> TrainedMod
     """
     s = str(ref)
     p = Path(s)
+    if s.startswith("models:/"):  # a registered model, e.g. models:/liver_ct@champion
+        from medimg.training.pyfunc import download_model_folder
+
+        return _from_folder(download_model_folder(s, tracking_uri=tracking_uri), None, s)
     if p.is_dir():
         return _from_folder(p, None, s)
     if p.suffix == ".ckpt" and p.is_file():
         return _from_checkpoint(p)
-    run_id = s[len("runs:/"):].strip("/").split("/")[0] if s.startswith("runs:/") else s
+    run_id = s[len("runs:/") :].strip("/").split("/")[0] if s.startswith("runs:/") else s
     if len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id):
         import mlflow
 
@@ -129,6 +141,6 @@ def _from_checkpoint(path: Path) -> TrainedModel:
         raise WeightsError(f"{path}: cannot load checkpoint safely (weights_only=True): {exc}") from exc
     wf = parse_workflow(ckpt["hyper_parameters"]["workflow"], source=str(path))
     net = build_model(wf)
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(state)
     return TrainedModel(net.eval(), wf, None, sha256_file(path), str(path))

@@ -16,7 +16,7 @@ from monai.inferers import sliding_window_inference
 
 from medimg.config.schema import Workflow
 from medimg.data.transforms import eval_transforms
-from medimg.inference.resample import resample_to_grid
+from medimg.inference.resample import resample_labels
 
 
 @dataclass
@@ -75,8 +75,16 @@ class Predictor:
             return self.net(x)
         inf = self.wf.inference
         roi = inf.roi_size or self.wf.augmentation.patch_size or tuple(x.shape[2:])
-        return sliding_window_inference(x, roi, inf.sw_batch_size, self.net, overlap=inf.overlap, mode=inf.blend,
-                                        sw_device=self.device, device=self.device)
+        return sliding_window_inference(
+            x,
+            roi,
+            inf.sw_batch_size,
+            self.net,
+            overlap=inf.overlap,
+            mode=inf.blend,
+            sw_device=self.device,
+            device=self.device,
+        )
 
     def predict_item(self, item: dict[str, Any], case_key: str = "case") -> Prediction:
         """Predict one preprocessed item (from :meth:`preprocess`)."""
@@ -92,8 +100,7 @@ class Predictor:
         pred = Prediction(case_key, src_affine, src_shape)  # type: ignore[arg-type]
         if self.wf.task == "segmentation":
             pre_affine = np.asarray(img.affine, dtype=np.float64)
-            back = resample_to_grid(probs, pre_affine, src_shape, src_affine)  # type: ignore[arg-type]
-            pred.mask = back.argmax(0).to(torch.uint8).cpu().numpy()
+            pred.mask = resample_labels(probs, pre_affine, src_shape, src_affine)  # type: ignore[arg-type]
         else:
             pred.probs = probs.float().cpu().numpy()
         pred.timings = {"network_s": t1 - t0, "resample_s": time.perf_counter() - t1}

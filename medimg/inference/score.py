@@ -44,22 +44,35 @@ def score_cases(predictor: Predictor, cases: pd.DataFrame, masks_dir: Path | Non
             pred = predictor.predict_path(str(row.image), str(row.case_key))
             if wf.task == "segmentation":
                 ref = load_nifti(str(row.target))
-                if ref.shape != pred.source_shape or not np.allclose(ref.affine, pred.source_affine, atol=1e-3):
+                if ref.shape != pred.source_shape or not np.allclose(
+                    ref.affine, pred.source_affine, atol=1e-3
+                ):
                     raise ValueError(f"label {row.target} does not share the image's grid")
                 assert pred.mask is not None
                 labels = [k for k in wf.data.labels if k != 0]
-                m = segmentation_case_metrics(pred.mask, np.asarray(ref.data).astype(np.int64), ref.spacing, labels)
+                m = segmentation_case_metrics(
+                    pred.mask, np.asarray(ref.data).astype(np.int64), ref.spacing, labels
+                )
                 rec.update(m)
                 rec["dice_mean"] = float(np.nanmean([m[f"dice_{k}"] for k in labels]))
                 rec["hd95_mean"] = float(np.nanmean([m[f"hd95_{k}"] for k in labels]))
                 if masks_dir is not None:
-                    save_nifti(pred.mask, masks_dir / f"{row.case_key}.nii.gz", affine=pred.source_affine,
-                               dtype=np.uint8)
+                    save_nifti(
+                        pred.mask,
+                        masks_dir / f"{row.case_key}.nii.gz",
+                        affine=pred.source_affine,
+                        dtype=np.uint8,
+                    )
             else:
                 assert pred.probs is not None
                 label = int(row.target)
-                rec.update({"label": label, "prediction": int(pred.probs.argmax()),
-                            "prob": float(pred.probs[1]) if len(pred.probs) == 2 else float(pred.probs.max())})
+                rec.update(
+                    {
+                        "label": label,
+                        "prediction": int(pred.probs.argmax()),
+                        "prob": float(pred.probs[1]) if len(pred.probs) == 2 else float(pred.probs.max()),
+                    }
+                )
                 for k, p in enumerate(pred.probs):
                     rec[f"prob_{k}"] = float(p)
                 rec["correct"] = int(rec["prediction"] == label)

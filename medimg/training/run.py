@@ -257,9 +257,21 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
 
     steps = max(1, len(train_dl))
     module = task_class(wf.task)(workflow_to_dict(wf), steps_per_epoch=steps)
-    rng = RngState(train_ds.transform, getattr(train_dl, "generator", None))
-    trainer, ckpt = _trainer(wf, logger, out / "checkpoints", module.monitor, [rng])
     last = out / "checkpoints" / "last.ckpt"
+    if wf.model.pretrained is not None and not (resume and last.is_file()):
+        from medimg.models.loading import load_pretrained
+
+        report = load_pretrained(module.net, wf.model.pretrained, encoder_prefixes=module.encoder_prefixes())
+        if rank == 0:
+            report.log_to_mlflow(run_id, uri)
+            client.set_tag(run_id, "medimg.pretrained_source", wf.model.pretrained.source)
+            actual = sha256_file(report.path) if report.path and Path(report.path).is_file() else report.sha256
+            client.set_tag(run_id, "medimg.pretrained_sha256", str(actual))
+    from medimg.models.finetune_callback import FinetuneScheduler
+
+    rng = RngState(train_ds.transform, getattr(train_dl, "generator", None))
+    finetune = FinetuneScheduler(wf.finetune, module.encoder_prefixes(), network_attr="net")
+    trainer, ckpt = _trainer(wf, logger, out / "checkpoints", module.monitor, [rng, finetune])
     if resume and not last.is_file():
         log.warning("--resume: no checkpoint in %s yet; training from the start", last.parent)
     trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)

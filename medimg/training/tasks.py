@@ -41,8 +41,16 @@ class _Task(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def encoder_prefixes(self) -> list[str]:
+        from medimg.models.networks import encoder_prefixes
+
+        return encoder_prefixes(self.wf.model.name, self.net)
+
     def param_groups(self) -> Any:
-        return self.net.parameters()
+        """Named ``encoder``/``head`` groups (``finetune.backbone_lr_mult`` scales the encoder's LR)."""
+        from medimg.models.finetune import param_groups
+
+        return param_groups(self.net, self.wf.optim.lr, self.wf.finetune, self.encoder_prefixes())
 
     def configure_optimizers(self) -> Any:
         o = self.wf.optim
@@ -79,7 +87,8 @@ class SegmentationTask(_Task):
             if isinstance(self.loss, torch.nn.CrossEntropyLoss)
             else self.loss(logits, y)
         )
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0],
+                 sync_dist=True)
         return loss
 
     def sliding_window(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +124,8 @@ class ClassificationTask(_Task):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], batch["label"].long().view(-1)
         loss = self.loss(self(x), y)
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0],
+                 sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -128,8 +138,12 @@ class ClassificationTask(_Task):
     def on_validation_epoch_end(self) -> None:
         from sklearn.metrics import roc_auc_score
 
-        probs = torch.cat(self._probs).numpy() if self._probs else np.zeros((0, 2))
-        labels = torch.cat(self._labels).numpy() if self._labels else np.zeros(0)
+        probs_t = torch.cat(self._probs) if self._probs else torch.zeros((0, self.wf.data.num_classes))
+        labels_t = torch.cat(self._labels) if self._labels else torch.zeros(0, dtype=torch.long)
+        if self.trainer.world_size > 1:  # AUROC needs every rank's cases, not a mean of per-rank AUROCs
+            probs_t = self.all_gather(probs_t.to(self.device)).reshape(-1, probs_t.shape[-1]).cpu()
+            labels_t = self.all_gather(labels_t.to(self.device)).reshape(-1).cpu()
+        probs, labels = probs_t.numpy(), labels_t.numpy()
         self._probs.clear()
         self._labels.clear()
         acc = float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0

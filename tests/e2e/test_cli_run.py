@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlflow
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import TINY, write_wf
 
 from medimg.cli.main import main
 from medimg.config.load import config_hash, load_workflow
-
-from _tiny import TINY, write_wf
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +60,9 @@ def test_predict_writes_masks_in_input_geometry(finished_run, tmp_path):
     manifest = pd.read_csv(root / "data/synth/manifest.csv")
     images = [str(root / "data/synth" / p) for p in manifest.image[:3]]
     out = tmp_path / "pred"
-    assert main(["predict", str(root / "runs/tiny_seg/model"), *images, "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(["predict", str(root / "runs/tiny_seg/model"), *images, "--out", str(out), "--no-progress"]) == 0
+    )
     for img_path, key in zip(images, manifest.case_key[:3], strict=True):
         src = nib.load(img_path)
         mask = nib.load(next(out.rglob(f"*{key}*/mask.nii.gz")))
@@ -70,7 +70,9 @@ def test_predict_writes_masks_in_input_geometry(finished_run, tmp_path):
         np.testing.assert_array_equal(mask.affine, src.affine)
         assert mask.get_data_dtype() == np.uint8
     # a rerun skips every case
-    assert main(["predict", str(root / "runs/tiny_seg/model"), *images, "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(["predict", str(root / "runs/tiny_seg/model"), *images, "--out", str(out), "--no-progress"]) == 0
+    )
 
 
 def test_misspelled_key_stops_before_training(tmp_path, capsys):
@@ -120,7 +122,9 @@ def test_evaluate_writes_report_and_logs_to_run(finished_run, capsys):
     root, _ = finished_run
     model = root / "runs/tiny_seg/model"
     out = root / "eval_out"
-    rc = main(["evaluate", str(model), "--split", "all", "--by", "site", "--out", str(out), "--n-boot", "200"])
+    rc = main(
+        ["evaluate", str(model), "--split", "all", "--by", "site", "--out", str(out), "--n-boot", "200"]
+    )
     assert rc == 0, capsys.readouterr().err
     per_case = pd.read_csv(out / "per_case.csv")
     assert len(per_case) == 8 and {"dice_1", "hd95_2", "site"} <= set(per_case.columns)

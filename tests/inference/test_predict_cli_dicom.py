@@ -23,8 +23,14 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def _series(folder: Path, index: int) -> Path:
     case = make_case(index, seed=5, shape=(32, 30, 12), spacing=(1.6, 1.7, 2.5))
-    write_series(case.image, folder, rescale=(1.0, -1024.0), shuffle_names=True,
-                 patient_name="Doe^Jane", patient_id="PID-123456")
+    write_series(
+        case.image,
+        folder,
+        rescale=(1.0, -1024.0),
+        shuffle_names=True,
+        patient_name="Doe^Jane",
+        patient_id="PID-123456",
+    )
     return folder
 
 
@@ -57,8 +63,17 @@ def test_predict_from_pacs_stores_seg_and_sr_back(tiny_model, tmp_path, orthanc,
     pacs.store(sorted(series.iterdir()))
     src = pydicom.dcmread(next(series.iterdir()))
     out = tmp_path / "out"
-    argv = ["predict", str(tiny_model), "--pacs", orthanc.url, "--pacs-study", src.StudyInstanceUID,
-            "--out", str(out), "--no-progress"]
+    argv = [
+        "predict",
+        str(tiny_model),
+        "--pacs",
+        orthanc.url,
+        "--pacs-study",
+        src.StudyInstanceUID,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     found = {s.modality: s for s in pacs.query_series(src.StudyInstanceUID)}
     assert {"CT", "SEG", "SR"} <= set(found)

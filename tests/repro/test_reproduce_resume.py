@@ -40,11 +40,14 @@ def test_reproduce_is_bit_exact_and_refuses_changed_data(tmp_path, capsys):
     assert "REPRODUCED: identical" in out and "test_dice_mean" in out
     client = mlflow.MlflowClient(info["tracking_uri"])
     orig = client.get_run(info["run_id"]).data.metrics
-    repro_runs = client.search_runs([client.get_run(info["run_id"]).info.experiment_id],
-                                    f"tags.`medimg.reproduces` = '{info['run_id']}'")
+    repro_runs = client.search_runs(
+        [client.get_run(info["run_id"]).info.experiment_id], f"tags.`medimg.reproduces` = '{info['run_id']}'"
+    )
     assert len(repro_runs) == 1
     rep = repro_runs[0].data
-    assert rep.tags["medimg.weights_sha256"] == client.get_run(info["run_id"]).data.tags["medimg.weights_sha256"]
+    assert (
+        rep.tags["medimg.weights_sha256"] == client.get_run(info["run_id"]).data.tags["medimg.weights_sha256"]
+    )
     for key in ("test_dice_1", "test_dice_2", "test_hd95_1"):
         assert rep.metrics[key] == orig[key]  # exact equality
     # a changed data file is named, and nothing is retrained
@@ -75,8 +78,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     killed = write_wf(tmp_path / "killed.yaml", _det_workflow(6, "runs/killed"))
     cmd = [sys.executable, "-m", "medimg", "run"]
     assert subprocess.run([*cmd, str(straight)], cwd=tmp_path, env=env, capture_output=True).returncode == 0
-    proc = subprocess.Popen([*cmd, str(killed)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, str(killed)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for_epoch(tmp_path / "runs/killed/checkpoints/last.ckpt", 1, proc)
     finally:
@@ -84,7 +88,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
         proc.wait()
     first_id = _info(tmp_path / "runs/killed")["run_id"]
     assert _info(tmp_path / "runs/killed")["status"] == "running"
-    res = subprocess.run([*cmd, str(killed), "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [*cmd, str(killed), "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = _info(tmp_path / "runs/straight"), _info(tmp_path / "runs/killed")
     assert b["run_id"] == first_id and b["status"] == "finished"  # the same MLflow run continued
@@ -114,11 +120,14 @@ def test_kfold_runs_children_under_a_parent(tmp_path, capsys):
 def test_ddp_two_cpu_processes_log_one_set_of_metrics(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     single = write_wf(tmp_path / "single.yaml", _det_workflow(2, "runs/single", deterministic=False))
-    ddp = write_wf(tmp_path / "ddp.yaml", _det_workflow(2, "runs/ddp", deterministic=False, strategy="ddp",
-                                                        devices=2))
+    ddp = write_wf(
+        tmp_path / "ddp.yaml", _det_workflow(2, "runs/ddp", deterministic=False, strategy="ddp", devices=2)
+    )
     cmd = [sys.executable, "-m", "medimg", "run"]
     for wf in (single, ddp):
-        res = subprocess.run([*cmd, str(wf)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            [*cmd, str(wf)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
         assert res.returncode == 0, res.stderr[-3000:]
     a, b = _info(tmp_path / "runs/single"), _info(tmp_path / "runs/ddp")
     client = mlflow.MlflowClient(a["tracking_uri"])

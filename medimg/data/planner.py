@@ -1,0 +1,250 @@
+"""RAM/VRAM planner: choose cache mode, patch batch and sliding-window batch so a run fits the machine.
+
+The planner measures instead of guessing where it can: the network's activation size
+per input voxel comes from one forward pass on a small patch (forward hooks sum every
+module's output), the machine's free RAM from ``/proc/meminfo``, free disk from
+``shutil.disk_usage`` and free VRAM from ``torch.cuda.mem_get_info``. Every choice comes
+with the reason, so a run can log what it chose and why (``Plan.explain``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GIB = 2**30
+TRAIN_FACTOR = 3.0  # activations kept for backward + their gradients + optimiser/temporaries
+INFER_FACTOR = 0.5  # no_grad: only part of the forward's outputs are alive at once (skips included)
+CPU_MAX_SW_BATCH = 4  # on CPU larger window batches only cost memory (benchmarks/bench_infer.py)
+GPU_MAX_SW_BATCH = 32
+
+
+@dataclass
+class Machine:
+    """What the planner knows about the machine (bytes)."""
+
+    ram_available: int
+    disk_free: int
+    cpu_count: int
+    device: str = "cpu"
+    vram_free: int | None = None
+
+    @classmethod
+    def detect(cls, cache_dir: str | Path = ".", device: str | None = None) -> Machine:
+        """Read free RAM, disk and (on CUDA) VRAM now.
+
+        Example:
+            >>> m = Machine.detect()
+            >>> m.ram_available > 0 and m.cpu_count >= 1
+            True
+        """
+        import torch
+
+        ram = _meminfo_available()
+        d = Path(cache_dir)
+        while not d.exists() and d != d.parent:
+            d = d.parent
+        disk = shutil.disk_usage(d).free
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        vram = None
+        if device.startswith("cuda") and torch.cuda.is_available():
+            vram = int(torch.cuda.mem_get_info(torch.device(device))[0])
+        return cls(ram, disk, os.cpu_count() or 1, device, vram)
+
+    @property
+    def model_memory(self) -> int:
+        """Free memory where the network runs (VRAM on a GPU, RAM on CPU)."""
+        return self.vram_free if self.vram_free is not None else self.ram_available
+
+
+@dataclass
+class Plan:
+    """The planner's choices and why it made them."""
+
+    cache_mode: str | None = None
+    patch_batch: int | None = None
+    sw_batch_size: int | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def explain(self) -> str:
+        """One line per choice, for logs and reports.
+
+        Example:
+            >>> Plan("memory", 2, 4, ["cache: fits"]).explain()
+            'cache_mode=memory, patch_batch=2, sw_batch_size=4; cache: fits'
+        """
+        chosen = ", ".join(
+            f"{k}={v}"
+            for k, v in (
+                ("cache_mode", self.cache_mode),
+                ("patch_batch", self.patch_batch),
+                ("sw_batch_size", self.sw_batch_size),
+            )
+            if v is not None
+        )
+        return f"{chosen}; " + "; ".join(self.reasons)
+
+
+def _meminfo_available() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * GIB  # unknown: assume a small machine
+
+
+def activation_bytes_per_voxel(net: Any, in_channels: int = 1, probe: int = 32) -> float:
+    """Bytes of module outputs per input voxel in one forward pass (measured on a ``probe``^3 patch).
+
+    Example:
+        >>> from monai.networks.nets import UNet
+        >>> net = UNet(3, 1, 2, channels=(8, 16), strides=(2,))
+        >>> 50 < activation_bytes_per_voxel(net) < 2000
+        True
+    """
+    import torch
+
+    total = 0
+
+    def hook(_module: Any, _inp: Any, out: Any) -> None:
+        nonlocal total
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        param = next(net.parameters(), None)
+        device = param.device if param is not None else "cpu"
+        with torch.no_grad():
+            net(torch.zeros(1, in_channels, probe, probe, probe, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return total / probe**3
+
+
+def choose_cache_mode(
+    n_cases: int,
+    case_voxels: int,
+    machine: Machine,
+    channels: int = 1,
+    with_label: bool = True,
+    budget_fraction: float = 0.5,
+) -> tuple[str, str]:
+    """``memory`` when the cached cohort fits ``budget_fraction`` of free RAM, else ``disk``, else ``none``.
+
+    A cached case holds float32 images, a float32 label and the label's int64 foreground/
+    background indices (for patch sampling).
+
+    Example:
+        >>> m = Machine(ram_available=8 * GIB, disk_free=100 * GIB, cpu_count=2)
+        >>> choose_cache_mode(50, 100**3, m)[0], choose_cache_mode(2000, 100**3, m)[0]
+        ('memory', 'disk')
+    """
+    per_voxel = 4 * channels + (4 + 8 if with_label else 0)
+    need = n_cases * case_voxels * per_voxel
+    budget = budget_fraction * machine.ram_available
+    if need <= budget:
+        return (
+            "memory",
+            f"cache: {need / GIB:.2f} GiB fits {budget_fraction:.0%} of {machine.ram_available / GIB:.1f} "
+            "GiB free RAM -> memory",
+        )
+    if need <= 0.8 * machine.disk_free:
+        return (
+            "disk",
+            f"cache: {need / GIB:.2f} GiB exceeds {budget / GIB:.1f} GiB RAM budget, fits free disk -> disk",
+        )
+    return "none", f"cache: {need / GIB:.2f} GiB fits neither RAM nor disk -> none (recomputed every epoch)"
+
+
+def plan_training(
+    n_cases: int,
+    case_shape: tuple[int, ...],
+    patch_size: tuple[int, ...],
+    net: Any,
+    machine: Machine | None = None,
+    in_channels: int = 1,
+    wanted_batch: int = 2,
+    budget_fraction: float = 0.5,
+) -> Plan:
+    """Cache mode and the largest patch batch (up to ``wanted_batch``) that fits the model's memory.
+
+    Example:
+        >>> plan = plan_training(24, (52, 52, 50), (48, 48, 48), net)  # doctest: +SKIP
+        >>> print(plan.explain())  # doctest: +SKIP
+        cache_mode=memory, patch_batch=2; cache: 0.01 GiB fits ...; batch: ...
+    """
+    machine = machine or Machine.detect()
+    mode, why = choose_cache_mode(n_cases, math.prod(case_shape), machine, in_channels, True, budget_fraction)
+    per_patch = activation_bytes_per_voxel(net, in_channels) * math.prod(patch_size) * TRAIN_FACTOR
+    budget = budget_fraction * machine.model_memory
+    if mode == "memory" and machine.vram_free is None:  # the cache and the model share the RAM
+        budget -= n_cases * math.prod(case_shape) * (4 * in_channels + 12)
+    fit = max(1, int(budget // per_patch)) if per_patch > 0 else wanted_batch
+    batch = min(wanted_batch, fit)
+    why_b = (
+        f"batch: {per_patch / GIB:.2f} GiB per patch (measured activations x{TRAIN_FACTOR:g}), "
+        f"{budget / GIB:.1f} GiB budget on {machine.device} -> {batch}"
+    )
+    if batch < wanted_batch:
+        why_b += f" (asked {wanted_batch}: lowered to fit)"
+    return Plan(cache_mode=mode, patch_batch=batch, reasons=[why, why_b])
+
+
+def plan_inference(
+    volume_shape: tuple[int, ...],
+    roi_size: tuple[int, ...],
+    net: Any,
+    out_channels: int,
+    device: str | None = None,
+    source_shape: tuple[int, ...] | None = None,
+    machine: Machine | None = None,
+    in_channels: int = 1,
+    budget_fraction: float = 0.5,
+) -> Plan:
+    """Sliding-window batch from the memory left after the stitched output (and its resampling) is held.
+
+    Args:
+        volume_shape: preprocessed volume (the network's grid).
+        roi_size: window size.
+        net: the network (its activations are measured once on a small patch).
+        out_channels: output classes (the stitched output holds them in float32, twice).
+        device: where the network runs (default: what ``Machine.detect`` finds).
+        source_shape: the input's own grid (resampling back works on slabs of it).
+        machine: a known machine (default: detect now).
+        in_channels: input channels.
+        budget_fraction: share of free memory the plan may use.
+
+    Example:
+        >>> plan = plan_inference((179, 179, 150), (48, 48, 48), net, 3, device="cpu")  # doctest: +SKIP
+        >>> plan.sw_batch_size  # doctest: +SKIP
+        4
+    """
+    machine = machine or Machine.detect(device=device)
+    vol = math.prod(volume_shape)
+    stitched = vol * out_channels * 4 * 2 + vol * in_channels * 4  # output + weight map + input
+    if source_shape is not None:
+        stitched += math.prod(source_shape) * 1 + 32 * math.prod(source_shape[1:]) * out_channels * 4 * 3
+    per_window = activation_bytes_per_voxel(net, in_channels) * math.prod(roi_size) * INFER_FACTOR
+    budget = budget_fraction * machine.model_memory - (stitched if machine.vram_free is None else 0)
+    cap = CPU_MAX_SW_BATCH if machine.vram_free is None else GPU_MAX_SW_BATCH
+    fit = int(budget // per_window) if per_window > 0 else cap
+    sw = max(1, min(cap, fit))
+    why = (
+        f"sliding window: {per_window / 2**20:.0f} MiB per window, {budget / GIB:.1f} GiB left on {machine.device} "
+        f"after {stitched / GIB:.2f} GiB of stitched output -> sw_batch_size {sw} (cap {cap} on "
+        f"{'CPU' if machine.vram_free is None else 'GPU'})"
+    )
+    if fit < 1:
+        why += "; not even one window fits the budget: expect swapping or use a smaller roi_size"
+    return Plan(sw_batch_size=sw, reasons=[why])

@@ -1,0 +1,131 @@
+"""Choosing the layer a Grad-CAM style map is read from, and capturing its activations and gradients.
+
+Defaults per network family: MONAI ``DenseNet*`` -> ``class_layers.relu`` (the last feature map
+after the final norm/ReLU), ResNet-like -> ``layer4``, otherwise the last 3D convolution; a
+layer whose feature map is too small to localise (under 4 voxels a side for this input) gives
+way to the last convolution that is large enough. For segmentation networks (encoder-decoder)
+the deepest convolution (fewest output voxels), i.e. the bottleneck, is the default. Both are
+found with one forward pass with temporary hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from medimg.errors import ConfigError
+
+_CONV_TYPES = (nn.Conv3d, nn.ConvTranspose3d, nn.Conv2d)
+# Per family, the preferred layer first, then shallower (larger) fallbacks.
+_FAMILY_CHAINS = (("class_layers.relu",), ("layer4", "layer3", "layer2", "layer1"))
+
+
+def find_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name``; unknown names raise :class:`ConfigError` listing candidates.
+
+    Example:
+        >>> find_layer(torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3)), "0")
+        Conv3d(1, 2, kernel_size=(3, 3, 3), stride=(1, 1, 1))
+    """
+    modules = dict(model.named_modules())
+    if name not in modules:
+        convs = [n for n, m in modules.items() if isinstance(m, _CONV_TYPES)][-5:]
+        raise ConfigError(f"layer {name!r} not found in {type(model).__name__}; last conv layers are {convs}")
+    return modules[name]
+
+
+def default_target_layer(
+    model: nn.Module, x: torch.Tensor | None = None, task: str = "classification", min_side: int = 4
+) -> str:
+    """A sensible layer to explain for ``model``.
+
+    Classification: the family default (``class_layers.relu`` for MONAI DenseNets, ``layer4``
+    for ResNets) or else the last convolution; when an example input ``x`` is given and that
+    layer's feature map is smaller than ``min_side`` voxels along an axis (a small input through
+    a deep network: a 1x1x1 map cannot localise anything), the last convolution whose map is at
+    least ``min_side`` per axis is used instead. Segmentation: the deepest convolution (fewest
+    output voxels), i.e. the bottleneck.
+
+    Args:
+        model: the network.
+        x: an example input (required for ``task="segmentation"``).
+        task: ``"classification"`` or ``"segmentation"``.
+        min_side: smallest useful feature-map side, in voxels.
+
+    Example:
+        >>> from monai.networks.nets import DenseNet121
+        >>> default_target_layer(DenseNet121(spatial_dims=3, in_channels=1, out_channels=2))
+        'class_layers.relu'
+    """
+    names = dict(model.named_modules())
+    convs = [n for n, m in names.items() if isinstance(m, _CONV_TYPES)]
+    if not convs:
+        raise ConfigError(f"{type(model).__name__} has no convolution layer; pass a layer name explicitly")
+    if task == "segmentation":
+        if x is None:
+            raise ValueError("default_target_layer needs an example input for segmentation networks")
+        shapes = _output_shapes(model, x, convs)
+        smallest = min(int(torch.Size(s).numel()) for s in shapes.values())
+        return [n for n in convs if n in shapes and int(torch.Size(shapes[n]).numel()) == smallest][-1]
+    chain = next(([n for n in c if n in names] for c in _FAMILY_CHAINS if c[0] in names), [])
+    plain = [n for n in convs if "downsample" not in n and "shortcut" not in n] or convs
+    candidates = chain + plain[::-1]  # preferred first, then from the deepest convolution up
+    if x is None:
+        return candidates[0]
+    shapes = _output_shapes(model, x, candidates)
+    usable = [n for n in candidates if n in shapes and min(shapes[n]) >= min_side]
+    return usable[0] if usable else candidates[0]
+
+
+def _output_shapes(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, tuple[int, ...]]:
+    """Spatial output shape of each named layer for input ``x`` (first call of each layer)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    modules = dict(model.named_modules())
+    handles = []
+    for name in dict.fromkeys(layers):
+
+        def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            shapes.setdefault(name, tuple(int(s) for s in out.shape[2:]))
+
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+@contextlib.contextmanager
+def capture_layer(model: nn.Module, name: str) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the activation and the gradient of layer ``name`` during one forward/backward.
+
+    The hooks are removed on exit (MONAI's ``ModelWithHooks`` leaves them registered, which
+    stacks up over a cohort and leaks into deep copies used by the sanity checks). The gradient
+    is taken with a tensor hook, so in-place activations after the layer are harmless.
+
+    Example:
+        >>> with capture_layer(model, "layer4") as store:  # doctest: +SKIP
+        ...     model(x)[:, 1].sum().backward()
+        >>> store["activation"].shape, store["gradient"].shape  # doctest: +SKIP
+    """
+    store: dict[str, torch.Tensor] = {}
+    layer = find_layer(model, name)
+
+    def forward_hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        store["activation"] = out.detach().clone()
+        if out.requires_grad:
+            out.register_hook(lambda g: store.__setitem__("gradient", g.detach().clone()))
+
+    handle = layer.register_forward_hook(forward_hook)
+    try:
+        yield store
+    finally:
+        handle.remove()

@@ -1,0 +1,294 @@
+"""Explain a cohort: maps, NIfTI files in each scan's geometry, case reports and an index page.
+
+The model is used as given (loaded once); the weight-randomised copy for the sanity check is
+made once per cohort. A case that fails (unreadable file, wrong shape...) is recorded with its
+reason in the index and in ``failures.json`` while the others go on; the result's
+``exit_code`` is the number of failed cases (capped at 100).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medimg.errors import ConfigError
+from medimg.explain.caseprep import PreparedCase, Preprocess, default_preprocess, prepare_case
+from medimg.explain.failures import failure_reason, safe_key, scrub_paths
+from medimg.explain.geometry import save_map_in_source_geometry
+from medimg.explain.index import IndexEntry, write_cohort_index
+from medimg.explain.maps import DEFAULT_VOXEL_BUDGET, compute_saliency, get_method, method_slug
+from medimg.explain.report import CaseExplanation, MethodResult, write_case_report
+from medimg.explain.sanity import deletion_insertion, randomisation_test, randomise_weights
+from medimg.explain.targets import class_probability_score, predicted_class, region_probability_score
+from medimg.explain.tracking import log_to_mlflow, sanity_summary
+from medimg.io.atomic import atomic_write_text
+
+log = logging.getLogger("medimg.explain")
+
+_NO_SANITY = {"uncertainty"}  # not an attribution: nothing to randomise or delete
+
+
+@dataclass
+class ExplainCase:
+    """One case to explain.
+
+    Attributes:
+        key: pseudonymous case key (report title and folder name; never a patient name or ID).
+        image: image path (NIfTI file or DICOM series folder), as ``preprocess`` accepts it.
+        reference: reference class, if known (for the index's error column).
+        mask: optional lesion/organ mask in the image's geometry (second overlay's centre).
+    """
+
+    key: str
+    image: str | os.PathLike[str]
+    reference: int | None = None
+    mask: str | os.PathLike[str] | None = None
+
+
+@dataclass
+class CohortResult:
+    """What :func:`explain_cohort` did: reports written, failures and the index page."""
+
+    out_dir: Path
+    index: Path
+    reports: dict[str, Path] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    sanity: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every case was explained, else the number of failed cases (at most 100)."""
+        return min(len(self.failures), 100)
+
+
+def explain_cohort(
+    cases: Sequence[ExplainCase],
+    model_fn: torch.nn.Module,
+    out_dir: str | os.PathLike[str],
+    methods: Sequence[str] = ("gradcam",),
+    *,
+    task: str = "classification",
+    preprocess: Preprocess | None = None,
+    target_class: int | None = None,
+    label: int = 1,
+    method_params: dict[str, dict[str, Any]] | None = None,
+    model_info: dict[str, Any] | None = None,
+    sanity: bool = True,
+    faithfulness_steps: int = 16,
+    voxel_budget: int = DEFAULT_VOXEL_BUDGET,
+    sort_by: str = "error",
+    progress: bool = True,
+    mlflow_run_id: str | None = None,
+    on_case: Callable[[str, str], None] | None = None,
+) -> CohortResult:
+    """Explain every case with every method; write maps, reports and the cohort index.
+
+    Args:
+        cases: the cases (see :class:`ExplainCase`).
+        model_fn: the network in eval mode (classification: ``(1, K)`` logits; segmentation:
+            ``(1, K, D, H, W)`` logits).
+        out_dir: output folder: ``index.html``, ``summary.json``, ``failures.json`` and one
+            folder per case with ``report.html`` and ``<method>.nii.gz`` (source geometry).
+        methods: names from :func:`medimg.explain.available_methods`.
+        task: ``"classification"`` or ``"segmentation"``.
+        preprocess: ``path -> (tensor (C, D, H, W), meta)`` with ``meta["affine"]`` (grid,
+            RAS), ``meta["source_affine"]`` (RAS) and ``meta["source_shape"]``; default: load
+            and z-score the image on its own grid.
+        target_class: class to explain (``None``: each case's predicted class).
+        label: segmentation label to explain.
+        method_params: extra parameters per method, e.g. ``{"occlusion": {"mask_size": 8}}``.
+        model_info: shown in reports: ``model_id``, ``run_id``, ``weights_sha256``...
+        sanity: run the randomisation test and deletion/insertion curves.
+        faithfulness_steps: points on the deletion/insertion curves.
+        voxel_budget: maps of larger inputs are computed on a coarser grid (stated in reports).
+        sort_by: initial order of the index (``error``, ``confidence``, ``case``...).
+        progress: show a progress bar (stderr).
+        mlflow_run_id: when given, outputs are logged as artifacts (``explain/``) of that run.
+        on_case: callback ``(case_key, "ok" | reason)`` after each case.
+
+    Example:
+        >>> res = explain_cohort(cases, model, "out/explain", ["gradcam", "occlusion"])  # doctest: +SKIP
+        >>> res.exit_code  # doctest: +SKIP
+        0
+    """
+    from tqdm.auto import tqdm
+
+    for m in methods:
+        _fn, m_task = get_method(m)
+        if m_task != task:
+            raise ConfigError(f"method {m!r} is for {m_task} models; this is a {task} model")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_fn.eval()
+    prep = preprocess or default_preprocess
+    randomised = randomise_weights(model_fn, seed=0) if sanity else None
+    result = CohortResult(out, out / "index.html")
+    entries: list[IndexEntry] = []
+    rows: list[dict[str, Any]] = []
+    for case in tqdm(list(cases), desc="explain", unit="case", disable=not progress):
+        key = safe_key(case.key)
+        try:
+            prepared = prepare_case(case, prep)
+            explanation, row = _explain_case(
+                prepared,
+                model_fn,
+                randomised,
+                out / key,
+                methods,
+                task,
+                target_class,
+                label,
+                method_params or {},
+                model_info or {},
+                sanity,
+                faithfulness_steps,
+                voxel_budget,
+            )
+            report = write_case_report(explanation, out / key / "report.html")
+        except Exception as exc:  # one bad case never takes the cohort down
+            reason = scrub_paths(failure_reason(exc), case)
+            log.warning("case %s failed: %s", case.key, reason)
+            result.failures[case.key] = reason
+            entries.append(IndexEntry(case.key, status="failed", reason=reason))
+            rows.append({"case_key": case.key, "status": "failed", "reason": reason})
+            if on_case:
+                on_case(case.key, reason)
+            continue
+        result.reports[case.key] = report
+        entries.append(_index_entry(case.key, f"{key}/report.html", row))
+        rows.append(row)
+        if on_case:
+            on_case(case.key, "ok")
+    write_cohort_index(entries, result.index, sort_by=sort_by)
+    result.sanity = sanity_summary(rows)
+    atomic_write_text(out / "summary.json", json.dumps({"cases": rows, "sanity": result.sanity}, indent=2))
+    atomic_write_text(out / "failures.json", json.dumps(result.failures, indent=2))
+    if mlflow_run_id:
+        log_to_mlflow(mlflow_run_id, out, result.sanity)
+    return result
+
+
+def _explain_case(
+    prepared: PreparedCase,
+    model: torch.nn.Module,
+    randomised: torch.nn.Module | None,
+    case_dir: Path,
+    methods: Sequence[str],
+    task: str,
+    target_class: int | None,
+    label: int,
+    method_params: dict[str, dict[str, Any]],
+    model_info: dict[str, Any],
+    sanity: bool,
+    steps: int,
+    voxel_budget: int,
+) -> tuple[CaseExplanation, dict[str, Any]]:
+    x = prepared.tensor
+    row: dict[str, Any] = {"case_key": prepared.key, "status": "ok", "reference": prepared.reference}
+    if task == "classification":
+        cls, prob = predicted_class(model, x)
+        target = cls if target_class is None else int(target_class)
+        prediction = {"predicted class": cls, "probability": prob}
+        kwargs: dict[str, Any] = {"target_class": target}
+        score_fn = class_probability_score(target)
+        row.update(prediction=cls, confidence=prob)
+        if prepared.reference is not None:
+            with torch.no_grad():
+                from medimg.explain.targets import class_probabilities
+
+                p_ref = float(class_probabilities(model(x))[0, int(prepared.reference)])
+            row["error"] = 1.0 - p_ref
+    else:
+        with torch.no_grad():
+            seg = model(x).argmax(dim=1)[0].cpu().numpy()
+        voxel_ml = abs(float(np.linalg.det(prepared.affine[:3, :3]))) / 1000.0
+        volumes = {
+            str(int(v)): round(float((seg == v).sum()) * voxel_ml, 3) for v in np.unique(seg) if v != 0
+        }
+        prediction = {"segmented volume (mL)": volumes or {"none": 0.0}}
+        kwargs = {"label": label}
+        score_fn = region_probability_score(label, None)
+        row.update(prediction=json.dumps(volumes), volumes_ml=volumes)
+        if prepared.structure is None:
+            prepared.structure = seg == label
+    results = []
+    for method in methods:
+        params = {**kwargs, **method_params.get(method, {})}
+        if method == "uncertainty":
+            params.pop("region", None)
+
+        def explain(m: torch.nn.Module, v: torch.Tensor, method: str = method, params: dict = params):
+            return compute_saliency(m, v, method, voxel_budget=voxel_budget, **dict(params))
+
+        saliency = explain(model, x)
+        res = MethodResult(saliency)
+        structure = prepared.structure
+        if structure is not None and structure.shape == saliency.array.shape and structure.any():
+            res.peak_in_structure = bool(structure[saliency.peak_index])
+        if sanity and method not in _NO_SANITY:
+            res.randomisation = randomisation_test(model, x, explain, saliency, randomised_model=randomised)
+            res.faithfulness = deletion_insertion(model, x, saliency, score_fn, steps=steps)
+        nifti = case_dir / f"{method_slug(method)}.nii.gz"
+        save_map_in_source_geometry(
+            saliency.array, prepared.affine, (prepared.source_shape, prepared.source_affine), nifti
+        )
+        res.nifti = nifti.name
+        results.append(res)
+        row.setdefault("methods", {})[method] = _method_row(res)
+    explanation = CaseExplanation(
+        case_key=prepared.key,
+        task=task,
+        image=x[0, 0].detach().cpu().numpy(),
+        affine=prepared.affine,
+        results=results,
+        prediction=prediction,
+        truth=prepared.reference,
+        structure=prepared.structure,
+        model=model_info,
+    )
+    return explanation, row
+
+
+def _method_row(res: MethodResult) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "target": res.saliency.target,
+        "params": res.saliency.params,
+        "grid_note": res.saliency.grid_note,
+    }
+    if res.peak_in_structure is not None:
+        row["peak_in_structure"] = res.peak_in_structure
+    if res.randomisation is not None:
+        row.update(spearman=res.randomisation.spearman, ssim=res.randomisation.ssim)
+    if res.faithfulness is not None:
+        f = res.faithfulness
+        row.update(
+            deletion_auc=f.deletion_auc,
+            insertion_auc=f.insertion_auc,
+            random_deletion_auc=f.random_deletion_auc,
+        )
+    row["passed"] = res.passed
+    row["verdict"] = res.verdict
+    return row
+
+
+def _index_entry(key: str, href: str, row: dict[str, Any]) -> IndexEntry:
+    checks = [m.get("passed") for m in row.get("methods", {}).values() if m.get("passed") is not None]
+    sanity = "" if not checks else f"{sum(checks)}/{len(checks)} methods pass"
+    ref = row.get("reference")
+    return IndexEntry(
+        key,
+        report=href,
+        prediction=str(row.get("prediction", "")),
+        confidence=row.get("confidence"),
+        reference="" if ref is None else str(ref),
+        error=row.get("error"),
+        sanity=sanity,
+    )

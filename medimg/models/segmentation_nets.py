@@ -1,0 +1,178 @@
+"""Segmentation networks (MONAI implementations) registered under medimg names.
+
+``unet``, ``dynunet``, ``segresnet`` and ``swinunetr``. Defaults are small enough
+to train on a CPU test and are overridden in ``model.params`` of a workflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monai.networks import nets
+from torch import nn
+
+from medimg.models.networks import register_network
+
+
+def unet_encoder_prefixes(model: nn.Module) -> list[str]:
+    """Key prefixes of the contracting path of a MONAI ``UNet`` (down blocks and bottom).
+
+    MONAI nests the UNet as ``Sequential(down, SkipConnection(Sequential(...)), up)``;
+    the down block of each level is ``<level>0.`` and the bottom layer is the innermost
+    ``submodule``.
+
+    Example:
+        >>> net = nets.UNet(3, 1, 2, channels=(8, 16, 32), strides=(2, 2))
+        >>> unet_encoder_prefixes(net)
+        ['model.0.', 'model.1.submodule.0.', 'model.1.submodule.1.submodule.']
+    """
+    keys = list(model.state_dict())
+    prefixes: list[str] = []
+    level = "model."
+    while any(k.startswith(level + "1.submodule.") for k in keys):
+        prefixes.append(level + "0.")
+        level = level + "1.submodule."
+    prefixes.append(level)
+    return prefixes
+
+
+@register_network(
+    "unet",
+    task="segmentation",
+    defaults={
+        "channels": (16, 32, 64, 128, 256),
+        "strides": (2, 2, 2, 2),
+        "kernel_size": 3,
+        "up_kernel_size": 3,
+        "num_res_units": 2,
+        "act": "PRELU",
+        "norm": "INSTANCE",
+        "dropout": 0.0,
+        "bias": True,
+        "adn_ordering": "NDA",
+    },
+    encoder=unet_encoder_prefixes,
+    head=("model.2",),
+    description="MONAI residual UNet (Kerfoot et al.); channels/strides set depth and width.",
+)
+def build_unet(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
+    """Build MONAI's ``UNet``."""
+    params["channels"] = tuple(params["channels"])
+    params["strides"] = tuple(params["strides"])
+    return nets.UNet(spatial_dims, in_channels, out_channels, **params)
+
+
+def _dynunet_encoder(model: nn.Module) -> list[str]:
+    # ``skip_layers`` only re-references the same modules (aliases), so it is not listed.
+    return ["input_block.", "downsamples.", "bottleneck."]
+
+
+@register_network(
+    "dynunet",
+    task="segmentation",
+    defaults={
+        "kernel_size": (3, 3, 3, 3, 3),
+        "strides": (1, 2, 2, 2, 2),
+        "upsample_kernel_size": None,
+        "filters": None,
+        "dropout": None,
+        "norm_name": ("INSTANCE", {"affine": True}),
+        "act_name": ("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
+        "deep_supervision": False,
+        "deep_supr_num": 1,
+        "res_block": False,
+        "trans_bias": False,
+    },
+    encoder=_dynunet_encoder,
+    head=("output_block", "deep_supervision_heads"),
+    description="MONAI DynUNet (the nnU-Net architecture); upsample_kernel_size defaults to strides[1:].",
+)
+def build_dynunet(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
+    """Build MONAI's ``DynUNet``; ``upsample_kernel_size`` defaults to ``strides[1:]``."""
+    if params["upsample_kernel_size"] is None:
+        params["upsample_kernel_size"] = list(params["strides"])[1:]
+    return nets.DynUNet(spatial_dims, in_channels, out_channels, **params)
+
+
+@register_network(
+    "segresnet",
+    task="segmentation",
+    defaults={
+        "init_filters": 8,
+        "dropout_prob": None,
+        "act": ("RELU", {"inplace": True}),
+        "norm": ("GROUP", {"num_groups": 8}),
+        "use_conv_final": True,
+        "blocks_down": (1, 2, 2, 4),
+        "blocks_up": (1, 1, 1),
+        "upsample_mode": "nontrainable",
+    },
+    encoder=lambda model: ["convInit.", "down_layers."],
+    head=("conv_final",),
+    description="MONAI SegResNet (Myronenko, BraTS 2018 winner) without the VAE branch.",
+)
+def build_segresnet(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
+    """Build MONAI's ``SegResNet``."""
+    params["blocks_down"] = tuple(params["blocks_down"])
+    params["blocks_up"] = tuple(params["blocks_up"])
+    return nets.SegResNet(
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **params
+    )
+
+
+@register_network(
+    "swinunetr",
+    task="segmentation",
+    defaults={
+        "feature_size": 24,
+        "depths": (2, 2, 2, 2),
+        "num_heads": (3, 6, 12, 24),
+        "window_size": 7,
+        "patch_size": 2,
+        "norm_name": "instance",
+        "drop_rate": 0.0,
+        "attn_drop_rate": 0.0,
+        "dropout_path_rate": 0.0,
+        "normalize": True,
+        "use_checkpoint": False,
+        "use_v2": False,
+    },
+    encoder=lambda model: ["swinViT."],
+    head=("out",),
+    description="MONAI Swin UNETR; feature_size 48 matches the published self-supervised encoder.",
+)
+def build_swinunetr(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
+    """Build MONAI's ``SwinUNETR`` (input sides must be divisible by 32)."""
+    params["depths"] = tuple(params["depths"])
+    params["num_heads"] = tuple(params["num_heads"])
+    return nets.SwinUNETR(
+        in_channels=in_channels, out_channels=out_channels, spatial_dims=spatial_dims, **params
+    )
+
+
+@register_network(
+    "flexunet",
+    task="segmentation",
+    defaults={
+        "backbone": "resnet18",
+        "decoder_channels": (256, 128, 64, 32, 16),
+        "norm": ("batch", {"eps": 1e-3, "momentum": 0.1}),
+        "act": ("relu", {"inplace": True}),
+        "dropout": 0.0,
+        "decoder_bias": False,
+        "upsample": "nontrainable",
+        "interp_mode": "nearest",
+        "is_pad": True,
+    },
+    encoder=lambda model: ["encoder."],
+    head=("segmentation_head",),
+    description="MONAI FlexibleUNet: a ResNet/EfficientNet encoder (same keys as the classifiers, "
+    "under 'encoder.') with a UNet decoder.",
+)
+def build_flexunet(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
+    """Build MONAI's ``FlexibleUNet`` (never downloads: ``pretrained`` is always off).
+
+    A ``resnetN`` classification checkpoint loads into its encoder with ``add_prefix: "encoder."``.
+    """
+    params["decoder_channels"] = tuple(params["decoder_channels"])
+    return nets.FlexibleUNet(in_channels, out_channels, pretrained=False, spatial_dims=spatial_dims, **params)

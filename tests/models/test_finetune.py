@@ -1,0 +1,145 @@
+"""Fine-tuning: parameter groups, freezing, schedules, and their trace in MLflow."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from medimg.models.finetune import (
+    build_lr_scheduler,
+    lr_factor,
+    param_groups,
+    set_encoder_frozen,
+    set_norm_frozen,
+)
+from medimg.models.networks import build_network, encoder_prefixes
+from medimg.models.spec import FinetuneSpec
+
+
+def _net():
+    return build_network("resnet10", spatial_dims=2, in_channels=1, out_channels=2, widen_factor=0.25)
+
+
+def test_param_groups_cover_every_parameter_once_with_backbone_multiplier():
+    net = _net()
+    prefixes = encoder_prefixes("resnet10", net)
+    groups = param_groups(net, 1e-3, FinetuneSpec(backbone_lr_mult=0.1), prefixes)
+    assert [g["name"] for g in groups] == ["encoder", "head"]
+    assert groups[0]["lr"] == pytest.approx(1e-4) and groups[1]["lr"] == pytest.approx(1e-3)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(net.parameters()))
+    assert {id(p) for p in groups[1]["params"]} == {id(net.fc.weight), id(net.fc.bias)}
+
+
+def test_freeze_unfreeze_and_frozen_norm_layers():
+    net = _net()
+    prefixes = encoder_prefixes("resnet10", net)
+    n_encoder = sum(1 for n, _ in net.named_parameters() if not n.startswith("fc."))
+    assert set_encoder_frozen(net, prefixes, True) == n_encoder
+    assert not net.layer1[0].conv1.weight.requires_grad and net.fc.weight.requires_grad
+    x = torch.randn(2, 1, 32, 32)
+    net(x).sum().backward()
+    assert net.layer1[0].conv1.weight.grad is None and net.fc.weight.grad is not None
+
+    n_norm = set_norm_frozen(net, prefixes)
+    assert n_norm == sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    set_encoder_frozen(net, prefixes, False, keep_norm_frozen=True)
+    assert net.layer1[0].conv1.weight.requires_grad and not net.layer1[0].bn1.weight.requires_grad
+    running = net.bn1.running_mean.clone()
+    net(x)  # bn in eval mode: running statistics unchanged
+    torch.testing.assert_close(net.bn1.running_mean, running)
+
+
+def test_warmup_then_cosine_per_group():
+    net = _net()
+    groups = param_groups(net, 0.1, FinetuneSpec(backbone_lr_mult=0.5), encoder_prefixes("resnet10", net))
+    optimizer = torch.optim.SGD(groups, lr=0.1)
+    spec = FinetuneSpec(schedule="cosine", warmup_epochs=1, min_lr_ratio=0.1)
+    scheduler = build_lr_scheduler(optimizer, spec, total_steps=12, warmup_steps=4)
+    seen = []
+    for _ in range(12):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert seen[0] == pytest.approx([0.05 * 0.25, 0.1 * 0.25])
+    assert seen[3] == pytest.approx([0.05, 0.1])
+    mid = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 8))
+    assert seen[8] == pytest.approx([0.05 * mid, 0.1 * mid])
+    assert all(a[0] / a[1] == pytest.approx(0.5) for a in seen)
+    assert lr_factor(12, spec, 12, 4) == pytest.approx(0.1)
+    assert lr_factor(100, FinetuneSpec(), 12, 0) == 1.0
+
+
+def test_schedule_and_freeze_events_are_visible_in_mlflow(tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.tracking import MlflowClient
+
+    from medimg.models.finetune_callback import FinetuneScheduler
+
+    spec = FinetuneSpec(freeze_encoder_epochs=1, backbone_lr_mult=0.1, warmup_epochs=1, schedule="cosine")
+
+    class Task(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _net()
+            self.prefixes = encoder_prefixes("resnet10", self.net)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.AdamW(param_groups(self.net, 1e-2, spec, self.prefixes), lr=1e-2)
+            steps = self.trainer.estimated_stepping_batches
+            scheduler = build_lr_scheduler(optimizer, spec, total_steps=steps, warmup_steps=2)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    data = torch.utils.data.TensorDataset(torch.randn(8, 1, 32, 32), torch.randint(0, 2, (8,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = MLFlowLogger(
+        experiment_name="finetune", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri()
+    )
+    task = Task()
+    frozen_weight = task.net.layer1[0].conv1.weight.detach().clone()
+    callback = FinetuneScheduler(spec, task.prefixes, network_attr="net")
+
+    class Probe(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:  # encoder frozen during epoch 0: unchanged
+                torch.testing.assert_close(pl_module.net.layer1[0].conv1.weight, frozen_weight)
+
+    trainer = L.Trainer(
+        max_epochs=3,
+        logger=logger,
+        callbacks=[callback, Probe()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(task, loader)
+    assert not torch.equal(task.net.layer1[0].conv1.weight, frozen_weight)  # trained after unfreezing
+    assert [e["event"] for e in callback.events] == ["frozen", "unfrozen"]
+    assert callback.events[1]["epoch"] == 1
+
+    client = MlflowClient(uri)
+    run = client.get_run(logger.run_id)
+    assert (
+        run.data.tags["finetune.frozen_at_epoch"] == "0"
+        and run.data.tags["finetune.unfrozen_at_epoch"] == "1"
+    )
+    encoder_lr = client.get_metric_history(logger.run_id, "lr/encoder")
+    head_lr = client.get_metric_history(logger.run_id, "lr/head")
+    assert [m.step for m in head_lr] == list(range(6))
+    head = [m.value for m in sorted(head_lr, key=lambda m: m.step)]
+    enc = [m.value for m in sorted(encoder_lr, key=lambda m: m.step)]
+    assert head[0] == pytest.approx(5e-3) and head[1] == pytest.approx(1e-2)  # warm-up
+    assert head[-1] < head[2]  # cosine decay
+    assert all(e == pytest.approx(h * 0.1) for e, h in zip(enc, head, strict=True))
+    frozen = sorted(client.get_metric_history(logger.run_id, "finetune/encoder_frozen"), key=lambda m: m.step)
+    assert frozen[0].value == 1.0 and frozen[-1].value == 0.0
