@@ -265,7 +265,9 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
         if rank == 0:
             report.log_to_mlflow(run_id, uri)
             client.set_tag(run_id, "medimg.pretrained_source", wf.model.pretrained.source)
-            actual = sha256_file(report.path) if report.path and Path(report.path).is_file() else report.sha256
+            actual = (
+                sha256_file(report.path) if report.path and Path(report.path).is_file() else report.sha256
+            )
             client.set_tag(run_id, "medimg.pretrained_sha256", str(actual))
     from medimg.models.finetune_callback import FinetuneScheduler
 

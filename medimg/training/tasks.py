@@ -87,8 +87,15 @@ class SegmentationTask(_Task):
             if isinstance(self.loss, torch.nn.CrossEntropyLoss)
             else self.loss(logits, y)
         )
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0],
-                 sync_dist=True)
+        self.log(
+            "train_loss",
+            loss,
+            prog_bar=True,
+            on_step=False,
+            on_epoch=True,
+            batch_size=x.shape[0],
+            sync_dist=True,
+        )
         return loss
 
     def sliding_window(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,8 +131,15 @@ class ClassificationTask(_Task):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], batch["label"].long().view(-1)
         loss = self.loss(self(x), y)
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0],
-                 sync_dist=True)
+        self.log(
+            "train_loss",
+            loss,
+            prog_bar=True,
+            on_step=False,
+            on_epoch=True,
+            batch_size=x.shape[0],
+            sync_dist=True,
+        )
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

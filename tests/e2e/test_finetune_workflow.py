@@ -27,7 +27,10 @@ def test_workflow_finetunes_from_pretrained_weights(tmp_path, capsys):
     assert run.data.metrics["pretrained/encoder_fraction"] == 1.0
     assert run.data.tags["medimg.pretrained_source"].endswith("model.safetensors")
     assert len(run.data.tags["medimg.pretrained_sha256"]) == 64
-    assert run.data.tags["finetune.frozen_at_epoch"] == "0" and run.data.tags["finetune.unfrozen_at_epoch"] == "1"
+    assert (
+        run.data.tags["finetune.frozen_at_epoch"] == "0"
+        and run.data.tags["finetune.unfrozen_at_epoch"] == "1"
+    )
     enc = [m.value for m in client.get_metric_history(run.info.run_id, "lr/encoder")]
     head = [m.value for m in client.get_metric_history(run.info.run_id, "lr/head")]
     assert enc and head and enc[0] == pytest.approx(head[0] * 0.1)
