@@ -115,7 +115,7 @@ def _mask_target(image: str, output: Any, output_dir: str) -> Path | None:
     return None
 
 
-class MedimgPyfunc(mlflow.pyfunc.PythonModel):
+class MedimgPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """MLflow pyfunc around a medimg model folder (the artifact ``medimg_model``).
 
     Example:
