@@ -1,17 +1,24 @@
 """De-identification per DICOM PS3.15 Annex E, Basic Application Confidentiality Profile.
 
-Actions follow Table E.1-1 (basic profile column) for the attributes listed below,
-plus generic rules that keep the profile safe on attributes not listed: every
-person name (PN) is emptied or removed, every UID that is not a DICOM-defined
-UID is replaced (consistently, by a keyed hash, so a study stays one study),
-every date/time is emptied (or kept / shifted with the options), private
-attributes and overlays/curves are removed. Patient Identity Removed and the
-De-identification Method (code sequence) are recorded. Images flagged with
-burned-in annotation are refused, since the basic profile requires clean pixels.
+Every attribute of Table E.1-1 (:data:`medimg.io.dicom.annex_e.BASIC_PROFILE`, edition
+2024b) gets its basic-profile action, in the data set and in every nested sequence item:
+X removes, Z empties, D writes a dummy value of the attribute's VR, U replaces the UID
+consistently (a keyed hash, so a study stays one study). Compound actions (``X/Z``,
+``X/D``, ...) resolve as :data:`COMPOUND_ACTION` says: without an IOD lookup, medimg
+picks the alternative that keeps a Type 1/2 attribute conformant. Generic rules keep
+the profile safe on attributes the table does not list: every other person name (PN)
+is removed, every UID that is not a DICOM-defined UID is replaced, every other
+date/time is removed; private attributes, overlays and curves are removed. Patient
+Identity Removed and the De-identification Method (code sequence) are recorded.
+Patient's Name and Patient ID carry the pseudonymous patient key (a D action), so
+de-identified studies of one patient still link up. Images flagged with burned-in
+annotation are refused, since the basic profile requires clean pixels.
 
-Options (PS3.15 Table E.1-1 columns): ``retain_uids`` (Retain UIDs Option, 113110),
-``dates="keep"`` (Retain Longitudinal Temporal Information with Full Dates, 113106),
-``dates="shift"`` (Modified Dates, 113107: a per-patient keyed offset).
+Options (PS3.15 Table E.1-1 columns): ``retain_uids`` (Retain UIDs Option, 113110:
+U actions keep the UID), ``dates="keep"`` (Retain Longitudinal Temporal Information
+with Full Dates, 113106: dates, times and the timezone offset are kept), ``dates="shift"``
+(Modified Dates, 113107: dates move back by a per-patient keyed offset). Patient's
+Birth Date and Time are never retained by the temporal options.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -31,6 +38,7 @@ from pydicom.sequence import Sequence
 
 from medimg.errors import DataError
 from medimg.io.atomic import atomic_write
+from medimg.io.dicom.annex_e import BASIC_PROFILE, EDITION
 from medimg.io.dicom.discover import Excluded, find_files, safe_name
 from medimg.io.dicom.pseudonym import pseudonym, pseudonym_key, pseudonym_uid
 
@@ -38,55 +46,41 @@ log = logging.getLogger("medimg.deid")
 
 DatePolicy = Literal["remove", "keep", "shift"]
 
-#: Replace with a pseudonymous dummy value (D).
-DUMMY = ("PatientName", "PatientID")
-#: Zero length (Z): type 2 attributes that must stay present.
-ZERO = (
-    "AccessionNumber", "PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID",
-    "ContentCreatorName", "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest",
-    "StudyDate", "StudyTime", "ContentDate", "ContentTime", "VerifyingObserverName", "PersonName",
-)  # fmt: skip
-#: Remove (X).
-REMOVE = (
-    "PatientAddress", "PatientBirthName", "PatientMotherBirthName", "PatientBirthTime", "PatientAge",
-    "PatientSize", "PatientWeight", "PatientTelephoneNumbers", "PatientTelecomInformation", "OtherPatientIDs",
-    "OtherPatientNames", "OtherPatientIDsSequence", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence",
-    "MilitaryRank", "BranchOfService", "MedicalRecordLocator", "EthnicGroup", "Occupation",
-    "AdditionalPatientHistory", "PatientComments", "PatientReligiousPreference", "PatientState",
-    "PregnancyStatus", "SmokingStatus", "MedicalAlerts", "Allergies", "CountryOfResidence",
-    "RegionOfResidence", "CurrentPatientLocation", "PatientInstitutionResidence", "PatientInsurancePlanCodeSequence",
-    "PatientPrimaryLanguageCodeSequence", "ResponsiblePerson", "ResponsibleOrganization", "ResponsiblePersonRole",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "InstitutionCodeSequence",
-    "StationName", "PhysiciansOfRecord", "PhysiciansOfRecordIdentificationSequence", "PerformingPhysicianName",
-    "PerformingPhysicianIdentificationSequence", "NameOfPhysiciansReadingStudy",
-    "PhysiciansReadingStudyIdentificationSequence", "OperatorsName", "OperatorIdentificationSequence",
-    "RequestingPhysician", "RequestingService", "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "ReferringPhysicianIdentificationSequence", "StudyDescription", "SeriesDescription", "ProtocolName",
-    "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence", "DerivationDescription", "ImageComments",
-    "RequestAttributesSequence", "DeviceSerialNumber", "PlateID", "GantryID", "CassetteID", "DetectorID",
-    "PerformedProcedureStepDescription", "PerformedProcedureStepID", "PerformedStationName", "PerformedLocation",
-    "PerformedStationAETitle", "ScheduledProcedureStepDescription", "ScheduledProcedureStepID",
-    "RequestedProcedureDescription", "RequestedProcedureID", "ReasonForStudy", "ReasonForTheRequestedProcedure",
-    "RequestedProcedureComments", "ImagingServiceRequestComments", "AdmissionID", "IssuerOfAdmissionIDSequence",
-    "ServiceEpisodeID", "ServiceEpisodeDescription", "VisitComments", "ReferencedPatientSequence",
-    "ReferencedStudySequence", "ReferencedPerformedProcedureStepSequence", "ReferencedPatientAliasSequence",
-    "ModifiedAttributesSequence", "OriginalAttributesSequence", "DigitalSignaturesSequence", "TextComments",
-    "TextString", "FrameComments", "InterpretationText", "ResultsComments", "TopicTitle", "TopicAuthor",
-    "AcquisitionComments", "ContrastBolusAgent", "SoftwareVersions", "OrderCallbackPhoneNumber",
-    "OrderEnteredBy", "OrderEntererLocation", "ScheduledPerformingPhysicianName", "DataSetTrailingPadding",
-    "PersonAddress", "PersonTelephoneNumbers", "InstanceCreatorUID", "StorageMediaFileSetUID",
-)  # fmt: skip
-#: X/D dates that some IODs require (type 1, e.g. PET Series): replaced by a dummy value.
-DATE_DUMMY = {"SeriesDate": "19000101", "SeriesTime": "000000"}
+#: The single action medimg applies for each compound action of Table E.1-1.
+COMPOUND_ACTION = {"Z/D": "Z", "X/Z": "Z", "X/D": "D", "X/Z/D": "Z", "X/Z/U*": "U"}
+#: Dummy values (D) by VR; sequences keep their (cleaned) items, UIDs are replaced.
+DUMMY_BY_VR: dict[str, Any] = {
+    "DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000Y", "IS": "0", "DS": "0",
+    "US": 0, "SS": 0, "UL": 0, "SL": 0, "UV": 0, "SV": 0, "FL": 0.0, "FD": 0.0, "AT": 0,
+    "OB": b"\x00\x00", "OW": b"\x00\x00", "OD": b"\x00" * 8, "OF": b"\x00" * 4, "OL": b"\x00" * 4,
+    "OV": b"\x00" * 8, "UN": b"\x00\x00",
+}  # fmt: skip
+#: Dummy for every text VR not in :data:`DUMMY_BY_VR` (PN, LO, SH, LT, ST, UT, AE, CS, UC, UR).
+DUMMY_TEXT = "ANONYMIZED"
 #: UIDs defined by the standard (SOP classes, transfer syntaxes, coding schemes) are kept.
 _STANDARD_UID = "1.2.840.10008."
 _DATE_VRS = ("DA", "DT", "TM")
+_FREE_TEXT_VRS = ("PN", "LT", "ST", "UT", "UC")
+#: Patient's Birth Date / Time: the temporal options never retain them.
+_BIRTH = (0x00100030, 0x00100032)
+_TIMEZONE_OFFSET = 0x00080201
 _METHOD_CODES = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
     "uids": ("113110", "Retain UIDs Option"),
     "keep": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
     "shift": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
 }
+
+
+def basic_action(tag: int) -> str | None:
+    """The single action (X, Z, D or U) medimg applies to ``tag``; None when Table E.1-1 omits it.
+
+    Example:
+        >>> basic_action(0x00080080), basic_action(0x00280010)  # Institution Name (X/Z/D), Rows
+        ('Z', None)
+    """
+    action = BASIC_PROFILE.get(int(tag))
+    return COMPOUND_ACTION.get(action, action) if action else None
 
 
 def date_offset_days(patient_id: str, key: bytes | str | None = None) -> int:
@@ -111,6 +105,25 @@ def _walk(ds: Dataset, visit: Callable[[Dataset, pydicom.DataElement], None]) ->
         visit(ds, elem)
 
 
+def _dummy(vr: str) -> Any:
+    return DUMMY_BY_VR.get(vr.split(" or ")[0], DUMMY_TEXT)
+
+
+def _is_overlay_or_curve(tag: pydicom.tag.BaseTag) -> bool:
+    return 0x5000 <= tag.group < 0x5100 or (0x6000 <= tag.group < 0x6100 and tag.element in (0x3000, 0x4000))
+
+
+def _dummy_free_text(seq: pydicom.DataElement) -> None:
+    """D or U on a sequence: keep the cleaned items, overwrite any free text left inside them."""
+
+    def visit(_item: Dataset, elem: pydicom.DataElement) -> None:
+        if elem.VR in _FREE_TEXT_VRS and elem.value:
+            elem.value = _dummy(elem.VR)
+
+    for item in seq.value or []:
+        _walk(item, visit)
+
+
 def deidentify_dataset(
     ds: Dataset, *, key: bytes | str | None = None, retain_uids: bool = False, dates: DatePolicy = "remove"
 ) -> Dataset:
@@ -129,43 +142,41 @@ def deidentify_dataset(
     patient_id = str(ds.get("PatientID", ""))
     days = date_offset_days(patient_id, key)
     ds.remove_private_tags()
-    for elem in list(ds):
-        if elem.tag.group in range(0x5000, 0x5100) or (
-            elem.tag.group in range(0x6000, 0x6100) and elem.tag.element in (0x3000, 0x4000)
-        ):
-            del ds[elem.tag]
-    names = set(ZERO) | set(REMOVE) | set(DUMMY)
+
+    def replace_uids(elem: pydicom.DataElement) -> None:
+        if retain_uids or not elem.value:
+            return
+        values = elem.value if isinstance(elem.value, list | pydicom.multival.MultiValue) else [elem.value]
+        new = [v if str(v).startswith(_STANDARD_UID) else pseudonym_uid(str(v), key) for v in values]
+        elem.value = new if len(new) > 1 else new[0]
 
     def visit(item: Dataset, elem: pydicom.DataElement) -> None:
-        kw = elem.keyword
-        if kw in REMOVE:
-            del item[elem.tag]
-        elif kw in ZERO and elem.VR not in _DATE_VRS:
-            elem.value = None
-        elif elem.VR == "PN" and kw not in names:
-            del item[elem.tag]
-        elif elem.VR == "UI" and not retain_uids and elem.value:
-            values = (
-                elem.value if isinstance(elem.value, list | pydicom.multival.MultiValue) else [elem.value]
-            )
-            new = [v if str(v).startswith(_STANDARD_UID) else pseudonym_uid(str(v), key) for v in values]
-            elem.value = new if len(new) > 1 else new[0]
-        elif elem.VR in _DATE_VRS and elem.value and dates != "keep":
-            if dates == "shift":
-                elem.value = _shift(str(elem.value), elem.VR, days)
-            elif kw in DATE_DUMMY:
-                elem.value = DATE_DUMMY[kw]
-            elif kw in ZERO or kw in ("AcquisitionDate", "AcquisitionTime"):
-                elem.value = None
-            else:
-                del item[elem.tag]
+        tag, vr = elem.tag, elem.VR
+        action = basic_action(tag)
+        if _is_overlay_or_curve(tag):
+            del item[tag]
+        elif dates != "remove" and (vr in _DATE_VRS or tag == _TIMEZONE_OFFSET) and tag not in _BIRTH:
+            if dates == "shift" and elem.value and vr in _DATE_VRS:
+                elem.value = _shift(str(elem.value), vr, days)  # K (full dates) or C (modified dates)
+        elif action == "X" or (action is None and (vr == "PN" or vr in _DATE_VRS)):
+            del item[tag]
+        elif action == "Z":
+            elem.value = Sequence() if vr == "SQ" else None
+        elif vr == "UI" and action in ("U", "D", None):
+            replace_uids(elem)
+        elif vr == "SQ" and action in ("U", "D"):  # kept: items cleaned on the way up (X/Z/U*: UIDs)
+            _dummy_free_text(elem)
+        elif action == "D":
+            elem.value = _dummy(vr)
 
     _walk(ds, visit)
     ds.PatientName = pseudonym(patient_id, "patient", key)
     ds.PatientID = pseudonym(patient_id, "patient", key)
     ds.PatientIdentityRemoved = "YES"
     options = ["basic"] + (["uids"] if retain_uids else []) + ([dates] if dates != "remove" else [])
-    ds.DeidentificationMethod = ["medimg PS3.15 Annex E"] + [_METHOD_CODES[o][1][:64] for o in options]
+    ds.DeidentificationMethod = [f"medimg PS3.15 {EDITION} Annex E"] + [
+        _METHOD_CODES[o][1][:64] for o in options
+    ]
     codes = []
     for o in options:
         item = Dataset()
