@@ -79,6 +79,14 @@ def prepare_data(wf: Workflow) -> pd.DataFrame:
     return df
 
 
+def ddp_world_size(wf: Workflow) -> int:
+    """Processes a DDP run will have (1 when not distributed or not known in advance)."""
+    t = wf.trainer
+    if t.strategy in ("ddp", "ddp_spawn") and isinstance(t.devices, int):
+        return t.devices * t.num_nodes
+    return 1
+
+
 def _trainer(wf: Workflow, logger: Any, ckpt_dir: Path, monitor: str, extra_callbacks: list[Any]) -> Any:
     import lightning.pytorch as pl
     import torch
@@ -128,6 +136,9 @@ def _trainer(wf: Workflow, logger: Any, ckpt_dir: Path, monitor: str, extra_call
         num_sanity_val_steps=0,
         default_root_dir=ckpt_dir.parent,
         enable_progress_bar=os.environ.get("CI") != "true",
+        # under DDP the training cases are already partitioned per rank, and every rank validates
+        # on all validation cases, so reduced validation metrics are exactly the full-set values
+        use_distributed_sampler=ddp_world_size(wf) == 1,
     )
     return trainer, ckpt
 
@@ -234,13 +245,17 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     df = prepare_data(wf)
     seg = wf.task == "segmentation"
     caveats = configure_determinism(wf.seed, wf.trainer.deterministic, wf.trainer.accelerator)
-    train_ds = make_dataset(
-        wf, case_dicts(df[df.split == "train"], wf.task), train=True, cache_dir=out / "cache"
-    )
+    world = ddp_world_size(wf)
+    train_items = case_dicts(df[df.split == "train"], wf.task)
+    if world > 1:  # each rank caches only its own share: host memory does not multiply with ranks
+        from monai.data import partition_dataset
+
+        train_items = partition_dataset(train_items, num_partitions=world, even_divisible=True)[rank]
+    train_ds = make_dataset(wf, train_items, train=True, cache_dir=out / "cache")
     val_ds = make_dataset(
         wf, case_dicts(df[df.split == "val"], wf.task), train=False, cache_dir=out / "cache"
     )
-    train_ds.transform.set_random_state(seed=wf.seed)  # augmentation draws follow the workflow's seed
+    train_ds.transform.set_random_state(seed=wf.seed + rank)  # augmentation draws follow the workflow's seed
     train_dl = make_loader(train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed)
     val_dl = make_loader(val_ds, 1 if seg else wf.optim.batch_size, False, wf.trainer.num_workers, wf.seed)
 
