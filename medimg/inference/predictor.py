@@ -75,16 +75,25 @@ class Predictor:
             return self.net(x)
         inf = self.wf.inference
         roi = inf.roi_size or self.wf.augmentation.patch_size or tuple(x.shape[2:])
-        return sliding_window_inference(
-            x,
-            roi,
-            inf.sw_batch_size,
-            self.net,
-            overlap=inf.overlap,
-            mode=inf.blend,
-            sw_device=self.device,
-            device=self.device,
-        )
+        def run(stitch_on: torch.device) -> torch.Tensor:
+            return sliding_window_inference(
+                x,
+                roi,
+                inf.sw_batch_size,
+                self.net,
+                overlap=inf.overlap,
+                mode=inf.blend,
+                sw_device=self.device,
+                device=stitch_on,
+            )
+
+        if self.device.type != "cuda":
+            return run(self.device)
+        try:
+            return run(self.device)
+        except torch.cuda.OutOfMemoryError:  # the stitched volume does not fit: stitch on the CPU
+            torch.cuda.empty_cache()
+            return run(torch.device("cpu"))
 
     def predict_item(self, item: dict[str, Any], case_key: str = "case") -> Prediction:
         """Predict one preprocessed item (from :meth:`preprocess`)."""
