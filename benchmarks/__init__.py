@@ -1,0 +1,1 @@
+"""medimg benchmarks, each against a named baseline in the same run: ``python -m benchmarks`` (docs/benchmarks.md)."""

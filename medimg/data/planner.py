@@ -19,7 +19,7 @@ from typing import Any
 GIB = 2**30
 TRAIN_FACTOR = 3.0  # activations kept for backward + their gradients + optimiser/temporaries
 INFER_FACTOR = 0.5  # no_grad: only part of the forward's outputs are alive at once (skips included)
-CPU_MAX_SW_BATCH = 4  # on CPU larger window batches only cost memory (benchmarks/bench_infer.py)
+CPU_MAX_SW_BATCH = 4  # 4 beat MONAI's default of 1 in benchmarks/bench_infer.py; more is unmeasured
 GPU_MAX_SW_BATCH = 32
 
 
