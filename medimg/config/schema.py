@@ -167,6 +167,10 @@ class TrainerConfig(Strict):
     num_workers: int = Field(0, ge=0)
     deterministic: bool = False
     limit_train_batches: int | float | None = None
+    channels_last: bool = Field(
+        False,
+        description="channels_last_3d memory format for network and batches (faster convolutions; see docs/benchmarks.md)",
+    )
     gradient_clip: float | None = Field(None, gt=0)
 
 

@@ -75,6 +75,7 @@ class Predictor:
             return self.net(x)
         inf = self.wf.inference
         roi = inf.roi_size or self.wf.augmentation.patch_size or tuple(x.shape[2:])
+
         def run(stitch_on: torch.device) -> torch.Tensor:
             return sliding_window_inference(
                 x,

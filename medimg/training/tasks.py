@@ -39,7 +39,13 @@ class _Task(pl.LightningModule):
         self.steps_per_epoch = max(1, steps_per_epoch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.wf.trainer.channels_last and x.dim() == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         return self.net(x)
+
+    def on_fit_start(self) -> None:
+        if self.wf.trainer.channels_last:
+            self.net.to(memory_format=torch.channels_last_3d)
 
     def encoder_prefixes(self) -> list[str]:
         from medimg.models.networks import encoder_prefixes
