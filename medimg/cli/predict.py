@@ -60,7 +60,7 @@ def execute(args: argparse.Namespace) -> int:
 
     from medimg.inference.cases import CaseOutputs, parse_shard
     from medimg.inference.cohort import run_cohort
-    from medimg.inference.inputs import collect_cases
+    from medimg.inference.inputs import collect_cases, looks_like_dicom_dir
     from medimg.inference.model_io import load_trained
     from medimg.inference.predictor import Predictor
     from medimg.inference.writers import NiftiMaskWriter
@@ -125,7 +125,7 @@ def execute(args: argparse.Namespace) -> int:
     algo = AlgorithmInfo(
         name=wf.name, version=__import__("medimg").__version__, weights_sha256=tm.weights_sha256
     )
-    dicom_in = client is not None or any(_is_dicom(c.paths[0]) for c in cases)
+    dicom_in = client is not None or any(looks_like_dicom_dir(c.paths[0]) for c in cases)
     want_dicom = args.dicom == "on" or (args.dicom == "auto" and dicom_in)
     writers: list = [NiftiMaskWriter()] if wf.task == "segmentation" else []
     if want_dicom:
@@ -149,12 +149,3 @@ def execute(args: argparse.Namespace) -> int:
     print(f"done {report.done}, skipped {report.skipped}, failed {report.failed} -> {args.out}")
     print(f"cohort summary: {report.summary_csv}")
     return report.exit_code
-
-
-def _is_dicom(path) -> bool:
-    try:
-        from medimg.io.load import is_dicom_dir
-
-        return path.is_dir() and bool(is_dicom_dir(path))
-    except ImportError:  # pragma: no cover
-        return False

@@ -12,15 +12,7 @@ from typing import Any
 from monai import transforms as T
 
 from medimg.config.schema import Workflow
-
-
-def _reader() -> Any:
-    """The image reader: medimg's own (NIfTI files and DICOM series folders) when present."""
-    try:
-        from medimg.io.reader import MedimgImageReader
-    except ImportError:  # pragma: no cover - the reader ships with medimg.io
-        return None
-    return MedimgImageReader()
+from medimg.io.reader import MedimgImageReader
 
 
 def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bool) -> list[Any]:
@@ -33,9 +25,8 @@ def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bo
     """
     pp = wf.preprocessing
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
-    reader = _reader()
-    ts: list[Any] = [
-        T.LoadImaged(keys=keys, reader=reader, image_only=True),
+    ts: list[Any] = [  # medimg's reader: NIfTI files and DICOM series folders, geometry checked
+        T.LoadImaged(keys=keys, reader=MedimgImageReader(), image_only=True),
         T.EnsureChannelFirstd(keys=keys),
         T.EnsureTyped(keys=keys, dtype="float32", track_meta=True),
         T.Orientationd(keys=keys, axcodes=pp.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))),

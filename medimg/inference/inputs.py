@@ -9,6 +9,7 @@ import pandas as pd
 
 from medimg.errors import DataError
 from medimg.inference.cases import CaseInput
+from medimg.io.load import is_dicom_dir
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -17,7 +18,8 @@ def _is_nifti(p: Path) -> bool:
     return p.name.endswith(NIFTI_SUFFIXES)
 
 
-def _case_id(p: Path) -> str:
+def case_id_from_path(p: Path) -> str:
+    """A file-system safe case name from a path: the file name without .nii/.nii.gz."""
     name = p.name
     for suf in NIFTI_SUFFIXES:
         if name.endswith(suf):
@@ -25,13 +27,9 @@ def _case_id(p: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "case"
 
 
-def _looks_like_dicom_dir(p: Path) -> bool:
-    try:
-        from medimg.io.load import is_dicom_dir
-
-        return bool(is_dicom_dir(p))
-    except ImportError:  # pragma: no cover
-        return any(f.suffix.lower() == ".dcm" for f in p.iterdir())
+def looks_like_dicom_dir(p: Path) -> bool:
+    """True for a folder holding a DICOM series."""
+    return p.is_dir() and bool(is_dicom_dir(p))
 
 
 def collect_cases(inputs: list[str], image_column: str = "image") -> list[CaseInput]:
@@ -53,19 +51,21 @@ def collect_cases(inputs: list[str], image_column: str = "image") -> list[CaseIn
                 raise DataError(
                     f"{p}: manifest has no {image_column!r} column; columns are {list(df.columns)}"
                 )
-            keys = df["case_key"] if "case_key" in df else [_case_id(Path(v)) for v in df[image_column]]
+            keys = (
+                df["case_key"] if "case_key" in df else [case_id_from_path(Path(v)) for v in df[image_column]]
+            )
             for key, img in zip(keys, df[image_column], strict=True):
                 ip = Path(img) if Path(img).is_absolute() else (p.parent / img)
                 cases.append(CaseInput(str(key), (ip,)))
-        elif p.is_file() and _is_nifti(p) or p.is_dir() and _looks_like_dicom_dir(p):
-            cases.append(CaseInput(_case_id(p), (p,)))
+        elif p.is_file() and _is_nifti(p) or p.is_dir() and looks_like_dicom_dir(p):
+            cases.append(CaseInput(case_id_from_path(p), (p,)))
         elif p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and _is_nifti(f))
-            subdirs = sorted(d for d in p.iterdir() if d.is_dir() and _looks_like_dicom_dir(d))
+            subdirs = sorted(d for d in p.iterdir() if d.is_dir() and looks_like_dicom_dir(d))
             if not found and not subdirs:
                 raise DataError(f"{p}: no NIfTI files or DICOM series folders inside")
-            cases += [CaseInput(_case_id(f), (f,)) for f in found]
-            cases += [CaseInput(_case_id(d), (d,)) for d in subdirs]
+            cases += [CaseInput(case_id_from_path(f), (f,)) for f in found]
+            cases += [CaseInput(case_id_from_path(d), (d,)) for d in subdirs]
         else:
             raise DataError(f"{p}: not a NIfTI file (.nii/.nii.gz), a DICOM folder or a manifest (.csv)")
     cases = _disambiguate(cases)
@@ -84,7 +84,7 @@ def _disambiguate(cases: list[CaseInput]) -> list[CaseInput]:
     out = []
     for c in cases:
         if ids.count(c.case_id) > 1 and c.paths:
-            parent = _case_id(c.paths[0].parent)
+            parent = case_id_from_path(c.paths[0].parent)
             out.append(CaseInput(f"{parent}_{c.case_id}", c.paths, c.content_sha256, c.meta))
         else:
             out.append(c)

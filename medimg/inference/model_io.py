@@ -6,7 +6,6 @@ id), or a Lightning checkpoint; weights are read with safetensors (no pickle).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,10 @@ from medimg.config.load import parse_workflow, workflow_to_yaml
 from medimg.config.schema import Workflow
 from medimg.errors import ConfigError, WeightsError
 from medimg.io.atomic import atomic_write, atomic_write_text
+from medimg.models.download import sha256_of as sha256_file  # one streamed file hash for medimg
 
 MODEL_FILE = "model.safetensors"
 WORKFLOW_FILE = "workflow.yaml"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_trained(net: torch.nn.Module, wf: Workflow, out_dir: str | Path) -> Path:

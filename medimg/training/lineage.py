@@ -17,8 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from medimg.models.download import sha256_of
 
-def sha256_path(path: str | Path, chunk: int = 1 << 20) -> str:
+
+def sha256_path(path: str | Path) -> str:
     """sha256 of a file, or of a folder (its files' names and contents, sorted).
 
     Example:
@@ -26,14 +28,11 @@ def sha256_path(path: str | Path, chunk: int = 1 << 20) -> str:
         True
     """
     p = Path(path)
-    h = hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(str(f.relative_to(p)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
+    if not p.is_dir():
+        return sha256_of(p)
+    h = hashlib.sha256()  # a folder (DICOM series): names and per-file digests, in sorted order
+    for f in sorted(f for f in p.rglob("*") if f.is_file()):
+        h.update(str(f.relative_to(p)).encode() + b"\0" + sha256_of(f).encode())
     return h.hexdigest()
 
 

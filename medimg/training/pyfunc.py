@@ -98,10 +98,9 @@ def model_signature(wf: Workflow) -> ModelSignature:
 
 
 def _case_id(image: str) -> str:
-    name = Path(image.rstrip("/\\")).name
-    for suffix in (".nii.gz", ".nii"):
-        name = name.removesuffix(suffix)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "case"
+    from medimg.inference.inputs import case_id_from_path
+
+    return case_id_from_path(Path(image.rstrip("/\\")))
 
 
 def _mask_target(image: str, output: Any, output_dir: str) -> Path | None:

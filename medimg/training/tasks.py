@@ -47,6 +47,19 @@ class _Task(pl.LightningModule):
         if self.wf.trainer.channels_last:
             self.net.to(memory_format=torch.channels_last_3d)
 
+    def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Epoch-mean training loss, reduced over DDP ranks."""
+        self.log(
+            "train_loss",
+            loss,
+            prog_bar=True,
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
+        return loss
+
     def encoder_prefixes(self) -> list[str]:
         from medimg.models.networks import encoder_prefixes
 
@@ -93,16 +106,7 @@ class SegmentationTask(_Task):
             if isinstance(self.loss, torch.nn.CrossEntropyLoss)
             else self.loss(logits, y)
         )
-        self.log(
-            "train_loss",
-            loss,
-            prog_bar=True,
-            on_step=False,
-            on_epoch=True,
-            batch_size=x.shape[0],
-            sync_dist=True,
-        )
-        return loss
+        return self.log_train_loss(loss, x.shape[0])
 
     def sliding_window(self, x: torch.Tensor) -> torch.Tensor:
         inf = self.wf.inference
@@ -137,16 +141,7 @@ class ClassificationTask(_Task):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], batch["label"].long().view(-1)
         loss = self.loss(self(x), y)
-        self.log(
-            "train_loss",
-            loss,
-            prog_bar=True,
-            on_step=False,
-            on_epoch=True,
-            batch_size=x.shape[0],
-            sync_dist=True,
-        )
-        return loss
+        return self.log_train_loss(loss, x.shape[0])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x, y = batch["image"], batch["label"].long().view(-1)
