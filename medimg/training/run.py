@@ -87,7 +87,9 @@ def ddp_world_size(wf: Workflow) -> int:
     return 1
 
 
-def _trainer(wf: Workflow, logger: Any, ckpt_dir: Path, monitor: str, extra_callbacks: list[Any]) -> Any:
+def _trainer(
+    wf: Workflow, logger: Any, ckpt_dir: Path, monitor: tuple[str, str], extra_callbacks: list[Any]
+) -> Any:
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.callbacks import LearningRateMonitor
@@ -104,8 +106,8 @@ def _trainer(wf: Workflow, logger: Any, ckpt_dir: Path, monitor: str, extra_call
     ckpt = AtomicCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
-        monitor=monitor,
-        mode="max",
+        monitor=monitor[0],
+        mode=monitor[1],
         save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
@@ -288,7 +290,9 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
 
     rng = RngState(train_ds.transform, getattr(train_dl, "generator", None))
     finetune = FinetuneScheduler(wf.finetune, module.encoder_prefixes(), network_attr="net")
-    trainer, ckpt = _trainer(wf, logger, out / "checkpoints", module.monitor, [rng, finetune])
+    trainer, ckpt = _trainer(
+        wf, logger, out / "checkpoints", (module.monitor, module.monitor_mode), [rng, finetune]
+    )
     if resume and not last.is_file():
         log.warning("--resume: no checkpoint in %s yet; training from the start", last.parent)
     trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
