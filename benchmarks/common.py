@@ -50,6 +50,7 @@ class PeakMemory:
     def __init__(self, interval_s: float = 0.02) -> None:
         self.interval_s = interval_s
         self.peak = 0
+        self.samples = 0  # readings taken by the sampler thread so far
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -58,6 +59,7 @@ class PeakMemory:
         while True:
             total = rss_bytes(me) + sum(rss_bytes(c) for c in _children(me))
             self.peak = max(self.peak, total)
+            self.samples += 1
             if self._stop.wait(self.interval_s):
                 return
 

@@ -90,7 +90,13 @@ class IntensityConfig(Strict):
 
 
 class CacheConfig(Strict):
-    mode: Literal["memory", "disk", "none"] = "memory"
+    mode: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto",
+        description=(
+            "memory (RAM), disk (one file per case) or none; auto: the planner picks the first that "
+            "fits (half the free RAM, then the free disk) and the run logs why"
+        ),
+    )
     dir: str | None = Field(None, description="disk cache folder (default: <outputs.dir>/cache)")
     num_workers: int = Field(0, ge=0, description="workers that fill the cache")
 
@@ -167,9 +173,12 @@ class TrainerConfig(Strict):
     num_workers: int = Field(0, ge=0)
     deterministic: bool = False
     limit_train_batches: int | float | None = None
-    channels_last: bool = Field(
-        False,
-        description="channels_last_3d memory format for network and batches (faster convolutions; see docs/benchmarks.md)",
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "channels_last_3d memory format for network and batches: faster 3D convolutions on CPU "
+            "(docs/benchmarks.md); 'auto' turns it on when training on the CPU"
+        ),
     )
     gradient_clip: float | None = Field(None, gt=0)
 
@@ -179,7 +188,10 @@ class InferenceConfig(Strict):
         None, description="sliding-window size (default: augmentation.patch_size)"
     )
     overlap: float = Field(0.25, ge=0, lt=1)
-    sw_batch_size: int = Field(4, ge=1)
+    sw_batch_size: int | Literal["auto"] = Field(
+        "auto",
+        description="windows per network call; auto: the planner sizes it from the free memory of the device",
+    )
     blend: Literal["gaussian", "constant"] = "gaussian"
     tta_flips: bool = Field(False, description="average predictions over axis flips")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from monai.data.utils import list_data_collate
 
 from medimg.config.schema import Workflow
 from medimg.data.transforms import eval_transforms, train_transforms
+
+log = logging.getLogger(__name__)
 
 
 def case_dicts(df: pd.DataFrame, task: str) -> list[dict[str, Any]]:
@@ -28,16 +31,28 @@ def case_dicts(df: pd.DataFrame, task: str) -> list[dict[str, Any]]:
 
 
 def make_dataset(
-    wf: Workflow, items: list[dict[str, Any]], train: bool, cache_dir: Path | None = None
+    wf: Workflow,
+    items: list[dict[str, Any]],
+    train: bool,
+    cache_dir: Path | None = None,
+    mode: str | None = None,
 ) -> Dataset:
     """A dataset whose deterministic preprocessing is cached per ``preprocessing.cache``.
 
     ``memory``: MONAI ``CacheDataset`` (computed once, kept in RAM); ``disk``:
-    ``PersistentDataset`` (one file per case, reused across runs); ``none``: recomputed.
+    ``PersistentDataset`` (one file per case, reused across runs); ``none``: recomputed;
+    ``auto``: what :func:`medimg.data.planner.choose_cache_mode` picks for these items on
+    this machine. ``mode`` overrides the workflow's (a run passes the mode its plan chose).
     """
     transform = train_transforms(wf) if train else eval_transforms(wf, with_label=True)
     cache = wf.preprocessing.cache
-    if cache.mode == "memory":
+    mode = mode or cache.mode
+    if mode == "auto":
+        from medimg.data.planner import resolve_cache_mode
+
+        mode, why = resolve_cache_mode(wf, items)
+        log.info("%s", why)
+    if mode == "memory":
         return CacheDataset(
             items,
             transform,
@@ -46,7 +61,7 @@ def make_dataset(
             progress=False,
             copy_cache=True,
         )
-    if cache.mode == "disk":
+    if mode == "disk":
         d = Path(cache.dir) if cache.dir else (cache_dir or Path(wf.outputs.dir) / "cache")
         d.mkdir(parents=True, exist_ok=True)
         return PersistentDataset(items, transform, cache_dir=d)

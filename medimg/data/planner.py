@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,9 @@ def _meminfo_available() -> int:
     return 4 * GIB  # unknown: assume a small machine
 
 
+_MEASURED: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], float]] = weakref.WeakKeyDictionary()
+
+
 def activation_bytes_per_voxel(net: Any, in_channels: int = 1, probe: int = 32) -> float:
     """Bytes of module outputs per input voxel in one forward pass (measured on a ``probe``^3 patch).
 
@@ -111,6 +115,9 @@ def activation_bytes_per_voxel(net: Any, in_channels: int = 1, probe: int = 32) 
     """
     import torch
 
+    known = _MEASURED.get(net, {}).get((in_channels, probe))
+    if known is not None:  # measured once per network: a cohort asks for every case
+        return known
     total = 0
 
     def hook(_module: Any, _inp: Any, out: Any) -> None:
@@ -121,14 +128,18 @@ def activation_bytes_per_voxel(net: Any, in_channels: int = 1, probe: int = 32) 
 
     leaves = [m for m in net.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = net.training
+    net.eval()  # the probe must not touch normalisation statistics
     try:
         param = next(net.parameters(), None)
         device = param.device if param is not None else "cpu"
         with torch.no_grad():
             net(torch.zeros(1, in_channels, probe, probe, probe, device=device))
     finally:
+        net.train(was_training)
         for h in handles:
             h.remove()
+    _MEASURED.setdefault(net, {})[(in_channels, probe)] = total / probe**3
     return total / probe**3
 
 
@@ -241,10 +252,138 @@ def plan_inference(
     fit = int(budget // per_window) if per_window > 0 else cap
     sw = max(1, min(cap, fit))
     why = (
-        f"sliding window: {per_window / 2**20:.0f} MiB per window, {budget / GIB:.1f} GiB left on {machine.device} "
+        f"sliding window: {per_window / 2**20:.1f} MiB per window, {budget / GIB:.1f} GiB left on {machine.device} "
         f"after {stitched / GIB:.2f} GiB of stitched output -> sw_batch_size {sw} (cap {cap} on "
         f"{'CPU' if machine.vram_free is None else 'GPU'})"
     )
     if fit < 1:
         why += "; not even one window fits the budget: expect swapping or use a smaller roi_size"
     return Plan(sw_batch_size=sw, reasons=[why])
+
+
+def preprocessed_voxels(path: str | Path, spacing: tuple[float, ...] | None, spatial_size: Any = None) -> int:
+    """Voxels of one case after resampling to ``spacing`` (and resizing to ``spatial_size``).
+
+    NIfTI files are measured from their header alone; a DICOM series is read once.
+
+    Example:
+        >>> preprocessed_voxels("ct.nii.gz", (2.0, 2.0, 2.0))  # doctest: +SKIP
+        1045200
+    """
+    if spatial_size is not None:
+        return int(math.prod(int(s) for s in spatial_size))
+    p = Path(str(path).split("#")[0])
+    if p.is_file() and p.name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        hdr = nib.load(str(p)).header
+        shape = tuple(int(s) for s in hdr.get_data_shape()[:3])
+        zooms = tuple(float(z) for z in hdr.get_zooms()[:3])
+    else:
+        from medimg.io.load import load_image
+
+        vol = load_image(p)
+        shape, zooms = tuple(vol.shape[:3]), tuple(float(z) for z in vol.spacing[:3])
+    if spacing is None:
+        return int(math.prod(shape))
+    return int(math.prod(max(1, round(n * z / s)) for n, z, s in zip(shape, zooms, spacing, strict=False)))
+
+
+def plan_run(
+    wf: Any,
+    items: list[dict[str, Any]],
+    net: Any,
+    machine: Machine | None = None,
+    budget_fraction: float = 0.5,
+) -> Plan:
+    """What a training run should use on this machine: cache mode and patch batch.
+
+    ``items`` are the cases the run caches (training and validation). The case size is the
+    largest of three of them after preprocessing (header-only for NIfTI).
+    ``preprocessing.cache.mode: auto`` becomes ``memory``, ``disk`` or ``none``; any other
+    mode is kept. The patch batch (``optim.batch_size`` cases x
+    ``augmentation.samples_per_volume`` patches for segmentation) is lowered, in whole
+    cases, only when the measured activations would not fit, and the reason says so.
+
+    Example:
+        >>> plan = plan_run(wf, items, build_model(wf))  # doctest: +SKIP
+        >>> plan.cache_mode, plan.patch_batch  # doctest: +SKIP
+        ('memory', 4)
+    """
+    machine = machine or Machine.detect(wf.preprocessing.cache.dir or wf.outputs.dir)
+    pp, aug = wf.preprocessing, wf.augmentation
+    seg = wf.task == "segmentation"
+    images = _sample([str(it["image"]) for it in items])
+    case_voxels = max(
+        (preprocessed_voxels(p, pp.spacing, None if seg else pp.spatial_size) for p in images), default=1
+    )
+    per_case = aug.samples_per_volume if seg and aug.patch_size else 1
+    patch = tuple(aug.patch_size) if seg and aug.patch_size else tuple(pp.spatial_size or (64, 64, 64))
+    plan = plan_training(
+        len(items),
+        (case_voxels,),
+        patch,
+        net,
+        machine,
+        wanted_batch=wf.optim.batch_size * per_case,
+        budget_fraction=budget_fraction,
+    )
+    if pp.cache.mode != "auto":
+        plan.cache_mode = pp.cache.mode
+        plan.reasons[0] = f"cache: {pp.cache.mode} (set in the workflow)"
+    assert plan.patch_batch is not None
+    cases = max(1, plan.patch_batch // per_case)
+    if cases < wf.optim.batch_size:
+        plan.reasons[1] += f"; optim.batch_size {wf.optim.batch_size} -> {cases}"
+    plan.patch_batch = cases * per_case
+    return plan
+
+
+def plan_sw_batch(
+    setting: int | str,
+    net: Any,
+    volume_shape: tuple[int, ...],
+    roi_size: tuple[int, ...],
+    out_channels: int,
+    device: str,
+    source_shape: tuple[int, ...] | None = None,
+) -> tuple[int, str]:
+    """The sliding-window batch to use: ``setting`` if it is a number, else the planner's choice.
+
+    Example:
+        >>> plan_sw_batch(2, net, (96, 96, 96), (48, 48, 48), 3, "cpu")  # doctest: +SKIP
+        (2, 'sw_batch_size=2 (set in the workflow)')
+    """
+    if setting != "auto":
+        return int(setting), f"sw_batch_size={setting} (set in the workflow)"
+    plan = plan_inference(volume_shape, roi_size, net, out_channels, device=device, source_shape=source_shape)
+    assert plan.sw_batch_size is not None
+    return plan.sw_batch_size, plan.explain()
+
+
+def _sample(images: list[str], k: int = 3) -> list[str]:
+    """Up to ``k`` images spread over the list (first, middle, last...)."""
+    if len(images) <= k:
+        return list(images)
+    return [images[round(i * (len(images) - 1) / (k - 1))] for i in range(k)]
+
+
+def resolve_cache_mode(
+    wf: Any, items: list[dict[str, Any]], machine: Machine | None = None
+) -> tuple[str, str]:
+    """``preprocessing.cache.mode: auto`` for these dataset items: the mode and why.
+
+    Example:
+        >>> resolve_cache_mode(wf, [{"image": "ct.nii.gz", "label": "seg.nii.gz"}])  # doctest: +SKIP
+        ('memory', 'cache: 0.01 GiB fits 50% of 20.1 GiB free RAM -> memory')
+    """
+    if not items:
+        return "memory", "cache: no cases -> memory"
+    pp = wf.preprocessing
+    seg = wf.task == "segmentation"
+    voxels = max(
+        preprocessed_voxels(p, pp.spacing, None if seg else pp.spatial_size)
+        for p in _sample([str(it["image"]) for it in items])
+    )
+    machine = machine or Machine.detect(pp.cache.dir or wf.outputs.dir)
+    return choose_cache_mode(len(items), voxels, machine, 1, seg)

@@ -7,6 +7,7 @@ and puts the answer back on the input's own grid: same shape, same affine.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +16,11 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from medimg.config.schema import Workflow
+from medimg.data.planner import plan_sw_batch
 from medimg.data.transforms import eval_transforms
 from medimg.inference.resample import resample_labels
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +50,8 @@ class Predictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.net = net.to(self.device).eval()
         self.transform = eval_transforms(wf, with_label=False)
+        self.plan = ""  # the sliding-window batch chosen for the last case, and why
+        self._source_shape: tuple[int, ...] | None = None
 
     def preprocess(self, image_path: str) -> dict[str, Any]:
         """Load and preprocess one image; returns MONAI's dict with a MetaTensor ``image``."""
@@ -75,12 +81,24 @@ class Predictor:
             return self.net(x)
         inf = self.wf.inference
         roi = inf.roi_size or self.wf.augmentation.patch_size or tuple(x.shape[2:])
+        sw, why = plan_sw_batch(
+            inf.sw_batch_size,
+            self.net,
+            tuple(x.shape[2:]),
+            tuple(roi),
+            len(self.wf.data.labels),
+            self.device.type,
+            self._source_shape,
+        )
+        if why != self.plan:
+            log.info("planner: %s", why)
+        self.plan = why
 
         def run(stitch_on: torch.device) -> torch.Tensor:
             return sliding_window_inference(
                 x,
                 roi,
-                inf.sw_batch_size,
+                sw,
                 self.net,
                 overlap=inf.overlap,
                 mode=inf.blend,
@@ -105,6 +123,7 @@ class Predictor:
         src_affine = np.asarray(meta["original_affine"], dtype=np.float64)
         src_shape = tuple(int(s) for s in np.asarray(meta["spatial_shape"]).ravel()[:3])
         t0 = time.perf_counter()
+        self._source_shape = src_shape  # the planner budgets the resampling back onto it
         probs = self.logits(img.as_tensor().unsqueeze(0))[0]
         t1 = time.perf_counter()
         pred = Prediction(case_key, src_affine, src_shape)  # type: ignore[arg-type]

@@ -232,12 +232,13 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     import torch
 
     from medimg.data.datasets import case_dicts, make_dataset, make_loader
+    from medimg.data.planner import plan_run
     from medimg.inference.model_io import save_trained, sha256_file
     from medimg.inference.predictor import Predictor
     from medimg.inference.score import score_cases, summarise
     from medimg.training.checkpointing import RngState
     from medimg.training.determinism import configure_determinism
-    from medimg.training.tasks import task_class
+    from medimg.training.tasks import build_model, task_class
     from medimg.training.tracking import resolve_tracking_uri
 
     t0 = time.perf_counter()
@@ -253,10 +254,19 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
         from monai.data import partition_dataset
 
         train_items = partition_dataset(train_items, num_partitions=world, even_divisible=True)[rank]
-    train_ds = make_dataset(wf, train_items, train=True, cache_dir=out / "cache")
-    val_ds = make_dataset(
-        wf, case_dicts(df[df.split == "val"], wf.task), train=False, cache_dir=out / "cache"
-    )
+    val_items = case_dicts(df[df.split == "val"], wf.task)
+    plan = plan_run(wf, train_items + val_items, build_model(wf))
+    per_case = wf.augmentation.samples_per_volume if seg and wf.augmentation.patch_size else 1
+    assert plan.patch_batch is not None
+    if plan.patch_batch // per_case < wf.optim.batch_size:
+        if world > 1:  # every rank must step with the same batch: say so, do not diverge
+            log.warning("planner: %s (kept: DDP ranks must agree; lower optim.batch_size)", plan.explain())
+        else:  # the study changes, so the resolved workflow (and its hash) records the batch used
+            wf = wf.model_copy(deep=True)
+            wf.optim.batch_size = plan.patch_batch // per_case
+    log.info("planner: %s", plan.explain())
+    train_ds = make_dataset(wf, train_items, train=True, cache_dir=out / "cache", mode=plan.cache_mode)
+    val_ds = make_dataset(wf, val_items, train=False, cache_dir=out / "cache", mode=plan.cache_mode)
     train_ds.transform.set_random_state(seed=wf.seed + rank)  # augmentation draws follow the workflow's seed
     train_dl = make_loader(train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed)
     val_dl = make_loader(val_ds, 1 if seg else wf.optim.batch_size, False, wf.trainer.num_workers, wf.seed)
@@ -271,6 +281,7 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
         )
         if not resume:
             _log_lineage(client, run_id, wf, df, out, caveats)
+        client.set_tag(run_id, "medimg.plan", plan.explain()[:5000])
 
     steps = max(1, len(train_dl))
     module = task_class(wf.task)(workflow_to_dict(wf), steps_per_epoch=steps)
@@ -303,6 +314,8 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
+    # scored and saved in the default layout, as `medimg predict` will load it
+    module.net.to(memory_format=torch.contiguous_format)
     model_dir = save_trained(module.net, wf, out / "model")
     client.log_artifacts(run_id, str(model_dir), "model")
     if wf.tracking.log_checkpoint and best:

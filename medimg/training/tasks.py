@@ -19,6 +19,7 @@ from monai.networks.utils import one_hot
 
 from medimg.config.load import parse_workflow
 from medimg.config.schema import Workflow
+from medimg.data.planner import plan_sw_batch
 from medimg.training.optim import make_optimizer, warmup_cosine
 
 
@@ -38,13 +39,19 @@ class _Task(pl.LightningModule):
         self.net = build_model(self.wf)
         self.steps_per_epoch = max(1, steps_per_epoch)
 
+    @property
+    def channels_last(self) -> bool:
+        """Whether batches and weights use ``channels_last_3d`` (``"auto"``: on the CPU only)."""
+        setting = self.wf.trainer.channels_last
+        return self.device.type == "cpu" if setting == "auto" else bool(setting)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.wf.trainer.channels_last and x.dim() == 5:
+        if x.dim() == 5 and self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return self.net(x)
 
     def on_fit_start(self) -> None:
-        if self.wf.trainer.channels_last:
+        if self.channels_last:
             self.net.to(memory_format=torch.channels_last_3d)
 
     def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -111,7 +118,10 @@ class SegmentationTask(_Task):
     def sliding_window(self, x: torch.Tensor) -> torch.Tensor:
         inf = self.wf.inference
         roi = inf.roi_size or self.wf.augmentation.patch_size or tuple(x.shape[2:])
-        return sliding_window_inference(x, roi, inf.sw_batch_size, self, overlap=inf.overlap, mode=inf.blend)
+        sw, _why = plan_sw_batch(
+            inf.sw_batch_size, self.net, tuple(x.shape[2:]), tuple(roi), self.n_labels, self.device.type
+        )
+        return sliding_window_inference(x, roi, sw, self, overlap=inf.overlap, mode=inf.blend)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x, y = batch["image"], batch["label"]

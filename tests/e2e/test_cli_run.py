@@ -44,6 +44,9 @@ def test_run_logs_full_lineage_to_mlflow(finished_run):
     os.chdir(root)
     assert run.data.tags["medimg.config_hash"] == config_hash(load_workflow(wf_path))
     assert len(run.data.tags["medimg.manifest_hash"]) == 64
+    # the planner's choices for this machine, with its reasons (cache mode auto: the tiny study fits RAM)
+    plan = run.data.tags["medimg.plan"]
+    assert plan.startswith("cache_mode=memory, patch_batch=2;") and "free RAM -> memory" in plan
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
     assert "test_dice_mean" in run.data.metrics and 0.0 <= run.data.metrics["test_dice_mean"] <= 1.0
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -99,7 +99,9 @@ def test_peak_memory_sees_a_touched_allocation() -> None:
     before = rss_bytes()
     with PeakMemory(interval_s=0.005) as peak:
         buf = np.ones(200 * 2**20, dtype=np.uint8)  # pages written: resident
-        time.sleep(0.1)  # the sampler thread needs the GIL once while the buffer is alive
+        seen, deadline = peak.samples, time.monotonic() + 10
+        while peak.samples < seen + 2 and time.monotonic() < deadline:  # two readings while it lives
+            time.sleep(0.005)
         del buf
     assert peak.peak >= before + 150 * 2**20
 
