@@ -13,7 +13,9 @@ loop; only the data pipeline and the memory layout differ:
   (``channels_last_3d`` on the CPU); the one-off cache fill is reported and counted in the
   "epochs incl. cache" row;
 * variants of medimg, each measured here so the table says what each part is worth:
-  the contiguous layout (caching alone), and bf16 autocast where the CPU has native bf16.
+  the contiguous layout (caching alone), bf16 autocast where the CPU has native bf16, and
+  ``torch.compile`` of the network (64x64x40 study; its compile time, on one batch before
+  the timed epochs, is reported as ``compile_s``).
 
 Two studies for the quickstart model: the quickstart's own cases (64x64x40, whose
 preprocessing is trivial, so the network dominates) and CT-sized cases (256x256x96 at
@@ -80,7 +82,13 @@ class _Trainer:
     """A model, optimiser and loss stepping over one loader: the loop is the same for every pipeline."""
 
     def __init__(
-        self, wf: Any, loader: Any, channels_last: bool = False, bf16: bool = False, device: str = "cpu"
+        self,
+        wf: Any,
+        loader: Any,
+        channels_last: bool = False,
+        bf16: bool = False,
+        device: str = "cpu",
+        compile: bool = False,
     ) -> None:
         import torch
         from monai.losses import DiceCELoss
@@ -94,6 +102,31 @@ class _Trainer:
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=wf.optim.lr)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.loader, self.bf16, self.patches = loader, bf16, 0
+        self.compile_s: float | None = None
+        if compile:  # compile now, on one batch, so the epochs time the compiled step only
+            import time
+
+            self.model = torch.compile(self.net)
+            t0 = time.perf_counter()
+            self._step(next(iter(loader)))
+            self.compile_s = time.perf_counter() - t0
+        else:
+            self.model = self.net
+
+    def _step(self, batch: dict[str, Any]) -> Any:
+        import torch
+
+        x = batch["image"].as_tensor().to(self.device, non_blocking=True)
+        x = x.contiguous(memory_format=self.fmt)
+        y = batch["label"].as_tensor().to(self.device, non_blocking=True)
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(x)
+        loss = self.loss(out.float(), y)
+        loss.backward()
+        self.opt.step()
+        self.patches += x.shape[0]
+        return loss.detach()
 
     def epoch(self) -> float:
         import torch
@@ -101,17 +134,7 @@ class _Trainer:
         total, self.patches = torch.zeros((), device=self.device), 0
         self.net.train()
         for batch in self.loader:
-            x = batch["image"].as_tensor().to(self.device, non_blocking=True)
-            x = x.contiguous(memory_format=self.fmt)
-            y = batch["label"].as_tensor().to(self.device, non_blocking=True)
-            self.opt.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out = self.net(x)
-            loss = self.loss(out.float(), y)
-            loss.backward()
-            self.opt.step()
-            total += loss.detach()
-            self.patches += x.shape[0]
+            total += self._step(batch)
         return float(total)  # waits for the device: the epoch's time includes all its work
 
 
@@ -135,6 +158,7 @@ def _measure(
     device: str,
     model_name: str,
     goal: float | None = None,
+    compile_variant: bool = False,
 ) -> list[dict[str, Any]]:
     """Interleaved epochs of the baseline and medimg pipelines (and variants); result rows."""
     import time
@@ -162,6 +186,8 @@ def _measure(
         runs["medimg, contiguous layout (caching alone)"] = _Trainer(wf, loader(), False, device=device)
     if variants and _bf16_supported(device):
         runs[default + " + bf16 autocast"] = _Trainer(wf, loader(), cl, bf16=True, device=device)
+    if variants and compile_variant:
+        runs[default + " + torch.compile"] = _Trainer(wf, loader(), cl, device=device, compile=True)
     res = interleaved({k: t.epoch for k, t in runs.items()}, repeat=epochs)
 
     base = res["baseline"]
@@ -189,6 +215,7 @@ def _measure(
                 peak_rss_mib_baseline=base["peak_mib"],
                 repeats=epochs,
                 cache_fill_s=fill_s,
+                **({"compile_s": runs[name].compile_s} if runs[name].compile_s is not None else {}),
             )
         )
     total_m = fill_s + epochs * res[default]["median_s"]
@@ -233,7 +260,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         root = Path(tmp) / "quickstart"
         wf = _workflow(write_synthetic_study(root, cases=cases, seed=0))
-        rows += _measure(wf, root, cases, epochs, not quick, device, "quickstart UNet 16..128 on 64x64x40")
+        rows += _measure(
+            wf,
+            root,
+            cases,
+            epochs,
+            not quick,
+            device,
+            "quickstart UNet 16..128 on 64x64x40",
+            compile_variant=True,
+        )
         root = Path(tmp) / "ct"
         shape = (96, 96, 48) if quick else (256, 256, 96)
         wf = _workflow(write_synthetic_study(root, cases, 0, shape, (0.8, 0.8, 2.5)))
