@@ -313,12 +313,10 @@ def plan_run(
     machine = machine or Machine.detect(wf.preprocessing.cache.dir or wf.outputs.dir)
     pp, aug = wf.preprocessing, wf.augmentation
     seg = wf.task == "segmentation"
-    images = _sample([str(it["image"]) for it in items])
-    case_voxels = max(
-        (preprocessed_voxels(p, pp.spacing, None if seg else pp.spatial_size) for p in images), default=1
-    )
+    case_voxels = _largest_case_voxels(wf, items)
     per_case = aug.samples_per_volume if seg and aug.patch_size else 1
-    patch = tuple(aug.patch_size) if seg and aug.patch_size else tuple(pp.spatial_size or (64, 64, 64))
+    # what one batch item holds: a patch, or the whole (resized) volume
+    patch = tuple(aug.patch_size) if seg and aug.patch_size else (case_voxels,)
     plan = plan_training(
         len(items),
         (case_voxels,),
@@ -379,11 +377,14 @@ def resolve_cache_mode(
     """
     if not items:
         return "memory", "cache: no cases -> memory"
-    pp = wf.preprocessing
+    machine = machine or Machine.detect(wf.preprocessing.cache.dir or wf.outputs.dir)
     seg = wf.task == "segmentation"
-    voxels = max(
-        preprocessed_voxels(p, pp.spacing, None if seg else pp.spatial_size)
-        for p in _sample([str(it["image"]) for it in items])
-    )
-    machine = machine or Machine.detect(pp.cache.dir or wf.outputs.dir)
-    return choose_cache_mode(len(items), voxels, machine, 1, seg)
+    return choose_cache_mode(len(items), _largest_case_voxels(wf, items), machine, 1, seg)
+
+
+def _largest_case_voxels(wf: Any, items: list[dict[str, Any]]) -> int:
+    """Voxels of the largest of three sampled cases after the workflow's preprocessing."""
+    pp = wf.preprocessing
+    size = None if wf.task == "segmentation" else pp.spatial_size
+    images = _sample([str(it["image"]) for it in items])
+    return max((preprocessed_voxels(p, pp.spacing, size) for p in images), default=1)
