@@ -90,6 +90,7 @@ def test_row_ratio_direction() -> None:
 
 
 def test_peak_memory_sees_a_touched_allocation() -> None:
+    import mmap
     import time
 
     import numpy as np
@@ -98,11 +99,14 @@ def test_peak_memory_sees_a_touched_allocation() -> None:
 
     before = rss_bytes()
     with PeakMemory(interval_s=0.005) as peak:
-        buf = np.ones(200 * 2**20, dtype=np.uint8)  # pages written: resident
+        # fresh anonymous pages (a malloc could reuse memory freed earlier in the test session,
+        # which is already resident), written so they count
+        region = mmap.mmap(-1, 200 * 2**20)
+        np.frombuffer(region, dtype=np.uint8)[:] = 1
         seen, deadline = peak.samples, time.monotonic() + 10
         while peak.samples < seen + 2 and time.monotonic() < deadline:  # two readings while it lives
             time.sleep(0.005)
-        del buf
+        region.close()
     assert peak.peak >= before + 150 * 2**20
 
 
