@@ -25,7 +25,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI when MODEL is a run id")
     p.add_argument("--tta", action="store_true", help="average over axis flips (test-time augmentation)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: workflow's)")
-    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
+    p.add_argument(
+        "--sw-batch-size",
+        type=int,
+        default=None,
+        help="windows per forward pass (default: the workflow's; auto: planned from free memory)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (SLURM array jobs)")
     p.add_argument("--prefetch", type=int, default=2, help="cases read ahead of the network (default 2)")
