@@ -100,7 +100,8 @@ def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         goal = "" if r.get("goal") is None else f">= {r['goal']:g}x {verdict}"
         peak = ""
         if "peak_rss_mib_medimg" in r:
-            peak = f"{r['peak_rss_mib_medimg']:.0f} / {r.get('peak_rss_mib_baseline', float('nan')):.0f}"
+            base = r.get("peak_rss_mib_baseline")
+            peak = f"{r['peak_rss_mib_medimg']:.0f} / " + ("-" if base is None else f"{base:.0f}")
         unit = r.get("unit", "")
         body.append(
             [
