@@ -58,6 +58,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                         exit_code=rc,
                         wall_s=round(seconds, 1),
                         peak_rss_mib_medimg=peak.mib,
+                        **{k: summary[k] for k in ("test_accuracy", "test_brier") if k in summary},
                     )
                 )
         finally:

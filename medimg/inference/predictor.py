@@ -51,15 +51,18 @@ class Predictor:
         self.net = net.to(self.device).eval()
         self.transform = eval_transforms(wf, with_label=False)
         self.plan = ""  # the sliding-window batch chosen for the last case, and why
-        self._source_shape: tuple[int, ...] | None = None
 
     def preprocess(self, image_path: str) -> dict[str, Any]:
         """Load and preprocess one image; returns MONAI's dict with a MetaTensor ``image``."""
         return self.transform({"image": image_path})
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Network output for a (1, C, X, Y, Z) tensor, with flip TTA when configured."""
+    def logits(self, x: torch.Tensor, source_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Network output for a (1, C, X, Y, Z) tensor, with flip TTA when configured.
+
+        ``source_shape`` (the scan's own grid, where the answer is resampled back to) lets the
+        planner budget that resampling when it sizes the sliding-window batch.
+        """
         x = x.to(self.device)
         flips: list[tuple[int, ...]] = [()]
         if self.wf.inference.tta_flips:
@@ -69,14 +72,14 @@ class Predictor:
         for dims in flips:
             xi = torch.flip(x, dims) if dims else x
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                y = self._forward(xi)
+                y = self._forward(xi, source_shape)
             y = torch.softmax(y.float(), 1)
             y = torch.flip(y, dims) if dims else y
             out = y if out is None else out + y
         assert out is not None
         return out / len(flips)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, source_shape: tuple[int, ...] | None = None) -> torch.Tensor:
         if self.wf.task != "segmentation":
             return self.net(x)
         inf = self.wf.inference
@@ -88,7 +91,7 @@ class Predictor:
             tuple(roi),
             len(self.wf.data.labels),
             self.device.type,
-            self._source_shape,
+            source_shape,
         )
         if why != self.plan:
             log.info("planner: %s", why)
@@ -123,8 +126,7 @@ class Predictor:
         src_affine = np.asarray(meta["original_affine"], dtype=np.float64)
         src_shape = tuple(int(s) for s in np.asarray(meta["spatial_shape"]).ravel()[:3])
         t0 = time.perf_counter()
-        self._source_shape = src_shape  # the planner budgets the resampling back onto it
-        probs = self.logits(img.as_tensor().unsqueeze(0))[0]
+        probs = self.logits(img.as_tensor().unsqueeze(0), src_shape)[0]
         t1 = time.perf_counter()
         pred = Prediction(case_key, src_affine, src_shape)  # type: ignore[arg-type]
         if self.wf.task == "segmentation":

@@ -17,6 +17,7 @@ from monai.networks import nets
 from torch import nn
 
 from medimg.models.networks import register_network
+from medimg.models.segmentation_nets import SEGRESNET_ENCODER, SWINUNETR_ENCODER
 
 
 class SegResNetClassifier(nn.Module):
@@ -74,13 +75,7 @@ class SwinClassifier(nn.Module):
 register_network(
     "segresnet-classifier",
     task="classification",
-    defaults={
-        "init_filters": 8,
-        "blocks_down": (1, 2, 2, 4),
-        "norm": ("GROUP", {"num_groups": 8}),
-        "act": ("RELU", {"inplace": True}),
-        "dropout": 0.0,
-    },
+    defaults={**SEGRESNET_ENCODER, "dropout": 0.0},
     head=("fc",),
     description="SegResNet encoder + linear head; loads segresnet weights as they are.",
 )(
@@ -92,20 +87,7 @@ register_network(
 register_network(
     "swinunetr-classifier",
     task="classification",
-    defaults={
-        "feature_size": 24,
-        "depths": (2, 2, 2, 2),
-        "num_heads": (3, 6, 12, 24),
-        "window_size": 7,
-        "patch_size": 2,
-        "drop_rate": 0.0,
-        "attn_drop_rate": 0.0,
-        "dropout_path_rate": 0.0,
-        "normalize": True,
-        "use_checkpoint": False,
-        "use_v2": False,
-        "dropout": 0.0,
-    },
+    defaults={**SWINUNETR_ENCODER, "dropout": 0.0},
     head=("fc",),
     description="Swin UNETR transformer encoder + linear head; loads swinunetr (and SSL) weights as they are.",
 )(lambda dims, cin, cout, **p: SwinClassifier(dims, cin, cout, **p))

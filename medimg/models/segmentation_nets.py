@@ -13,6 +13,29 @@ from torch import nn
 
 from medimg.models.networks import register_network
 
+# Encoder defaults shared with the classifiers built on these encoders
+# (medimg.models.encoder_classifiers): the same values give the same tensors, so
+# segmentation weights load into the classifier's encoder as they are.
+SEGRESNET_ENCODER: dict[str, Any] = {
+    "init_filters": 8,
+    "blocks_down": (1, 2, 2, 4),
+    "norm": ("GROUP", {"num_groups": 8}),
+    "act": ("RELU", {"inplace": True}),
+}
+SWINUNETR_ENCODER: dict[str, Any] = {
+    "feature_size": 24,
+    "depths": (2, 2, 2, 2),
+    "num_heads": (3, 6, 12, 24),
+    "window_size": 7,
+    "patch_size": 2,
+    "drop_rate": 0.0,
+    "attn_drop_rate": 0.0,
+    "dropout_path_rate": 0.0,
+    "normalize": True,
+    "use_checkpoint": False,
+    "use_v2": False,
+}
+
 
 def unet_encoder_prefixes(model: nn.Module) -> list[str]:
     """Key prefixes of the contracting path of a MONAI ``UNet`` (down blocks and bottom).
@@ -98,12 +121,9 @@ def build_dynunet(spatial_dims: int, in_channels: int, out_channels: int, **para
     "segresnet",
     task="segmentation",
     defaults={
-        "init_filters": 8,
+        **SEGRESNET_ENCODER,
         "dropout_prob": None,
-        "act": ("RELU", {"inplace": True}),
-        "norm": ("GROUP", {"num_groups": 8}),
         "use_conv_final": True,
-        "blocks_down": (1, 2, 2, 4),
         "blocks_up": (1, 1, 1),
         "upsample_mode": "nontrainable",
     },
@@ -123,20 +143,7 @@ def build_segresnet(spatial_dims: int, in_channels: int, out_channels: int, **pa
 @register_network(
     "swinunetr",
     task="segmentation",
-    defaults={
-        "feature_size": 24,
-        "depths": (2, 2, 2, 2),
-        "num_heads": (3, 6, 12, 24),
-        "window_size": 7,
-        "patch_size": 2,
-        "norm_name": "instance",
-        "drop_rate": 0.0,
-        "attn_drop_rate": 0.0,
-        "dropout_path_rate": 0.0,
-        "normalize": True,
-        "use_checkpoint": False,
-        "use_v2": False,
-    },
+    defaults={**SWINUNETR_ENCODER, "norm_name": "instance"},
     encoder=lambda model: ["swinViT."],
     head=("out",),
     description="MONAI Swin UNETR; feature_size 48 matches the published self-supervised encoder.",

@@ -48,7 +48,9 @@ class _Task(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 5 and self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        return self.net(x)
+        # plain tensors out: MONAI's MetaTensor would reach the logged metrics and, through the
+        # monitored value, the checkpoints (which then no longer load with weights_only=True)
+        return self.net(x).as_subclass(torch.Tensor)
 
     def on_fit_start(self) -> None:
         if self.channels_last:
@@ -162,7 +164,7 @@ class ClassificationTask(_Task):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x, y = batch["image"], batch["label"].long().view(-1)
-        logits = self(x).as_subclass(torch.Tensor)  # a plain tensor: the value goes into checkpoints
+        logits = self(x)
         self.log("val_loss", self.loss(logits, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         self._probs.append(torch.softmax(logits.float(), 1).detach().cpu())
         self._labels.append(y.detach().cpu())

@@ -146,43 +146,12 @@ def test_evaluate_compare_two_runs_reports_paired_difference(finished_run, tmp_p
     model = root / "runs/tiny_seg/model"
     baseline = tmp_path / "baseline.csv"
     # a "second run" that is better by 0.2 Dice on every case: the paired difference must say so
-    assert (
-        main(
-            [
-                "evaluate",
-                str(model),
-                "--split",
-                "all",
-                "--out",
-                str(tmp_path / "a"),
-                "--no-log",
-                "--n-boot",
-                "200",
-            ]
-        )
-        == 0
-    )
+    common = ["evaluate", str(model), "--split", "all", "--no-log", "--n-boot", "200"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
     per_case = pd.read_csv(tmp_path / "a/per_case.csv")
     better = per_case.assign(dice_1=(per_case["dice_1"] + 0.2).clip(upper=1))
     better.to_csv(baseline, index=False)
-    assert (
-        main(
-            [
-                "evaluate",
-                str(model),
-                "--split",
-                "all",
-                "--compare",
-                str(baseline),
-                "--out",
-                str(tmp_path / "b"),
-                "--no-log",
-                "--n-boot",
-                "200",
-            ]
-        )
-        == 0
-    )
+    assert main([*common, "--compare", str(baseline), "--out", str(tmp_path / "b")]) == 0
     comp = json.loads((tmp_path / "b/summary.json").read_text())["comparison"]["metrics"]["dice_1"]
     assert comp["difference"]["estimate"] < -0.1  # this run minus the comparison
     assert comp["difference"]["high"] < 0 and 0.0 <= comp["p_value"] < 0.05

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _browser import chromium as find_chromium
+from _browser import run_chromium
 
 from medimg.evaluation.report import evaluate_study
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--force-device-scale-factor=1",
-]
 
 PROBE = """<script>window.addEventListener("load", () => {
   const rects = [...document.images].map((i) => { const b = i.getBoundingClientRect();
@@ -36,25 +23,11 @@ PROBE = """<script>window.addEventListener("load", () => {
 });</script></body>"""
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-    if not os.path.exists(path):
-        message = "headless Chromium is not installed (apt-get install chromium)"
-        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
-    return path
-
-
-def _run(args: list[str], tmp_path: Path) -> str:
-    env = {**os.environ, "HOME": str(tmp_path)}  # a fresh profile, nothing shared with other runs
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, check=True)
-    return done.stdout
-
-
 def _image_boxes(chromium: str, report: Path, tmp_path: Path) -> tuple[list[list[float]], int]:
     """Image natural sizes and on-page boxes, measured by the browser after load (in a probe copy)."""
     probe = tmp_path / "probe.html"
     probe.write_text(report.read_text().replace("</body>", PROBE))
-    dom = _run([chromium, *CHROMIUM_FLAGS, "--window-size=1200,2000", "--dump-dom", probe.as_uri()], tmp_path)
+    dom = run_chromium(chromium, ["--window-size=1200,2000", "--dump-dom", probe.as_uri()], tmp_path)
     body = re.search(r'<body data-images="([^"]*)" data-height="(\d+)"', dom)
     assert body, "the report did not finish loading in Chromium"
     boxes = [[float(v) for v in item.split(",")] for item in body.group(1).split(";") if item]
@@ -64,7 +37,7 @@ def _image_boxes(chromium: str, report: Path, tmp_path: Path) -> tuple[list[list
 def test_report_renders_with_plots_in_headless_chromium(tmp_path: Path, cls_cohort) -> None:
     import matplotlib.image as mpimg
 
-    chromium = _chromium()
+    chromium = find_chromium()
     df = cls_cohort(n=200)
     history = pd.DataFrame(
         {"epoch": range(5), "train_loss": np.linspace(1, 0.3, 5), "val_auroc": np.linspace(0.6, 0.9, 5)}
@@ -76,8 +49,11 @@ def test_report_renders_with_plots_in_headless_chromium(tmp_path: Path, cls_coho
     assert len(boxes) == len(res.plots) >= 6
     assert all(w > 100 and h > 100 for w, h, *_ in boxes), "every embedded PNG decodes"
     shot = tmp_path / "shot.png"
-    _run([chromium, *CHROMIUM_FLAGS, f"--window-size=1200,{height + 20}", f"--screenshot={shot}",
-          res.report_html.as_uri()], tmp_path)  # fmt: skip
+    run_chromium(
+        chromium,
+        [f"--window-size=1200,{height + 20}", f"--screenshot={shot}", res.report_html.as_uri()],
+        tmp_path,
+    )
     pixels = mpimg.imread(shot)[..., :3]
     assert pixels.shape[1] == 1200 and pixels.shape[0] >= height
     for _, _, left, top, width, box_height in boxes:

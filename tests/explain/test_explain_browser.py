@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _browser import chromium, run_chromium
 
 from medimg.explain.index import IndexEntry, write_cohort_index
 from medimg.explain.maps import SaliencyMap
 from medimg.explain.report import CaseExplanation, MethodResult, render_case_report, write_case_report
 from medimg.explain.sanity import FaithfulnessResult, RandomisationResult
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _need_chromium() -> str:
-    exe = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-    if not exe:
-        msg = "headless Chromium not installed (/usr/bin/chromium)"
-        pytest.fail(msg) if os.environ.get("CI") == "true" else pytest.skip(msg)
-    return exe
-
 
 def _screenshot(exe: str, page: Path, out: Path, size: str = "1200,1600") -> np.ndarray:
     from PIL import Image
 
-    cmd = [exe, *FLAGS, f"--screenshot={out}", f"--window-size={size}", page.resolve().as_uri()]
-    subprocess.run(
-        cmd, check=True, capture_output=True, timeout=120, env={**os.environ, "HOME": str(out.parent)}
-    )
+    run_chromium(exe, [f"--screenshot={out}", f"--window-size={size}", page.resolve().as_uri()], out.parent)
     return np.asarray(Image.open(out).convert("RGB")).astype(int)
 
 
@@ -94,7 +70,7 @@ def test_report_has_no_external_references(tmp_path):
 
 @pytest.mark.browser
 def test_case_report_renders_with_images_in_chromium(tmp_path):
-    exe = _need_chromium()
+    exe = chromium()
     report = write_case_report(_case(tmp_path), tmp_path / "case_007" / "report.html")
     shot = _screenshot(exe, report, tmp_path / "shot.png")
     assert shot.shape[:2] == (1600, 1200)
@@ -111,7 +87,7 @@ def test_case_report_renders_with_images_in_chromium(tmp_path):
 
 @pytest.mark.browser
 def test_index_renders_and_links_reports(tmp_path):
-    exe = _need_chromium()
+    exe = chromium()
     entries = [
         IndexEntry(
             "case_001",

@@ -57,16 +57,17 @@ class _Predictor:
         return CaseOutputs(mask=Volume(mask, vol.affine, vol.space), labels={1: "lesion"})
 
 
-def _run(cases, out, predictor, settings="s1", **kw):
+def _run(cases, out, predictor, settings="s1", writers=None, progress=False, load_fn=_load, **kw):
+    """``run_cohort`` with the test keys; the NIfTI mask writer unless ``writers`` is given."""
     return run_cohort(
         cases,
         predictor,
         out,
-        load_fn=_load,
-        writers=[NiftiMaskWriter()],
+        load_fn=load_fn,
+        writers=[NiftiMaskWriter()] if writers is None else writers,
         model_key="m1",
         settings_key=settings,
-        progress=False,
+        progress=progress,
         **kw,
     )
 
@@ -159,17 +160,7 @@ def test_prefetch_overlaps_loading_with_prediction(tmp_path: Path) -> None:
         return CaseOutputs(probabilities={"positive": 0.25})
 
     t0 = time.perf_counter()
-    report = run_cohort(
-        cases,
-        slow_predict,
-        tmp_path,
-        load_fn=slow_load,
-        writers=[],
-        model_key="m",
-        settings_key="s",
-        prefetch=2,
-        progress=False,
-    )
+    report = _run(cases, tmp_path, slow_predict, load_fn=slow_load, writers=[], prefetch=2)
     elapsed = time.perf_counter() - t0
     assert report.done == 6
     overlapping = [
@@ -188,17 +179,7 @@ def test_qc_flags(tmp_path: Path) -> None:
         mask = np.zeros(vol.shape, np.uint8) if case.case_id == "case-000" else np.ones(vol.shape, np.uint8)
         return CaseOutputs(mask=Volume(mask, vol.affine), labels={1: "lesion"})
 
-    report = run_cohort(
-        cases,
-        predict,
-        tmp_path / "out",
-        load_fn=_load,
-        writers=[],
-        model_key="m",
-        settings_key="s",
-        progress=False,
-        qc=QcLimits(max_volume_ml=1.0),
-    )
+    report = _run(cases, tmp_path / "out", predict, writers=[], qc=QcLimits(max_volume_ml=1.0))
     assert [r["qc_flags"] for r in report.rows] == [["empty_mask"], ["implausible_volume:lesion"]]
 
 
@@ -216,16 +197,8 @@ def test_shards_partition_the_cohort(tmp_path: Path) -> None:
         shard_cases([cases[0], cases[0]], None)
     # Shards run into one folder and see each other's ledgers.
     for i in range(3):
-        report = run_cohort(
-            cases,
-            lambda c, x: CaseOutputs(),
-            tmp_path,
-            load_fn=lambda c: None,
-            writers=[],
-            model_key="m",
-            settings_key="s",
-            progress=False,
-            shard=(i, 3),
+        report = _run(
+            cases, tmp_path, lambda c, x: CaseOutputs(), load_fn=lambda c: None, writers=[], shard=(i, 3)
         )
         assert report.done == len(parts[i])
     assert len(Ledger(tmp_path).latest()) == 11
@@ -259,31 +232,15 @@ def test_writer_failure_is_recorded_and_progress_counts(
                 raise OSError("disk full")
             return []
 
-    report = run_cohort(
-        cases,
-        _Predictor(),
-        tmp_path / "out",
-        load_fn=_load,
-        writers=[NiftiMaskWriter(), FlakyWriter()],
-        model_key="m",
-        settings_key="s",
-        progress=True,
+    report = _run(
+        cases, tmp_path / "out", _Predictor(), writers=[NiftiMaskWriter(), FlakyWriter()], progress=True
     )
     assert [r["status"] for r in report.rows] == ["done", "failed", "done"]
     assert report.rows[1]["reason"] == "OSError: disk full" and report.exit_code == 1
     err = capsys.readouterr().err
     assert "3/3" in err and "done=2" in err and "failed=1" in err and "skipped=0" in err
     again = _Predictor()
-    report = run_cohort(
-        cases,
-        again,
-        tmp_path / "out",
-        load_fn=_load,
-        writers=[NiftiMaskWriter()],
-        model_key="m",
-        settings_key="s",
-        progress=False,
-    )
+    report = _run(cases, tmp_path / "out", again)
     assert again.calls == ["case-001"] and report.exit_code == 0
 
 
@@ -298,16 +255,7 @@ def test_a_new_writer_reruns_done_cases(tmp_path: Path) -> None:
             return [atomic_write_text(case_dir / "n.txt", str(int(outputs.mask.data.sum())))]
 
     again = _Predictor()
-    report = run_cohort(
-        cases,
-        again,
-        tmp_path / "out",
-        load_fn=_load,
-        writers=[NiftiMaskWriter(), TextWriter()],
-        model_key="m1",
-        settings_key="s1",
-        progress=False,
-    )
+    report = _run(cases, tmp_path / "out", again, writers=[NiftiMaskWriter(), TextWriter()])
     assert report.done == 2 and len(again.calls) == 2
     assert (tmp_path / "out/cases/case-001/n.txt").read_text() == "36"
     assert _run(cases, tmp_path / "out", _Predictor()).skipped == 2  # fewer writers: nothing to do

@@ -1,0 +1,125 @@
+"""Where the saliency methods point, on the shipped classification quickstart (the pointing game).
+
+Trains ``workflows/quickstart_cls.yaml`` exactly as shipped (in a temporary folder), then
+generates positive cases the model never saw (``make_case(1000 + i, seed=7,
+with_lesion=True)``: another study seed) and, for each method, counts the cases whose map
+peaks inside the lesion mask. The named baseline is chance: the fraction of the model
+grid's voxels that are lesion (where a peak at a random voxel would land), measured on
+the same cases. It also checks that the model uses the lesion at all: the predicted
+probability with the lesion filled with its surroundings' median intensity.
+
+Grad-CAM is run at the default layer and at ``layer1``..``layer3``; the other methods at
+their defaults. ``docs/explain.md`` quotes this benchmark. Run alone:
+``python -m benchmarks --only explain``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+NAME = "explain"
+ROOT = Path(__file__).resolve().parents[1]
+METHODS: tuple[tuple[str, str | None], ...] = (
+    ("smoothgrad", None),
+    ("integrated-gradients", None),
+    ("occlusion", None),
+    ("gradcam", None),
+    ("gradcam", "layer1"),
+    ("gradcam", "layer2"),
+    ("gradcam", "layer3"),
+    ("gradcam++", None),
+)
+
+
+def _train(folder: Path, quick: bool) -> Path:
+    from medimg.cli.main import main
+
+    old = os.getcwd()
+    os.chdir(folder)
+    try:
+        extra = ["--set", "trainer.max_epochs=2"] if quick else []
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            assert main(["run", str(ROOT / "workflows/quickstart_cls.yaml"), *extra]) == 0
+    finally:
+        os.chdir(old)
+    return folder / "runs/quickstart_cls/model"
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure; return result rows (see ``benchmarks.common.row``)."""
+    import numpy as np
+    import torch
+
+    from benchmarks.common import row
+    from medimg.data.synthetic import make_case
+    from medimg.explain import compute_saliency
+    from medimg.explain.caseprep import mask_on_grid
+    from medimg.explain.layers import default_target_layer
+    from medimg.explain.targets import class_probabilities
+    from medimg.inference.model_io import load_trained
+    from medimg.io.nifti import save_nifti
+
+    n = 4 if quick else 20
+    hits: dict[str, int] = {}
+    chance: list[float] = []
+    p_before: list[float] = []
+    p_filled: list[float] = []
+    default_layer = ""
+    with tempfile.TemporaryDirectory(prefix="bench_explain_") as tmp:
+        root = Path(tmp)
+        tm = load_trained(str(_train(root, quick)))
+        model = tm.model.eval()
+        for i in range(n):
+            case = make_case(1000 + i, seed=7, with_lesion=True)
+            image, lesion = root / f"img{i}.nii.gz", root / f"lesion{i}.nii.gz"
+            save_nifti(case.image, image)
+            save_nifti(case.lesion, lesion, dtype=np.uint8)
+            tensor, meta = tm.preprocess(str(image))
+            x = tensor[None].float()
+            mask = mask_on_grid(lesion, tuple(x.shape[2:]), np.asarray(meta["affine"]))
+            chance.append(float(mask.mean()))
+            default_layer = default_layer or default_target_layer(model, x)
+            # does the model use the lesion? fill it with the median of a 2-voxel shell around it
+            m = torch.as_tensor(mask)[None, None]
+            shell = (torch.nn.functional.max_pool3d(m.float(), 5, 1, 2) > 0) & ~m
+            filled = x.clone()
+            filled[m] = x[shell].median()
+            with torch.no_grad():
+                p_before.append(float(class_probabilities(model(x))[0, 1]))
+                p_filled.append(float(class_probabilities(model(filled))[0, 1]))
+            for method, layer in METHODS:
+                kwargs = {"layer": layer} if layer else {}
+                peak = compute_saliency(model, x, method, target_class=1, **kwargs).peak_index
+                key = f"{method} ({layer or 'default'})" if method == "gradcam" else method
+                hits[key] = hits.get(key, 0) + bool(mask[peak])
+    base = float(np.mean(chance))
+    extra = {
+        "cases": n,
+        "default_gradcam_layer": default_layer,
+        "p_positive_range": [round(min(p_before), 3), round(max(p_before), 3)],
+        "p_positive_lesion_filled_range": [round(min(p_filled), 3), round(max(p_filled), 3)],
+    }
+    return [
+        row(
+            NAME,
+            f"{key}: peak inside the lesion, {n} unseen positive cases, quickstart_cls",
+            "fraction of cases",
+            hits[key] / n,
+            "chance (lesion fraction of the model grid)",
+            base,
+            higher_is_better=True,
+            hits=hits[key],
+            **extra,
+        )
+        for key in hits
+    ]
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick=True), indent=2))
