@@ -3,8 +3,9 @@
 The maths follows MONAI's ``monai.visualize.GradCAM``/``GradCAMpp``; the hooks live only for
 one call (:func:`medimg.explain.layers.capture_layer`) and the target is any scalar score of
 the logits, which is what Seg-Grad-CAM needs (a label's logits summed inside a region).
-The map is the ReLU of the weighted activation sum, resampled trilinearly to the input grid;
-its values are not rescaled (reports rescale for display).
+The map is the ReLU of the weighted activation sum, resampled trilinearly to the input grid
+with each cell placed where its receptive field is centred (:func:`feature_grid`, measured
+once per architecture); its values are not rescaled (reports rescale for display).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medimg.explain.layers import capture_layer, default_target_layer
-from medimg.explain.maps import SaliencyMap, register_method, upsample_to
+from medimg.explain.layers import FeatureGrid, capture_layer, default_target_layer, feature_grid
+from medimg.explain.maps import SaliencyMap, place_on_grid, register_method
 from medimg.explain.targets import ScoreFn, class_logit_score, region_label_score, resolve_target_class
 
 
 def _weighted_activation(
     model: torch.nn.Module, x: torch.Tensor, score_fn: ScoreFn, layer: str, plus: bool
-) -> np.ndarray:
+) -> tuple[np.ndarray, FeatureGrid]:
     x = x.detach().clone().float().requires_grad_(True)
     with torch.enable_grad(), capture_layer(model, layer) as store:
         model.zero_grad(set_to_none=True)
@@ -44,7 +45,9 @@ def _weighted_activation(
     cam = F.relu((weights * acti).sum(dim=1))[0]
     if cam.ndim == 2:  # a 2D layer inside a 3D model is not expected, but keep the shape honest
         cam = cam[None]
-    return upsample_to(cam.cpu().numpy(), tuple(int(s) for s in x.shape[2:]))
+    grid = feature_grid(model, layer, x)
+    shape = tuple(int(s) for s in x.shape[2:])
+    return place_on_grid(cam.cpu().numpy(), shape, grid.stride, grid.offset), grid
 
 
 @register_method("gradcam", "classification")
@@ -84,9 +87,11 @@ def _class_cam(
 ) -> SaliencyMap:
     cls = resolve_target_class(model, x, target_class)
     layer = layer or default_target_layer(model, x)
-    array = _weighted_activation(model, x, class_logit_score(cls), layer, plus)
+    array, grid = _weighted_activation(model, x, class_logit_score(cls), layer, plus)
     name = "gradcam++" if plus else "gradcam"
-    return SaliencyMap(array, name, params={"layer": layer}, target={"class": cls})
+    return SaliencyMap(
+        array, name, params={"layer": layer, "feature_grid": grid.as_params()}, target={"class": cls}
+    )
 
 
 @register_method("seg-gradcam", "segmentation")
@@ -113,6 +118,7 @@ def seg_grad_cam(
         >>> m = seg_grad_cam(unet, x, label=1)  # doctest: +SKIP
     """
     layer = layer or default_target_layer(model, x, task="segmentation")
-    array = _weighted_activation(model, x, region_label_score(label, region), layer, plus=False)
+    array, grid = _weighted_activation(model, x, region_label_score(label, region), layer, plus=False)
     target = {"label": int(label), "region": "predicted" if region is None else "given"}
-    return SaliencyMap(array, "seg-gradcam", params={"layer": layer}, target=target)
+    params = {"layer": layer, "feature_grid": grid.as_params()}
+    return SaliencyMap(array, "seg-gradcam", params=params, target=target)

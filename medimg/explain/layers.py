@@ -6,12 +6,17 @@ layer whose feature map is too small to localise (under 4 voxels a side for this
 way to the last convolution that is large enough. For segmentation networks (encoder-decoder)
 the deepest convolution (fewest output voxels), i.e. the bottleneck, is the default. Both are
 found with one forward pass with temporary hooks.
+
+:func:`feature_grid` measures where a layer's cells sit on the input grid, so that a map read
+from that layer is drawn where its cells look: a stride-4 layer of "same"-padded convolutions
+has cell ``i`` centred on voxel ``4i``, not ``4i + 1.5`` as plain resizing assumes.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -129,3 +134,116 @@ def capture_layer(model: nn.Module, name: str) -> Iterator[dict[str, torch.Tenso
         yield store
     finally:
         handle.remove()
+
+
+@dataclass(frozen=True)
+class FeatureGrid:
+    """Where a layer's cells sit on the input grid: cell ``i`` is centred on voxel ``stride * i + offset``.
+
+    ``measured`` is False when the layer's grid could not be traced from the network's
+    convolutions and poolings (an operation outside modules changed it); the grid then
+    assumes that cells tile the input (``offset = (stride - 1) / 2``, plain resizing).
+    """
+
+    stride: tuple[float, ...]
+    offset: tuple[float, ...]
+    measured: bool
+
+    def as_params(self) -> dict[str, Any]:
+        """The grid as report parameters."""
+        return {
+            "stride": [round(s, 3) for s in self.stride],
+            "offset": [round(o, 3) for o in self.offset],
+            "alignment": "traced" if self.measured else "assumed (cells tile the input)",
+        }
+
+
+_POOLS = (nn.MaxPool3d, nn.AvgPool3d, nn.MaxPool2d, nn.AvgPool2d)
+_TRANSPOSED = (nn.ConvTranspose3d, nn.ConvTranspose2d)
+
+
+def feature_grid(model: nn.Module, layer: str, x: torch.Tensor) -> FeatureGrid:
+    """Where the cells of ``layer`` sit on the grid of input ``x`` (``(1, C, *spatial)``).
+
+    Traced in one forward pass: every convolution and pooling maps its input's grid to its
+    output's (a kernel ``k`` with stride ``s``, padding ``p`` and dilation ``d`` centres output
+    cell ``i`` on input cell ``s*i + d*(k-1)/2 - p``; transposed convolutions the inverse).
+    Grids are keyed by spatial shape, so residual additions and concatenations, which keep
+    shapes, need no tracing. A shape reached with two different grids, or only through
+    operations outside modules, falls back to the tiling assumption (:class:`FeatureGrid`).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, stride=2, padding=1), torch.nn.MaxPool3d(2))
+        >>> feature_grid(net, "1", torch.zeros(1, 1, 16, 16, 16))
+        FeatureGrid(stride=(4.0, 4.0, 4.0), offset=(1.0, 1.0, 1.0), measured=True)
+    """
+    shape = tuple(int(s) for s in x.shape[2:])
+    nd = len(shape)
+    grids: dict[tuple[int, ...], tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+        shape: ((1.0,) * nd, (0.0,) * nd)
+    }
+    target: dict[str, tuple[int, ...]] = {}
+
+    def per_axis(v: Any) -> tuple[float, ...]:
+        return tuple(float(a) for a in v) if isinstance(v, (tuple, list)) else (float(v),) * nd
+
+    def record(out_shape: tuple[int, ...], grid: tuple[tuple[float, ...], tuple[float, ...]] | None) -> None:
+        if out_shape not in grids:
+            grids[out_shape] = grid
+        elif grids[out_shape] is not None and grid is not None and not _close(grids[out_shape], grid):
+            grids[out_shape] = None  # two grids for one shape: ambiguous
+
+    def hook(m: nn.Module, inputs: Any, out: Any) -> None:
+        src = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else None
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(src, torch.Tensor) or not isinstance(out, torch.Tensor) or out.ndim != nd + 2:
+            return
+        s_in = tuple(int(v) for v in src.shape[2:])
+        s_out = tuple(int(v) for v in out.shape[2:])
+        base = grids.get(s_in)
+        if base is None:
+            record(s_out, None)
+            return
+        stride_in, off_in = base
+        k, st = per_axis(m.kernel_size), per_axis(m.stride if m.stride is not None else m.kernel_size)
+        pad, dil = per_axis(getattr(m, "padding", 0)), per_axis(getattr(m, "dilation", 1))
+        if isinstance(pad, tuple) and len(pad) != nd:  # string paddings ("same") keep the centre
+            pad = tuple(d * (kk - 1) / 2 for d, kk in zip(dil, k, strict=True))
+        if isinstance(m, _TRANSPOSED):
+            stride = tuple(a / b for a, b in zip(stride_in, st, strict=True))
+            offset = tuple(
+                o + a * (p - d * (kk - 1) / 2) / b
+                for o, a, p, d, kk, b in zip(off_in, stride_in, pad, dil, k, st, strict=True)
+            )
+        else:
+            stride = tuple(a * b for a, b in zip(stride_in, st, strict=True))
+            offset = tuple(
+                o + a * (d * (kk - 1) / 2 - p)
+                for o, a, p, d, kk in zip(off_in, stride_in, pad, dil, k, strict=True)
+            )
+        record(s_out, (stride, offset))
+
+    def target_hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        target.setdefault("shape", tuple(int(v) for v in out.shape[2:]))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _CONV_TYPES + _POOLS)]
+    handles.append(find_layer(model, layer).register_forward_hook(target_hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    n_out = target["shape"]
+    found = grids.get(n_out)
+    if found is not None:
+        return FeatureGrid(found[0], found[1], True)
+    stride = tuple(a / b for a, b in zip(shape, n_out, strict=True))
+    return FeatureGrid(stride, tuple((s - 1) / 2 for s in stride), False)
+
+
+def _close(
+    a: tuple[tuple[float, ...], tuple[float, ...]], b: tuple[tuple[float, ...], tuple[float, ...]]
+) -> bool:
+    return all(abs(u - v) < 1e-6 for x, y in zip(a, b, strict=True) for u, v in zip(x, y, strict=True))

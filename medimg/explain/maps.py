@@ -184,6 +184,30 @@ def compute_saliency(
     return result
 
 
+def place_on_grid(
+    array: np.ndarray, shape: tuple[int, ...], stride: tuple[float, ...], offset: tuple[float, ...]
+) -> np.ndarray:
+    """Resample a feature map whose cell ``i`` is centred on input voxel ``stride * i + offset``.
+
+    Linear interpolation along each axis in turn (memory: the output, not a sampling grid);
+    voxels beyond the first or last cell centre take that cell's value. With
+    ``offset = (stride - 1) / 2`` this is :func:`upsample_to`.
+
+    Example:
+        >>> place_on_grid(np.array([[[0.0, 1.0]]]), (1, 1, 4), (1, 1, 2), (0, 0, 0))[0, 0].tolist()
+        [0.0, 0.5, 1.0, 1.0]
+    """
+    out = np.asarray(array, dtype=np.float32)
+    for axis, (size, s, o) in enumerate(zip(shape, stride, offset, strict=True)):
+        n = out.shape[axis]
+        u = np.clip((np.arange(size, dtype=np.float64) - o) / s, 0, n - 1)
+        i0 = np.minimum(np.floor(u).astype(np.int64), max(n - 2, 0))
+        i1 = np.minimum(i0 + 1, n - 1)
+        w = (u - i0).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+        out = np.take(out, i0, axis=axis) * (1 - w) + np.take(out, i1, axis=axis) * w
+    return out.astype(np.float32)
+
+
 def upsample_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Resample a ``(D, H, W)`` array to ``shape`` trilinearly (voxel centres aligned).
 

@@ -6,15 +6,21 @@ The ResNets keep MONAI's module names, which are the MedicalNet names (Chen et
 al., *Med3D*): a MedicalNet checkpoint loads after stripping its ``module.``
 prefix. Their shortcut type and downsample bias default to the MedicalNet
 choice for each depth, so the published weights fit without extra settings.
+
+``output_stride`` keeps the last feature map fine (dilated instead of strided layers, as in
+DeepLab; the weights are the same tensors), so that maps read from ``layer4`` can show small
+structures (see :class:`LocalResNet`).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from monai.networks import nets
 from torch import nn
 
+from medimg.errors import ConfigError
 from medimg.models.networks import register_network
 
 RESNET_LAYERS: dict[int, tuple[str, list[int]]] = {
@@ -52,11 +58,65 @@ def medicalnet_resnet_args(depth: int) -> dict[str, Any]:
     return {"shortcut_type": "A" if short else "B", "bias_downsample": short}
 
 
+class LocalResNet(nets.ResNet):
+    """MONAI's ``ResNet`` with a chosen output stride (input voxels per ``layer4`` voxel).
+
+    With the default (``output_stride=None``: conv1 stride x max pool x 8) this is MONAI's
+    network, operation for operation. A smaller output stride replaces the last strided layers
+    by dilated ones (as in DeepLab): the module names and weight shapes do not change, so
+    MedicalNet weights still load, but ``layer4`` keeps a finer grid, which is what a Grad-CAM
+    map is read from. Small lesions need it: at stride 32 a 48^3 input gives ``layer4`` 2^3 cells.
+
+    Example:
+        >>> import torch
+        >>> net = LocalResNet("basic", [1, 1, 1, 1], [64, 128, 256, 512], spatial_dims=3,
+        ...                   n_input_channels=1, num_classes=2, widen_factor=0.25,
+        ...                   conv1_t_stride=2, output_stride=4)
+        >>> tuple(net.layer4(net.layer3(net.layer2(net.layer1(net.maxpool(net.act(net.bn1(
+        ...     net.conv1(torch.zeros(1, 1, 48, 48, 48))))))))).shape)
+        (1, 128, 12, 12, 12)
+    """
+
+    def __init__(self, *args: Any, output_stride: int | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        stem = int(kw.get("conv1_t_stride", 1)) * (1 if kw.get("no_max_pool", False) else 2)
+        self.output_stride = stem * 8 if output_stride is None else output_stride
+        allowed = [stem * 2**j for j in range(4)]
+        if self.output_stride not in allowed:
+            raise ConfigError(
+                f"model.params.output_stride: expected one of {allowed} for this stem "
+                f"(conv1_t_stride x 2 for the max pool), got {output_stride!r}"
+            )
+        dilation = 1
+        for i, name in enumerate(("layer2", "layer3", "layer4"), start=2):
+            if stem * 2 ** (i - 1) > self.output_stride:  # this layer would stride past the target
+                _dilate(getattr(self, name), dilation)
+                dilation *= 2
+            elif dilation > 1:
+                _dilate(getattr(self, name), dilation)
+
+
+def _dilate(layer: nn.Sequential, dilation: int) -> None:
+    """Turn ``layer``'s stride into dilation: stride 1 everywhere, 3x3x3 convolutions dilated."""
+    for block in layer:
+        for m in block.modules():
+            if isinstance(m, (nn.Conv3d, nn.Conv2d)):
+                m.stride = (1,) * len(m.stride)
+                if m.kernel_size[0] > 1:
+                    m.dilation = (dilation,) * len(m.dilation)
+                    m.padding = tuple(dilation * (k // 2) for k in m.kernel_size)
+        if hasattr(block, "stride"):
+            block.stride = 1
+        ds = getattr(block, "downsample", None)
+        if isinstance(ds, partial):  # shortcut type A: pooled identity with zero channels
+            block.downsample = partial(ds.func, *ds.args, **{**ds.keywords, "stride": 1})
+
+
 def _register_resnet(depth: int) -> None:
     block, layers = RESNET_LAYERS[depth]
 
     def build(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
-        return nets.ResNet(
+        return LocalResNet(
             block,
             layers,
             [64, 128, 256, 512],
@@ -78,6 +138,7 @@ def _register_resnet(depth: int) -> None:
             "widen_factor": 1.0,
             "act": ("relu", {"inplace": True}),
             "norm": "batch",
+            "output_stride": None,
             **medicalnet_resnet_args(depth),
         },
         head=("fc",),

@@ -137,3 +137,45 @@ def test_dynunet_alias_keys_are_not_counted_twice():
     net = build_network("dynunet", in_channels=1, out_channels=2, **SMALL["dynunet"])
     assert len(unique_state_keys(net)) < len(net.state_dict())
     assert not any(k.startswith("skip_layers.") for k in unique_state_keys(net))
+
+
+def test_resnet_output_stride_keeps_weights_and_refines_layer4():
+    from monai.networks import nets
+
+    from medimg.models.classification_nets import LocalResNet
+
+    kw = {"widen_factor": 0.25, "conv1_t_size": 5, "conv1_t_stride": 2}
+    plain = build_network("resnet10", in_channels=1, out_channels=2, **kw).eval()
+    fine = build_network("resnet10", in_channels=1, out_channels=2, output_stride=4, **kw).eval()
+    shapes = {k: tuple(v.shape) for k, v in plain.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in fine.state_dict().items()} == shapes  # same checkpoints load
+    fine.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 1, 48, 48, 48, generator=torch.Generator().manual_seed(0))
+    feats: dict[str, tuple[int, ...]] = {}
+    fine.layer4.register_forward_hook(lambda _m, _i, o: feats.__setitem__("fine", tuple(o.shape[2:])))
+    plain.layer4.register_forward_hook(lambda _m, _i, o: feats.__setitem__("plain", tuple(o.shape[2:])))
+    with torch.no_grad():
+        fine(x), plain(x)
+    assert feats == {"fine": (12, 12, 12), "plain": (2, 2, 2)}
+    # the default is MONAI's network, operation for operation
+    monai_net = nets.ResNet(
+        "basic",
+        [1, 1, 1, 1],
+        [64, 128, 256, 512],
+        spatial_dims=3,
+        n_input_channels=1,
+        num_classes=2,
+        shortcut_type="B",
+        bias_downsample=False,
+        **kw,
+    ).eval()
+    monai_net.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), monai_net(x))
+    assert isinstance(plain, LocalResNet) and plain.output_stride == 32
+    # shortcut type A (ResNet-18/34) dilates its pooled identity too
+    r18 = build_network("resnet18", in_channels=1, out_channels=2, output_stride=8).eval()
+    with torch.no_grad():
+        assert r18(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 2)
+    with pytest.raises(ConfigError, match=r"model.params.output_stride: expected one of \[4, 8, 16, 32\]"):
+        build_network("resnet10", in_channels=1, out_channels=2, output_stride=6, **kw)
