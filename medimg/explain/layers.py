@@ -206,9 +206,11 @@ def feature_grid(model: nn.Module, layer: str, x: torch.Tensor) -> FeatureGrid:
             return
         stride_in, off_in = base
         k, st = per_axis(m.kernel_size), per_axis(m.stride if m.stride is not None else m.kernel_size)
-        pad, dil = per_axis(getattr(m, "padding", 0)), per_axis(getattr(m, "dilation", 1))
-        if isinstance(pad, tuple) and len(pad) != nd:  # string paddings ("same") keep the centre
+        dil, raw_pad = per_axis(getattr(m, "dilation", 1)), getattr(m, "padding", 0)
+        if raw_pad == "same":  # keeps each output cell on its input cell
             pad = tuple(d * (kk - 1) / 2 for d, kk in zip(dil, k, strict=True))
+        else:
+            pad = per_axis(0 if raw_pad == "valid" else raw_pad)
         if isinstance(m, _TRANSPOSED):
             stride = tuple(a / b for a, b in zip(stride_in, st, strict=True))
             offset = tuple(

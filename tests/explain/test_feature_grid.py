@@ -32,6 +32,15 @@ def test_grid_of_strided_convolutions_and_pools():
     assert g.stride == (2.0,) * 3 and g.offset == (-1.0,) * 3
 
 
+def test_string_paddings():
+    x = torch.zeros(1, 1, 16, 16, 16)
+    same = nn.Sequential(nn.Conv3d(1, 2, 5, padding="same"), nn.MaxPool3d(2))
+    assert feature_grid(same, "1", x).offset == (0.5,) * 3
+    valid = nn.Sequential(nn.Conv3d(1, 2, 5, padding="valid"), nn.MaxPool3d(2))
+    g = feature_grid(valid, "1", x)  # 12^3 after the convolution, its cell 0 on voxel 2
+    assert g.stride == (2.0,) * 3 and g.offset == (2.5,) * 3
+
+
 def test_resnet_grids_and_output_stride():
     x = torch.zeros(1, 1, 48, 48, 48)
     net = _resnet10(conv1_t_stride=2)
