@@ -98,13 +98,18 @@ def _output_shapes(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict
             shapes.setdefault(name, tuple(int(s) for s in out.shape[2:]))
 
         handles.append(modules[name].register_forward_hook(hook))
+    _forward_then_remove(model, x, handles)
+    return shapes
+
+
+def _forward_then_remove(model: nn.Module, x: torch.Tensor, handles: list[Any]) -> None:
+    """One forward pass without gradients, then remove the hooks ``handles`` (also on error)."""
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
-    return shapes
 
 
 @contextlib.contextmanager
@@ -231,12 +236,7 @@ def feature_grid(model: nn.Module, layer: str, x: torch.Tensor) -> FeatureGrid:
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _CONV_TYPES + _POOLS)]
     handles.append(find_layer(model, layer).register_forward_hook(target_hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_then_remove(model, x, handles)
     n_out = target["shape"]
     found = grids.get(n_out)
     if found is not None:
