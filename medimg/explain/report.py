@@ -94,7 +94,19 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A parameter value as the report shows it.
+
+    Example:
+        >>> _fmt({"stride": [4.0, 4.0, 4.0], "alignment": "traced"})
+        'stride 4, 4, 4; alignment traced'
+    """
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
 
 
 def structure_centre(mask: np.ndarray | None) -> tuple[int, int, int] | None:

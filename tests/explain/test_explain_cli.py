@@ -64,8 +64,10 @@ def test_cli_over_a_manifest_with_one_truncated_case(study, capsys):
     rows = {r["case_key"]: r for r in summary["cases"]}
     assert rows["case_0003"]["status"] == "failed"
     assert rows["case_0000"]["reference"] == 1  # the manifest's class column (workflow data.label_column)
-    assert rows["case_0000"]["methods"]["gradcam"]["params"]["layer"].startswith("layer")
+    gradcam = rows["case_0000"]["methods"]["gradcam"]["params"]
+    assert gradcam["layer"].startswith("layer") and gradcam["feature_grid"]["alignment"] == "traced"
     page = (out / "case_0000" / "report.html").read_text()
+    assert "alignment traced" in page  # where the layer's cells were drawn, in the method's parameters
     assert "Through the lesion/organ centre" in page  # the manifest's lesion column
     assert "quickstart_cls (resnet10)" in page
     assert 'href="case_0000/report.html"' in (out / "index.html").read_text()
