@@ -4,8 +4,9 @@ The maths follows MONAI's ``monai.visualize.GradCAM``/``GradCAMpp``; the hooks l
 one call (:func:`medimg.explain.layers.capture_layer`) and the target is any scalar score of
 the logits, which is what Seg-Grad-CAM needs (a label's logits summed inside a region).
 The map is the ReLU of the weighted activation sum, resampled trilinearly to the input grid
-with each cell placed where its receptive field is centred (:func:`feature_grid`, measured
-once per architecture); its values are not rescaled (reports rescale for display).
+with each cell placed where its receptive field is centred (:func:`feature_grid`, traced
+from the network's convolutions and poolings in one extra forward pass); its values are not
+rescaled (reports rescale for display).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ way to the last convolution that is large enough. For segmentation networks (enc
 the deepest convolution (fewest output voxels), i.e. the bottleneck, is the default. Both are
 found with one forward pass with temporary hooks.
 
-:func:`feature_grid` measures where a layer's cells sit on the input grid, so that a map read
+:func:`feature_grid` traces where a layer's cells sit on the input grid, so that a map read
 from that layer is drawn where its cells look: a stride-4 layer of "same"-padded convolutions
 has cell ``i`` centred on voxel ``4i``, not ``4i + 1.5`` as plain resizing assumes.
 """
@@ -145,21 +145,21 @@ def capture_layer(model: nn.Module, name: str) -> Iterator[dict[str, torch.Tenso
 class FeatureGrid:
     """Where a layer's cells sit on the input grid: cell ``i`` is centred on voxel ``stride * i + offset``.
 
-    ``measured`` is False when the layer's grid could not be traced from the network's
+    ``traced`` is False when the layer's grid could not be traced from the network's
     convolutions and poolings (an operation outside modules changed it); the grid then
     assumes that cells tile the input (``offset = (stride - 1) / 2``, plain resizing).
     """
 
     stride: tuple[float, ...]
     offset: tuple[float, ...]
-    measured: bool
+    traced: bool
 
     def as_params(self) -> dict[str, Any]:
         """The grid as report parameters."""
         return {
             "stride": [round(s, 3) for s in self.stride],
             "offset": [round(o, 3) for o in self.offset],
-            "alignment": "traced" if self.measured else "assumed (cells tile the input)",
+            "alignment": "traced" if self.traced else "assumed (cells tile the input)",
         }
 
 
@@ -180,7 +180,7 @@ def feature_grid(model: nn.Module, layer: str, x: torch.Tensor) -> FeatureGrid:
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, stride=2, padding=1), torch.nn.MaxPool3d(2))
         >>> feature_grid(net, "1", torch.zeros(1, 1, 16, 16, 16))
-        FeatureGrid(stride=(4.0, 4.0, 4.0), offset=(1.0, 1.0, 1.0), measured=True)
+        FeatureGrid(stride=(4.0, 4.0, 4.0), offset=(1.0, 1.0, 1.0), traced=True)
     """
     shape = tuple(int(s) for s in x.shape[2:])
     nd = len(shape)
@@ -237,6 +237,10 @@ def feature_grid(model: nn.Module, layer: str, x: torch.Tensor) -> FeatureGrid:
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _CONV_TYPES + _POOLS)]
     handles.append(find_layer(model, layer).register_forward_hook(target_hook))
     _forward_then_remove(model, x, handles)
+    if "shape" not in target:
+        raise RuntimeError(
+            f"layer {layer!r} did not run in the forward pass; choose a layer the network uses"
+        )
     n_out = target["shape"]
     found = grids.get(n_out)
     if found is not None:

@@ -24,7 +24,7 @@ def test_grid_of_strided_convolutions_and_pools():
     net = nn.Sequential(nn.Conv3d(1, 2, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool3d(2))
     x = torch.zeros(1, 1, 16, 16, 16)
     g = feature_grid(net, "0", x)
-    assert g.stride == (2.0,) * 3 and g.offset == (0.0,) * 3 and g.measured
+    assert g.stride == (2.0,) * 3 and g.offset == (0.0,) * 3 and g.traced
     g = feature_grid(net, "2", x)  # a 2x2x2 pool centres its cell between two inputs
     assert g.stride == (4.0,) * 3 and g.offset == (1.0,) * 3
     up = nn.Sequential(nn.Conv3d(1, 2, 5, stride=4, padding=2), nn.ConvTranspose3d(2, 1, 2, stride=2))
@@ -48,7 +48,7 @@ def test_resnet_grids_and_output_stride():
     assert feature_grid(net, "layer2", x).offset == (0.0,) * 3
     fine = _resnet10(conv1_t_stride=2, output_stride=4)
     g = feature_grid(fine, "layer4", x)
-    assert g.stride == (4.0,) * 3 and g.offset == (0.0,) * 3 and g.measured
+    assert g.stride == (4.0,) * 3 and g.offset == (0.0,) * 3 and g.traced
 
 
 @pytest.mark.parametrize("layer", ["layer1", "layer2"])
@@ -79,7 +79,7 @@ def test_untraceable_grid_falls_back_to_tiling():
             return self.conv(nn.functional.avg_pool3d(x, 4))
 
     g = feature_grid(FunctionalPool(), "conv", torch.zeros(1, 1, 16, 16, 16))
-    assert not g.measured and g.stride == (4.0,) * 3 and g.offset == (1.5,) * 3
+    assert not g.traced and g.stride == (4.0,) * 3 and g.offset == (1.5,) * 3
     assert g.as_params()["alignment"].startswith("assumed")
 
 
