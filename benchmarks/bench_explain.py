@@ -60,59 +60,46 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     import torch
 
     from benchmarks.common import row
-    from medimg.data.synthetic import make_case
     from medimg.explain import compute_saliency
-    from medimg.explain.caseprep import mask_on_grid
+    from medimg.explain.caseprep import synthetic_lesion_cases
     from medimg.explain.layers import default_target_layer
     from medimg.explain.targets import class_probabilities
     from medimg.inference.model_io import load_trained
-    from medimg.io.nifti import save_nifti
 
     n = 4 if quick else 20
     hits: dict[str, int] = {}
-    chance: list[float] = []
     p_before: list[float] = []
     p_filled: list[float] = []
-    default_layer = ""
     with tempfile.TemporaryDirectory(prefix="bench_explain_") as tmp:
         root = Path(tmp)
         tm = load_trained(str(_train(root, quick)))
         model = tm.model.eval()
-        for i in range(n):
-            case = make_case(1000 + i, seed=7, with_lesion=True)
-            image, lesion = root / f"img{i}.nii.gz", root / f"lesion{i}.nii.gz"
-            save_nifti(case.image, image)
-            save_nifti(case.lesion, lesion, dtype=np.uint8)
-            tensor, meta = tm.preprocess(str(image))
-            x = tensor[None].float()
-            mask = mask_on_grid(lesion, tuple(x.shape[2:]), np.asarray(meta["affine"]))
-            chance.append(float(mask.mean()))
-            default_layer = default_layer or default_target_layer(model, x)
+        cases = synthetic_lesion_cases(root, n, tm.preprocess)
+        chance = [float(c.structure.mean()) for c in cases if c.structure is not None]
+        default_layer = default_target_layer(model, cases[0].tensor)
+
+        def count(net: torch.nn.Module, key: str, method: str, **kwargs: Any) -> None:
+            for c in cases:
+                assert c.structure is not None
+                peak = compute_saliency(net, c.tensor, method, target_class=1, **kwargs).peak_index
+                hits[key] = hits.get(key, 0) + bool(c.structure[peak])
+
+        for c in cases:
             # does the model use the lesion? fill it with the median of a 2-voxel shell around it
-            m = torch.as_tensor(mask)[None, None]
+            x, m = c.tensor, torch.as_tensor(c.structure)[None, None]
             shell = (torch.nn.functional.max_pool3d(m.float(), 5, 1, 2) > 0) & ~m
             filled = x.clone()
             filled[m] = x[shell].median()
             with torch.no_grad():
                 p_before.append(float(class_probabilities(model(x))[0, 1]))
                 p_filled.append(float(class_probabilities(model(filled))[0, 1]))
-            for method, layer in METHODS:
-                kwargs = {"layer": layer} if layer else {}
-                peak = compute_saliency(model, x, method, target_class=1, **kwargs).peak_index
-                key = f"{method} ({layer or 'default'})" if method == "gradcam" else method
-                hits[key] = hits.get(key, 0) + bool(mask[peak])
+        for method, layer in METHODS:
+            key = f"{method} ({layer or 'default'})" if method == "gradcam" else method
+            count(model, key, method, **({"layer": layer} if layer else {}))
         for seed in () if quick else EXTRA_SEEDS:
             other = load_trained(str(_train(root / f"seed{seed}", quick, seed))).model.eval()
-            for i in range(n):
-                tensor, meta = tm.preprocess(str(root / f"img{i}.nii.gz"))
-                x = tensor[None].float()
-                mask = mask_on_grid(
-                    root / f"lesion{i}.nii.gz", tuple(x.shape[2:]), np.asarray(meta["affine"])
-                )
-                for method in ("gradcam", "gradcam++"):
-                    peak = compute_saliency(other, x, method, target_class=1).peak_index
-                    key = f"{method} (default), training seed {seed}"
-                    hits[key] = hits.get(key, 0) + bool(mask[peak])
+            for method in ("gradcam", "gradcam++"):
+                count(other, f"{method} (default), training seed {seed}", method)
     base = float(np.mean(chance))
     extra = {
         "cases": n,

@@ -5,7 +5,7 @@ one call (:func:`medimg.explain.layers.capture_layer`) and the target is any sca
 the logits, which is what Seg-Grad-CAM needs (a label's logits summed inside a region).
 The map is the ReLU of the weighted activation sum, resampled trilinearly to the input grid
 with each cell placed where its receptive field is centred (:func:`feature_grid`, traced
-from the network's convolutions and poolings in one extra forward pass); its values are not
+from the network's convolutions and poolings during the same forward pass); its values are not
 rescaled (reports rescale for display).
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medimg.explain.layers import FeatureGrid, capture_layer, default_target_layer, feature_grid
+from medimg.explain.layers import FeatureGrid, capture_layer, default_target_layer, tracing_grid
 from medimg.explain.maps import SaliencyMap, place_on_grid, register_method
 from medimg.explain.targets import ScoreFn, class_logit_score, region_label_score, resolve_target_class
 
@@ -24,11 +24,12 @@ def _weighted_activation(
     model: torch.nn.Module, x: torch.Tensor, score_fn: ScoreFn, layer: str, plus: bool
 ) -> tuple[np.ndarray, FeatureGrid]:
     x = x.detach().clone().float().requires_grad_(True)
-    with torch.enable_grad(), capture_layer(model, layer) as store:
+    with torch.enable_grad(), capture_layer(model, layer) as store, tracing_grid(model, layer, x) as traced:
         model.zero_grad(set_to_none=True)
         score = score_fn(model(x)).sum()
         score.backward()
     model.zero_grad(set_to_none=True)
+    grid = traced()
     if "gradient" not in store:
         raise RuntimeError(f"no gradient reached layer {layer!r}; is it used by the forward pass?")
     acti, grad = store["activation"], store["gradient"]
@@ -46,7 +47,6 @@ def _weighted_activation(
     cam = F.relu((weights * acti).sum(dim=1))[0]
     if cam.ndim == 2:  # a 2D layer inside a 3D model is not expected, but keep the shape honest
         cam = cam[None]
-    grid = feature_grid(model, layer, x)
     shape = tuple(int(s) for s in x.shape[2:])
     return place_on_grid(cam.cpu().numpy(), shape, grid.stride, grid.offset), grid
 

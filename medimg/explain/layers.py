@@ -15,7 +15,7 @@ has cell ``i`` centred on voxel ``4i``, not ``4i + 1.5`` as plain resizing assum
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,18 +98,13 @@ def _output_shapes(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict
             shapes.setdefault(name, tuple(int(s) for s in out.shape[2:]))
 
         handles.append(modules[name].register_forward_hook(hook))
-    _forward_then_remove(model, x, handles)
-    return shapes
-
-
-def _forward_then_remove(model: nn.Module, x: torch.Tensor, handles: list[Any]) -> None:
-    """One forward pass without gradients, then remove the hooks ``handles`` (also on error)."""
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
+    return shapes
 
 
 @contextlib.contextmanager
@@ -182,6 +177,25 @@ def feature_grid(model: nn.Module, layer: str, x: torch.Tensor) -> FeatureGrid:
         >>> feature_grid(net, "1", torch.zeros(1, 1, 16, 16, 16))
         FeatureGrid(stride=(4.0, 4.0, 4.0), offset=(1.0, 1.0, 1.0), traced=True)
     """
+    with tracing_grid(model, layer, x) as grid, torch.no_grad():
+        model(x)
+    return grid()
+
+
+@contextlib.contextmanager
+def tracing_grid(model: nn.Module, layer: str, x: torch.Tensor) -> Iterator[Callable[[], FeatureGrid]]:
+    """:func:`feature_grid` traced during a forward pass the caller runs anyway (Grad-CAM's own).
+
+    Yields a function that returns the grid once the forward pass with input ``x`` is done.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, stride=2, padding=1))
+        >>> x = torch.zeros(1, 1, 8, 8, 8)
+        >>> with tracing_grid(net, "0", x) as grid:
+        ...     _ = net(x)
+        >>> grid().stride
+        (2.0, 2.0, 2.0)
+    """
     shape = tuple(int(s) for s in x.shape[2:])
     nd = len(shape)
     grids: dict[tuple[int, ...], tuple[tuple[float, ...], tuple[float, ...]] | None] = {
@@ -234,19 +248,25 @@ def feature_grid(model: nn.Module, layer: str, x: torch.Tensor) -> FeatureGrid:
         out = out[0] if isinstance(out, (tuple, list)) else out
         target.setdefault("shape", tuple(int(v) for v in out.shape[2:]))
 
+    def result() -> FeatureGrid:
+        if "shape" not in target:
+            raise RuntimeError(
+                f"layer {layer!r} did not run in the forward pass; choose a layer the network uses"
+            )
+        n_out = target["shape"]
+        found = grids.get(n_out)
+        if found is not None:
+            return FeatureGrid(found[0], found[1], True)
+        stride = tuple(a / b for a, b in zip(shape, n_out, strict=True))
+        return FeatureGrid(stride, tuple((s - 1) / 2 for s in stride), False)
+
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _CONV_TYPES + _POOLS)]
     handles.append(find_layer(model, layer).register_forward_hook(target_hook))
-    _forward_then_remove(model, x, handles)
-    if "shape" not in target:
-        raise RuntimeError(
-            f"layer {layer!r} did not run in the forward pass; choose a layer the network uses"
-        )
-    n_out = target["shape"]
-    found = grids.get(n_out)
-    if found is not None:
-        return FeatureGrid(found[0], found[1], True)
-    stride = tuple(a / b for a, b in zip(shape, n_out, strict=True))
-    return FeatureGrid(stride, tuple((s - 1) / 2 for s in stride), False)
+    try:
+        yield result
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _close(
