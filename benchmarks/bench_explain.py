@@ -68,6 +68,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
     n = 4 if quick else 20
     hits: dict[str, int] = {}
+    distances: dict[str, list[float]] = {}  # from each map's peak to the lesion's centre, in voxels
     p_before: list[float] = []
     p_filled: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench_explain_") as tmp:
@@ -83,6 +84,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 assert c.structure is not None
                 peak = compute_saliency(net, c.tensor, method, target_class=1, **kwargs).peak_index
                 hits[key] = hits.get(key, 0) + bool(c.structure[peak])
+                centre = np.argwhere(c.structure).mean(0)
+                distances.setdefault(key, []).append(float(np.linalg.norm(np.subtract(peak, centre))))
 
         for c in cases:
             # does the model use the lesion? fill it with the median of a 2-voxel shell around it
@@ -117,6 +120,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             base,
             higher_is_better=True,
             hits=hits[key],
+            median_peak_to_lesion_centre_vox=round(float(np.median(distances[key])), 2),
             **extra,
         )
         for key in hits
