@@ -1,6 +1,7 @@
 """Choosing the layer a Grad-CAM style map is read from, and capturing its activations and gradients.
 
-Defaults per network family: MONAI ``DenseNet*`` -> ``class_layers.relu`` (the last feature map
+Defaults: the layer a network names as its ``cam_layer`` attribute (medimg's ``patchnet``: its
+last convolution); per network family: MONAI ``DenseNet*`` -> ``class_layers.relu`` (the last feature map
 after the final norm/ReLU), ResNet-like -> ``layer4``, otherwise the last 3D convolution; a
 layer whose feature map is too small to localise (under 4 voxels a side for this input) gives
 way to the last convolution that is large enough. For segmentation networks (encoder-decoder)
@@ -76,7 +77,9 @@ def default_target_layer(
         shapes = _output_shapes(model, x, convs)
         smallest = min(int(torch.Size(s).numel()) for s in shapes.values())
         return [n for n in convs if n in shapes and int(torch.Size(shapes[n]).numel()) == smallest][-1]
-    chain = next(([n for n in c if n in names] for c in _FAMILY_CHAINS if c[0] in names), [])
+    own = getattr(model, "cam_layer", None)  # a network may name its own layer (patchnet does)
+    chain = [own] if isinstance(own, str) and own in names else []
+    chain = chain or next(([n for n in c if n in names] for c in _FAMILY_CHAINS if c[0] in names), [])
     plain = [n for n in convs if "downsample" not in n and "shortcut" not in n] or convs
     candidates = chain + plain[::-1]  # preferred first, then from the deepest convolution up
     if x is None:

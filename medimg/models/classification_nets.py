@@ -10,6 +10,10 @@ choice for each depth, so the published weights fit without extra settings.
 ``output_stride`` keeps the last feature map fine (dilated instead of strided layers, as in
 DeepLab; the weights are the same tensors), so that maps read from ``layer4`` can show small
 structures (see :class:`LocalResNet`).
+
+``patchnet`` is a small classifier for findings that sit in one place (a lesion): a bounded
+receptive field and channel-wise global max pooling, so that the class is decided where the
+finding is and a Grad-CAM map points there (see :class:`PatchNet`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import torch
 from monai.networks import nets
 from torch import nn
 
@@ -176,3 +181,93 @@ def _register_efficientnet(variant: str) -> None:
 
 for _variant in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"):
     _register_efficientnet(_variant)
+
+
+class PatchNet(nn.Module):
+    """A small fully convolutional classifier for a finding that sits in one place.
+
+    3x3(x3) convolutions with ReLU (``channels``: one width per convolution), a 2x max pool after
+    each convolution listed in ``pools``, then each feature channel's maximum over space and a
+    linear layer (``fc``). The receptive field is bounded (``receptive_field`` voxels per side,
+    10 for the defaults), so a cell's features only describe its own neighbourhood, and with
+    ``pool="max"`` each channel's evidence comes from the one cell where it is strongest, as in
+    Oquab et al. (2015), "Is object localization for free?": the finding decides the class where
+    it is, which is where a Grad-CAM map read from the last convolution (``cam_layer``) peaks.
+    ``pool="avg"`` gives the usual global average for comparison.
+
+    ``input_range`` is the intensity range the preprocessing produces (``[0, 1]`` for
+    ``ct_window`` and ``minmax``); the network maps it to ``[-1, 1]`` first, because zero-centred
+    inputs let it learn from every training seed (``null`` for inputs already centred, such as
+    ``zscore``).
+
+    Example:
+        >>> net = PatchNet(3, 1, 2)
+        >>> net(torch.zeros(2, 1, 24, 24, 24)).shape, net.receptive_field, net.output_stride, net.cam_layer
+        (torch.Size([2, 2]), 10, 2, 'features.5')
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        channels: tuple[int, ...] | list[int] = (8, 16, 16),
+        pools: tuple[int, ...] | list[int] = (2,),
+        pool: str = "max",
+        input_range: tuple[float, float] | list[float] | None = (0.0, 1.0),
+    ) -> None:
+        super().__init__()
+        if not channels or any(int(c) < 1 for c in channels):
+            raise ValueError(f"channels must be a non-empty list of positive integers, got {channels!r}")
+        if any(not 1 <= int(i) < len(channels) for i in pools):
+            raise ValueError(
+                f"pools must list convolutions (1..{len(channels) - 1}) followed by a 2x max pool, got {pools!r}"
+            )
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        if input_range is not None and (
+            len(input_range) != 2 or not float(input_range[0]) < float(input_range[1])
+        ):
+            raise ValueError(f"input_range must be [low, high] with low < high, or null; got {input_range!r}")
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        down = nn.MaxPool3d if spatial_dims == 3 else nn.MaxPool2d
+        layers: list[nn.Module] = []
+        width, rf, jump = in_channels, 1, 1
+        last = len(channels)
+        for i, c in enumerate((int(c) for c in channels), start=1):
+            layers.append(conv(width, c, 3, padding=1))
+            width, rf = c, rf + 2 * jump
+            if i < last:  # the last convolution's ReLU is applied in forward: Grad-CAM reads it raw
+                layers.append(nn.ReLU())
+                if i in {int(p) for p in pools}:
+                    layers.append(down(2))
+                    rf, jump = rf + jump, jump * 2
+        self.cam_layer = f"features.{len(layers) - 1}"
+        self.features = nn.Sequential(*layers)
+        self.act = nn.ReLU()
+        self.pool = pool
+        self.receptive_field, self.output_stride = rf, jump
+        lo, hi = (0.0, 2.0) if input_range is None else (float(input_range[0]), float(input_range[1]))
+        shift = (lo + hi) / 2 if input_range is not None else 0.0  # set by the workflow, not saved
+        self.register_buffer("input_shift", torch.tensor(shift), persistent=False)
+        self.register_buffer(
+            "input_scale", torch.tensor(2.0 / (hi - lo) if input_range is not None else 1.0), persistent=False
+        )
+        self.fc = nn.Linear(width, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.act(self.features((x - self.input_shift) * self.input_scale)).flatten(2)
+        return self.fc(f.amax(dim=2) if self.pool == "max" else f.mean(dim=2))
+
+
+@register_network(
+    "patchnet",
+    task="classification",
+    defaults={"channels": (8, 16, 16), "pools": (2,), "pool": "max", "input_range": (0.0, 1.0)},
+    head=("fc",),
+    description="Small classifier for a localised finding: bounded receptive field, global max pooling "
+    "(the class is decided where the finding is; Grad-CAM points there).",
+)
+def build_patchnet(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
+    """Build a :class:`PatchNet`."""
+    return PatchNet(spatial_dims, in_channels, out_channels, **params)

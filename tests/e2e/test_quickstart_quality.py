@@ -46,12 +46,12 @@ def test_classification_quickstart_auroc(cls_model):
     assert summary["test_auroc"] >= 0.9, summary
 
 
-def test_classification_quickstart_attributions_find_the_lesion(cls_model, tmp_path):
-    """docs/explain.md: on the shipped classifier, SmoothGrad and integrated gradients peak in the lesion.
+def test_classification_quickstart_maps_peak_inside_the_lesion(cls_model, tmp_path):
+    """Issue 5's pointing game on the shipped classifier (docs/explain.md).
 
-    Ten positive cases the model never saw (another study seed); the peak of each map must fall
-    inside the lesion mask on at least 9 of them. (Grad-CAM does not reliably, on this
-    network: the documentation says why.)
+    Twenty positive cases the model never saw (another study seed); the peak of each map must
+    fall inside the lesion mask, the structure that decides the class, on at least 90% of them:
+    Grad-CAM at the network's default layer, SmoothGrad and integrated gradients.
     """
     import torch
 
@@ -62,11 +62,11 @@ def test_classification_quickstart_attributions_find_the_lesion(cls_model, tmp_p
     torch.set_num_threads(2)
     tm = load_trained(str(cls_model))
     model = tm.model.eval()
-    hits = {"smoothgrad": 0, "integrated-gradients": 0}
-    for case in synthetic_lesion_cases(tmp_path, 10, tm.preprocess):
+    hits = {"gradcam": 0, "smoothgrad": 0, "integrated-gradients": 0}
+    cases = synthetic_lesion_cases(tmp_path, 20, tm.preprocess)
+    for case in cases:
         assert case.structure is not None and case.structure.any()
         for method in hits:
-            hits[method] += bool(
-                case.structure[compute_saliency(model, case.tensor, method, target_class=1).peak_index]
-            )
-    assert all(n >= 9 for n in hits.values()), hits
+            peak = compute_saliency(model, case.tensor, method, target_class=1).peak_index
+            hits[method] += bool(case.structure[peak])
+    assert all(n >= 0.9 * len(cases) for n in hits.values()), hits

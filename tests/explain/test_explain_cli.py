@@ -65,11 +65,11 @@ def test_cli_over_a_manifest_with_one_truncated_case(study, capsys):
     assert rows["case_0003"]["status"] == "failed"
     assert rows["case_0000"]["reference"] == 1  # the manifest's class column (workflow data.label_column)
     gradcam = rows["case_0000"]["methods"]["gradcam"]["params"]
-    assert gradcam["layer"].startswith("layer") and gradcam["feature_grid"]["alignment"] == "traced"
+    assert gradcam["layer"] == "features.5" and gradcam["feature_grid"]["alignment"] == "traced"
     page = (out / "case_0000" / "report.html").read_text()
     assert "alignment traced" in page  # where the layer's cells were drawn, in the method's parameters
     assert "Through the lesion/organ centre" in page  # the manifest's lesion column
-    assert "quickstart_cls (resnet10)" in page
+    assert "quickstart_cls (patchnet)" in page
     assert 'href="case_0000/report.html"' in (out / "index.html").read_text()
 
 
@@ -158,7 +158,7 @@ def test_cli_with_checkpoint_and_workflow(study, capsys):
         ckpt,
     )
     wf_path = root / "model" / "workflow.yaml"
-    assert load_workflow(wf_path).model.name == "resnet10"
+    assert load_workflow(wf_path).model.name == "patchnet"
     out = root / "out_ckpt"
     code = main(
         [

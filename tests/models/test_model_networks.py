@@ -71,7 +71,15 @@ def test_segmentation_networks_keep_the_grid(name):
 
 
 @pytest.mark.parametrize(
-    "name,dims", [("densenet121", 3), ("resnet10", 3), ("resnet18", 2), ("efficientnet-b0", 2)]
+    "name,dims",
+    [
+        ("densenet121", 3),
+        ("resnet10", 3),
+        ("resnet18", 2),
+        ("efficientnet-b0", 2),
+        ("patchnet", 3),
+        ("patchnet", 2),
+    ],
 )
 def test_classification_networks_output_logits(name, dims):
     net = build_network(name, spatial_dims=dims, in_channels=1, out_channels=4, **SMALL.get(name, {})).eval()
