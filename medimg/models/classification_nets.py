@@ -196,9 +196,9 @@ class PatchNet(nn.Module):
     ``pool="avg"`` gives the usual global average for comparison.
 
     ``input_range`` is the intensity range the preprocessing produces (``[0, 1]`` for
-    ``ct_window`` and ``minmax``); the network maps it to ``[-1, 1]`` first, because zero-centred
-    inputs let it learn from every training seed (``null`` for inputs already centred, such as
-    ``zscore``).
+    ``ct_window`` and ``minmax``); the network maps it to ``[-1, 1]`` first (``null`` for inputs
+    already centred, such as ``zscore``). On the classification quickstart's [0, 1] inputs,
+    training without that centring failed to learn from some seeds.
 
     Example:
         >>> net = PatchNet(3, 1, 2)
@@ -247,12 +247,10 @@ class PatchNet(nn.Module):
         self.act = nn.ReLU()
         self.pool = pool
         self.receptive_field, self.output_stride = rf, jump
-        lo, hi = (0.0, 2.0) if input_range is None else (float(input_range[0]), float(input_range[1]))
-        shift = (lo + hi) / 2 if input_range is not None else 0.0  # set by the workflow, not saved
-        self.register_buffer("input_shift", torch.tensor(shift), persistent=False)
-        self.register_buffer(
-            "input_scale", torch.tensor(2.0 / (hi - lo) if input_range is not None else 1.0), persistent=False
-        )
+        lo, hi = (-1.0, 1.0) if input_range is None else (float(input_range[0]), float(input_range[1]))
+        # configuration, not weights: set by the workflow, never read from a checkpoint
+        self.register_buffer("input_shift", torch.tensor((lo + hi) / 2), persistent=False)
+        self.register_buffer("input_scale", torch.tensor(2.0 / (hi - lo)), persistent=False)
         self.fc = nn.Linear(width, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
