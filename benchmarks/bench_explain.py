@@ -26,13 +26,7 @@ from typing import Any
 
 NAME = "explain"
 ROOT = Path(__file__).resolve().parents[1]
-METHODS: tuple[tuple[str, str | None], ...] = (
-    ("smoothgrad", None),
-    ("integrated-gradients", None),
-    ("occlusion", None),
-    ("gradcam", None),
-    ("gradcam++", None),
-)
+METHODS = ("smoothgrad", "integrated-gradients", "occlusion", "gradcam", "gradcam++")
 EXTRA_SEEDS = (1, 7, 3, 11)
 RESNET = (
     "model.name=resnet10",
@@ -84,10 +78,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         chance = [float(c.structure.mean()) for c in cases if c.structure is not None]
         default_layer = default_target_layer(model, cases[0].tensor)
 
-        def count(net: torch.nn.Module, key: str, method: str, **kwargs: Any) -> None:
+        def count(net: torch.nn.Module, key: str, method: str) -> None:
             for c in cases:
                 assert c.structure is not None
-                peak = compute_saliency(net, c.tensor, method, target_class=1, **kwargs).peak_index
+                peak = compute_saliency(net, c.tensor, method, target_class=1).peak_index
                 hits[key] = hits.get(key, 0) + bool(c.structure[peak])
                 centre = np.argwhere(c.structure).mean(0)
                 distances.setdefault(key, []).append(float(np.linalg.norm(np.subtract(peak, centre))))
@@ -101,9 +95,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             with torch.no_grad():
                 p_before.append(float(class_probabilities(model(x))[0, 1]))
                 p_filled.append(float(class_probabilities(model(filled))[0, 1]))
-        for method, layer in METHODS:
-            key = f"{method} ({layer or 'default'})" if method.startswith("gradcam") else method
-            count(model, key, method, **({"layer": layer} if layer else {}))
+        for method in METHODS:
+            count(model, f"{method} (default)" if method.startswith("gradcam") else method, method)
         for seed in () if quick else EXTRA_SEEDS:
             other = load_trained(str(_train(root / f"seed{seed}", quick, seed))).model.eval()
             for method in ("gradcam", "gradcam++"):

@@ -197,8 +197,7 @@ class PatchNet(nn.Module):
 
     ``input_range`` is the intensity range the preprocessing produces (``[0, 1]`` for
     ``ct_window`` and ``minmax``); the network maps it to ``[-1, 1]`` first (``null`` for inputs
-    already centred, such as ``zscore``). On the classification quickstart's [0, 1] inputs,
-    training without that centring failed to learn from some seeds.
+    already centred, such as ``zscore``): ReLU networks train best on zero-centred inputs.
 
     Example:
         >>> net = PatchNet(3, 1, 2)
@@ -233,13 +232,13 @@ class PatchNet(nn.Module):
         down = nn.MaxPool3d if spatial_dims == 3 else nn.MaxPool2d
         layers: list[nn.Module] = []
         width, rf, jump = in_channels, 1, 1
-        last = len(channels)
+        last, pooled_after = len(channels), {int(p) for p in pools}
         for i, c in enumerate((int(c) for c in channels), start=1):
             layers.append(conv(width, c, 3, padding=1))
             width, rf = c, rf + 2 * jump
             if i < last:  # the last convolution's ReLU is applied in forward: Grad-CAM reads it raw
                 layers.append(nn.ReLU())
-                if i in {int(p) for p in pools}:
+                if i in pooled_after:
                     layers.append(down(2))
                     rf, jump = rf + jump, jump * 2
         self.cam_layer = f"features.{len(layers) - 1}"
@@ -253,9 +252,13 @@ class PatchNet(nn.Module):
         self.register_buffer("input_scale", torch.tensor(2.0 / (hi - lo)), persistent=False)
         self.fc = nn.Linear(width, out_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Each feature channel pooled over space, ``(N, channels[-1])``: what ``fc`` reads."""
         f = self.act(self.features((x - self.input_shift) * self.input_scale)).flatten(2)
-        return self.fc(f.amax(dim=2) if self.pool == "max" else f.mean(dim=2))
+        return f.amax(dim=2) if self.pool == "max" else f.mean(dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pooled_features(x))
 
 
 @register_network(

@@ -62,8 +62,7 @@ def test_max_pooling_decides_each_channel_in_one_cell_and_inputs_are_centred():
     x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
 
     def one_channel(model: nn.Module, t: torch.Tensor) -> torch.Tensor:  # a pooled feature channel
-        f = model.act(model.features((t - model.input_shift) * model.input_scale)).flatten(2)
-        return (f.amax(2) if model.pool == "max" else f.mean(2))[0, 3]
+        return model.pooled_features(t)[0, 3]
 
     rows, cols = _support(net, x, one_channel)
     assert 0 < rows <= 10 and 0 < cols <= 10  # one cell's receptive field
