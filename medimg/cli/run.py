@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--check",
         action="store_true",
-        help="validate the workflow and the data (files, label geometry) and stop before training",
+        help="validate the workflow (ranges) and read every image and mask as training will (3D, "
+        "finite, label grid and values, split column), then stop before training",
     )
     return p
 
@@ -49,9 +50,11 @@ def execute(args: argparse.Namespace) -> int:
 
     wf = load_workflow(args.workflow, args.overrides)
     if args.check:
+        from medimg.data.checks import check_case_files
         from medimg.training.run import prepare_data
 
-        df = prepare_data(wf)
+        df = prepare_data(wf)  # the workflow's ranges, the manifest, the split column
+        check_case_files(wf, df)  # every image and mask read as training reads them
         counts = df["split"].value_counts().to_dict()
         print(f"workflow OK ({wf.name}, hash {config_hash(wf)[:12]}); {len(df)} cases: {counts}")
         return 0

@@ -81,6 +81,15 @@ class DataConfig(Strict):
     )
     num_classes: int = Field(2, ge=2, description="classes of a classification task")
     check_geometry: bool = Field(True, description="refuse a label whose shape/affine differs from its image")
+    nonfinite: Literal["refuse", "zero"] = Field(
+        "refuse",
+        description="NaN/inf voxels in an image: refuse the file (naming it), or replace them with 0",
+    )
+    nifti_affine: Literal["refuse", "sform", "qform"] = Field(
+        "refuse",
+        description="a NIfTI whose qform and sform disagree: refuse it, or trust its sform/qform "
+        "(the choice is recorded in the case's QA flags)",
+    )
 
 
 class IntensityConfig(Strict):

@@ -127,21 +127,20 @@ def read_manifest(cfg: DataConfig, task: str) -> pd.DataFrame:
             raise DataError(
                 f"{path}: case {bad.iloc[0]!r}: class outside 0..{cfg.num_classes - 1} (data.num_classes)"
             )
-    _check_files(df, path, task, cfg.check_geometry)
+    _check_files(df, path, task, cfg.check_geometry, cfg.nifti_affine)
     return df.reset_index(drop=True)
 
 
-def _header_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
-    import nibabel as nib
+def _header_geometry(path: str, affine_policy: str = "refuse") -> tuple[tuple[int, ...], np.ndarray]:
+    from medimg.io.load import read_nifti_geometry
 
-    try:
-        img = nib.load(path)
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read image header ({type(exc).__name__}: {exc})") from exc
-    return tuple(int(s) for s in img.shape[:3]), np.asarray(img.affine)
+    shape, affine = read_nifti_geometry(path, affine_policy)
+    return shape[:3], affine
 
 
-def _check_files(df: pd.DataFrame, manifest: Path, task: str, check_geometry: bool) -> None:
+def _check_files(
+    df: pd.DataFrame, manifest: Path, task: str, check_geometry: bool, affine_policy: str = "refuse"
+) -> None:
     cols = ["image", "target"] if task == "segmentation" else ["image"]
     for row in df.itertuples():
         for col in cols:
@@ -150,8 +149,8 @@ def _check_files(df: pd.DataFrame, manifest: Path, task: str, check_geometry: bo
                 what = "label" if col == "target" else col
                 raise DataError(f"{manifest}: case {row.case_key!r}: {what} file not found: {p}")
         if task == "segmentation" and check_geometry and not Path(row.image).is_dir():
-            s_img, a_img = _header_geometry(row.image)
-            s_lab, a_lab = _header_geometry(row.target)
+            s_img, a_img = _header_geometry(row.image, affine_policy)
+            s_lab, a_lab = _header_geometry(row.target, affine_policy)
             if s_img != s_lab:
                 raise GeometryError(
                     f"case {row.case_key!r}: label {row.target} has shape {s_lab} but image "

@@ -28,6 +28,8 @@ def assign_splits(df: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
         1
     """
     out = df.copy()
+    if cfg.use_manifest_split and "split" in out:
+        out["split"] = _clean_split_column(out)
     if cfg.use_manifest_split and "split" in out and out["split"].notna().all():
         bad = set(out["split"]) - set(SPLITS)
         if bad:
@@ -57,6 +59,26 @@ def assign_splits(df: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     keys = out["patient_key"].astype(str)
     out["split"] = np.where(keys.isin(test), "test", np.where(keys.isin(val), "val", "train"))
     return out
+
+
+def _clean_split_column(df: pd.DataFrame) -> pd.Series:
+    """The ``split`` column stripped of blanks; refuse it when only some rows are filled.
+
+    A column that is filled for some cases and blank for others is a half-finished split: a
+    random split drawn instead would put the held-out test cases into training. Blank
+    everywhere means "no split given" (a random patient-level split is drawn).
+    """
+    col = df["split"].astype("string").str.strip().replace("", pd.NA)
+    blank = col.isna()
+    if blank.any() and not blank.all():
+        rows = [int(i) + 2 for i in np.flatnonzero(blank.to_numpy())]  # +2: the CSV header is line 1
+        cases = df.loc[blank, "case_key"].astype(str).tolist() if "case_key" in df else []
+        raise DataError(
+            f"manifest column 'split' is blank in {int(blank.sum())} of {len(col)} rows "
+            f"(CSV lines {rows[:10]}, cases {cases[:10]}); fill every row with one of {list(SPLITS)}, "
+            "or leave the whole column empty (or set data.split.use_manifest_split: false) for a random split"
+        )
+    return col.astype(object).where(~blank, None)
 
 
 def _check_patient_level(df: pd.DataFrame) -> None:

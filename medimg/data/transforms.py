@@ -12,7 +12,7 @@ from typing import Any
 from monai import transforms as T
 
 from medimg.config.schema import Workflow
-from medimg.io.reader import MedimgImageReader
+from medimg.data.loading import CheckLabelValuesd, LoadStrictd
 
 
 def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bool) -> list[Any]:
@@ -25,8 +25,12 @@ def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bo
     """
     pp = wf.preprocessing
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
-    ts: list[Any] = [  # medimg's reader: NIfTI files and DICOM series folders, geometry checked
-        T.LoadImaged(keys=keys, reader=MedimgImageReader(), image_only=True),
+    ts: list[Any] = [  # medimg's strict reader only: NIfTI files and DICOM series folders, geometry checked
+        LoadStrictd(keys=keys, nonfinite=wf.data.nonfinite, affine_policy=wf.data.nifti_affine),
+    ]
+    if with_label and wf.data.labels:
+        ts.append(CheckLabelValuesd(keys="label", allowed=wf.data.labels))
+    ts += [
         T.EnsureChannelFirstd(keys=keys),
         T.EnsureTyped(keys=keys, dtype="float32", track_meta=True),
         T.Orientationd(keys=keys, axcodes=pp.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))),

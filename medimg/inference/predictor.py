@@ -16,8 +16,10 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from medimg.config.schema import Workflow
+from medimg.data.loading import raise_medimg_cause
 from medimg.data.planner import plan_sw_batch
 from medimg.data.transforms import eval_transforms
+from medimg.errors import DataError
 from medimg.inference.resample import resample_labels
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,21 @@ class Prediction:
     mask: np.ndarray | None = None  # uint8 labels on the source grid
     probs: np.ndarray | None = None  # class probabilities (classification)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def check_finite_output(probs: torch.Tensor, case_key: str) -> None:
+    """Refuse a network output holding NaN/inf: no mask or probability is made from it.
+
+    Example:
+        >>> check_finite_output(torch.zeros(2, 4), "case_1")  # finite: nothing to say
+    """
+    finite = torch.isfinite(probs)
+    if not bool(finite.all()):
+        bad = int(finite.numel() - finite.sum())
+        raise DataError(
+            f"case {case_key}: the network output holds {bad} NaN/inf value(s) of {finite.numel()}; "
+            "no result is written (check the image's intensities and the model's weights)"
+        )
 
 
 class Predictor:
@@ -53,8 +70,17 @@ class Predictor:
         self.plan = ""  # the sliding-window batch chosen for the last case, and why
 
     def preprocess(self, image_path: str) -> dict[str, Any]:
-        """Load and preprocess one image; returns MONAI's dict with a MetaTensor ``image``."""
-        return self.transform({"image": image_path})
+        """Load and preprocess one image; returns MONAI's dict with a MetaTensor ``image``.
+
+        Raises:
+            MedimgError: the image is refused by medimg's reader (the same reason
+                ``medimg convert`` gives), not MONAI's "applying transform" wrapper.
+        """
+        try:
+            return self.transform({"image": image_path})
+        except Exception as exc:
+            raise_medimg_cause(exc)
+            raise
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, source_shape: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -128,6 +154,7 @@ class Predictor:
         t0 = time.perf_counter()
         probs = self.logits(img.as_tensor().unsqueeze(0), src_shape)[0]
         t1 = time.perf_counter()
+        check_finite_output(probs, case_key)
         pred = Prediction(case_key, src_affine, src_shape)  # type: ignore[arg-type]
         if self.wf.task == "segmentation":
             pre_affine = np.asarray(img.affine, dtype=np.float64)

@@ -6,19 +6,24 @@ may name one series of a folder that holds several: ``"study/ct#series-3f9a..."`
 
 NIfTI files are checked before use: the file must hold as many bytes as its
 header promises (SimpleITK zero-fills truncated files silently), no axis may be
-empty, and NaN/inf voxels are refused unless allowed. ``.nii.gz`` is inflated
-with ISA-L (``isal``) when installed, several times faster than zlib.
+empty, and NaN/inf voxels are refused unless allowed. The header is parsed from the
+first bytes of the stream and an image promising more than ``MEDIMG_MAX_VOXELS``
+voxels is refused before anything is inflated; ``.nii.gz`` is then inflated as a
+stream, with ISA-L (``isal``) when installed, never past what the header promises.
+Header geometry (pixdim, singular affines, qform vs sform) is checked in
+:mod:`medimg.io.nifti_geometry`.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from medimg.errors import DataError, GeometryError
+from medimg.errors import ConfigError, DataError, GeometryError
 from medimg.io.volume import Volume
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -55,89 +60,178 @@ def is_dicom_dir(path: str | os.PathLike[str], probe: int = 16) -> bool:
     return False
 
 
-def _inflate(raw: bytes, path: Path) -> bytes:
+DEFAULT_MAX_VOXELS = 2**29  # 2 GiB of voxel data once held as float32
+
+
+def max_voxels() -> int:
+    """The most voxels one image may promise: ``MEDIMG_MAX_VOXELS`` or 2**29 (2 GiB as float32).
+
+    The check runs on the header, before anything is inflated, so a small ``.nii.gz`` that
+    would inflate to many gigabytes is refused at once.
+
+    Example:
+        >>> max_voxels() > 0
+        True
+    """
+    text = os.environ.get("MEDIMG_MAX_VOXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_VOXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"MEDIMG_MAX_VOXELS={text!r}: expected a positive whole number of voxels") from None
+    if value <= 0:
+        raise ConfigError(f"MEDIMG_MAX_VOXELS={text!r}: expected a positive whole number of voxels")
+    return value
+
+
+def _open_stream(path: Path) -> BinaryIO:
+    """The file's bytes, inflated on the fly for ``.gz`` (ISA-L when installed, else zlib)."""
+    if not str(path).lower().endswith(".gz"):
+        return open(path, "rb")
     try:
         from isal import igzip as gz
     except ImportError:  # pragma: no cover - isal is a dependency
         import gzip as gz  # type: ignore[no-redef]
+    return gz.open(path, "rb")  # type: ignore[return-value]
+
+
+def _read_at_most(stream: BinaryIO, n: int, path: Path) -> bytes:
+    """Read up to ``n`` bytes (fewer only at the end of the stream); corrupt gzip is a DataError."""
+    parts, left = [], n
     try:
-        return gz.decompress(raw)
+        while left > 0:
+            chunk = stream.read(min(left, 1 << 26))
+            if not chunk:
+                break
+            parts.append(chunk)
+            left -= len(chunk)
     except (EOFError, OSError, ValueError) as exc:
         raise DataError(f"{path}: truncated or corrupt gzip stream ({type(exc).__name__}: {exc})") from exc
+    return b"".join(parts)
 
 
-def read_nifti(
-    path: str | os.PathLike[str], dtype: np.dtype | type = np.float32, allow_nonfinite: bool = False
-) -> Volume:
-    """Read a NIfTI-1/2 file fast and strictly, as a RAS :class:`Volume` scaled to ``dtype``.
+def _parse_header(head: bytes, path: Path) -> Any:
+    import nibabel as nib
 
-    Raises:
-        DataError: file missing, truncated (fewer bytes than the header promises), an empty
-            axis, or NaN/inf voxels (unless ``allow_nonfinite``); the message names the file.
+    if len(head) < 348:
+        raise DataError(f"{path}: {len(head)} bytes, shorter than a NIfTI header (348 bytes)")
+    sizeof = int.from_bytes(head[:4], "little")
+    klass = nib.Nifti2Header if sizeof in (540, 0x1C020000) else nib.Nifti1Header
+    try:
+        return klass.from_fileobj(io.BytesIO(head), check=True)
+    except Exception as exc:
+        raise DataError(f"{path}: not a valid NIfTI header ({type(exc).__name__}: {exc})") from exc
+
+
+def read_nifti_geometry(
+    path: str | os.PathLike[str], affine_policy: str = "refuse"
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine (RAS) of a NIfTI file from its header alone, checked like :func:`read_nifti`.
 
     Example:
-        >>> vol = read_nifti("case_000/image.nii.gz")  # doctest: +SKIP
+        >>> shape, affine = read_nifti_geometry("case_000/label.nii.gz")  # doctest: +SKIP
     """
-    import nibabel as nib
+    from medimg.io.nifti_geometry import check_pixdim, choose_affine
 
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found (expected a NIfTI image .nii or .nii.gz)")
-    raw = p.read_bytes()
-    if str(p).lower().endswith(".gz"):
-        raw = _inflate(raw, p)
-    if len(raw) < 348:
-        raise DataError(f"{p}: {len(raw)} bytes, shorter than a NIfTI header (348 bytes)")
-    sizeof = int.from_bytes(raw[:4], "little")
-    klass = nib.Nifti2Header if sizeof in (540, 0x1C020000) else nib.Nifti1Header
-    try:
-        header = klass.from_fileobj(_Buffer(raw), check=True)
-    except Exception as exc:
-        raise DataError(f"{p}: not a valid NIfTI header ({type(exc).__name__}: {exc})") from exc
-    shape = tuple(int(s) for s in header.get_data_shape())
-    if not shape or min(shape) == 0:
-        raise DataError(f"{p}: zero-sized axis in shape {shape}")
-    offset = int(header.get_data_offset())
-    stored = header.get_data_dtype()
-    need = int(np.prod(shape)) * stored.itemsize
+    with _open_stream(p) as stream:
+        header = _parse_header(_read_at_most(stream, 540, p), p)
+    check_pixdim(header, p)
+    affine, _flags = choose_affine(header, p, affine_policy)
+    return tuple(int(s) for s in header.get_data_shape()), affine
+
+
+def _read_voxels(path: Path) -> tuple[Any, np.ndarray]:
+    """Header first, then at most ``offset + need + 1`` bytes: never more than the header promises."""
+    with _open_stream(path) as stream:
+        head = _read_at_most(stream, 540, path)
+        header = _parse_header(head, path)
+        shape = tuple(int(s) for s in header.get_data_shape())
+        if not shape or min(shape) <= 0:
+            raise DataError(f"{path}: zero-sized axis in shape {shape}")
+        count = int(np.prod(shape, dtype=np.int64))
+        limit = max_voxels()
+        if count > limit:
+            raise DataError(
+                f"{path}: header promises {count} voxels (shape {shape}), more than the limit of {limit}; "
+                "raise MEDIMG_MAX_VOXELS if this image is genuine"
+            )
+        offset = int(header.get_data_offset())
+        stored = header.get_data_dtype()
+        need = count * stored.itemsize
+        raw = head + _read_at_most(stream, max(offset + need + 1 - len(head), 0), path)
     if len(raw) < offset + need:
         raise DataError(
-            f"{p}: truncated: {max(len(raw) - offset, 0)} of {need} voxel bytes present (shape {shape}, {stored})"
+            f"{path}: truncated: {max(len(raw) - offset, 0)} of {need} voxel bytes present (shape {shape}, {stored})"
         )
-    data = np.frombuffer(raw, dtype=stored, count=int(np.prod(shape)), offset=offset).reshape(
-        shape, order="F"
-    )
+    data = np.frombuffer(raw, dtype=stored, count=count, offset=offset).reshape(shape, order="F")
+    return header, data
+
+
+def read_nifti(
+    path: str | os.PathLike[str],
+    dtype: np.dtype | type = np.float32,
+    allow_nonfinite: bool = False,
+    affine_policy: str = "refuse",
+) -> Volume:
+    """Read a NIfTI-1/2 file fast and strictly, as a RAS :class:`Volume` scaled to ``dtype``.
+
+    The header is read first; the voxels are inflated only up to what it promises, and
+    only when that is under :func:`max_voxels`.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        dtype: voxel type of the result (scaled by the header's slope/intercept).
+        allow_nonfinite: keep NaN/inf voxels instead of refusing the file.
+        affine_policy: qform/sform disagreement: ``"refuse"``, or trust ``"sform"``/``"qform"``
+            (see :mod:`medimg.io.nifti_geometry`).
+
+    Raises:
+        DataError: file missing, truncated (fewer bytes than the header promises), an empty
+            axis, more voxels than ``MEDIMG_MAX_VOXELS``, or NaN/inf voxels (unless
+            ``allow_nonfinite``); the message names the file.
+        GeometryError: pixdim 0/negative, a singular affine, or a qform/sform disagreement.
+
+    Example:
+        >>> vol = read_nifti("case_000/image.nii.gz")  # doctest: +SKIP
+    """
+    from medimg.io.nifti_geometry import check_pixdim, choose_affine, form_codes
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found (expected a NIfTI image .nii or .nii.gz)")
+    header, data = _read_voxels(p)
+    check_pixdim(header, p)
+    affine, flags = choose_affine(header, p, affine_policy)
     slope, inter = header.get_slope_inter()
     out = data.astype(dtype)
     if slope is not None and (slope, inter or 0.0) != (1.0, 0.0):
         out *= np.asarray(slope, dtype=out.dtype)
         out += np.asarray(inter or 0.0, dtype=out.dtype)
-    if not allow_nonfinite and out.dtype.kind == "f" and not np.isfinite(out).all():
-        bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
-        raise DataError(f"{p}: {bad} NaN/inf voxel(s); fix the file or pass allow_nonfinite=True")
-    affine = header.get_best_affine()
-    meta = {"source": p.name, "zooms": tuple(float(z) for z in header.get_zooms()[:3])}
-    return Volume(out, np.asarray(affine, dtype=np.float64), "RAS", meta)
+    if not allow_nonfinite:
+        check_finite(out, p)
+    meta: dict[str, Any] = {"source": p.name, "zooms": tuple(float(z) for z in header.get_zooms()[:3])}
+    meta.update(form_codes(header))
+    meta["qa_flags"] = flags
+    return Volume(out, affine, "RAS", meta)
 
 
-class _Buffer:
-    """Minimal file-like view of bytes for nibabel's header parser (no copy)."""
+def check_finite(data: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Refuse NaN/inf voxels, naming the file and how many there are.
 
-    def __init__(self, raw: bytes) -> None:
-        self._raw, self._pos = memoryview(raw), 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._raw) if n < 0 else self._pos + n
-        chunk = bytes(self._raw[self._pos : end])
-        self._pos = min(end, len(self._raw))
-        return chunk
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = pos if whence == 0 else self._pos + pos if whence == 1 else len(self._raw) + pos
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
+    Example:
+        >>> check_finite(np.array([0.0, 1.5]), "x.nii.gz")  # finite: nothing to say
+    """
+    if data.dtype.kind not in "fc" or np.isfinite(data).all():
+        return
+    bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+    raise DataError(
+        f"{path}: {bad} NaN/inf voxel(s) of {np.size(data)}; fix the file, or set data.nonfinite: zero "
+        "in the workflow to replace them with 0"
+    )
 
 
 def _load_dicom(path: Path, series_key: str | None, spacing_policy: str, tilt_policy: str) -> Volume:
@@ -172,13 +266,19 @@ def load_image(
     spacing_policy: Literal["refuse", "resample"] = "refuse",
     tilt_policy: Literal["keep", "resample", "refuse"] = "keep",
     allow_nonfinite: bool = False,
+    affine_policy: str = "refuse",
 ) -> Volume:
     """Load a NIfTI file (RAS) or a DICOM series folder (LPS) as a float32 :class:`Volume`.
+
+    This is medimg's one reading path: training, ``predict``, ``explain``, ``evaluate`` and
+    ``convert`` all read images through it (directly or through
+    :class:`medimg.io.reader.MedimgImageReader`), so what one command refuses, all refuse.
 
     Args:
         path: ``image.nii.gz``, a folder of one DICOM series, or ``folder#series_key``.
         spacing_policy, tilt_policy: what to do with irregular DICOM series (see ``load_series``).
-        allow_nonfinite: accept NaN/inf voxels in NIfTI files.
+        allow_nonfinite: accept NaN/inf voxels (refused by default, naming the file).
+        affine_policy: NIfTI qform/sform disagreement: ``"refuse"``, ``"sform"`` or ``"qform"``.
 
     Example:
         >>> ct = load_image("study/ct")  # doctest: +SKIP
@@ -188,14 +288,18 @@ def load_image(
     base, _, key = text.partition("#") if "#" in text and not Path(text).exists() else (text, "", "")
     p = Path(base)
     if p.is_dir():
-        return _load_dicom(p, key or None, spacing_policy, tilt_policy)
-    if is_nifti(p):
-        return read_nifti(p, allow_nonfinite=allow_nonfinite)
-    if not p.exists():
+        vol = _load_dicom(p, key or None, spacing_policy, tilt_policy)
+    elif is_nifti(p):
+        return read_nifti(p, allow_nonfinite=allow_nonfinite, affine_policy=affine_policy)
+    elif not p.exists():
         raise DataError(f"{p}: not found (expected a NIfTI file or a DICOM series folder)")
-    from medimg.io.dicom.assemble import load_series
+    else:
+        from medimg.io.dicom.assemble import load_series
 
-    return load_series([p], spacing_policy=spacing_policy, tilt_policy=tilt_policy)
+        vol = load_series([p], spacing_policy=spacing_policy, tilt_policy=tilt_policy)  # type: ignore[arg-type]
+    if not allow_nonfinite:
+        check_finite(vol.data, p)
+    return vol
 
 
 def check_label_grid(

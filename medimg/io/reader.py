@@ -28,6 +28,12 @@ class MedimgImageReader(ImageReader):
     Args:
         spacing_policy, tilt_policy: passed to :func:`medimg.io.load.load_image` for DICOM series.
         dtype: voxel type of the returned array.
+        nonfinite: ``"refuse"`` NaN/inf voxels (the default, naming the file) or ``"zero"``
+            them; the number replaced is kept in the metadata as ``nonfinite_zeroed``.
+        affine_policy: NIfTI qform/sform disagreement: ``"refuse"``, ``"sform"`` or ``"qform"``.
+
+    Use it as the only reader (:class:`medimg.data.loading.LoadStrictd` does): MONAI's
+    ``LoadImage`` otherwise falls back to its own readers when this one refuses a file.
 
     Example:
         >>> from monai.transforms import LoadImaged
@@ -37,12 +43,19 @@ class MedimgImageReader(ImageReader):
     """
 
     def __init__(
-        self, spacing_policy: str = "refuse", tilt_policy: str = "keep", dtype: Any = np.float32
+        self,
+        spacing_policy: str = "refuse",
+        tilt_policy: str = "keep",
+        dtype: Any = np.float32,
+        nonfinite: str = "refuse",
+        affine_policy: str = "refuse",
     ) -> None:
         super().__init__()
         self.spacing_policy = spacing_policy
         self.tilt_policy = tilt_policy
         self.dtype = dtype
+        self.nonfinite = nonfinite
+        self.affine_policy = affine_policy
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> bool:
         """True for ``.nii``/``.nii.gz`` files and for folders (optionally ``folder#series_key``)."""
@@ -55,9 +68,23 @@ class MedimgImageReader(ImageReader):
     def read(self, data: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], **kwargs: Any) -> Any:
         """Load each path as a :class:`Volume` (a list when several are given)."""
         volumes = [
-            load_image(str(name), spacing_policy=self.spacing_policy, tilt_policy=self.tilt_policy)  # type: ignore[arg-type]
+            load_image(
+                str(name),
+                spacing_policy=self.spacing_policy,  # type: ignore[arg-type]
+                tilt_policy=self.tilt_policy,  # type: ignore[arg-type]
+                allow_nonfinite=self.nonfinite == "zero",
+                affine_policy=self.affine_policy,
+            )
             for name in ensure_tuple(data)
         ]
+        for vol in volumes:  # a plain string reaches MONAI's metadata (lists do not)
+            vol.meta["qa"] = ";".join(vol.meta.get("qa_flags", []))
+        if self.nonfinite == "zero":
+            for vol in volumes:
+                bad = ~np.isfinite(vol.data)
+                vol.meta["nonfinite_zeroed"] = int(bad.sum())
+                if vol.meta["nonfinite_zeroed"]:
+                    vol.data = np.where(bad, 0, vol.data).astype(vol.data.dtype)
         self._names = [str(n) for n in ensure_tuple(data)]
         return volumes if len(volumes) > 1 else volumes[0]
 

@@ -52,9 +52,11 @@ def global_rank() -> int:
 
 def prepare_data(wf: Workflow) -> pd.DataFrame:
     """Generate the synthetic study when asked, read + check the manifest, assign patient-level splits."""
+    from medimg.data.checks import check_ranges
     from medimg.data.manifest import read_manifest
     from medimg.data.splits import assign_splits
 
+    check_ranges(wf)
     manifest = Path(wf.data.manifest)
     if not manifest.exists() and wf.data.synthetic is not None and global_rank() == 0:
         from medimg.data.synthetic import write_synthetic_study
@@ -221,6 +223,23 @@ def _log_lineage(
         log.warning("could not log the manifest as an MLflow dataset: %s", exc)
 
 
+def _mark_failed(client: Any, run_id: str, uri: str, out: Path, exc: BaseException) -> None:
+    """Record a failed run in MLflow (status FAILED, the reason as a tag) and in ``run.json``."""
+    from medimg.data.loading import medimg_cause
+
+    cause = medimg_cause(exc) or exc
+    reason = f"{type(cause).__name__}: {cause}"[:5000]
+    try:
+        client.set_tag(run_id, "medimg.failure", reason)
+        client.set_terminated(run_id, "FAILED")
+    except Exception as err:  # pragma: no cover - the tracking server is gone too
+        log.warning("could not mark MLflow run %s FAILED: %s", run_id, err)
+    atomic_write_text(
+        out / "run.json",
+        json.dumps({"run_id": run_id, "tracking_uri": uri, "status": "failed", "reason": reason}, indent=2),
+    )
+
+
 def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None = None) -> RunResult:
     """Train and score the study described by ``wf``; return the MLflow run and test metrics.
 
@@ -232,6 +251,7 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     import torch
 
     from medimg.data.datasets import case_dicts, make_dataset, make_loader
+    from medimg.data.loading import raise_medimg_cause
     from medimg.data.planner import plan_run
     from medimg.inference.model_io import save_trained, sha256_file
     from medimg.inference.predictor import Predictor
@@ -265,8 +285,12 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
             wf = wf.model_copy(deep=True)
             wf.optim.batch_size = plan.patch_batch // per_case
     log.info("planner: %s", plan.explain())
-    train_ds = make_dataset(wf, train_items, train=True, cache_dir=out / "cache", mode=plan.cache_mode)
-    val_ds = make_dataset(wf, val_items, train=False, cache_dir=out / "cache", mode=plan.cache_mode)
+    try:  # the memory cache reads every case now: a refused image stops the run here
+        train_ds = make_dataset(wf, train_items, train=True, cache_dir=out / "cache", mode=plan.cache_mode)
+        val_ds = make_dataset(wf, val_items, train=False, cache_dir=out / "cache", mode=plan.cache_mode)
+    except Exception as exc:
+        raise_medimg_cause(exc)
+        raise
     train_ds.transform.set_random_state(seed=wf.seed + rank)  # augmentation draws follow the workflow's seed
     train_dl = make_loader(train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed)
     val_dl = make_loader(val_ds, 1 if seg else wf.optim.batch_size, False, wf.trainer.num_workers, wf.seed)
@@ -306,7 +330,13 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     )
     if resume and not last.is_file():
         log.warning("--resume: no checkpoint in %s yet; training from the start", last.parent)
-    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+    try:
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+    except Exception as exc:  # a refused case, a NaN loss: the run is FAILED and no model is exported
+        if rank == 0 and run_id:
+            _mark_failed(client, run_id, uri, out, exc)
+        raise_medimg_cause(exc)
+        raise
     if trainer.global_rank != 0:
         return RunResult("", uri, out, {}, pd.DataFrame(), out / "model", time.perf_counter() - t0)
 

@@ -56,6 +56,25 @@ class _Task(pl.LightningModule):
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last_3d)
 
+    def check_finite_loss(self, loss: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Stop training on a NaN/inf loss, naming the step and the batch's cases.
+
+        A non-finite loss poisons every weight at the next optimiser step; the run would go on
+        and export a model that predicts nothing. Raising here fails the run (MLflow status
+        FAILED) before any model is exported.
+        """
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        from medimg.errors import DataError
+
+        cases = batch.get("case_key") if isinstance(batch, dict) else None
+        names = ", ".join(str(c) for c in cases) if isinstance(cases, (list, tuple)) else "unknown"
+        raise DataError(
+            f"training loss is {float(loss.detach().float().mean())} at epoch {self.current_epoch}, "
+            f"step {self.global_step} (cases: {names}); check these images for extreme or NaN values, "
+            "or lower optim.lr"
+        )
+
     def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> torch.Tensor:
         """Epoch-mean training loss, reduced over DDP ranks."""
         self.log(
@@ -115,6 +134,7 @@ class SegmentationTask(_Task):
             if isinstance(self.loss, torch.nn.CrossEntropyLoss)
             else self.loss(logits, y)
         )
+        self.check_finite_loss(loss, batch)
         return self.log_train_loss(loss, x.shape[0])
 
     def sliding_window(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,6 +180,7 @@ class ClassificationTask(_Task):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], batch["label"].long().view(-1)
         loss = self.loss(self(x), y)
+        self.check_finite_loss(loss, batch)
         return self.log_train_loss(loss, x.shape[0])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
