@@ -119,7 +119,8 @@ def execute(args: argparse.Namespace) -> int:
     def predict_fn(case, item):
         pred = predictor.predict_item(item, case.case_id)
         if wf.task == "segmentation":
-            return CaseOutputs(mask=Volume(pred.mask, pred.source_affine), labels=labels, extra=pred.timings)
+            mask = Volume(pred.mask, pred.source_affine, meta=dict(pred.source_codes))
+            return CaseOutputs(mask=mask, labels=labels, extra=pred.timings)
         names = [str(i) for i in range(len(pred.probs))]
         return CaseOutputs(
             probabilities=dict(zip(names, map(float, pred.probs), strict=True)),

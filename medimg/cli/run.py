@@ -39,8 +39,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--check",
         action="store_true",
-        help="validate the workflow (ranges) and read every image and mask as training will (3D, "
-        "finite, label grid and values, split column), then stop before training",
+        help="validate the workflow and the data (files, label geometry) and stop before training",
     )
     return p
 

@@ -149,8 +149,11 @@ def _check_files(
                 what = "label" if col == "target" else col
                 raise DataError(f"{manifest}: case {row.case_key!r}: {what} file not found: {p}")
         if task == "segmentation" and check_geometry and not Path(row.image).is_dir():
-            s_img, a_img = _header_geometry(row.image, affine_policy)
-            s_lab, a_lab = _header_geometry(row.target, affine_policy)
+            try:
+                s_img, a_img = _header_geometry(row.image, affine_policy)
+                s_lab, a_lab = _header_geometry(row.target, affine_policy)
+            except GeometryError as exc:
+                raise GeometryError(f"case {row.case_key!r}: {exc}") from None
             if s_img != s_lab:
                 raise GeometryError(
                     f"case {row.case_key!r}: label {row.target} has shape {s_lab} but image "

@@ -35,6 +35,7 @@ class Prediction:
     mask: np.ndarray | None = None  # uint8 labels on the source grid
     probs: np.ndarray | None = None  # class probabilities (classification)
     timings: dict[str, float] = field(default_factory=dict)
+    source_codes: dict[str, int] = field(default_factory=dict)  # NIfTI qform/sform codes to keep
 
 
 def check_finite_output(probs: torch.Tensor, case_key: str) -> None:
@@ -156,6 +157,7 @@ class Predictor:
         t1 = time.perf_counter()
         check_finite_output(probs, case_key)
         pred = Prediction(case_key, src_affine, src_shape)  # type: ignore[arg-type]
+        pred.source_codes = {k: int(meta[k]) for k in ("qform_code", "sform_code") if k in meta}
         if self.wf.task == "segmentation":
             pre_affine = np.asarray(img.affine, dtype=np.float64)
             pred.mask = resample_labels(probs, pre_affine, src_shape, src_affine)  # type: ignore[arg-type]

@@ -114,12 +114,18 @@ def _read_at_most(stream: BinaryIO, n: int, path: Path) -> bytes:
 def _parse_header(head: bytes, path: Path) -> Any:
     import nibabel as nib
 
+    from medimg.io.nifti_geometry import check_pixdim
+
     if len(head) < 348:
         raise DataError(f"{path}: {len(head)} bytes, shorter than a NIfTI header (348 bytes)")
     sizeof = int.from_bytes(head[:4], "little")
     klass = nib.Nifti2Header if sizeof in (540, 0x1C020000) else nib.Nifti1Header
     try:
+        raw = klass.from_fileobj(io.BytesIO(head), check=False)
+        check_pixdim(raw, path)  # before nibabel's checks, which would set a 0 to 1 mm
         return klass.from_fileobj(io.BytesIO(head), check=True)
+    except GeometryError:
+        raise
     except Exception as exc:
         raise DataError(f"{path}: not a valid NIfTI header ({type(exc).__name__}: {exc})") from exc
 
@@ -132,14 +138,13 @@ def read_nifti_geometry(
     Example:
         >>> shape, affine = read_nifti_geometry("case_000/label.nii.gz")  # doctest: +SKIP
     """
-    from medimg.io.nifti_geometry import check_pixdim, choose_affine
+    from medimg.io.nifti_geometry import choose_affine
 
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found (expected a NIfTI image .nii or .nii.gz)")
     with _open_stream(p) as stream:
         header = _parse_header(_read_at_most(stream, 540, p), p)
-    check_pixdim(header, p)
     affine, _flags = choose_affine(header, p, affine_policy)
     return tuple(int(s) for s in header.get_data_shape()), affine
 
@@ -198,13 +203,12 @@ def read_nifti(
     Example:
         >>> vol = read_nifti("case_000/image.nii.gz")  # doctest: +SKIP
     """
-    from medimg.io.nifti_geometry import check_pixdim, choose_affine, form_codes
+    from medimg.io.nifti_geometry import choose_affine, form_codes
 
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found (expected a NIfTI image .nii or .nii.gz)")
     header, data = _read_voxels(p)
-    check_pixdim(header, p)
     affine, flags = choose_affine(header, p, affine_policy)
     slope, inter = header.get_slope_inter()
     out = data.astype(dtype)
@@ -288,7 +292,14 @@ def load_image(
     base, _, key = text.partition("#") if "#" in text and not Path(text).exists() else (text, "", "")
     p = Path(base)
     if p.is_dir():
-        vol = _load_dicom(p, key or None, spacing_policy, tilt_policy)
+        try:
+            vol = _load_dicom(p, key or None, spacing_policy, tilt_policy)
+        except (ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:
+            # headers the series assembler did not foresee: refuse the folder, never a traceback
+            raise DataError(
+                f"{p}: cannot assemble a DICOM volume from this folder ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); check every slice's geometry tags"
+            ) from exc
     elif is_nifti(p):
         return read_nifti(p, allow_nonfinite=allow_nonfinite, affine_policy=affine_policy)
     elif not p.exists():

@@ -46,13 +46,17 @@ def save_nifti(
 ) -> Path:
     """Write a volume (or an array plus ``affine``) to NIfTI atomically.
 
-    Both the sform and qform carry the affine (code 1, scanner), so viewers agree.
+    Both the sform and qform carry the affine, so viewers agree. Their codes are the source's
+    when the volume's ``meta`` holds ``qform_code``/``sform_code`` (a mask written for a scan
+    whose sform is "aligned" (2) or "MNI" (4) says so too), else 1 (scanner).
 
     Example:
         >>> save_nifti(vol, "out/mask.nii.gz", dtype=np.uint8)  # doctest: +SKIP
     """
+    codes = {"qform_code": 1, "sform_code": 1}
     if isinstance(volume, Volume):
         data, aff = volume.data, volume.affine_in("RAS")
+        codes.update({k: int(volume.meta[k]) for k in codes if k in volume.meta})
     else:
         if affine is None:
             raise ValueError("save_nifti needs an affine when given a bare array")
@@ -60,8 +64,8 @@ def save_nifti(
     if dtype is not None:
         data = np.asarray(data).astype(dtype, copy=False)
     img = nib.Nifti1Image(data, aff)
-    img.set_sform(aff, code=1)
-    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=codes["sform_code"])
+    img.set_qform(aff, code=codes["qform_code"])
     with atomic_write(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)

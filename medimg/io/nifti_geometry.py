@@ -39,7 +39,7 @@ def check_pixdim(header: Any, path: Path) -> None:
     bad = [i for i, v in enumerate(pixdim) if not np.isfinite(v) or v <= 0]
     if bad:
         raise GeometryError(
-            f"{path}: voxel size pixdim[1:{n + 1}] = {tuple(float(v) for v in pixdim)} has a zero, negative "
+            f"{path}: voxel size pixdim[1:{n + 1}] = {tuple(round(float(v), 6) for v in pixdim)} has a zero, negative "
             f"or non-finite value on axis {bad[0]}; expected positive sizes in mm (fix the header)"
         )
 
