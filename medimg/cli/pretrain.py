@@ -69,7 +69,7 @@ def _volumes(args: argparse.Namespace) -> tuple[list, list[str]]:
     import torch
 
     from medimg.errors import DataError
-    from medimg.io.nifti import load_nifti
+    from medimg.io.load import load_image
 
     files: list[Path] = []
     for item in args.inputs:
@@ -81,7 +81,7 @@ def _volumes(args: argparse.Namespace) -> tuple[list, list[str]]:
     volumes, failures = [], []
     for path in files:
         try:
-            data = np.asarray(load_nifti(path).data, dtype=np.float32)
+            data = np.asarray(load_image(path).data, dtype=np.float32)
             if data.ndim != 3:
                 raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
             if args.window:

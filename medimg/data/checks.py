@@ -46,8 +46,12 @@ def check_ranges(wf: Workflow) -> None:
     negative = [k for k in wf.data.labels if int(k) < 0]
     if negative:
         problems.append(f"data.labels: value(s) {negative} are negative; label values are 0, 1, 2, ...")
-    if wf.task == "segmentation" and wf.data.labels and 0 not in wf.data.labels:
-        problems.append(f"data.labels = {dict(wf.data.labels)}: expected 0 (background) among the values")
+    values = sorted(int(k) for k in wf.data.labels)
+    if wf.task == "segmentation" and values and not negative and values != list(range(len(values))):
+        problems.append(
+            f"data.labels values {values}: expected 0 (background) to {len(values) - 1} with no gap; "
+            "the network has one output channel per label"
+        )
     if problems:
         raise ConfigError("workflow: " + "; ".join(problems))
 

@@ -274,11 +274,13 @@ def preprocessed_voxels(path: str | Path, spacing: tuple[float, ...] | None, spa
         return int(math.prod(int(s) for s in spatial_size))
     p = Path(str(path).split("#")[0])
     if p.is_file() and p.name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
+        import numpy as np
 
-        hdr = nib.load(str(p)).header
-        shape = tuple(int(s) for s in hdr.get_data_shape()[:3])
-        zooms = tuple(float(z) for z in hdr.get_zooms()[:3])
+        from medimg.io.load import read_nifti_geometry
+
+        full_shape, affine = read_nifti_geometry(p)  # the header only, checked like the full read
+        shape = tuple(full_shape[:3])
+        zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
     else:
         from medimg.io.load import load_image
 

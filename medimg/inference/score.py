@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from medimg.inference.predictor import Predictor
-from medimg.io.nifti import load_nifti, save_nifti
+from medimg.io.load import load_image
+from medimg.io.nifti import save_nifti
 
 log = logging.getLogger(__name__)
 META_SKIP = {"image", "label", "target", "lesion", "class", "split"}
@@ -43,7 +44,7 @@ def score_cases(predictor: Predictor, cases: pd.DataFrame, masks_dir: Path | Non
         try:
             pred = predictor.predict_path(str(row.image), str(row.case_key))
             if wf.task == "segmentation":
-                ref = load_nifti(str(row.target))
+                ref = load_image(str(row.target)).to_space("RAS")  # the strict reader, as for images
                 if ref.shape != pred.source_shape or not np.allclose(
                     ref.affine, pred.source_affine, atol=1e-3
                 ):

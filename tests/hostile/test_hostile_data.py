@@ -179,6 +179,8 @@ def _check_case(root: Path, name: str) -> tuple[dict, Path]:
         wf["preprocessing"]["intensity"]["window"] = [300, -200]
     elif name == "negative_label":
         wf["data"]["labels"] = {0: "background", -1: "organ", 2: "kidney"}
+    elif name == "label_gap":
+        wf["data"]["labels"] = {0: "background", 1: "organ", 3: "kidney"}
     elif name == "label_value":
         _rewrite_nifti(label, lambda d, img: np.where(d == 2, 5, d).astype(d.dtype))
     elif name == "four_d":
@@ -216,6 +218,7 @@ CHECKS = {
     "window": "preprocessing.intensity.window = [300.0, -200.0]: expected low < high",
     "negative_label": "data.labels: value(s) [-1] are negative",
     "label_value": "label value(s) [5.0] not in data.labels [0, 1, 2]",
+    "label_gap": "data.labels values [0, 1, 3]: expected 0 (background) to 2 with no gap",
     "four_d": "image has 4 dimensions",
     "singular": "is singular",
     "pixdim0": "voxel size pixdim[1:4] = (1.6, 0.0, 2.5)",
