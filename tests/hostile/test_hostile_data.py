@@ -466,3 +466,16 @@ def test_network_output_with_nan_fails_the_case(tiny_model: Path, tmp_path: Path
     failed = summary[summary.status == "failed"]
     assert "the network output holds" in failed.reason.iloc[0] and "NaN/inf" in failed.reason.iloc[0]
     assert not (out / "cases" / failed.index[0] / "mask.nii.gz").exists()
+
+
+@pytest.mark.parametrize("name", ["label_value", "four_d"])
+def test_training_without_check_refuses_with_the_same_reason(tmp_path: Path, capsys, name: str) -> None:
+    wf, root = _check_case(tmp_path, name)
+    df = pd.read_csv(root / "data/synth/manifest.csv")
+    df["split"] = SPLIT  # case_0002 trains
+    df.to_csv(root / "data/synth/manifest.csv", index=False)
+    assert _in(root, ["run", str(write_wf(root / "wf.yaml", wf))]) != 0
+    err = capsys.readouterr().err
+    assert CHECKS[name] in err and "case_0002/" in err
+    assert "Traceback" not in err and "applying transform" not in err
+    assert not (root / "runs/tiny_seg/model").exists()
