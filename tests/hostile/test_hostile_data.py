@@ -479,3 +479,18 @@ def test_training_without_check_refuses_with_the_same_reason(tmp_path: Path, cap
     assert CHECKS[name] in err and "case_0002/" in err
     assert "Traceback" not in err and "applying transform" not in err
     assert not (root / "runs/tiny_seg/model").exists()
+
+
+def test_explain_fails_a_nan_image_with_the_reader_reason(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    good = np.full((32, 32, 16), 40, np.float32)  # on the model's 2.5 mm grid: UNet-divisible as is
+    good[8:20, 8:20, 3:9] = 250
+    nib.save(nib.Nifti1Image(good, np.diag([2.5, 2.5, 2.5, 1.0])), tmp_path / "good.nii.gz")
+    good[1, 2, 3] = np.inf
+    nib.save(nib.Nifti1Image(good, np.diag([2.5, 2.5, 2.5, 1.0])), tmp_path / "inf_image.nii.gz")
+    out = tmp_path / "explained"
+    argv = ["explain", "--model", str(tiny_model), str(tmp_path / "good.nii.gz"), str(tmp_path / "inf_image.nii.gz")]
+    assert main([*argv, "--out", str(out), "--no-progress", "--no-mlflow"]) == 1
+    rows = {r["case_key"]: r for r in json.loads((out / "summary.json").read_text())["cases"]}
+    assert rows["inf_image"]["status"] == "failed" and "1 NaN/inf voxel(s)" in rows["inf_image"]["reason"]
+    assert rows["good"]["status"] != "failed" and (out / "good" / "report.html").is_file()
+    assert "Traceback" not in capsys.readouterr().err
