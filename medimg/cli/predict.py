@@ -120,7 +120,8 @@ def execute(args: argparse.Namespace) -> int:
         pred = predictor.predict_item(item, case.case_id)
         if wf.task == "segmentation":
             mask = Volume(pred.mask, pred.source_affine, meta=dict(pred.source_codes))
-            return CaseOutputs(mask=mask, labels=labels, extra=pred.timings)
+            extra = {**pred.timings, **({"input_qa_flags": pred.source_qa} if pred.source_qa else {})}
+            return CaseOutputs(mask=mask, labels=labels, extra=extra)
         names = [str(i) for i in range(len(pred.probs))]
         return CaseOutputs(
             probabilities=dict(zip(names, map(float, pred.probs), strict=True)),

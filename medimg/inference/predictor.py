@@ -36,6 +36,7 @@ class Prediction:
     probs: np.ndarray | None = None  # class probabilities (classification)
     timings: dict[str, float] = field(default_factory=dict)
     source_codes: dict[str, int] = field(default_factory=dict)  # NIfTI qform/sform codes to keep
+    source_qa: list[str] = field(default_factory=list)  # the reader's QA flags (e.g. which NIfTI affine)
 
 
 def check_finite_output(probs: torch.Tensor, case_key: str) -> None:
@@ -158,6 +159,7 @@ class Predictor:
         check_finite_output(probs, case_key)
         pred = Prediction(case_key, src_affine, src_shape)  # type: ignore[arg-type]
         pred.source_codes = {k: int(meta[k]) for k in ("qform_code", "sform_code") if k in meta}
+        pred.source_qa = [f for f in str(meta.get("qa", "")).split(";") if f]
         if self.wf.task == "segmentation":
             pre_affine = np.asarray(img.affine, dtype=np.float64)
             pred.mask = resample_labels(probs, pre_affine, src_shape, src_affine)  # type: ignore[arg-type]

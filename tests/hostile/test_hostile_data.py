@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import yaml
 from _tiny import tiny_workflow, write_wf
 
 from medimg.cli.main import main
@@ -488,9 +489,29 @@ def test_explain_fails_a_nan_image_with_the_reader_reason(tiny_model: Path, tmp_
     good[1, 2, 3] = np.inf
     nib.save(nib.Nifti1Image(good, np.diag([2.5, 2.5, 2.5, 1.0])), tmp_path / "inf_image.nii.gz")
     out = tmp_path / "explained"
-    argv = ["explain", "--model", str(tiny_model), str(tmp_path / "good.nii.gz"), str(tmp_path / "inf_image.nii.gz")]
+    argv = [
+        "explain",
+        "--model",
+        str(tiny_model),
+        str(tmp_path / "good.nii.gz"),
+        str(tmp_path / "inf_image.nii.gz"),
+    ]
     assert main([*argv, "--out", str(out), "--no-progress", "--no-mlflow"]) == 1
     rows = {r["case_key"]: r for r in json.loads((out / "summary.json").read_text())["cases"]}
     assert rows["inf_image"]["status"] == "failed" and "1 NaN/inf voxel(s)" in rows["inf_image"]["reason"]
     assert rows["good"]["status"] != "failed" and (out / "good" / "report.html").is_file()
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_qform_sform_choice_in_the_workflow_is_recorded_in_the_case(tiny_model: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    wf = yaml.safe_load((model / "workflow.yaml").read_text())
+    wf["data"]["nifti_affine"] = "sform"
+    (model / "workflow.yaml").write_text(yaml.safe_dump(wf))
+    src = _qs_image(tmp_path / "qs.nii.gz", 4.0)
+    assert main(["predict", str(model), str(src), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    case = json.loads((tmp_path / "o/cases/qs/case.json").read_text())
+    assert case["extra"]["input_qa_flags"] == ["qform_sform_differ_4mm_used_sform"]
+    mask = nib.load(tmp_path / "o/cases/qs/mask.nii.gz")
+    assert mask.affine[0, 3] == pytest.approx(4.0) and int(mask.header["sform_code"]) == 2
