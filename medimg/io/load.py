@@ -96,19 +96,25 @@ def _open_stream(path: Path) -> BinaryIO:
     return gz.open(path, "rb")  # type: ignore[return-value]
 
 
-def _read_at_most(stream: BinaryIO, n: int, path: Path) -> bytes:
-    """Read up to ``n`` bytes (fewer only at the end of the stream); corrupt gzip is a DataError."""
-    parts, left = [], n
+def _read_at_most(stream: BinaryIO, n: int, path: Path, head: bytes = b"") -> memoryview:
+    """``head`` then up to ``n - len(head)`` more bytes, read into one buffer (fewer only at the end).
+
+    Reading into a preallocated buffer keeps streamed ISA-L inflation as fast as a one-shot
+    ``decompress`` while never holding more than ``n`` bytes. Corrupt gzip is a DataError.
+    """
+    buf = bytearray(max(n, len(head)))
+    view = memoryview(buf)
+    view[: len(head)] = head
+    got = len(head)
     try:
-        while left > 0:
-            chunk = stream.read(min(left, 1 << 26))
-            if not chunk:
+        while got < n:
+            k = stream.readinto(view[got : min(n, got + (1 << 24))])  # type: ignore[attr-defined]
+            if not k:
                 break
-            parts.append(chunk)
-            left -= len(chunk)
+            got += k
     except (EOFError, OSError, ValueError) as exc:
         raise DataError(f"{path}: truncated or corrupt gzip stream ({type(exc).__name__}: {exc})") from exc
-    return b"".join(parts)
+    return view[:got]
 
 
 def _parse_header(head: bytes, path: Path) -> Any:
@@ -144,7 +150,7 @@ def read_nifti_geometry(
     if not p.is_file():
         raise DataError(f"{p}: file not found (expected a NIfTI image .nii or .nii.gz)")
     with _open_stream(p) as stream:
-        header = _parse_header(_read_at_most(stream, 540, p), p)
+        header = _parse_header(bytes(_read_at_most(stream, 540, p)), p)
     affine, _flags = choose_affine(header, p, affine_policy)
     return tuple(int(s) for s in header.get_data_shape()), affine
 
@@ -152,7 +158,7 @@ def read_nifti_geometry(
 def _read_voxels(path: Path) -> tuple[Any, np.ndarray]:
     """Header first, then at most ``offset + need + 1`` bytes: never more than the header promises."""
     with _open_stream(path) as stream:
-        head = _read_at_most(stream, 540, path)
+        head = bytes(_read_at_most(stream, 540, path))
         header = _parse_header(head, path)
         shape = tuple(int(s) for s in header.get_data_shape())
         if not shape or min(shape) <= 0:
@@ -167,7 +173,7 @@ def _read_voxels(path: Path) -> tuple[Any, np.ndarray]:
         offset = int(header.get_data_offset())
         stored = header.get_data_dtype()
         need = count * stored.itemsize
-        raw = head + _read_at_most(stream, max(offset + need + 1 - len(head), 0), path)
+        raw = _read_at_most(stream, offset + need + 1, path, head)
     if len(raw) < offset + need:
         raise DataError(
             f"{path}: truncated: {max(len(raw) - offset, 0)} of {need} voxel bytes present (shape {shape}, {stored})"
