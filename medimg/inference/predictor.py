@@ -160,6 +160,8 @@ class Predictor:
         pred = Prediction(case_key, src_affine, src_shape)  # type: ignore[arg-type]
         pred.source_codes = {k: int(meta[k]) for k in ("qform_code", "sform_code") if k in meta}
         pred.source_qa = [f for f in str(meta.get("qa", "")).split(";") if f]
+        if int(meta.get("nonfinite_zeroed", 0) or 0):  # data.nonfinite: zero replaced some voxels
+            pred.source_qa.append(f"nonfinite_zeroed_{int(meta['nonfinite_zeroed'])}")
         if self.wf.task == "segmentation":
             pre_affine = np.asarray(img.affine, dtype=np.float64)
             pred.mask = resample_labels(probs, pre_affine, src_shape, src_affine)  # type: ignore[arg-type]
