@@ -9,13 +9,13 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.medimg-installed
 SRC     := medimg tests benchmarks
 
-.PHONY: setup demo test lint typecheck unit bench docs lock clean help
+.PHONY: setup demo test lint typecheck unit site bench docs lock clean help
 
 help:
 	@echo "make demo   set up, then run the quickstart workflows (segmentation + classification)"
 	@echo "make test   set up, then lint, type-check and run the whole test suite"
 	@echo "make bench  set up, then run the benchmarks (prints ratios, writes benchmarks/results)"
-	@echo "make docs   regenerate docs/workflow-reference.md and docs/cli.md from the code"
+	@echo "make docs   regenerate docs/workflow-reference.md and docs/cli.md, build the site into site/"
 	@echo "make lock   refresh requirements/constraints.txt (pinned versions) from .venv"
 
 LOCK    := requirements/constraints.txt
@@ -54,7 +54,11 @@ typecheck: setup
 unit: setup
 	$(VENV)/bin/pytest
 
-test: lint typecheck unit
+# The documentation site, built strictly (a broken link or docstring warning fails), into a temp folder.
+site: setup
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+
+test: lint typecheck site unit
 
 bench: setup
 	$(PY) -m benchmarks
@@ -62,6 +66,7 @@ bench: setup
 docs: setup
 	$(PY) -m medimg.config.reference > docs/workflow-reference.md
 	$(PY) -m medimg.cli.reference > docs/cli.md
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf runs site .pytest_cache .mypy_cache .ruff_cache
