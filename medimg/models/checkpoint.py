@@ -113,7 +113,7 @@ def _torch_load_safely(path: Path, allow_pickle: bool) -> tuple[Any, str]:
     raise WeightsError(
         f"{path}: refused to load: this is not a plain weights file ({detail}). Unpickling it could run "
         f"code. Convert it to .safetensors on a trusted machine (medimg weights convert), or, only if you "
-        f"trust its origin, set allow_pickle: true in model.pretrained."
+        f"trust its origin, set allow_pickle: true in model.pretrained and run with --allow-pickle."
     )
 
 
@@ -153,7 +153,7 @@ def read_checkpoint(
         if not allow_pickle:
             raise WeightsError(
                 f"{path}: is a TorchScript archive (code and weights); loading it runs its code. Use the "
-                f"bundle's model.pt/.safetensors, or set allow_pickle: true if you trust it."
+                f"bundle's model.pt/.safetensors, or allow pickle (--allow-pickle) if you trust it."
             )
         module = torch.jit.load(str(path), map_location="cpu")
         return Checkpoint(dict(module.state_dict()), path, "torchscript")

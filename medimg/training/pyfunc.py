@@ -23,6 +23,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import medimg.training.tracking  # noqa: F401  (turns MLflow telemetry off before mlflow is imported)
+
+# isort: split
 import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
