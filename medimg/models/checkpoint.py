@@ -72,7 +72,16 @@ def detect_format(path: Path) -> str:
         'safetensors'
     """
     with open(path, "rb") as handle:
-        head = handle.read(16)
+        return format_of_head(handle.read(16))
+
+
+def format_of_head(head: bytes) -> str:
+    """:func:`detect_format` on a file's first bytes (at least 16 when the file has them).
+
+    Example:
+        >>> format_of_head(b"PK\\x03\\x04 rest of a torch.save zip")
+        'zip'
+    """
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
         return "safetensors"
     if head.startswith(b"PK\x03\x04"):

@@ -224,15 +224,12 @@ def log_pyfunc_model(
         >>> log_pyfunc_model(res.run_id, res.model_dir, res.tracking_uri, "liver_seg")  # doctest: +SKIP
         'models:/liver_seg@candidate'
     """
-    import yaml
-
     from medimg.config.load import parse_workflow
+    from medimg.config.yaml_strict import load_yaml_file
     from medimg.inference.model_io import MODEL_FILE, WORKFLOW_FILE, sha256_file
 
     model_dir = Path(model_dir)
-    wf = parse_workflow(
-        yaml.safe_load((model_dir / WORKFLOW_FILE).read_text()), source=str(model_dir / WORKFLOW_FILE)
-    )
+    wf = parse_workflow(load_yaml_file(model_dir / WORKFLOW_FILE), source=str(model_dir / WORKFLOW_FILE))
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     before = client.get_run(run_id).info.status
@@ -287,21 +284,64 @@ def download_model_folder(
     Example:
         >>> load_trained(download_model_folder("models:/liver_seg@champion"))  # doctest: +SKIP
     """
-    import yaml
+    from medimg.config.yaml_strict import load_yaml_file
+    from medimg.errors import MedimgError, WeightsError
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=None if dst is None else str(dst)
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=None if dst is None else str(dst)
+            )
         )
-    )
-    conf = yaml.safe_load((local / "MLmodel").read_text())
-    artifacts = conf.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-    if ARTIFACT_KEY not in artifacts:
-        from medimg.errors import WeightsError
-
+        conf = load_yaml_file(local / "MLmodel", "MLmodel file")
+        artifacts = conf.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+        folder = (local / str(artifacts[ARTIFACT_KEY]["path"])).resolve()
+    except MedimgError:
+        raise
+    except (KeyError, TypeError, AttributeError):
         raise WeightsError(
             f"{model_uri}: not a medimg pyfunc model (no artifact {ARTIFACT_KEY!r} in its MLmodel)"
+        ) from None
+    except Exception as exc:  # MLflow's errors for an unknown name, alias or store
+        raise WeightsError(f"{model_uri}: cannot fetch the model from MLflow ({exc})") from None
+    if not folder.is_relative_to(local.resolve()):
+        raise WeightsError(f"{model_uri}: its MLmodel points {ARTIFACT_KEY!r} outside the model ({folder})")
+    return folder
+
+
+def registered_weights_sha256(model_uri: str) -> tuple[str, str] | None:
+    """The weights sha256 recorded for a registered model version, and where it was recorded.
+
+    Reads the version's tag ``medimg.weights_sha256`` (set by :func:`log_pyfunc_model`), else the
+    same tag of the run that logged it. ``None`` when neither exists or the URI is not
+    ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
+
+    Example:
+        >>> registered_weights_sha256("models:/liver_seg@champion")  # doctest: +SKIP
+        ('9c1e...', 'registered model liver_seg version 3 (tag medimg.weights_sha256)')
+    """
+    from medimg.errors import WeightsError
+
+    ref = model_uri[len("models:/") :].strip("/")
+    name, at, alias = ref.partition("@")
+    name, slash, version = name.partition("/") if not at else (name, "", "")
+    if not name or not (alias or (slash and version.isdigit())):
+        return None
+    client = mlflow.MlflowClient()
+    try:
+        mv = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, version)
         )
-    return local / artifacts[ARTIFACT_KEY]["path"]
+    except Exception as exc:
+        raise WeightsError(f"{model_uri}: no such registered model version ({exc})") from None
+    tag = "medimg.weights_sha256"
+    if mv.tags.get(tag):
+        return mv.tags[tag].lower(), f"registered model {name} version {mv.version} (tag {tag})"
+    run_tags = client.get_run(mv.run_id).data.tags if mv.run_id else {}
+    if run_tags.get(tag):
+        return run_tags[tag].lower(), f"MLflow run {mv.run_id} (tag {tag})"
+    return None
