@@ -72,7 +72,7 @@ class TrainedModel:
 
 
 def _from_folder(
-    folder: Path, run_id: str | None, source: str, expected: Expected | None = None
+    folder: Path, run_id: str | None, source: str, expected: Expected | None = None, shown: str | None = None
 ) -> TrainedModel:
     """Build the network of a model folder after checking both files against their records."""
     from medimg.models.exact_load import load_state_exactly, safetensors_from_bytes
@@ -83,10 +83,11 @@ def _from_folder(
             f"{folder}: not a folder; a trained model folder holds {WORKFLOW_FILE} and {MODEL_FILE}"
         )
     record = read_record(folder)
-    weights, weights_sha = read_verified(folder, MODEL_FILE, record, expected)
+    weights, weights_sha = read_verified(folder, MODEL_FILE, record, expected, shown=shown)
     # Without model.json (runs logged before medimg wrote one) only MLflow's weights hash vouches.
-    wf_bytes, _ = read_verified(folder, WORKFLOW_FILE, record, required=record is not None)
-    wf_path, w_path = folder / WORKFLOW_FILE, folder / MODEL_FILE
+    wf_bytes, _ = read_verified(folder, WORKFLOW_FILE, record, required=record is not None, shown=shown)
+    label = Path(shown) if shown else folder
+    wf_path, w_path = label / WORKFLOW_FILE, label / MODEL_FILE
     wf = parse_workflow(
         load_yaml_text(wf_bytes.decode("utf-8", errors="replace"), str(wf_path)), str(wf_path)
     )
@@ -117,7 +118,7 @@ def _from_run(run_id: str, source: str) -> TrainedModel:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=tmp)
         except Exception as exc:
             raise WeightsError(f"MLflow run {run_id}: cannot fetch its 'model' artifacts ({exc})") from None
-        return _from_folder(Path(local), run_id, source, expected)
+        return _from_folder(Path(local), run_id, source, expected, shown=f"runs:/{run_id}/model")
 
 
 def _from_registry(uri: str) -> TrainedModel:
@@ -127,7 +128,7 @@ def _from_registry(uri: str) -> TrainedModel:
     recorded = registered_weights_sha256(uri)
     expected = Expected(*recorded) if recorded else None
     with tempfile.TemporaryDirectory(prefix="medimg-model-") as tmp:
-        return _from_folder(download_model_folder(uri, dst=tmp), None, uri, expected)
+        return _from_folder(download_model_folder(uri, dst=tmp), None, uri, expected, shown=uri)
 
 
 def load_trained(ref: str | Path, tracking_uri: str | None = None) -> TrainedModel:

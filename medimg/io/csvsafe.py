@@ -95,9 +95,7 @@ def _text_columns(frame: pd.DataFrame) -> list[Any]:
     """Columns that may hold text (object or string dtype); numeric and boolean ones never do."""
     import pandas as pd
 
-    return [
-        c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == object
-    ]
+    return [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
 
 
 def escape_row(row: dict[str, Any], path_columns: Iterable[str] = ()) -> dict[str, Any]:

@@ -96,15 +96,17 @@ def read_verified(
     expected: Expected | None = None,
     *,
     required: bool = True,
+    shown: str | None = None,
 ) -> tuple[bytes, str]:
-    """Read ``folder/name`` once and check its sha256 against the record and ``expected``.
+    """Read ``folder/name`` once and check its sha256 against ``expected`` and the record.
 
     Args:
         folder: The model folder.
         name: File inside it.
         record: ``model.json``'s entries (:func:`read_record`), or ``None``.
-        expected: A hash recorded outside the folder (MLflow), or ``None``.
+        expected: A hash recorded outside the folder (MLflow), checked first, or ``None``.
         required: Refuse when neither the record nor ``expected`` covers the file.
+        shown: How to name the folder in errors (``runs:/ID/model`` for a temporary copy).
 
     Returns:
         ``(content, sha256)``: the verified bytes (load these, not the file again) and their hash.
@@ -113,23 +115,26 @@ def read_verified(
         WeightsError: Missing file, a hash that differs, or nothing to check it against.
     """
     path = Path(folder) / name
+    label = Path(shown) if shown else Path(folder)
     if not path.is_file():
         raise WeightsError(
-            f"{path}: not found; a trained model folder holds {WORKFLOW_FILE} and {WEIGHTS_FILE}"
+            f"{label / name}: not found; a trained model folder holds {WORKFLOW_FILE} and {WEIGHTS_FILE}"
         )
     if path.stat().st_size > MAX_RECORDED_BYTES:
-        raise WeightsError(f"{path}: {path.stat().st_size / 2**30:.1f} GiB is larger than any medimg model")
+        raise WeightsError(
+            f"{label / name}: {path.stat().st_size / 2**30:.1f} GiB is larger than any medimg model"
+        )
     content = path.read_bytes()
     actual = hashlib.sha256(content).hexdigest()
-    if record is not None and name in record and record[name] != actual:
-        raise mismatch(path, actual, record[name], str(Path(folder) / RECORD_FILE))
     if expected is not None and expected.sha256 != actual:
-        raise mismatch(path, actual, expected.sha256, expected.recorded_in)
+        raise mismatch(label / name, actual, expected.sha256, expected.recorded_in)
+    if record is not None and name in record and record[name] != actual:
+        raise mismatch(label / name, actual, record[name], str(label / RECORD_FILE))
     if required and (record is None or name not in record) and expected is None:
         raise WeightsError(
-            f"{path}: no sha256 record to check it against ({Path(folder) / RECORD_FILE} is missing or does "
-            f"not name {name}); medimg writes one at export. If you trust this folder, record its hashes "
-            f"with `medimg weights record {folder}`"
+            f"{label / name}: no sha256 record to check it against ({label / RECORD_FILE} is missing or "
+            f"does not name {name}); medimg writes one at export. If you trust this folder, record its "
+            f"hashes with `medimg weights record {label}`"
         )
     return content, actual
 
