@@ -99,11 +99,17 @@ def _resolve_global(name: str) -> Any | None:
         return None
 
 
+def _torch_load(path: Path, weights_only: bool) -> Any:
+    """``torch.load`` from an open handle: by path, torch picks safetensors from a ``.safetensors`` name."""
+    with open(path, "rb") as handle:
+        return torch.load(handle, map_location="cpu", weights_only=weights_only)
+
+
 def _torch_load_safely(path: Path, allow_pickle: bool) -> tuple[Any, str]:
     if allow_pickle:
-        return torch.load(path, map_location="cpu", weights_only=False), "pickle"
+        return _torch_load(path, weights_only=False), "pickle"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), "torch"
+        return _torch_load(path, weights_only=True), "torch"
     except pickle.UnpicklingError as exc:
         first_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     wanted: list[str] = []
@@ -116,7 +122,7 @@ def _torch_load_safely(path: Path, allow_pickle: bool) -> tuple[Any, str]:
         objects = [obj for obj in (_resolve_global(g) for g in wanted) if obj is not None]
         if len(objects) == len(wanted):
             with torch.serialization.safe_globals(objects):
-                return torch.load(path, map_location="cpu", weights_only=True), "torch"
+                return _torch_load(path, weights_only=True), "torch"
     risky = [g for g in wanted if g not in harmless]
     detail = f"it imports {', '.join(risky)}" if risky else first_error
     raise WeightsError(

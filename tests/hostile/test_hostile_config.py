@@ -209,10 +209,13 @@ def test_tampered_model_folder_is_refused(study, model_copy, tmp_path, capsys):
 
 
 def test_tampered_workflow_in_a_model_folder_is_refused(study, model_copy, tmp_path, capsys):
+    import yaml
+
     wf = model_copy / "workflow.yaml"
-    text = wf.read_text()
-    assert "- -200\n" in text
-    wf.write_text(text.replace("- -200\n", "- -1000\n"))  # a different intensity window
+    data = yaml.safe_load(wf.read_text())
+    assert data["preprocessing"]["intensity"]["window"][0] == -200
+    data["preprocessing"]["intensity"]["window"][0] = -1000  # another intensity window: other masks
+    wf.write_text(yaml.safe_dump(data, sort_keys=False))
     assert _predict(model_copy, study, tmp_path / "out") == EXIT_INPUT_ERROR
     _one_error_line(capsys.readouterr().err, str(wf), "does not match")
 
