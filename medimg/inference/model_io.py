@@ -121,9 +121,45 @@ def _from_run(run_id: str, source: str) -> TrainedModel:
         return _from_folder(Path(local), run_id, source, expected, shown=f"runs:/{run_id}/model")
 
 
+def registered_weights_sha256(model_uri: str) -> tuple[str, str] | None:
+    """The weights sha256 recorded for a registered model version, and where it was recorded.
+
+    Reads the version's tag ``medimg.weights_sha256`` (set by :func:`log_pyfunc_model`), else the
+    same tag of the run that logged it. ``None`` when neither exists or the URI is not
+    ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
+
+    Example:
+        >>> registered_weights_sha256("models:/liver_seg@champion")  # doctest: +SKIP
+        ('9c1e...', 'registered model liver_seg version 3 (tag medimg.weights_sha256)')
+    """
+    ref = model_uri[len("models:/") :].strip("/")
+    name, at, alias = ref.partition("@")
+    name, slash, version = name.partition("/") if not at else (name, "", "")
+    if not name or not (alias or (slash and version.isdigit())):
+        return None
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    try:
+        mv = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, version)
+        )
+    except Exception as exc:
+        raise WeightsError(f"{model_uri}: no such registered model version ({exc})") from None
+    tag = WEIGHTS_TAG
+    if mv.tags.get(tag):
+        return mv.tags[tag].lower(), f"registered model {name} version {mv.version} (tag {tag})"
+    run_tags = client.get_run(mv.run_id).data.tags if mv.run_id else {}
+    if run_tags.get(tag):
+        return run_tags[tag].lower(), f"MLflow run {mv.run_id} (tag {tag})"
+    return None
+
+
 def _from_registry(uri: str) -> TrainedModel:
     """Fetch a registered pyfunc into a temporary folder, verify against the version's record, load."""
-    from medimg.training.pyfunc import download_model_folder, registered_weights_sha256
+    from medimg.training.pyfunc import download_model_folder
 
     recorded = registered_weights_sha256(uri)
     expected = Expected(*recorded) if recorded else None
