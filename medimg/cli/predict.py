@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "DICOM inputs also get a DICOM SEG and a DICOM SR (TID 1500) referencing the source series. "
         "With --pacs, cases come from a DICOMweb query (QIDO-RS), are retrieved (WADO-RS) and the SEG and "
         "SR are stored back (STOW-RS); credentials come from MEDIMG_PACS_USER/MEDIMG_PACS_PASSWORD or "
-        "MEDIMG_PACS_TOKEN, never from the command line. Exit code: the number of failed cases (0: all done).",
+        "MEDIMG_PACS_TOKEN, never from the command line. Exit code 1 when some cases failed (the count is printed).",
         epilog="example: medimg predict runs/quickstart_seg/model scans/ --out predictions/",
     )
     p.add_argument("model", help="model folder (workflow.yaml + model.safetensors), MLflow run id, or .ckpt")
@@ -153,4 +153,4 @@ def execute(args: argparse.Namespace) -> int:
     )
     print(f"done {report.done}, skipped {report.skipped}, failed {report.failed} -> {args.out}")
     print(f"cohort summary: {report.summary_csv}")
-    return report.exit_code
+    return 1 if report.failed else 0  # medimg.errors.EXIT_SOME_FAILED: the count is printed above

@@ -158,16 +158,25 @@ def scan(
     return result
 
 
+PATH_COLUMNS = ("image", "path")
+"""Columns of the scan tables that hold file paths (escaped as ``./=...`` in CSV, still resolvable)."""
+
+
 def write_table(rows: list[dict], columns: list[str], path: str | os.PathLike[str]) -> Path:
-    """Write rows as CSV or Parquet (by suffix), atomically, with ``columns`` in order."""
+    """Write rows as CSV or Parquet (by suffix), atomically, with ``columns`` in order.
+
+    CSV cells that a spreadsheet would run as a formula are escaped (:mod:`medimg.io.csvsafe`).
+    """
     import pandas as pd
+
+    from medimg.io.csvsafe import escape_frame
 
     frame = pd.DataFrame(rows, columns=columns)
     with atomic_write(path) as tmp:
         if str(path).endswith(".parquet"):
             frame.to_parquet(tmp, index=False)
         else:
-            frame.to_csv(tmp, index=False)
+            escape_frame(frame, PATH_COLUMNS).to_csv(tmp, index=False)
     return Path(path)
 
 
