@@ -108,13 +108,14 @@ def execute(args: argparse.Namespace) -> int:
     cases = found.cases
     if args.pacs:
         from medimg.inference.pacs import PacsClient
-        from medimg.inference.pacs_cohort import pacs_cases, query_filters
+        from medimg.inference.pacs_cohort import pacs_cases, pacs_set_aside, query_filters
 
         client = PacsClient(args.pacs)
         series = client.query_series(
             args.pacs_study, modality=args.pacs_modality, filters=query_filters(args.pacs_filter) or None
         )
         cases = cases + pacs_cases(client, series, out_dir / "pacs_cache")
+        found.set_aside += pacs_set_aside(series)
     labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
 
     def load_fn(case):  # runs in background threads

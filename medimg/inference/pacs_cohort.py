@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medimg.errors import ConfigError, DataError
-from medimg.inference.cases import CaseInput, CaseOutputs, SetAsideError
+from medimg.inference.cases import CaseInput, CaseOutputs, SetAside, SetAsideError
 from medimg.inference.pacs import PacsClient, SeriesInfo
 from medimg.io.atomic import atomic_write_text
 
@@ -76,6 +76,23 @@ def pacs_cases(client: PacsClient, series: Sequence[SeriesInfo], cache_dir: Path
         meta = {"study_uid": info.study_uid, "series_uid": info.series_uid, "sop_uids": uids}
         cases.append(CaseInput(case_id, (Path(cache_dir) / case_id,), content_sha256=content, meta=meta))
     return cases
+
+
+def pacs_set_aside(series: Sequence[SeriesInfo]) -> list[SetAside]:
+    """The queried series that are no case by their modality (SEG, SR, ...), listed with the reason.
+
+    Example:
+        >>> info = SeriesInfo("1.2", "1.2.3", "SR", 99, 1)
+        >>> pacs_set_aside([info])[0].reason
+        'modality SR (no image to predict on)'
+    """
+    return [
+        SetAside(
+            series_case_id(info.series_uid), "non_image", f"modality {info.modality} (no image to predict on)"
+        )
+        for info in series
+        if info.modality in NON_IMAGE_MODALITIES
+    ]
 
 
 def retrieving(client: PacsClient, load_fn: Callable[[CaseInput], Any]) -> Callable[[CaseInput], Any]:

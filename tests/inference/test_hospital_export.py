@@ -221,3 +221,51 @@ def test_training_manifest_reader_finds_the_images_of_a_moved_scan(tmp_path: Pat
     cfg = parse_workflow(TINY).data.model_copy(update={"manifest": str(labelled), "label_column": "label"})
     images = read_manifest(cfg, "classification")["image"]  # what `medimg run` reads
     assert sorted(load_image(p).shape[2] for p in images) == [6, 6, 12, 12]
+
+
+@pytest.mark.pacs
+def test_predict_from_a_pacs_sets_aside_what_a_scan_sets_aside(
+    model: Path, tmp_path: Path, orthanc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medimg.inference.pacs import PacsClient
+    from medimg.inference.pacs_cohort import series_case_id
+
+    for k, v in orthanc.env().items():
+        monkeypatch.setenv(k, v)
+    study = write_export(tmp_path / "export")[0]
+    pacs = PacsClient(orthanc.url)
+    pacs.store(sorted(study.folder.iterdir()))
+    study_uid = str(pydicom.dcmread(next(study.folder.iterdir()), stop_before_pixels=True).StudyInstanceUID)
+    argv = [
+        "predict",
+        str(model),
+        "--pacs",
+        orthanc.url,
+        "--pacs-study",
+        study_uid,
+        "--out",
+        "p",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    cohort = _cohort(tmp_path / "p")
+    statuses = dict(zip(cohort["case_id"], cohort["status"], strict=True))
+    usable = {series_case_id(study.ct_uid), series_case_id(study.second_uid)}
+    assert statuses == {
+        **dict.fromkeys(usable, "done"),
+        **{series_case_id(u): "set_aside" for u in study.set_aside},
+    }
+    reasons = dict(zip(cohort["case_id"], cohort["reason"], strict=True))
+    words = {"localizer": "LOCALIZER", "secondary_capture": "secondary capture", "non_image": "modality SR"}
+    for uid, kind in study.set_aside.items():
+        assert (
+            reasons[series_case_id(uid)].startswith(f"{kind}: ")
+            and words[kind] in reasons[series_case_id(uid)]
+        )
+    for case_id in usable:
+        written = sorted(p.name for p in (tmp_path / "p" / "cases" / case_id).iterdir())
+        assert written == sorted([*OUTPUTS, "pacs_store.json"])
+    # the rerun skips both series; the SEGs and SRs now in the study are listed, not predicted
+    assert main(argv) == 0
+    rerun = _cohort(tmp_path / "p")
+    assert Counter(rerun["status"]) == {"skipped": 2, "set_aside": 3 + 4}
