@@ -269,3 +269,31 @@ def test_predict_from_a_pacs_sets_aside_what_a_scan_sets_aside(
     assert main(argv) == 0
     rerun = _cohort(tmp_path / "p")
     assert Counter(rerun["status"]) == {"skipped": 2, "set_aside": 3 + 4}
+
+
+def test_a_broken_series_fails_with_its_reason_and_the_rest_goes_on(model: Path, tmp_path: Path) -> None:
+    studies = write_export(tmp_path / "export")
+    ct = [
+        p
+        for p in studies[1].folder.iterdir()
+        if pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID == studies[1].ct_uid
+    ]
+    middle = sorted(ct, key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).SliceLocation))[5]
+    middle.unlink()  # a slice lost in transfer
+    (studies[0].folder / "IM_BROKEN").write_bytes(b"\x00" * 300)  # could be DICOM: listed, unreadable
+    (studies[0].folder / "notes.json").write_text("{}")  # a sidecar: ignored
+
+    assert (
+        main(["scan", str(tmp_path / "export"), "--out", str(tmp_path / "q"), "--absolute-paths", "-j", "1"])
+        == 1
+    )
+    manifest = pd.read_csv(tmp_path / "q" / "manifest.csv")
+    assert len(manifest) == 3 and all(Path(p.partition("#")[0]).is_absolute() for p in manifest["image"])
+
+    assert main(["predict", str(model), str(tmp_path / "export"), "--out", "p", "--no-progress"]) != 0
+    cohort = _cohort(tmp_path / "p")
+    assert Counter(cohort["status"]) == {"done": 3, "failed": 1, "set_aside": 6, "unreadable": 1}
+    failed = cohort[cohort["status"] == "failed"].iloc[0]
+    assert failed["case_id"] == _series_key(studies[1].ct_uid)[: len("series-") + 12]
+    assert failed["reason"].startswith("unsupported: ") and "1 missing slice" in failed["reason"]
+    assert "not a DICOM file" in cohort[cohort["status"] == "unreadable"].iloc[0]["reason"]
