@@ -138,15 +138,13 @@ def _cases(inputs: list[str], reference_column: str | None, mask_column: str | N
     A manifest row also gives the reference class and the lesion/organ mask (its path
     relative to the manifest, as the image's).
     """
-    import logging
-
     from medimg.errors import DataError
     from medimg.explain.runner import ExplainCase
     from medimg.inference.inputs import collect_inputs, resolve_path
 
     found = collect_inputs(inputs)
     for item in found.set_aside:
-        logging.getLogger("medimg.explain").info("%s %s: %s", item.status, item.case_id, item.reason)
+        print(f"  {item.status.replace('_', ' ')} {item.case_id}: {item.kind}: {item.reason}")
     cases = []
     for c in found.cases:
         row, root = c.meta.get("row") or {}, c.meta.get("root")

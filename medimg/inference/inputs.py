@@ -131,6 +131,9 @@ def collect_inputs(inputs: list[str], image_column: str = "image", workers: int 
             raise DataError(
                 f"{p}: not a NIfTI file (.nii/.nii.gz), a folder, folder#series_key or a manifest (.csv)"
             )
+    # The same series reached twice (an export and one of its studies, nested folders) is one case.
+    found.cases = list({(c.case_id, c.paths): c for c in found.cases}.values())
+    found.set_aside = list(dict.fromkeys(found.set_aside))
     found.cases = _disambiguate(found.cases)
     ids = [c.case_id for c in found.cases]
     dup = sorted({i for i in ids if ids.count(i) > 1})
