@@ -102,12 +102,21 @@ class _Prepared:
 
 
 def _reason(exc: BaseException) -> str:
-    """``Type: message`` of the error, or of the medimg error it wraps (MONAI wraps reader errors)."""
+    """``Type: message`` of the error, or of the error it wraps when that says more.
+
+    MONAI wraps whatever a transform raised in ``RuntimeError: applying transform <...>``;
+    the reason shown is the medimg error in the chain (it names the file and what was
+    expected), else the innermost error under MONAI's wrapper.
+    """
+    chain: list[BaseException] = []
     cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, MedimgError):
+    while cause is not None and cause not in chain:
+        chain.append(cause)
         cause = cause.__cause__ or cause.__context__
-    shown = cause if cause is not None else exc
-    return f"{type(shown).__name__}: {shown}"[:500]
+    shown = next((e for e in chain if isinstance(e, MedimgError)), None)
+    if shown is None:
+        shown = chain[-1] if str(exc).startswith("applying transform") else exc
+    return " ".join(f"{type(shown).__name__}: {shown}".split())[:500]
 
 
 def _set_aside_rows(set_aside: Sequence[SetAside], shard: tuple[int, int] | None) -> list[dict[str, Any]]:

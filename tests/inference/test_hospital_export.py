@@ -297,3 +297,17 @@ def test_a_broken_series_fails_with_its_reason_and_the_rest_goes_on(model: Path,
     assert failed["case_id"] == _series_key(studies[1].ct_uid)[: len("series-") + 12]
     assert failed["reason"].startswith("unsupported: ") and "1 missing slice" in failed["reason"]
     assert "not a DICOM file" in cohort[cohort["status"] == "unreadable"].iloc[0]["reason"]
+
+
+def test_a_failed_case_names_the_reader_error_not_the_transform_wrapper(model: Path, tmp_path: Path) -> None:
+    from medimg.io.nifti import save_nifti
+    from medimg.io.volume import Volume
+
+    good = save_nifti(Volume(np.zeros((20, 18, 10), np.float32), np.eye(4)), tmp_path / "good.nii")
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(good.read_bytes()[:-400])  # truncated: fewer voxel bytes than the header promises
+    assert main(["predict", str(model), str(good), str(cut), "--out", "p", "--no-progress"]) != 0
+    rows = _cohort(tmp_path / "p").set_index("case_id")
+    assert rows.loc["good", "status"] == "done" and rows.loc["cut", "status"] == "failed"
+    reason = rows.loc["cut", "reason"]
+    assert "applying transform" not in reason and str(cut) in reason and "bytes" in reason, reason
