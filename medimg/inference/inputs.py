@@ -178,11 +178,15 @@ def _manifest_inputs(path: Path, image_column: str, scans: _Scans) -> tuple[list
     root = path.parent
     cases: list[CaseInput] = []
     set_aside: list[SetAside] = []
-    for row in df.to_dict("records"):
+    for number, row in enumerate(df.to_dict("records"), start=2):
         meta: dict[str, Any] = {"row": row, "root": root}
+        case_key = row.get("case_key") or None
+        if not str(row[image_column]).strip():
+            reason = f"{path}: line {number}: empty {image_column!r} (expected an image path)"
+            set_aside.append(SetAside(case_key or f"line-{number}", "unsupported", reason))
+            continue
         image = resolve_path(root, row[image_column])
         base, key = split_series_ref(image)
-        case_key = row.get("case_key") or None
         if Path(base).is_dir():
             found, aside = one_series_case(Path(base), key, case_key, scans(Path(base)))
             cases += [CaseInput(c.case_id, c.paths, meta={**c.meta, **meta}) for c in found]

@@ -103,3 +103,15 @@ def test_the_same_case_key_twice_in_a_manifest_is_refused(tmp_path: Path) -> Non
     model = built_model(tmp_path / "model")
     assert main(["predict", str(model), str(manifest), "--out", str(tmp_path / "out")]) != 0
     assert not (tmp_path / "out").exists()
+
+
+def test_a_manifest_row_without_an_image_is_a_failed_row_naming_the_line(tmp_path: Path) -> None:
+    from medimg.inference.inputs import collect_inputs
+
+    images = _images(tmp_path)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"case_key": ["a", "b"], "image": [images[0].name, ""]}).to_csv(manifest, index=False)
+    found = collect_inputs([str(manifest)])
+    assert [(c.case_id, c.paths) for c in found.cases] == [("a", (images[0],))]
+    (row,) = found.set_aside
+    assert (row.case_id, row.status) == ("b", "failed") and f"{manifest}: line 3: empty 'image'" in row.reason
