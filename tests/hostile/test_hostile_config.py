@@ -341,15 +341,18 @@ def test_formula_folder_names_are_escaped_in_manifest_and_paths_still_resolve(tm
     folder.mkdir(parents=True)
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.float32), np.eye(4)), folder / "@scan.nii.gz")
     (tmp_path / hostile / "+broken.nii.gz").write_bytes(b"\x00" * 400)
-    assert main(["scan", hostile, "--out", "out"]) == EXIT_SOME_FAILED  # one broken file (relative paths)
-    for table in ("out/manifest.csv", "out/excluded.csv"):
+    # tables beside the hostile folder, so the paths (relative to the tables) start with its name
+    assert main(["scan", hostile, "--out", "."]) == EXIT_SOME_FAILED  # one broken file
+    for table in ("manifest.csv", "excluded.csv"):
         with open(tmp_path / table, newline="") as handle:
             cells = [c for row in csv.reader(handle) for c in row]
         assert cells and not [c for c in cells if c.startswith(("=", "+", "-", "@"))], cells
-    manifest = pd.read_csv(tmp_path / "out/manifest.csv")
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
     image = manifest.image[0]
-    assert image.startswith("./=HYPERLINK") and Path(image).resolve() == (folder / "@scan.nii.gz").resolve()
-    assert Path(image).is_file()
+    assert image.startswith("./=HYPERLINK"), image
+    assert (tmp_path / image).resolve() == (folder / "@scan.nii.gz").resolve() and (
+        tmp_path / image
+    ).is_file()
 
 
 def test_text_cells_round_trip_through_the_escape(tmp_path):
@@ -437,6 +440,7 @@ def test_mlflow_telemetry_is_off_and_writes_nothing_under_home(tmp_path):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "HOME": str(home),
            "MEDIMG_CACHE": str(tmp_path / "cache"), "MPLCONFIGDIR": str(tmp_path / "mpl")}  # fmt: skip
     run_id = "0" * 32
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.float32), np.eye(4)), tmp_path / "x.nii.gz")
     cli = [sys.executable, "-m", "medimg", "predict", f"runs:/{run_id}", "x.nii.gz", "--out", "o",
            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
     proc = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
