@@ -74,7 +74,6 @@ def execute(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import mlflow
-    import pandas as pd
 
     from medimg.data.manifest import read_manifest
     from medimg.errors import ConfigError, DataError
@@ -83,6 +82,7 @@ def execute(args: argparse.Namespace) -> int:
     from medimg.inference.model_io import load_trained
     from medimg.inference.predictor import Predictor
     from medimg.inference.score import score_cases
+    from medimg.io.csvsafe import read_csv_unescaped
 
     tm = load_trained(args.model, tracking_uri=args.tracking_uri)
     wf = tm.workflow
@@ -116,7 +116,7 @@ def execute(args: argparse.Namespace) -> int:
     compare = None
     if args.compare:
         if args.compare.endswith(".csv"):
-            compare = pd.read_csv(args.compare)
+            compare = read_csv_unescaped(args.compare)
         else:
             other = load_trained(args.compare, tracking_uri=args.tracking_uri)
             compare = score_cases(Predictor(other.model, other.workflow), df)

@@ -37,6 +37,7 @@ from medimg.evaluation.summary import (
 )
 from medimg.evaluation.undefined import annotate, per_case_notes
 from medimg.io.atomic import atomic_write_text
+from medimg.io.csvsafe import escape_frame
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def evaluate_study(
     if task == "segmentation":
         frame = frame.assign(undefined=per_case_notes(frame))
     per_case_csv = out_dir / "per_case.csv"
-    atomic_write_text(per_case_csv, frame.to_csv(index=False))
+    atomic_write_text(per_case_csv, escape_frame(frame, ("image", "target")).to_csv(index=False))
     summary["files"] = {"per_case": per_case_csv.name, "plots": {k: p.name for k, p in plot_paths.items()}}
     summary = json_safe(summary)
     summary_json = atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False))

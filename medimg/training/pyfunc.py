@@ -49,7 +49,6 @@ _FALLBACK_REQUIREMENTS = (
     "mlflow",
     "nibabel",
     "pydicom",
-    "SimpleITK",
     "pydantic",
     "pyyaml",
     "numpy",
