@@ -175,11 +175,7 @@ def test_fresh_process_pyfunc_equals_medimg_predict(registered, images, tmp_path
     for i in range(len(images)):
         mask_path = Path(got.loc[i, "mask_path"])
         assert mask_path == [out_dir / "a.nii.gz", out_dir / "b/scan_b_mask.nii.gz"][i]  # file, or folder
-        cli_mask = next(
-            p
-            for p in cli_out.rglob("mask.nii.gz")
-            if p.parent.name.startswith(prefixes[i])
-        )
+        cli_mask = next(p for p in cli_out.rglob("mask.nii.gz") if p.parent.name.startswith(prefixes[i]))
         ours, ref = nib.load(mask_path), nib.load(cli_mask)
         assert ours.shape == ref.shape
         np.testing.assert_array_equal(ours.affine, ref.affine)
