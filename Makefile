@@ -9,20 +9,30 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.medimg-installed
 SRC     := medimg tests benchmarks
 
-.PHONY: setup demo test lint typecheck unit bench docs clean help
+.PHONY: setup demo test lint typecheck unit site bench docs lock clean help
 
 help:
 	@echo "make demo   set up, then run the quickstart workflows (segmentation + classification)"
 	@echo "make test   set up, then lint, type-check and run the whole test suite"
 	@echo "make bench  set up, then run the benchmarks (prints ratios, writes benchmarks/results)"
-	@echo "make docs   regenerate docs/workflow.md from the schema"
+	@echo "make docs   regenerate docs/workflow-reference.md and docs/cli.md, build the site into site/"
+	@echo "make lock   refresh requirements/constraints.txt (pinned versions) from .venv"
 
-$(STAMP): pyproject.toml
+LOCK    := requirements/constraints.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
+
+# Refresh the pinned versions (used by setup, CI and the Docker image) from the current .venv.
+lock: setup
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@echo "# Pinned versions of every package medimg and its [dev] extra install; CI, make test and" > $(LOCK)
+	@echo "# the Docker image install with -c. Refresh with: make lock (torch's local +cpu tag dropped)." >> $(LOCK)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^medimg' | sed -e 's/+cpu$$//' >> $(LOCK)
 
 setup: $(STAMP)
 
@@ -44,7 +54,11 @@ typecheck: setup
 unit: setup
 	$(VENV)/bin/pytest
 
-test: lint typecheck unit
+# The documentation site, built strictly (a broken link or docstring warning fails), into a temp folder.
+site: setup
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+
+test: lint typecheck site unit
 
 bench: setup
 	$(PY) -m benchmarks
@@ -52,6 +66,7 @@ bench: setup
 docs: setup
 	$(PY) -m medimg.config.reference > docs/workflow-reference.md
 	$(PY) -m medimg.cli.reference > docs/cli.md
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf runs site .pytest_cache .mypy_cache .ruff_cache

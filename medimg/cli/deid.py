@@ -37,12 +37,21 @@ def execute(args: argparse.Namespace) -> int:
     """De-identify and return 1 when some files were excluded."""
     from pathlib import Path
 
-    from medimg.errors import DataError
+    from medimg.errors import ConfigError, DataError
     from medimg.io.dicom.deid import deidentify_folder
 
     if not Path(args.input).is_dir():
         raise DataError(f"{args.input}: folder not found")
-    key = Path(args.key_file).read_bytes().strip() if args.key_file else None
+    key = None
+    if args.key_file:
+        key_path = Path(args.key_file)
+        if not key_path.is_file():
+            raise ConfigError(
+                f"--key-file {key_path}: file not found (expected a file holding the secret key)"
+            )
+        key = key_path.read_bytes().strip()
+        if not key:
+            raise ConfigError(f"--key-file {key_path}: file is empty (expected the secret key)")
     written, excluded = deidentify_folder(
         args.input, args.output, key=key, retain_uids=args.retain_uids, dates=args.dates
     )

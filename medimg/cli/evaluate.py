@@ -74,14 +74,15 @@ def execute(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import mlflow
-    import pandas as pd
 
     from medimg.data.manifest import read_manifest
     from medimg.errors import ConfigError, DataError
     from medimg.evaluation.report import evaluate_study
+    from medimg.evaluation.undefined import format_estimate
     from medimg.inference.model_io import load_trained
     from medimg.inference.predictor import Predictor
     from medimg.inference.score import score_cases
+    from medimg.io.csvsafe import read_csv_unescaped
 
     tm = load_trained(args.model, tracking_uri=args.tracking_uri)
     wf = tm.workflow
@@ -115,7 +116,7 @@ def execute(args: argparse.Namespace) -> int:
     compare = None
     if args.compare:
         if args.compare.endswith(".csv"):
-            compare = pd.read_csv(args.compare)
+            compare = read_csv_unescaped(args.compare)
         else:
             other = load_trained(args.compare, tracking_uri=args.tracking_uri)
             compare = score_cases(Predictor(other.model, other.workflow), df)
@@ -134,13 +135,22 @@ def execute(args: argparse.Namespace) -> int:
         title=f"{wf.name}: evaluation ({args.split} split)",
     )
     if run_id and uri and not args.no_log:
-        client = mlflow.MlflowClient(uri)
-        for path in res.artifacts:
-            client.log_artifact(run_id, str(path), "evaluation/report")
+        _log_to_mlflow(mlflow.MlflowClient(uri), run_id, res)
     print(f"evaluated {len(ok)} of {len(per_case)} cases -> {res.report_html}")
-    for name, m in list(res.summary.get("metrics", {}).items())[:12]:
+    for name, m in res.summary.get("metrics", {}).items():
         if isinstance(m, dict) and "estimate" in m:
-            print(
-                f"  {name:24s} {m['estimate']:.4f}  [{m.get('low', float('nan')):.4f}, {m.get('high', float('nan')):.4f}]"
-            )
+            print(f"  {name:24s} {format_estimate(m)}")
     return 1 if len(ok) < len(per_case) else 0
+
+
+def _log_to_mlflow(client, run_id: str, res) -> None:
+    """Artifacts, the defined cohort metrics (``eval_*``), and a tag saying why each undefined one is missing."""
+    from medimg.evaluation.summary import flat_metrics
+    from medimg.evaluation.undefined import undefined_tags
+
+    for path in res.artifacts:
+        client.log_artifact(run_id, str(path), "evaluation/report")
+    for key, value in flat_metrics(res.summary).items():
+        client.log_metric(run_id, key, value)
+    for key, reason in undefined_tags(res.summary).items():
+        client.set_tag(run_id, key, reason)

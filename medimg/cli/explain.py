@@ -133,42 +133,37 @@ def _load(args: argparse.Namespace):
 
 
 def _cases(inputs: list[str], reference_column: str | None, mask_column: str | None):
-    from pathlib import Path
+    """Explain cases from the same inputs ``medimg predict`` takes (see ``collect_inputs``).
 
-    import pandas as pd
-
+    A manifest row also gives the reference class and the lesion/organ mask (its path
+    relative to the manifest, as the image's).
+    """
     from medimg.errors import DataError
     from medimg.explain.runner import ExplainCase
-    from medimg.inference.inputs import collect_cases
+    from medimg.inference.inputs import collect_inputs, resolve_path
 
+    found = collect_inputs(inputs)
+    for item in found.set_aside:
+        print(f"  {item.status.replace('_', ' ')} {item.case_id}: {item.kind}: {item.reason}")
     cases = []
-    for raw in inputs:
-        if not raw.endswith(".csv"):
-            cases += [ExplainCase(c.case_id, c.paths[0]) for c in collect_cases([raw])]
-            continue
+    for c in found.cases:
+        row, root = c.meta.get("row") or {}, c.meta.get("root")
+        ref = str(row.get(reference_column) or "") if reference_column else ""
+        mask = str(row.get(mask_column) or "") if mask_column else ""
         try:
-            df = pd.read_csv(raw)
-        except Exception as exc:
-            raise DataError(f"{raw}: cannot read manifest CSV ({exc})") from exc
-        if "image" not in df:
-            raise DataError(f"{raw}: manifest has no 'image' column; columns are {list(df.columns)}")
-        root = Path(raw).parent
-
-        def resolve(v: object, root: Path = root) -> Path:
-            return Path(str(v)) if Path(str(v)).is_absolute() else root / str(v)
-
-        for i, row in df.iterrows():
-            key = str(row["case_key"]) if "case_key" in df else f"case_{int(i):05d}"
-            ref = row.get(reference_column) if reference_column and reference_column in df else None
-            mask = row.get(mask_column) if mask_column and mask_column in df else None
-            cases.append(
-                ExplainCase(
-                    key,
-                    resolve(row["image"]),
-                    reference=None if ref is None or pd.isna(ref) else int(ref),
-                    mask=None if mask is None or pd.isna(mask) else resolve(mask),
-                )
+            reference = int(float(ref)) if ref.strip() else None
+        except ValueError:
+            raise DataError(
+                f"case {c.case_id}: reference {reference_column}={ref!r} is not a class number"
+            ) from None
+        cases.append(
+            ExplainCase(
+                c.case_id,
+                c.meta.get("image") or c.paths[0],
+                reference=reference,
+                mask=resolve_path(root, mask) if mask.strip() and root is not None else None,
             )
+        )
     return cases
 
 

@@ -4,6 +4,12 @@ Each subcommand lives in its own module ``medimg.cli.<name>`` exposing
 ``register(subparsers) -> argparse.ArgumentParser`` (cheap: argparse only) and
 ``execute(args) -> int`` (does the work; heavy imports happen here). Tests call
 :func:`main` directly with an ``argv`` list.
+
+Exit codes (constants in :mod:`medimg.errors`, table in ``docs/refusals.md``): 0 done;
+1 some cases failed (the count is in the printed summary); 2 usage error (argparse);
+3 data, configuration or weights error, printed as one line
+``medimg <command>: error: <message>``; 130 interrupted. A user's mistake never
+prints a traceback, also when MONAI or Lightning wrapped the medimg error.
 """
 
 from __future__ import annotations
@@ -11,11 +17,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
 from medimg import __version__
-from medimg.errors import MedimgError
+from medimg.errors import (
+    EXIT_INPUT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    MedimgError,
+)
 
 # Order is the order shown in ``medimg --help``.
 COMMANDS: tuple[str, ...] = (
@@ -32,6 +46,14 @@ COMMANDS: tuple[str, ...] = (
     "weights",
     "schema",
 )
+# Commands that read a study workflow, which may ask for model.pretrained.allow_pickle.
+WORKFLOW_COMMANDS: tuple[str, ...] = ("run", "reproduce")
+ALLOW_PICKLE_HELP = (
+    "permit model.pretrained.allow_pickle in the workflow: unpickle the pretrained weights file, which "
+    "runs any code inside it (only for files you trust; same as MEDIMG_ALLOW_PICKLE=1)"
+)
+# A medimg error re-raised from a DataLoader worker keeps only its text: "medimg.errors.DataError: msg".
+_WORKER_TEXT = re.compile(r"^medimg\.errors\.(\w+): (.*)$", re.MULTILINE)
 
 log = logging.getLogger("medimg")
 
@@ -42,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medimg",
         description="Deep learning on medical images: DICOM/NIfTI in, trained models, "
         "predictions in the scan's own geometry, MLflow lineage, reports.",
+        epilog="exit codes: 0 done; 1 some cases failed (count in the summary); 2 usage error; "
+        "3 data, configuration or weights error (one line on stderr); 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"medimg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -54,8 +78,61 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         sub_parser = module.register(sub)
+        if name in WORKFLOW_COMMANDS:
+            sub_parser.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
         sub_parser.set_defaults(_execute=module.execute)
     return parser
+
+
+def medimg_error_in(exc: BaseException) -> MedimgError | None:
+    """The :class:`MedimgError` behind ``exc``: itself, one in its cause/context chain, or one whose
+    text a DataLoader worker re-raised inside another exception; ``None`` for a genuine bug.
+
+    Example:
+        >>> from medimg.errors import DataError
+        >>> try:
+        ...     try:
+        ...         raise DataError("a.nii.gz: truncated")
+        ...     except DataError as inner:
+        ...         raise RuntimeError("applying transform LoadImaged") from inner
+        ... except RuntimeError as outer:
+        ...     str(medimg_error_in(outer))
+        'a.nii.gz: truncated'
+    """
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, MedimgError) and not _WORKER_TEXT.search(str(node)):
+            return node
+        match = _WORKER_TEXT.findall(str(node))
+        if match:
+            import medimg.errors as errors
+
+            kind, message = match[-1]
+            cls = getattr(errors, kind, MedimgError)
+            return cls(message) if isinstance(cls, type) and issubclass(cls, MedimgError) else None
+        node = node.__cause__ or node.__context__
+    return None
+
+
+def one_line(message: str) -> str:
+    """A possibly multi-line message joined into one line (``; `` between its lines).
+
+    Example:
+        >>> one_line("invalid workflow\\nx.yaml: optim.lrr: unknown key")
+        'invalid workflow; x.yaml: optim.lrr: unknown key'
+    """
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from medimg.config.trust import pickle_allowed_by_user
+
+    if getattr(args, "allow_pickle", False):
+        with pickle_allowed_by_user():
+            return int(args._execute(args) or 0)
+    return int(args._execute(args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> main(["--version"])  # doctest: +SKIP
     """
+    from medimg.training.tracking import telemetry_off_by_default
+
+    telemetry_off_by_default()
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(
@@ -73,12 +153,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not getattr(args, "_execute", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
-        return int(args._execute(args) or 0)
-    except MedimgError as exc:
-        print(f"medimg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        code = _run(args)
+    except KeyboardInterrupt:
+        print(f"medimg {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        error = medimg_error_in(exc)
+        if error is None:
+            raise  # a bug in medimg: the traceback is what a report needs
+        log.debug("%s", args.command, exc_info=exc)
+        print(f"medimg {args.command}: error: {one_line(str(error))}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    return EXIT_OK if code == 0 else EXIT_SOME_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -96,7 +96,7 @@ def _volumes(args: argparse.Namespace) -> tuple[list, list[str]]:
 
 
 def execute(args: argparse.Namespace) -> int:
-    """Pretrain and write the weights; return 0, or the number of unreadable inputs (capped at 100)."""
+    """Pretrain and write the weights; return 0, or 1 when some inputs were unreadable (count printed)."""
     import hashlib
     import json
     import logging
@@ -104,7 +104,7 @@ def execute(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from medimg.errors import ConfigError, DataError
+    from medimg.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError, DataError
     from medimg.io.atomic import atomic_write
     from medimg.models.networks import network_task
     from medimg.models.ssl import pretrain_network
@@ -197,4 +197,4 @@ def execute(args: argparse.Namespace) -> int:
         if run is not None:
             mlflow.end_run()
     print(f"wrote {args.out} ({len(state)} tensors) from {len(volumes)} volumes; {len(failures)} unreadable")
-    return min(len(failures), 100)
+    return EXIT_SOME_FAILED if failures else EXIT_OK  # the count is printed above

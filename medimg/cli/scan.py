@@ -13,10 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "scan",
         help="find DICOM series and NIfTI files, write a QA manifest and an excluded table",
         description="Walk DIR (any depth), read DICOM headers in parallel, group and split series, "
-        "classify them (volume / localizer / derived / secondary capture / unsupported) and write "
+        "classify them (volume / localizer / derived / secondary capture / non-image object such as an SR / "
+        "unsupported) and write "
         "MANIFEST (one row per usable series: image path, pseudonymous patient/study/series keys, "
         "modality, dims, spacing, orientation, QA flags) and EXCLUDED (one line per bad file or "
-        "set-aside series, with the reason). The manifest feeds training directly. "
+        "set-aside series, with the reason). The manifest feeds training and `medimg predict` directly; "
+        "its paths are relative to the manifest's folder (move the output with the data), or absolute "
+        "with --absolute-paths. "
         "Exit code 0 when every file was usable or set aside on purpose, 1 when some were broken.",
     )
     p.add_argument("dir", help="folder to scan")
@@ -38,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(resample; load them with spacing_policy='resample', e.g. MedimgImageReader(spacing_policy='resample'))",
     )
     p.add_argument("--verify", action="store_true", help="also decode every usable series (slower)")
+    p.add_argument(
+        "--absolute-paths",
+        action="store_true",
+        help="write absolute paths (default: relative to the folder of the manifest / excluded table)",
+    )
     return p
 
 
@@ -53,7 +61,7 @@ def execute(args: argparse.Namespace) -> int:
         raise DataError(f"{root}: folder not found")
     result = scan(root, workers=args.workers, spacing_policy=args.spacing_policy, verify=args.verify)
     out = Path(args.out)
-    write_scan(result, out / args.manifest, out / args.excluded)
+    write_scan(result, out / args.manifest, out / args.excluded, absolute_paths=args.absolute_paths)
     print(f"{len(result.manifest)} usable series -> {out / args.manifest}")
     print(f"{len(result.excluded)} excluded ({result.problems} broken) -> {out / args.excluded}")
     if result.problems:

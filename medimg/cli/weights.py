@@ -8,6 +8,7 @@ Examples::
     medimg weights convert model.ckpt encoder.safetensors --strip-prefix net.
     medimg weights verify encoder.safetensors 3f1c...e9
     medimg weights check preset:merlin-encoder --network merlin --in-channels 1 --adapt-in-channels
+    medimg weights record runs/old_study/model
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 DESCRIPTION = (
     "Pretrained weights: list the named presets and networks, inspect a checkpoint without running code "
     "from it, convert it to .safetensors (optionally re-mapping keys), verify its sha256, or dry-run a load "
-    "into a network and print the load report."
+    "into a network and print the load report. A trained model folder carries model.json, the sha256 of its "
+    "weights and workflow, checked at every load; `record` writes it for a folder you trust."
 )
 
 
@@ -65,6 +67,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     verify = actions.add_parser("verify", help="check a file's sha256")
     verify.add_argument("path", help="file to hash")
     verify.add_argument("sha256", nargs="?", help="expected hex sha256 (omit to print the hash)")
+
+    record = actions.add_parser(
+        "record", help="write model.json (sha256 of weights and workflow) for a model folder you trust"
+    )
+    record.add_argument("folder", help="trained model folder (workflow.yaml + model.safetensors)")
+    record.add_argument(
+        "--force", action="store_true", help="replace an existing model.json (its hashes are lost)"
+    )
 
     check = actions.add_parser("check", help="dry-run loading into a network and print the load report")
     check.add_argument("source", help="file path or source")
@@ -239,6 +249,30 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from medimg.errors import WeightsError
+    from medimg.models.record import RECORD_FILE, WEIGHTS_FILE, WORKFLOW_FILE, write_record
+
+    folder = Path(args.folder)
+    for name in (WEIGHTS_FILE, WORKFLOW_FILE):
+        if not (folder / name).is_file():
+            raise WeightsError(
+                f"{folder / name}: not found; a trained model folder holds {WORKFLOW_FILE} and {WEIGHTS_FILE}"
+            )
+    if (folder / RECORD_FILE).exists() and not args.force:
+        raise WeightsError(
+            f"{folder / RECORD_FILE}: already exists; its hashes are what every load checks. Replace it "
+            f"only if you trust the folder's current files (--force)"
+        )
+    record = write_record(folder)
+    for name, digest in record["files"].items():
+        print(f"{digest}  {folder / name}")
+    print(f"wrote {folder / RECORD_FILE}")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from medimg.errors import ConfigError
     from medimg.models.loading import load_pretrained
@@ -287,4 +321,5 @@ def execute(args: argparse.Namespace) -> int:
         "convert": _convert,
         "verify": _verify,
         "check": _check,
+        "record": _record,
     }[args.action](args)

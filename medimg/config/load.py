@@ -19,16 +19,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from medimg.config.schema import Workflow
+from medimg.config.trust import check_workflow_trust
+from medimg.config.yaml_strict import load_yaml_file, load_yaml_text
 from medimg.errors import ConfigError
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: workflow file not found (expected a YAML study workflow)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = load_yaml_file(path, "workflow file")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (data, task, model, ...) at the top level")
     return raw
@@ -41,7 +40,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str =
         >>> apply_overrides({"optim": {"lr": 0.1}}, ["optim.lr=0.01", "trainer.max_epochs=3"])
         {'optim': {'lr': 0.01}, 'trainer': {'max_epochs': 3}}
     """
-    out = json.loads(json.dumps(raw))  # deep copy of plain data
+    out = json.loads(json.dumps(raw, default=str))  # deep copy of plain data (dates become text)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{source} {item!r}: expected KEY.PATH=VALUE, e.g. optim.lr=0.001")
@@ -55,10 +54,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str =
             if not isinstance(nxt, dict):
                 raise ConfigError(f"{source} {item!r}: {p} is a value, not a section")
             node = nxt
-        try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source} {item!r}: value is not valid YAML: {exc}") from exc
+        node[parts[-1]] = load_yaml_text(value, f"{source} {item!r}: value")
     return out
 
 
@@ -104,7 +100,11 @@ def parse_workflow(raw: dict[str, Any], source: str = "<workflow>") -> Workflow:
 
 
 def load_workflow(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Workflow:
-    """Read, override and validate a workflow file.
+    """Read, override and validate a workflow file (YAML read strictly, ``allow_pickle`` gated).
+
+    Raises:
+        ConfigError: Unreadable or invalid workflow, duplicate key, alias bomb, or
+            ``model.pretrained.allow_pickle`` without the user's run-time permission.
 
     Example:
         >>> wf = load_workflow("workflows/quickstart_seg.yaml", ["trainer.max_epochs=2"])  # doctest: +SKIP
@@ -113,7 +113,9 @@ def load_workflow(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -
     """
     p = Path(path)
     raw = apply_overrides(_read_yaml(p), overrides)
-    return parse_workflow(raw, source=str(p))
+    wf = parse_workflow(raw, source=str(p))
+    check_workflow_trust(wf, str(p))
+    return wf
 
 
 def workflow_to_dict(wf: Workflow) -> dict[str, Any]:

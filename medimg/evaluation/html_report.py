@@ -21,7 +21,7 @@ th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .flag { background: #fdecea; border-left: 4px solid #c0392b; padding: .4em .8em; margin: .3em 0; }
 .ok { background: #eaf6ec; border-left: 4px solid #2e7d32; padding: .4em .8em; }
-.small { color: #666; font-size: .85em; } tr.flagged td { background: #fdecea; } tr.small td { color: #888; }
+.small { color: #666; font-size: .85em; } .undefined { font-style: italic; color: #8a5a00; } tr.flagged td { background: #fdecea; } tr.small td { color: #888; }
 figure { display: inline-block; margin: .5em; vertical-align: top; } img { max-width: 100%; border: 1px solid #eee; }
 """
 
@@ -59,6 +59,11 @@ def fmt_p(value: Any) -> str:
 def _ci(entry: Mapping[str, Any] | None) -> str:
     if not entry:
         return "n/a"
+    if entry.get("undefined"):
+        reason = html.escape(str(entry["undefined"]))
+        return (
+            f'<span class="undefined" title="{reason}">undefined</span> <span class="small">({reason})</span>'
+        )
     return f"{fmt(entry.get('estimate'))} [{fmt(entry.get('low'))}, {fmt(entry.get('high'))}]"
 
 
@@ -111,8 +116,9 @@ def _metrics_section(summary: Mapping[str, Any], level_pct: str) -> str:
             empty_rows,
         )
         return out + (
-            '<p class="small">Distance metrics (HD95, ASSD) are undefined when one mask is empty: those cases '
-            "are NaN, counted above and left out of the distance means; their Dice and NSD are 0.</p>"
+            '<p class="small">Distance metrics (HD95, ASSD) are undefined when either mask is empty: those '
+            "cases are NaN, counted above and left out of the distance means (Dice and NSD are 1 when both "
+            "masks are empty, 0 when one is). A mean no case defines is shown as undefined, with the reason.</p>"
         )
     rows = [[html.escape(k), _ci(m), fmt(m.get("n_valid"))] for k, m in metrics.items()]
     out = _table(["metric", f"estimate [{level_pct} CI]", "valid replicates"], rows)

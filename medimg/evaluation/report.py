@@ -2,8 +2,9 @@
 
 :func:`evaluate_study` is what ``medimg evaluate`` calls. It never takes a cohort down
 for one bad case: failed cases (an ``error`` text) are left out and listed by key, NaN
-metrics (empty masks) stay in the CSV, are counted in the summary and are visible in
-the plots. Columns that look like identifying data (patient names, IDs, birth dates,
+metrics (empty masks) stay in the CSV with the reason in its ``undefined`` column, are
+counted in the summary and are visible in the plots; an estimate no case defines is
+reported as undefined with its reason (:mod:`medimg.evaluation.undefined`). Columns that look like identifying data (patient names, IDs, birth dates,
 accession numbers) are dropped before anything is written; keys are expected to be
 pseudonymous already.
 """
@@ -34,7 +35,9 @@ from medimg.evaluation.summary import (
     json_safe,
     segmentation_summary,
 )
+from medimg.evaluation.undefined import annotate, per_case_notes
 from medimg.io.atomic import atomic_write_text
+from medimg.io.csvsafe import escape_frame
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,7 @@ def evaluate_study(
     frame, excluded = exclude_unscorable(frame, task, case_key)
     opts = {"patient_key": patient_key, "n_boot": n_boot, "seed": seed, "level": level}
     body = (segmentation_summary if task == "segmentation" else classification_summary)(frame, **opts)
+    annotate(body["metrics"], frame, task)
     summary: dict[str, Any] = {
         "title": title,
         "task": task,
@@ -225,8 +229,10 @@ def evaluate_study(
                     f"compare: {metric} differs (run - compare {d['estimate']:.3g}, {level:.0%} CI {d['low']:.3g} to "
                     f"{d['high']:.3g}{p_text}); better: {entry['better']}"
                 )
+    if task == "segmentation":
+        frame = frame.assign(undefined=per_case_notes(frame))
     per_case_csv = out_dir / "per_case.csv"
-    atomic_write_text(per_case_csv, frame.to_csv(index=False))
+    atomic_write_text(per_case_csv, escape_frame(frame, ("image", "target")).to_csv(index=False))
     summary["files"] = {"per_case": per_case_csv.name, "plots": {k: p.name for k, p in plot_paths.items()}}
     summary = json_safe(summary)
     summary_json = atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False))

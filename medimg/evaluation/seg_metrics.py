@@ -21,8 +21,8 @@ key                    meaning
 
 Empty masks are handled explicitly, never averaged away silently:
 
-* **both empty** (a true negative case): dice = iou = nsd = 1, hd95 = assd = 0,
-  volumes 0, avd = rvd = 0.
+* **both empty** (a true negative case): dice = iou = nsd = 1 (nnU-Net's convention),
+  hd95 = assd = NaN (there is no surface to measure), volumes 0, avd = rvd = 0.
 * **reference empty, prediction not** (a false positive case): dice = iou = nsd = 0,
   hd95 = assd = NaN (no reference surface to measure to), rvd = NaN (undefined),
   ``empty_ref`` = 1.
@@ -31,7 +31,8 @@ Empty masks are handled explicitly, never averaged away silently:
 
 The NaNs are recorded together with their flags; the study summary counts them
 (``n_nan``) next to every mean so a reviewer sees how many cases a distance
-aggregate leaves out.
+aggregate leaves out, and reports an aggregate no case defines as *undefined* with
+the reason (:mod:`medimg.evaluation.undefined`).
 
 Surfaces are the mask voxels removed by one binary erosion (face connectivity),
 and distances are exact Euclidean distance transforms with ``sampling=spacing``;
@@ -166,7 +167,7 @@ def label_metrics(
         "empty_pred": float(n_pred == 0),
     }
     if n_pred == 0 and n_ref == 0:
-        out.update(dice=1.0, iou=1.0, hd95=0.0, assd=0.0, nsd=1.0, rvd=0.0)
+        out.update(dice=1.0, iou=1.0, hd95=float("nan"), assd=float("nan"), nsd=1.0, rvd=0.0)
         return out
     if n_pred == 0 or n_ref == 0:
         rvd = -1.0 if n_pred == 0 else float("nan")

@@ -31,6 +31,7 @@ from medimg.evaluation.bootstrap import (
 )
 from medimg.evaluation.cls_metrics import classification_metrics, probabilities_from_frame
 from medimg.evaluation.compare import CLS_COMPARED, higher_is_better, seg_quality_columns
+from medimg.evaluation.undefined import annotate
 
 MISSING_GROUP = "(missing)"
 
@@ -181,13 +182,18 @@ def subgroup_analysis(
                 "n_cases": len(sub),
                 "n_patients": int(n_patients),
                 "too_small": bool(too_small),
-                "metrics": {m: percentile_interval(point[m], reps[m], level).to_dict() for m in names},
+                "metrics": annotate(
+                    {m: percentile_interval(point[m], reps[m], level).to_dict() for m in names}, sub, task
+                ),
             }
         )
     for m in names:
         candidates = [g for g in eligible if np.isfinite(point_of[g][m])]
         if len(candidates) < 2:
-            out["gaps"][m] = {"flagged": False, "reason": "fewer than two groups large enough to conclude"}
+            why = "fewer than two groups large enough to conclude"
+            if len(candidates) < len(eligible):
+                why += f" with a defined value ({len(eligible) - len(candidates)} undefined)"
+            out["gaps"][m] = {"flagged": False, "reason": why}
             continue
         high = max(candidates, key=lambda g: point_of[g][m])
         low = min(candidates, key=lambda g: point_of[g][m])

@@ -49,6 +49,37 @@ class CaseInput:
         object.__setattr__(self, "paths", tuple(Path(p) for p in self.paths))
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """An input object that is not a case, listed in the cohort summary with its reason.
+
+    Localizers, derived images, secondary captures and non-image objects (structured
+    reports, ...) are set aside on purpose (``status`` ``set_aside``); a series that
+    cannot be used (missing slices, no geometry) is a failure (``failed``); a file that
+    is not readable DICOM is ``unreadable``. Only failures count in the exit code.
+
+    Example:
+        >>> SetAside("series-1f2e3d4c5b6a", "localizer", "localizer (ImageType ORIGINAL/PRIMARY/LOCALIZER)").status
+        'set_aside'
+    """
+
+    case_id: str
+    kind: str  # localizer | derived | secondary_capture | non_image | unsupported | unreadable
+    reason: str
+
+    @property
+    def status(self) -> str:
+        return {"unsupported": "failed", "unreadable": "unreadable"}.get(self.kind, "set_aside")
+
+
+class SetAsideError(DataError):
+    """Raised by a ``load_fn`` when a case turns out not to be one (e.g. a retrieved localizer)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass
 class CaseOutputs:
     """What a predictor returns for one case; writers turn it into files.
@@ -178,12 +209,48 @@ def label_volumes_ml(mask: Volume, labels: dict[int, str] | None = None) -> dict
 
 
 def _fsname(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in text)
+
+
+def folder_name(case_id: str) -> str:
+    """The output folder name of a case: the case id itself when it is file-system safe.
+
+    Otherwise unsafe characters become ``_`` and a stable suffix, the first 8 hex digits
+    of sha256(case id), keeps ids apart that would otherwise share a folder.
+
+    Example:
+        >>> folder_name("p_1"), folder_name("p 1"), folder_name("p:1")
+        ('p_1', 'p_1-85051de8', 'p_1-aba6e55b')
+    """
+    safe = _fsname(case_id)
+    if safe == case_id and safe not in (".", ".."):
+        return case_id
+    return f"{safe}-{hashlib.sha256(case_id.encode()).hexdigest()[:8]}"
 
 
 def case_dir(out_dir: Path, case: CaseInput) -> Path:
-    """The folder of one case's outputs: ``out_dir/cases/<case_id>``."""
-    return Path(out_dir) / "cases" / _fsname(case.case_id)
+    """The folder of one case's outputs: ``out_dir/cases/<folder_name(case_id)>``."""
+    return Path(out_dir) / "cases" / folder_name(case.case_id)
+
+
+def check_case_folders(cases: Sequence[CaseInput]) -> None:
+    """Refuse, before any work, two cases whose outputs would share a folder.
+
+    Folder names are compared ignoring case too (macOS and Windows file systems do).
+
+    Raises:
+        ConfigError: naming both case ids.
+    """
+    seen: dict[str, str] = {}
+    for case in cases:
+        folder = folder_name(case.case_id).casefold()
+        if folder in seen and seen[folder] != case.case_id:
+            raise ConfigError(
+                f"case ids {seen[folder]!r} and {case.case_id!r} would share the output folder "
+                f"cases/{folder_name(case.case_id)} (names differing only in letter case or in characters "
+                "a file system cannot hold); give them distinct case_key values"
+            )
+        seen[folder] = case.case_id
 
 
 def is_partial_name(name: str) -> bool:

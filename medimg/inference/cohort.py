@@ -29,11 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medimg.errors import MedimgError
 from medimg.inference.cases import (
     CaseInput,
     CaseOutputs,
+    SetAside,
+    SetAsideError,
     case_dir,
     case_key,
+    check_case_folders,
     label_volumes_ml,
     remove_partial_files,
     shard_cases,
@@ -71,6 +75,16 @@ class CohortReport:
         return self.count("failed")
 
     @property
+    def set_aside(self) -> int:
+        """Objects set aside on purpose (localizers, derived, secondary captures, non-image)."""
+        return self.count("set_aside")
+
+    @property
+    def unreadable(self) -> int:
+        """Files under an input folder that are not readable DICOM (listed, not counted as failures)."""
+        return self.count("unreadable")
+
+    @property
     def exit_code(self) -> int:
         """0 when no case failed, else the number of failed cases (capped at 100)."""
         return min(self.failed, 100)
@@ -83,11 +97,36 @@ class _Prepared:
     data: Any = None
     skipped_entry: dict[str, Any] | None = None
     error: str | None = None
+    set_aside: str | None = None  # the kind, when load_fn found the case is not one
     load_s: float = 0.0
 
 
 def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+    """``Type: message`` of the error, or of the error it wraps when that says more.
+
+    MONAI wraps whatever a transform raised in ``RuntimeError: applying transform <...>``;
+    the reason shown is the medimg error in the chain (it names the file and what was
+    expected), else the innermost error under MONAI's wrapper.
+    """
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    shown = next((e for e in chain if isinstance(e, MedimgError)), None)
+    if shown is None:
+        shown = chain[-1] if str(exc).startswith("applying transform") else exc
+    return " ".join(f"{type(shown).__name__}: {shown}".split())[:500]
+
+
+def _set_aside_rows(set_aside: Sequence[SetAside], shard: tuple[int, int] | None) -> list[dict[str, Any]]:
+    """Summary rows of the objects set aside (in shard 0 only, so merged shards list them once)."""
+    if shard is not None and shard[0] != 0:
+        return []
+    return [
+        {"case_id": s.case_id, "key": "", "status": s.status, "reason": f"{s.kind}: {s.reason}"}
+        for s in set_aside
+    ]
 
 
 def run_cohort(
@@ -103,6 +142,7 @@ def run_cohort(
     progress: bool = True,
     shard: tuple[int, int] | None = None,
     qc: QcLimits | None = None,
+    set_aside: Sequence[SetAside] = (),
 ) -> CohortReport:
     """Run ``predict_fn`` over ``cases`` with prefetching, background writes and a ledger.
 
@@ -118,6 +158,8 @@ def run_cohort(
         progress: show a tqdm bar with ETA and done/skipped/failed counts.
         shard: ``(i, n)`` runs only shard ``i`` of ``n`` (see :func:`shard_cases`).
         qc: limits for the implausible-volume QC flag.
+        set_aside: input objects that are not cases (localizers, non-image objects, broken
+            series), listed in the summary with their reason; broken series count as failed.
 
     Returns:
         A :class:`CohortReport`; ``exit_code`` is non-zero when any case failed.
@@ -134,6 +176,7 @@ def run_cohort(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_case_folders(cases)
     cases = shard_cases(cases, shard)
     limits = qc or QcLimits()
     ledger = Ledger(out_dir, shard)
@@ -155,12 +198,13 @@ def run_cohort(
             bar.update(1)
 
     def fail(prep: _Prepared, reason: str, timings: dict[str, float]) -> None:
-        log.warning("case %s failed: %s", prep.case.case_id, reason)
+        status = "set_aside" if prep.set_aside else "failed"
+        log.warning("case %s %s: %s", prep.case.case_id, status.replace("_", " "), reason)
         row: dict[str, Any] = {
             "case_id": prep.case.case_id,
             "key": prep.key,
-            "status": "failed",
-            "reason": reason,
+            "status": status,
+            "reason": f"{prep.set_aside}: {reason}" if prep.set_aside else reason,
         }
         row.update(timings=timings, volumes_ml={}, probabilities={}, qc_flags=[])
         try:
@@ -176,14 +220,19 @@ def run_cohort(
         try:
             prep.key = case_key(case, model_key, settings_key)
             entry = latest.get((case.case_id, prep.key)) or {}
-            # Done, outputs present, and written by (at least) the writers asked for now.
-            if ledger.is_done(case.case_id, prep.key, latest) and writer_names <= set(
-                entry.get("writers", ())
+            # Done, outputs present in this case's own folder, and written by (at least) the
+            # writers asked for now.
+            if (
+                ledger.is_done(case.case_id, prep.key, latest)
+                and writer_names <= set(entry.get("writers", ()))
+                and _outputs_in(entry, out_dir, case)
             ):
                 prep.skipped_entry = entry
                 return prep
             remove_partial_files(case_dir(out_dir, case))
             prep.data = load_fn(case)
+        except SetAsideError as exc:
+            prep.error, prep.set_aside = str(exc), exc.kind
         except Exception as exc:
             prep.error = _reason(exc)
         prep.load_s = time.perf_counter() - t0
@@ -243,12 +292,25 @@ def run_cohort(
         writer_thread.join()
         bar.close()
 
-    ordered = [rows[c.case_id] for c in cases if c.case_id in rows]
+    ordered = [rows[c.case_id] for c in cases if c.case_id in rows] + _set_aside_rows(set_aside, shard)
     summary = out_dir / ("cohort.csv" if shard is None else f"cohort-{shard[0]}of{shard[1]}.csv")
     write_summary_csv(summary, ordered)
     report = CohortReport(out_dir, summary, ordered, time.perf_counter() - start)
-    log.info("cohort: %d done, %d skipped, %d failed", report.done, report.skipped, report.failed)
+    log.info(
+        "cohort: %d done, %d skipped, %d failed, %d set aside",
+        report.done, report.skipped, report.failed, report.set_aside,
+    )  # fmt: skip
     return report
+
+
+def _outputs_in(entry: dict[str, Any], out_dir: Path, case: CaseInput) -> bool:
+    """True when every output a ledger entry lists lies in the case's own folder.
+
+    Outputs written elsewhere (e.g. by a version that gave two case ids one folder)
+    are not this case's: it is computed again.
+    """
+    folder = case_dir(out_dir, case).relative_to(out_dir).as_posix() + "/"
+    return all(str(rel).replace("\\", "/").startswith(folder) for rel in entry.get("outputs", ()))
 
 
 _LEDGER_DONE_KEYS = (

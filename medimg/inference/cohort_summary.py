@@ -18,6 +18,10 @@ import numpy as np
 
 from medimg.inference.cases import CaseOutputs
 from medimg.io.atomic import atomic_write_text
+from medimg.io.csvsafe import escape_row, unescape_cell
+
+#: Columns holding paths (escaped with a ``./`` prefix that keeps them resolvable).
+PATH_COLUMNS = ("image", "path")
 
 BASE_COLUMNS = ("case_id", "key", "status", "reason", "qc_flags", "load_s", "predict_s", "write_s")
 
@@ -93,7 +97,7 @@ def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(records)
+    writer.writerows(escape_row(r, PATH_COLUMNS) for r in records)
     return atomic_write_text(path, buffer.getvalue())
 
 
@@ -109,10 +113,10 @@ def merge_summaries(out_dir: Path) -> Path:
         with open(part, newline="") as fh:
             reader = csv.DictReader(fh)
             columns += [c for c in reader.fieldnames or [] if c not in columns]
-            rows.extend(reader)
+            rows.extend({k: unescape_cell(v) for k, v in r.items()} for r in reader)
     rows.sort(key=lambda r: r["case_id"])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(escape_row(r, PATH_COLUMNS) for r in rows)
     return atomic_write_text(Path(out_dir) / "cohort.csv", buffer.getvalue())

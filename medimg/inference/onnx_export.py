@@ -32,8 +32,9 @@ class OnnxNetwork(torch.nn.Module):
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()
-        import onnxruntime as ort
+        from medimg.extras import require
 
+        ort = require("onnxruntime", "running an ONNX model")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
@@ -95,6 +96,9 @@ def export_onnx(
         >>> diff < 1e-4  # doctest: +SKIP
         True
     """
+    from medimg.extras import require
+
+    require("onnx", "exporting a model to ONNX")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.cpu().eval()

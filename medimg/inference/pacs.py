@@ -84,7 +84,9 @@ class PacsClient:
                 f"PACS URL for {parsed.hostname}: credentials in the URL are refused; "
                 f"set {ENV_USER}/{ENV_PASSWORD} or {ENV_TOKEN} in the environment"
             )
-        from dicomweb_client.api import DICOMwebClient
+        from medimg.extras import require
+
+        DICOMwebClient = require("dicomweb_client.api", "medimg predict --pacs").DICOMwebClient
 
         self.url = url.rstrip("/")
         session, headers = _session_from_env(self.url)

@@ -4,7 +4,11 @@
   (DICOM instances are immutable per UID), so nothing is downloaded to decide what
   is already done;
 * :func:`retrieving` wraps a ``load_fn`` so each series is retrieved (WADO-RS) in the
-  runner's background loader threads, overlapping the network with compute;
+  runner's background loader threads, overlapping the network with compute; the
+  retrieved series is then classified as ``medimg scan`` classifies a folder: a
+  localizer, derived image, secondary capture or non-image object is set aside with
+  its reason (not a failure), and a series that splits into several usable volumes
+  is refused with their keys rather than read as one;
 * :class:`PacsStoreWriter` stores a case's SEG and SR (STOW-RS) as its last output and
   writes a receipt, so a case is done only once its results are in the PACS.
 
@@ -19,10 +23,29 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from medimg.errors import DataError
-from medimg.inference.cases import CaseInput, CaseOutputs
+from medimg.errors import ConfigError, DataError
+from medimg.inference.cases import CaseInput, CaseOutputs, SetAside, SetAsideError
 from medimg.inference.pacs import PacsClient, SeriesInfo
 from medimg.io.atomic import atomic_write_text
+
+NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "PR", "KO", "RTSTRUCT", "RTPLAN", "DOC", "REG"})
+"""Series modalities that hold no image to predict on; left out of a PACS cohort."""
+
+
+def query_filters(items: Sequence[str]) -> dict[str, str]:
+    """``["StudyDate=20240101-20240131"]`` -> ``{"StudyDate": "20240101-20240131"}`` (``--pacs-filter``).
+
+    Example:
+        >>> query_filters(["Modality=CT", "StudyDate=2024"])
+        {'Modality': 'CT', 'StudyDate': '2024'}
+    """
+    filters = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--pacs-filter {item!r}: expected TAG=VALUE")
+        key, value = item.split("=", 1)
+        filters[key] = value
+    return filters
 
 
 def series_case_id(series_uid: str) -> str:
@@ -43,6 +66,8 @@ def pacs_cases(client: PacsClient, series: Sequence[SeriesInfo], cache_dir: Path
     """
     cases = []
     for info in series:
+        if info.modality in NON_IMAGE_MODALITIES:
+            continue
         uids = client.instance_uids(info.study_uid, info.series_uid)
         if not uids:
             raise DataError(f"PACS series {info.series_uid}: no instances")
@@ -51,6 +76,23 @@ def pacs_cases(client: PacsClient, series: Sequence[SeriesInfo], cache_dir: Path
         meta = {"study_uid": info.study_uid, "series_uid": info.series_uid, "sop_uids": uids}
         cases.append(CaseInput(case_id, (Path(cache_dir) / case_id,), content_sha256=content, meta=meta))
     return cases
+
+
+def pacs_set_aside(series: Sequence[SeriesInfo]) -> list[SetAside]:
+    """The queried series that are no case by their modality (SEG, SR, ...), listed with the reason.
+
+    Example:
+        >>> info = SeriesInfo("1.2", "1.2.3", "SR", 99, 1)
+        >>> pacs_set_aside([info])[0].reason
+        'modality SR (no image to predict on)'
+    """
+    return [
+        SetAside(
+            series_case_id(info.series_uid), "non_image", f"modality {info.modality} (no image to predict on)"
+        )
+        for info in series
+        if info.modality in NON_IMAGE_MODALITIES
+    ]
 
 
 def retrieving(client: PacsClient, load_fn: Callable[[CaseInput], Any]) -> Callable[[CaseInput], Any]:
@@ -72,9 +114,35 @@ def retrieving(client: PacsClient, load_fn: Callable[[CaseInput], Any]) -> Calla
                     f"case {case.case_id}: the PACS returned {len(files)} instances, "
                     f"{len(missing)} of the queried ones are missing"
                 )
+        case.meta.update(_one_usable_series(case, folder))
         return load_fn(case)
 
     return load
+
+
+def _one_usable_series(case: CaseInput, folder: Path) -> dict[str, Any]:
+    """Classify a retrieved series; the ``image``/``series_key`` of its one usable volume.
+
+    Raises:
+        SetAsideError: the series is a localizer, derived, secondary capture or non-image object.
+        DataError: it is broken, or splits into several usable volumes.
+    """
+    from medimg.inference.series_inputs import scan_series
+
+    result = scan_series(folder)
+    keys = list(result.files)
+    if len(keys) == 1:
+        return {"image": f"{folder}#{keys[0]}", "series_key": keys[0], "dicom": True}
+    if len(keys) > 1:
+        raise DataError(
+            f"case {case.case_id}: the PACS series splits into {len(keys)} usable volumes ({', '.join(keys)}) "
+            "(orientation, echo or time); predicting on one PACS series that holds several is not supported"
+        )
+    entry = next((e for e in result.excluded if not e.is_problem), None)
+    if entry is not None:
+        raise SetAsideError(entry.reason, entry.kind)
+    reasons = "; ".join(sorted({e.reason for e in result.excluded})[:3]) or "no DICOM files"
+    raise DataError(f"case {case.case_id}: no usable volume in the retrieved series ({reasons})")
 
 
 class PacsStoreWriter:

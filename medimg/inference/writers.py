@@ -55,9 +55,10 @@ def _source_datasets(case: CaseInput, outputs: CaseOutputs) -> list[Any]:
     """Source DICOM datasets: ``outputs.source`` when it holds them, else the case's series headers.
 
     ``outputs.source`` may be a list of datasets or a dict with a ``"datasets"`` list.
-    Otherwise the case folder is discovered like :func:`medimg.io.load.load_image`
-    does (localizers and derived series set aside) and exactly one volume series
-    must remain.
+    Otherwise the case's files (a series' files, or a folder) are grouped and
+    classified like :func:`medimg.io.load.load_image` does (localizers and derived
+    series set aside), narrowed to ``case.meta["series_key"]`` when the case names
+    one, and exactly one volume series must remain.
     """
     import pydicom
 
@@ -66,14 +67,15 @@ def _source_datasets(case: CaseInput, outputs: CaseOutputs) -> list[Any]:
         source = source.get("datasets")
     if isinstance(source, Sequence) and source and isinstance(source[0], pydicom.Dataset):
         return list(source)
-    from medimg.io.dicom.discover import discover
+    from medimg.io.dicom.discover import classify, find_files, group_series, read_headers
 
-    series = []
-    for path in case.paths:
-        found, _excluded = discover(path)
-        series += [s for s in found if s.kind == "volume"]
+    headers, _excluded = read_headers([f for path in case.paths for f in find_files(path)])
+    series = [s for s in map(classify, group_series(headers)) if s.kind == "volume"]
+    key = case.meta.get("series_key")
+    if key:
+        series = [s for s in series if s.keys()["series_key"] == key]
     if len(series) != 1:
-        where = ", ".join(str(p) for p in case.paths)
+        where = case.meta.get("image") or ", ".join(str(p) for p in case.paths[:3])
         raise DataError(
             f"case {case.case_id}: {where} holds {len(series)} usable DICOM series; a DICOM SEG/SR needs "
             "exactly one (or pass the source datasets in CaseOutputs.source)"

@@ -3,9 +3,13 @@
 The manifest has one row per usable series and feeds training directly: its
 ``image`` column is a path ``load_image`` accepts (a series folder, or
 ``folder#series_key`` when the folder holds several usable series; NIfTI files
-are listed by path). Keys are pseudonymous (keyed hashes); no names, IDs, birth
-dates or accession numbers are written. The excluded table has one line per bad
-file or set-aside series, with the reason.
+are listed by path). :func:`write_scan` writes those paths relative to the
+manifest's own folder (or absolute), so the scan output can be moved with the
+data and read from any working folder. Keys are pseudonymous (keyed hashes); no
+names, IDs, birth dates or accession numbers are written. The excluded table has
+one line per bad file or set-aside series, with the reason: localizers, derived
+images, secondary captures and non-image objects (structured reports, key object
+selections, presentation states, ...) are set aside on purpose and are not problems.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from medimg.io.dicom.discover import (
     safe_name,
 )
 from medimg.io.dicom.geometry import affine_lps, orientation_code, plane_name, sort_slices
+from medimg.io.dicom.headers import read_header
 from medimg.io.dicom.pseudonym import pseudonym
 from medimg.io.load import is_nifti, read_nifti
 
@@ -42,13 +47,33 @@ MANIFEST_COLUMNS = [
 ]  # fmt: skip
 EXCLUDED_COLUMNS = ["path", "kind", "reason", "series_key"]
 
+NON_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.": "structured report or key object selection",
+    "1.2.840.10008.5.1.4.1.1.11.": "presentation state",
+    "1.2.840.10008.5.1.4.1.1.104.": "encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.66": "raw data, registration or surface object",
+    "1.2.840.10008.5.1.4.1.1.481.": "radiotherapy object",
+    "1.2.840.10008.5.1.4.1.1.9.": "waveform",
+}
+"""SOP class UID prefixes of DICOM objects that hold no image by design, and what they are."""
+
 
 @dataclass
 class ScanResult:
-    """Rows of the manifest and of the excluded table."""
+    """Rows of the manifest and of the excluded table, and where each series' files are.
+
+    Attributes:
+        manifest: one row per usable series or NIfTI file (``MANIFEST_COLUMNS``).
+        excluded: one entry per bad file or set-aside series (or non-image object).
+        keys: ``series_key`` -> its pseudonymous ``patient_key``/``study_key``/``series_key``,
+            for every DICOM series seen (usable, set aside or non-image).
+        files: ``series_key`` -> the files of each usable DICOM series of the manifest.
+    """
 
     manifest: list[dict] = field(default_factory=list)
     excluded: list[Excluded] = field(default_factory=list)
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    files: dict[str, tuple[Path, ...]] = field(default_factory=dict)
 
     @property
     def problems(self) -> int:
@@ -104,8 +129,59 @@ def _nifti_row(path: Path) -> dict:
     }
 
 
+def non_image_kind(sop_class_uid: str) -> str | None:
+    """What a non-image DICOM object is (from its SOP class), or None for an image SOP class.
+
+    Example:
+        >>> non_image_kind("1.2.840.10008.5.1.4.1.1.88.33")
+        'structured report or key object selection'
+        >>> non_image_kind("1.2.840.10008.5.1.4.1.1.2") is None  # CT Image Storage
+        True
+    """
+    for prefix, kind in NON_IMAGE_SOP_CLASSES.items():
+        if sop_class_uid.startswith(prefix):
+            return kind
+    return None
+
+
+def _set_aside_non_images(result: ScanResult) -> None:
+    """Files without pixels whose SOP class holds none by design: set aside, not broken.
+
+    ``read_headers`` lists every file without pixel data as unreadable; a CT slice
+    without pixels is broken, a structured report is not. Each such file is read
+    again (header only) to tell them apart by SOP class.
+    """
+    for i, entry in enumerate(result.excluded):
+        if entry.kind != "unreadable" or not Path(entry.path).is_file():
+            continue
+        try:
+            h = read_header(entry.path)
+        except DataError:
+            continue
+        what = non_image_kind(h.sop_class_uid)
+        if h.has_pixels or what is None:
+            continue
+        keys = Series([h]).keys()
+        result.keys[keys["series_key"]] = keys
+        name = _uid_name(h.sop_class_uid)
+        reason = f"{what} ({name}, modality {h.modality or '?'}); no image to predict on"
+        result.excluded[i] = Excluded(entry.path, reason, "non_image", keys["series_key"])
+
+
+def _uid_name(uid: str) -> str:
+    """pydicom's name of a UID (``Comprehensive SR Storage``), or the UID itself when unknown."""
+    from pydicom.uid import UID
+
+    name = UID(uid).name
+    return name if name and name != uid else uid
+
+
 def scan(
-    root: str | os.PathLike[str], workers: int = 1, spacing_policy: str = "refuse", verify: bool = False
+    root: str | os.PathLike[str],
+    workers: int = 1,
+    spacing_policy: str = "refuse",
+    verify: bool = False,
+    nifti: bool = True,
 ) -> ScanResult:
     """Scan ``root`` (DICOM and NIfTI files, any depth) into manifest rows and excluded rows.
 
@@ -115,6 +191,7 @@ def scan(
         spacing_policy: ``"refuse"`` excludes series with missing slices or non-uniform
             spacing; ``"resample"`` lists them with a QA flag.
         verify: also decode every usable series (slower; catches undecodable pixel data).
+        nifti: also read and list NIfTI files (False: DICOM only; NIfTI files are skipped).
 
     Example:
         >>> result = scan("incoming/", workers=2)  # doctest: +SKIP
@@ -126,7 +203,8 @@ def scan(
     headers, excluded = read_headers([p for p in files if not is_nifti(p)], workers)
     series = [classify(s) for s in group_series(headers)]
     result = ScanResult(excluded=list(excluded))
-    for p in nifti_paths:
+    _set_aside_non_images(result)
+    for p in nifti_paths if nifti else []:
         try:
             result.manifest.append(_nifti_row(p))
         except DataError as exc:
@@ -135,6 +213,7 @@ def scan(
     per_folder = Counter(s.folder for s in usable)
     for s in series:
         key = s.keys()["series_key"]
+        result.keys[key] = s.keys()
         if s.kind != "volume":
             result.excluded.append(Excluded(safe_name(s.folder), s.reason, s.kind, key))
             continue
@@ -144,6 +223,7 @@ def scan(
             if verify:
                 load_series(s.headers, spacing_policy=spacing_policy)  # type: ignore[arg-type]
             result.manifest.append(row)
+            result.files[key] = tuple(h.path for h in s.headers)
         except DataError as exc:
             msg = str(exc).removeprefix(f"{s.folder}: ")
             result.excluded.append(Excluded(safe_name(s.folder), msg, "unsupported", key))
@@ -158,22 +238,62 @@ def scan(
     return result
 
 
+PATH_COLUMNS = ("image", "path")
+"""Columns of the scan tables that hold file paths (escaped as ``./=...`` in CSV, still resolvable)."""
+
+
 def write_table(rows: list[dict], columns: list[str], path: str | os.PathLike[str]) -> Path:
-    """Write rows as CSV or Parquet (by suffix), atomically, with ``columns`` in order."""
+    """Write rows as CSV or Parquet (by suffix), atomically, with ``columns`` in order.
+
+    CSV cells that a spreadsheet would run as a formula are escaped (:mod:`medimg.io.csvsafe`).
+    """
     import pandas as pd
+
+    from medimg.io.csvsafe import escape_frame
 
     frame = pd.DataFrame(rows, columns=columns)
     with atomic_write(path) as tmp:
         if str(path).endswith(".parquet"):
             frame.to_parquet(tmp, index=False)
         else:
-            frame.to_csv(tmp, index=False)
+            escape_frame(frame, PATH_COLUMNS).to_csv(tmp, index=False)
     return Path(path)
 
 
+def table_path(path: str, table_dir: Path, absolute: bool = False) -> str:
+    """``path`` (optionally ``folder#series_key``) relative to ``table_dir``, or absolute.
+
+    Example:
+        >>> table_path("/data/export/ct#series-1f", Path("/data/qa"))
+        '../export/ct#series-1f'
+    """
+    base, sep, key = path.partition("#") if "#" in path and not Path(path).exists() else (path, "", "")
+    full = Path(os.path.abspath(base))
+    text = str(full) if absolute else os.path.relpath(full, os.path.abspath(table_dir))
+    return text + sep + key
+
+
 def write_scan(
-    result: ScanResult, manifest: str | os.PathLike[str], excluded: str | os.PathLike[str]
+    result: ScanResult,
+    manifest: str | os.PathLike[str],
+    excluded: str | os.PathLike[str],
+    absolute_paths: bool = False,
 ) -> None:
-    """Write the manifest and the excluded table (same format, chosen by suffix)."""
-    write_table(result.manifest, MANIFEST_COLUMNS, manifest)
-    write_table([e.__dict__ for e in result.excluded], EXCLUDED_COLUMNS, excluded)
+    """Write the manifest and the excluded table (same format, chosen by suffix).
+
+    Paths are written relative to the folder of the table that holds them (what every
+    manifest reader resolves them against), or absolute with ``absolute_paths``.
+
+    Example:
+        >>> write_scan(scan("export/"), "qa/manifest.csv", "qa/excluded.csv")  # doctest: +SKIP
+    """
+    rows = [
+        {**row, "image": table_path(row["image"], Path(manifest).parent, absolute_paths)}
+        for row in result.manifest
+    ]
+    write_table(rows, MANIFEST_COLUMNS, manifest)
+    excluded_rows = [
+        {**e.__dict__, "path": table_path(e.path, Path(excluded).parent, absolute_paths)}
+        for e in result.excluded
+    ]
+    write_table(excluded_rows, EXCLUDED_COLUMNS, excluded)

@@ -72,7 +72,16 @@ def detect_format(path: Path) -> str:
         'safetensors'
     """
     with open(path, "rb") as handle:
-        head = handle.read(16)
+        return format_of_head(handle.read(16))
+
+
+def format_of_head(head: bytes) -> str:
+    """:func:`detect_format` on a file's first bytes (at least 16 when the file has them).
+
+    Example:
+        >>> format_of_head(b"PK\\x03\\x04 rest of a torch.save zip")
+        'zip'
+    """
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
         return "safetensors"
     if head.startswith(b"PK\x03\x04"):
@@ -90,11 +99,17 @@ def _resolve_global(name: str) -> Any | None:
         return None
 
 
+def _torch_load(path: Path, weights_only: bool) -> Any:
+    """``torch.load`` from an open handle: by path, torch picks safetensors from a ``.safetensors`` name."""
+    with open(path, "rb") as handle:
+        return torch.load(handle, map_location="cpu", weights_only=weights_only)
+
+
 def _torch_load_safely(path: Path, allow_pickle: bool) -> tuple[Any, str]:
     if allow_pickle:
-        return torch.load(path, map_location="cpu", weights_only=False), "pickle"
+        return _torch_load(path, weights_only=False), "pickle"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), "torch"
+        return _torch_load(path, weights_only=True), "torch"
     except pickle.UnpicklingError as exc:
         first_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     wanted: list[str] = []
@@ -107,13 +122,13 @@ def _torch_load_safely(path: Path, allow_pickle: bool) -> tuple[Any, str]:
         objects = [obj for obj in (_resolve_global(g) for g in wanted) if obj is not None]
         if len(objects) == len(wanted):
             with torch.serialization.safe_globals(objects):
-                return torch.load(path, map_location="cpu", weights_only=True), "torch"
+                return _torch_load(path, weights_only=True), "torch"
     risky = [g for g in wanted if g not in harmless]
     detail = f"it imports {', '.join(risky)}" if risky else first_error
     raise WeightsError(
         f"{path}: refused to load: this is not a plain weights file ({detail}). Unpickling it could run "
         f"code. Convert it to .safetensors on a trusted machine (medimg weights convert), or, only if you "
-        f"trust its origin, set allow_pickle: true in model.pretrained."
+        f"trust its origin, set allow_pickle: true in model.pretrained and run with --allow-pickle."
     )
 
 
@@ -153,7 +168,7 @@ def read_checkpoint(
         if not allow_pickle:
             raise WeightsError(
                 f"{path}: is a TorchScript archive (code and weights); loading it runs its code. Use the "
-                f"bundle's model.pt/.safetensors, or set allow_pickle: true if you trust it."
+                f"bundle's model.pt/.safetensors, or allow pickle (--allow-pickle) if you trust it."
             )
         module = torch.jit.load(str(path), map_location="cpu")
         return Checkpoint(dict(module.state_dict()), path, "torchscript")

@@ -19,8 +19,9 @@ from collections import Counter
 import torch
 from torch import nn
 
+from medimg.config.trust import require_pickle_permission
 from medimg.errors import WeightsError
-from medimg.models.checkpoint import read_checkpoint
+from medimg.models.checkpoint import detect_format, read_checkpoint
 from medimg.models.networks import is_under
 from medimg.models.report import LoadReport
 from medimg.models.sources import resolve_weights
@@ -242,6 +243,12 @@ def load_pretrained(
     """
     resolved = resolve_weights(spec)
     spec = resolved.spec
+    if spec.allow_pickle:
+        require_pickle_permission(
+            str(resolved.path),
+            f"model.pretrained (source {resolved.origin})",
+            warn=detect_format(resolved.path) != "safetensors",
+        )
     checkpoint = read_checkpoint(
         resolved.path, allow_pickle=spec.allow_pickle, checkpoint_key=spec.checkpoint_key
     )

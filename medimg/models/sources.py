@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medimg.errors import WeightsError
-from medimg.models.download import cache_dir, download, verify_sha256
+from medimg.models.download import cache_dir, download, sha256_of, verify_sha256
 from medimg.models.presets import expand_preset
 from medimg.models.registry import Registry
 from medimg.models.spec import PretrainedSpec
@@ -213,4 +213,37 @@ def resolve_mlflow_run(spec: PretrainedSpec) -> Path:
         raise WeightsError(
             f"{spec.source}: cannot fetch the artifact from MLflow ({mlflow.get_tracking_uri()}): {exc}"
         ) from exc
-    return weights_in_folder(local, "MLflow artifact") if local.is_dir() else local
+    path = weights_in_folder(local, "MLflow artifact") if local.is_dir() else local
+    if not spec.sha256:
+        verify_run_model(spec.source, path)
+    return path
+
+
+def verify_run_model(source: str, path: Path) -> None:
+    """Check a run's trained weights (``runs:/ID/model``) against the sha256 the run recorded.
+
+    The run's tag ``medimg.weights_sha256`` (in the tracking database) and, when fetched with
+    the folder, ``model.json`` are checked; other artifacts have no record and pass unchecked.
+
+    Raises:
+        WeightsError: The file differs from a record (names file, expected and actual sha256).
+    """
+    import mlflow
+
+    from medimg.models.record import RECORD_FILE, WEIGHTS_FILE, mismatch, read_record
+
+    run_id, _, artifact = source[len("runs:/") :].partition("/")
+    if artifact.strip("/") not in ("model", f"model/{WEIGHTS_FILE}") or path.name != WEIGHTS_FILE:
+        return
+    record = read_record(path.parent) or {}
+    try:
+        tag = mlflow.MlflowClient().get_run(run_id).data.tags.get("medimg.weights_sha256")
+    except Exception:  # the artifact was fetched, so the run exists; no tag readable: no record
+        tag = None
+    checks = [(record.get(WEIGHTS_FILE), str(path.parent / RECORD_FILE))]
+    checks.append((tag, f"MLflow run {run_id} (tag medimg.weights_sha256)"))
+    if any(expected for expected, _ in checks):
+        actual = sha256_of(path)
+        for expected, where in checks:
+            if expected and expected.lower() != actual:
+                raise mismatch(path, actual, expected.lower(), where)

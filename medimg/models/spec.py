@@ -81,7 +81,9 @@ class PretrainedSpec(BaseModel):
     add_prefix: str = Field("", description="Prefix added to every checkpoint key after renaming.")
     rename: list[RenameRule] = Field(default_factory=list, description="Regex renames, applied in order.")
     allow_pickle: bool = Field(
-        False, description="Allow full pickle loading (runs code from the file!). Only for files you trust."
+        False,
+        description="Ask for full pickle loading (runs code from the file!); only takes effect when the "
+        "person running medimg also passes --allow-pickle or sets MEDIMG_ALLOW_PICKLE=1. Only for files you trust.",
     )
     min_encoder_fraction: float = Field(
         0.9, ge=0.0, le=1.0, description="Fail unless at least this fraction of encoder tensors was loaded."

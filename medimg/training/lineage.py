@@ -87,7 +87,7 @@ def environment() -> dict[str, Any]:
         "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
-    for mod in ("monai", "lightning", "mlflow", "numpy", "nibabel", "pydicom", "SimpleITK"):
+    for mod in ("monai", "lightning", "mlflow", "numpy", "nibabel", "pydicom"):
         try:
             info[mod.lower()] = __import__(mod).__version__
         except Exception:  # pragma: no cover - optional or version-less

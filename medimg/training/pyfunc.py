@@ -23,6 +23,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import medimg.training.tracking  # noqa: F401  (turns MLflow telemetry off before mlflow is imported)
+
+# isort: split
 import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
@@ -46,7 +49,6 @@ _FALLBACK_REQUIREMENTS = (
     "mlflow",
     "nibabel",
     "pydicom",
-    "SimpleITK",
     "pydantic",
     "pyyaml",
     "numpy",
@@ -221,15 +223,12 @@ def log_pyfunc_model(
         >>> log_pyfunc_model(res.run_id, res.model_dir, res.tracking_uri, "liver_seg")  # doctest: +SKIP
         'models:/liver_seg@candidate'
     """
-    import yaml
-
     from medimg.config.load import parse_workflow
+    from medimg.config.yaml_strict import load_yaml_file
     from medimg.inference.model_io import MODEL_FILE, WORKFLOW_FILE, sha256_file
 
     model_dir = Path(model_dir)
-    wf = parse_workflow(
-        yaml.safe_load((model_dir / WORKFLOW_FILE).read_text()), source=str(model_dir / WORKFLOW_FILE)
-    )
+    wf = parse_workflow(load_yaml_file(model_dir / WORKFLOW_FILE), source=str(model_dir / WORKFLOW_FILE))
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     before = client.get_run(run_id).info.status
@@ -284,21 +283,28 @@ def download_model_folder(
     Example:
         >>> load_trained(download_model_folder("models:/liver_seg@champion"))  # doctest: +SKIP
     """
-    import yaml
+    from medimg.config.yaml_strict import load_yaml_file
+    from medimg.errors import MedimgError, WeightsError
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=None if dst is None else str(dst)
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=None if dst is None else str(dst)
+            )
         )
-    )
-    conf = yaml.safe_load((local / "MLmodel").read_text())
-    artifacts = conf.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-    if ARTIFACT_KEY not in artifacts:
-        from medimg.errors import WeightsError
-
+        conf = load_yaml_file(local / "MLmodel", "MLmodel file")
+        artifacts = conf.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+        folder = (local / str(artifacts[ARTIFACT_KEY]["path"])).resolve()
+    except MedimgError:
+        raise
+    except (KeyError, TypeError, AttributeError):
         raise WeightsError(
             f"{model_uri}: not a medimg pyfunc model (no artifact {ARTIFACT_KEY!r} in its MLmodel)"
-        )
-    return local / artifacts[ARTIFACT_KEY]["path"]
+        ) from None
+    except Exception as exc:  # MLflow's errors for an unknown name, alias or store
+        raise WeightsError(f"{model_uri}: cannot fetch the model from MLflow ({exc})") from None
+    if not folder.is_relative_to(local.resolve()):
+        raise WeightsError(f"{model_uri}: its MLmodel points {ARTIFACT_KEY!r} outside the model ({folder})")
+    return folder

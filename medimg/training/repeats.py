@@ -15,6 +15,7 @@ import pandas as pd
 
 from medimg.config.schema import Workflow
 from medimg.io.atomic import atomic_write_text
+from medimg.io.csvsafe import escape_frame
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, float]:
@@ -76,7 +77,7 @@ def run_repeats(wf: Workflow, folds: int | None, seeds: Sequence[int]) -> tuple[
             if v == v:
                 client.log_metric(parent, f"{col}_{suffix}", v)
     base_out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(base_out / "repeats.csv", table.to_csv(index=False))
+    atomic_write_text(base_out / "repeats.csv", escape_frame(table).to_csv(index=False))
     atomic_write_text(base_out / "repeats_summary.json", json.dumps(summary, indent=2))
     client.log_artifact(parent, str(base_out / "repeats.csv"))
     client.log_artifact(parent, str(base_out / "repeats_summary.json"))

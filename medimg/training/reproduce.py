@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from medimg.config.load import parse_workflow
+from medimg.config.yaml_strict import load_yaml_file
 from medimg.errors import DataError
+from medimg.io.csvsafe import read_csv_unescaped
 
 
 @dataclass
@@ -65,12 +66,12 @@ def reproduce_run(run_id: str, tracking_uri: str, out_dir: str | None = None) ->
                     f"MLflow run {run_id}: artifact {art!r} missing; it was not made by "
                     f"medimg run, or its artifacts are gone ({exc})"
                 ) from exc
-        problems = changed_files(pd.read_csv(local["data/file_hashes.csv"]))
+        problems = changed_files(read_csv_unescaped(local["data/file_hashes.csv"]))
         if problems:
             raise DataError(
                 f"run {run_id}: the data changed since the run; cannot reproduce:\n  " + "\n  ".join(problems)
             )
-        raw = yaml.safe_load(local["workflow.resolved.yaml"].read_text())
+        raw = load_yaml_file(local["workflow.resolved.yaml"], f"run {run_id} workflow")
         out = Path(out_dir or f"{raw['outputs']['dir']}_reproduce_{run_id[:8]}").resolve()
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(local["data/manifest.csv"], out / "source_manifest.csv")

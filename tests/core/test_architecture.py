@@ -11,14 +11,15 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "medimg"
 ALLOWED = {
     "errors": set(),
-    "io": {"errors"},
-    "config": {"errors", "models"},
-    "data": {"io", "config", "errors"},
-    "models": {"io", "config", "errors"},
-    "evaluation": {"io", "errors"},
-    "training": {"data", "models", "config", "io", "errors", "inference", "evaluation"},
-    "inference": {"data", "models", "config", "io", "errors", "evaluation", "training"},
-    "explain": {"inference", "data", "models", "config", "io", "errors", "evaluation", "training"},
+    "extras": {"errors"},
+    "io": {"errors", "extras"},
+    "config": {"errors", "extras", "models"},
+    "data": {"io", "config", "errors", "extras"},
+    "models": {"io", "config", "errors", "extras"},
+    "evaluation": {"io", "errors", "extras"},
+    "training": {"data", "models", "config", "io", "errors", "extras", "inference", "evaluation"},
+    "inference": {"data", "models", "config", "io", "errors", "extras", "evaluation", "training"},
+    "explain": {"inference", "data", "models", "config", "io", "errors", "extras", "evaluation", "training"},
 }
 
 

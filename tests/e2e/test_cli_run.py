@@ -13,6 +13,7 @@ from _tiny import TINY, write_wf
 
 from medimg.cli.main import main
 from medimg.config.load import config_hash, load_workflow
+from medimg.errors import EXIT_INPUT_ERROR
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_run_logs_full_lineage_to_mlflow(finished_run):
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"workflow.resolved.yaml", "model", "data", "evaluation", "checkpoints"} <= arts
     model_arts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert model_arts == {"model/model.safetensors", "model/workflow.yaml"}
+    assert model_arts == {"model/model.json", "model/model.safetensors", "model/workflow.yaml"}
     per_case = pd.read_csv(out / "test_per_case.csv")
     assert {"dice_1", "hd95_1", "dice_2", "site", "patient_key"} <= set(per_case.columns)
     assert set(per_case.case_key) <= set(pd.read_csv(out / "manifest.csv").query("split == 'test'").case_key)
@@ -83,7 +84,7 @@ def test_misspelled_key_stops_before_training(tmp_path, capsys):
     bad["optim"]["learning_rate"] = 0.1
     rc = main(["run", str(write_wf(tmp_path / "bad.yaml", bad))])
     err = capsys.readouterr().err
-    assert rc == 2
+    assert rc == EXIT_INPUT_ERROR
     assert "optim.learning_rate: unknown key" in err and "lr" in err
     assert not (tmp_path / "runs/tiny_seg").exists()
 
@@ -99,12 +100,12 @@ def test_missing_file_and_label_mismatch_stop_before_training(tmp_path, capsys):
     wf["data"]["manifest"] = str(tmp_path / "d/manifest.csv")
     rc = main(["run", str(write_wf(tmp_path / "wf.yaml", wf))])
     err = capsys.readouterr().err
-    assert rc == 2 and "short.nii.gz has shape (20, 20, 11)" in err and "(20, 20, 12)" in err
+    assert rc == EXIT_INPUT_ERROR and "short.nii.gz has shape (20, 20, 11)" in err and "(20, 20, 12)" in err
     df.loc[1, "label"] = "gone.nii.gz"
     df.to_csv(tmp_path / "d/manifest.csv", index=False)
     rc = main(["run", str(tmp_path / "wf.yaml"), "--check"])
     err = capsys.readouterr().err
-    assert rc == 2 and "case 'case_0001': label file not found" in err and "gone.nii.gz" in err
+    assert rc == EXIT_INPUT_ERROR and "case 'case_0001': label file not found" in err and "gone.nii.gz" in err
     assert not (tmp_path / "runs/tiny_seg/checkpoints").exists()
 
 

@@ -9,6 +9,7 @@ import pytest
 from _tiny import tiny_workflow, train_tiny, write_wf
 
 from medimg.cli.main import main
+from medimg.errors import EXIT_INPUT_ERROR
 
 
 def test_workflow_finetunes_from_pretrained_weights(tmp_path, capsys):
@@ -39,5 +40,5 @@ def test_workflow_finetunes_from_pretrained_weights(tmp_path, capsys):
 def test_finetune_schedule_keys_point_to_optim(tmp_path, capsys):
     wf = tiny_workflow()
     wf["finetune"] = {"warmup_epochs": 3}
-    assert main(["run", str(write_wf(tmp_path / "bad.yaml", wf)), "--check"]) == 2
+    assert main(["run", str(write_wf(tmp_path / "bad.yaml", wf)), "--check"]) == EXIT_INPUT_ERROR
     assert "optim.warmup_epochs" in capsys.readouterr().err

@@ -89,7 +89,8 @@ def test_empty_cases_are_explicit() -> None:
     full = empty.copy()
     full[2:4, 2:4, 2:4] = 1
     both = segmentation_case_metrics(empty, empty, SPACING, labels=[1])
-    assert (both["dice_1"], both["iou_1"], both["nsd_1"], both["hd95_1"], both["assd_1"]) == (1, 1, 1, 0, 0)
+    assert (both["dice_1"], both["iou_1"], both["nsd_1"]) == (1, 1, 1)
+    assert math.isnan(both["hd95_1"]) and math.isnan(both["assd_1"])  # no surface: undefined
     assert both["empty_ref_1"] == 1.0 and both["empty_pred_1"] == 1.0
     missed = segmentation_case_metrics(empty, full, SPACING, labels=[1])
     assert missed["dice_1"] == 0.0 and missed["nsd_1"] == 0.0 and missed["rvd_1"] == -1.0

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from medimg.cli.main import main
+from medimg.errors import EXIT_INPUT_ERROR
 
 torch.set_num_threads(1)
 
@@ -127,7 +128,7 @@ def test_cli_refuses_ambiguous_model_and_wrong_method(study, capsys):
             str(root / "x"),
         ]
     )
-    assert code == 2 and "exactly one of --run" in capsys.readouterr().err
+    assert code == EXIT_INPUT_ERROR and "exactly one of --run" in capsys.readouterr().err
     code = main(
         [
             "explain",
@@ -140,7 +141,7 @@ def test_cli_refuses_ambiguous_model_and_wrong_method(study, capsys):
             "seg-gradcam",
         ]
     )
-    assert code == 2 and "for segmentation models" in capsys.readouterr().err
+    assert code == EXIT_INPUT_ERROR and "for segmentation models" in capsys.readouterr().err
 
 
 def test_cli_with_checkpoint_and_workflow(study, capsys):
@@ -188,4 +189,4 @@ def test_cli_with_checkpoint_and_workflow(study, capsys):
             str(out),
         ]
     )
-    assert code == 2 and "--workflow goes with --checkpoint" in capsys.readouterr().err
+    assert code == EXIT_INPUT_ERROR and "--workflow goes with --checkpoint" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import pydicom
 from dicom_phantoms import phantom
 
 from medimg.cli.main import main
+from medimg.errors import EXIT_INPUT_ERROR
 from medimg.io.dicom.write import write_series
 from medimg.io.volume import Volume
 
@@ -100,5 +101,5 @@ def test_corrupt_corpus_lists_every_bad_file_and_scans_the_rest(tmp_path: Path, 
 
 
 def test_scan_missing_folder_is_a_clear_error(tmp_path: Path, capsys) -> None:
-    assert main(["scan", str(tmp_path / "nope")]) == 2
+    assert main(["scan", str(tmp_path / "nope")]) == EXIT_INPUT_ERROR
     assert "nope: folder not found" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from medimg.cli.main import main
+from medimg.errors import EXIT_INPUT_ERROR
 from medimg.models.download import sha256_of
 from medimg.models.networks import build_network
 
@@ -49,7 +50,7 @@ def test_inspect_convert_verify_check(tmp_path, capsys):
     assert digest in capsys.readouterr().out
 
     assert main(["weights", "verify", str(output), digest]) == 0
-    assert main(["weights", "verify", str(output), "f" * 64]) == 2
+    assert main(["weights", "verify", str(output), "f" * 64]) == EXIT_INPUT_ERROR
     assert "sha256 mismatch" in capsys.readouterr().err
 
     args = [
@@ -85,6 +86,6 @@ def test_inspect_convert_verify_check(tmp_path, capsys):
                 "widen_factor=0.25",
             ]
         )
-        == 2
+        == EXIT_INPUT_ERROR
     )
     assert "strip_prefix: 'net.'" in capsys.readouterr().err

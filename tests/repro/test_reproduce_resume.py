@@ -15,6 +15,7 @@ import pytest
 from _tiny import tiny_workflow, write_wf
 
 from medimg.cli.main import main
+from medimg.errors import EXIT_INPUT_ERROR
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def test_reproduce_is_bit_exact_and_refuses_changed_data(tmp_path, capsys):
     # a changed data file is named, and nothing is retrained
     img = next((tmp_path / "data/synth/cases").rglob("image.nii.gz"))
     img.write_bytes(img.read_bytes()[:-10] + b"0123456789")
-    assert main(["reproduce", info["run_id"], "--tracking-uri", info["tracking_uri"]]) == 2
+    assert main(["reproduce", info["run_id"], "--tracking-uri", info["tracking_uri"]]) == EXIT_INPUT_ERROR
     err = capsys.readouterr().err
     assert "the data changed since the run" in err and str(img) in err and "content changed" in err
 

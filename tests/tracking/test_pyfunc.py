@@ -170,20 +170,18 @@ def test_fresh_process_pyfunc_equals_medimg_predict(registered, images, tmp_path
         == 0
     )
     summary = pd.read_csv(next(cli_out.glob("*.csv")))
+    # the NIfTI file's case is named after the file; the DICOM folder's series after its pseudonymous keys
+    prefixes = ("scan_a", "patient-")
     for i in range(len(images)):
         mask_path = Path(got.loc[i, "mask_path"])
         assert mask_path == [out_dir / "a.nii.gz", out_dir / "b/scan_b_mask.nii.gz"][i]  # file, or folder
-        cli_mask = next(
-            p
-            for p in cli_out.rglob("mask.nii.gz")
-            if p.parent.name.startswith("scan_a" if i == 0 else "scan_b")
-        )
+        cli_mask = next(p for p in cli_out.rglob("mask.nii.gz") if p.parent.name.startswith(prefixes[i]))
         ours, ref = nib.load(mask_path), nib.load(cli_mask)
         assert ours.shape == ref.shape
         np.testing.assert_array_equal(ours.affine, ref.affine)
         np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(ref.dataobj))
         assert np.asarray(ours.dataobj).max() >= 1, "the tiny model finds the organ"
-        row = summary[summary["case_id"].str.startswith("scan_a" if i == 0 else "scan_b")].iloc[0]
+        row = summary[summary["case_id"].str.startswith(prefixes[i])].iloc[0]
         for label in ("organ", "kidney"):
             assert float(got.loc[i, f"volume_ml_{label}"]) == pytest.approx(
                 row[f"volume_ml:{label}"], abs=1e-3
