@@ -19,10 +19,18 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from medimg.errors import DataError
+from medimg.io.dicom.csa import CsaInfo, is_mosaic, read_csa
+from medimg.io.dicom.enhanced import FrameTags, enhanced_geometry, philips_scale
+from medimg.io.dicom.mosaic import mosaic_layout
+from medimg.io.dicom.sidecar import acquisition_meta
 
 _PIXEL_TAG = 0x7FE00010
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
 _UNDEFINED = 0xFFFFFFFF
+
+
+class NotDicomError(DataError):
+    """A file that is not DICOM at all (a README, a JSON sidecar, a NIfTI next to the slices)."""
 
 
 @dataclass
@@ -62,17 +70,31 @@ class SliceHeader:
         default=None, repr=False
     )  # (F, 2) slope, intercept when they vary
     frame_note: str = ""  # why an enhanced multi-frame image is not one volume
+    frame_tags: list[FrameTags] | None = field(default=None, repr=False)  # enhanced: one per frame
+    frame_select: tuple[float | None, str] | None = None  # enhanced: (echo time, component) of one split
+    mosaic: int = 0  # Siemens mosaic: number of slices tiled in the image (0 when not a mosaic)
+    tile_rows: int = 0
+    tile_columns: int = 0
+    csa: CsaInfo | None = field(default=None, repr=False)
+    acquisition: dict[str, Any] = field(default_factory=dict, repr=False)  # BIDS-style, never PHI
     slice_thickness: float | None = None
+    slice_spacing: float | None = None  # SpacingBetweenSlices
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
     instance_number: int | None = None
     acquisition_number: int | None = None
     echo_number: int | None = None
     temporal_position: int | None = None
+    series_number: int | None = None
+    trigger_time: float | None = None
+    echo_time: float | None = None
+    b_value: float | None = None
+    component: str = ""  # MAGNITUDE, PHASE, REAL or IMAGINARY when the ImageType says so
     has_pixels: bool = False
     pixel_offset: int | None = None  # byte offset of native pixel bytes (None when encapsulated)
     pixel_length: int | None = None
     file_size: int = 0
+    preamble: bool = True  # False for a DICOM file without the 128-byte preamble (decoded with force)
 
     @property
     def expected_pixel_bytes(self) -> int:
@@ -84,6 +106,16 @@ class SliceHeader:
             * self.number_of_frames
             * (self.bits_allocated // 8)
         )
+
+    @property
+    def n_slices(self) -> int:
+        """Slices this file holds: the mosaic's tiles, the frames of a multi-frame image, or 1."""
+        return self.mosaic or self.number_of_frames
+
+    @property
+    def is_stack(self) -> bool:
+        """True for a file holding several slices (mosaic or multi-frame)."""
+        return self.n_slices > 1 or self.mosaic > 0
 
     @property
     def is_localizer(self) -> bool:
@@ -131,48 +163,22 @@ def _pixel_element(fp: Any, ts: str, file_size: int) -> tuple[bool, int | None, 
     return True, offset, int(length)
 
 
-def _enhanced_geometry(ds: pydicom.Dataset, h: SliceHeader) -> None:
-    """Fill geometry of an enhanced multi-frame image from its functional groups."""
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    shared = shared[0] if shared else pydicom.Dataset()
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+class _Raw(pydicom.Dataset):
+    """A dataset read from a file without the 128-byte preamble and 'DICM' prefix (old ACR-NEMA style)."""
 
-    def find(frame: pydicom.Dataset, seq: str, attr: str) -> Any:
-        for src in (frame, shared):
-            item = src.get(seq)
-            if item and attr in item[0]:
-                return item[0][attr].value
+
+def _read_without_preamble(p: Path) -> pydicom.Dataset | None:
+    """The dataset of a DICOM file written without preamble, or ``None`` when the bytes are not DICOM."""
+    try:
+        ds = pydicom.dcmread(p, force=True)
+        ok = bool(ds.get("SOPClassUID")) and int(ds.get("Rows", 0) or 0) > 0 and "PixelData" in ds
+    except Exception:  # text, JSON, NIfTI...: pydicom fails in many ways on non-DICOM bytes
         return None
-
-    first = per_frame[0] if len(per_frame) else pydicom.Dataset()
-    h.orientation = _floats(find(first, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
-    ps = _floats(find(first, "PixelMeasuresSequence", "PixelSpacing"), 2)
-    h.pixel_spacing = (ps[0], ps[1]) if ps else None
-    thick = find(first, "PixelMeasuresSequence", "SliceThickness")
-    h.slice_thickness = float(thick) if thick not in (None, "") else None
-    slope = find(first, "PixelValueTransformationSequence", "RescaleSlope")
-    intercept = find(first, "PixelValueTransformationSequence", "RescaleIntercept")
-    if slope is not None:
-        h.rescale_slope, h.rescale_intercept = float(slope), float(intercept or 0.0)
-    positions = [_floats(find(f, "PlanePositionSequence", "ImagePositionPatient"), 3) for f in per_frame]
-    orientations = {
-        _floats(find(f, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) for f in per_frame
-    }
-    if len(orientations) > 1:
-        h.frame_note = f"frames differ in orientation ({len(orientations)} stacks in one file)"
-    elif positions and all(p is not None for p in positions) and len(positions) == h.number_of_frames:
-        h.frame_positions = np.asarray(positions, dtype=np.float64)
-        h.position = positions[0]
-    else:
-        h.frame_note = "multi-frame image without per-frame ImagePositionPatient"
-    if slope is not None and len(per_frame) == h.number_of_frames:
-        rescale = [
-            (float(find(f, "PixelValueTransformationSequence", "RescaleSlope") or 1.0),
-             float(find(f, "PixelValueTransformationSequence", "RescaleIntercept") or 0.0))
-            for f in per_frame
-        ]  # fmt: skip
-        if len(set(rescale)) > 1:
-            h.frame_rescale = np.asarray(rescale, dtype=np.float64)
+    if not ok:
+        return None
+    raw = _Raw(ds)
+    raw.file_meta = ds.file_meta
+    return raw
 
 
 def read_header(path: str | os.PathLike[str]) -> SliceHeader:
@@ -202,10 +208,13 @@ def read_header(path: str | os.PathLike[str]) -> SliceHeader:
                 (False, None, None) if deflated else _pixel_element(fp, ts or ImplicitVRLittleEndian, size)
             )
     except InvalidDicomError as exc:
-        raise DataError(f"{p}: not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from exc
+        ds = _read_without_preamble(p)
+        if ds is None:
+            raise NotDicomError(f"{p}: not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from exc
+        ts, deflated, (present, offset, length) = ImplicitVRLittleEndian, False, ("PixelData" in ds, None, None)
     except Exception as exc:  # pydicom raises many types on corrupt headers
         raise DataError(f"{p}: corrupt or truncated DICOM header ({type(exc).__name__}: {exc})") from exc
-    h = SliceHeader(path=p, transfer_syntax=ts, file_size=size)
+    h = SliceHeader(path=p, transfer_syntax=ts, file_size=size, preamble=not isinstance(ds, _Raw))
     try:
         _fill(h, ds)
     except Exception as exc:
@@ -265,8 +274,12 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
     h.acquisition_number = _int(g("AcquisitionNumber"))
     h.echo_number = _int(g("EchoNumbers"))
     h.temporal_position = _int(g("TemporalPositionIdentifier"))
+    h.series_number = _int(g("SeriesNumber"))
+    h.trigger_time = _float(g("TriggerTime"))
+    h.echo_time = _float(g("EchoTime"))
+    h.component = _component(h.image_type)
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
-        _enhanced_geometry(ds, h)
+        enhanced_geometry(ds, h)
     else:
         h.orientation = _floats(g("ImageOrientationPatient"), 6)
         pos = _floats(g("ImagePositionPatient"), 3)
@@ -275,7 +288,47 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
         h.pixel_spacing = (ps[0], ps[1]) if ps else None
         thick = g("SliceThickness")
         h.slice_thickness = float(thick) if thick not in (None, "") else None
+        h.slice_spacing = _float(g("SpacingBetweenSlices"))
         if g("RescaleSlope") not in (None, ""):
             h.rescale_slope = float(g("RescaleSlope"))
         if g("RescaleIntercept") not in (None, ""):
             h.rescale_intercept = float(g("RescaleIntercept"))
+        if "PHILIPS" in h.manufacturer.upper():
+            h.rescale_slope, h.rescale_intercept = philips_scale(ds, h.rescale_slope, h.rescale_intercept)
+    if "SIEMENS" in h.manufacturer.upper():
+        h.csa = read_csa(ds)
+    h.b_value = _b_value(ds, h.csa)
+    if is_mosaic(h.image_type, h.csa):
+        mosaic_layout(h)
+    h.acquisition = acquisition_meta(ds, h.csa)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _component(image_type: tuple[str, ...]) -> str:
+    """Complex component named by the ImageType (Siemens/Philips/GE write M, P, R or I)."""
+    names = {"P": "PHASE", "PHASE": "PHASE", "R": "REAL", "REAL": "REAL", "I": "IMAGINARY", "IMAGINARY": "IMAGINARY"}
+    for value in image_type[2:]:
+        if value in names:
+            return names[value]
+    return ""
+
+
+def _b_value(ds: pydicom.Dataset, csa: CsaInfo | None) -> float | None:
+    """Diffusion b-value: standard tag, Siemens CSA, GE (0043,1039) or Philips (2001,1003)."""
+    b = _float(ds.get("DiffusionBValue"))
+    if b is None and csa is not None:
+        b = csa.b_value
+    ge = ds.get((0x0043, 0x1039))
+    if b is None and ge is not None and "GE" in str(ds.get("Manufacturer", "")).upper():
+        first = _float(ge.value[0] if isinstance(ge.value, (list, pydicom.multival.MultiValue)) else ge.value)
+        b = None if first is None else first % 1e9  # GE adds 1e9 to some b-values
+    ph = ds.get((0x2001, 0x1003))
+    if b is None and ph is not None and "PHILIPS" in str(ds.get("Manufacturer", "")).upper():
+        b = _float(ph.value)
+    return b

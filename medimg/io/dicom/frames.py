@@ -1,0 +1,101 @@
+"""Slices as frames: one record per 2D slice, whether a file holds one slice, a mosaic or many frames.
+
+Classic DICOM holds one slice per file; a Siemens mosaic tiles many slices into
+one image; an enhanced image holds many frames. Grouping and assembly work on
+:class:`Frame` records, one per slice, so the three are handled the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from medimg.errors import DataError
+from medimg.io.dicom.headers import SliceHeader
+
+
+@dataclass
+class Frame:
+    """One 2D slice: its file, its index in that file's pixel data, where it lies, how it is scaled."""
+
+    header: SliceHeader
+    index: int  # frame (or mosaic tile) within the file
+    position: np.ndarray  # ImagePositionPatient of the slice (LPS mm)
+    slope: float = 1.0
+    intercept: float = 0.0
+    temporal: int | None = None
+    volume_key: tuple[int, ...] | None = None  # enhanced: dimension indices other than the in-stack position
+    trigger: float | None = None
+    acquisition: int | None = None
+    b_value: float | None = None
+    echo: float | None = None
+    component: str = ""
+
+    @property
+    def instance(self) -> tuple[int, int, str]:
+        """Order of the slice in the export: InstanceNumber, then frame, then file name."""
+        return (self.header.instance_number or 0, self.index, self.header.path.name)
+
+
+def _no_position(h: SliceHeader) -> DataError:
+    return DataError(f"{h.path}: no ImagePositionPatient; this slice cannot be placed in space")
+
+
+def _file_frames(h: SliceHeader) -> list[Frame]:
+    common = dict(
+        slope=h.rescale_slope,
+        intercept=h.rescale_intercept,
+        temporal=h.temporal_position,
+        trigger=h.trigger_time,
+        acquisition=h.acquisition_number,
+        b_value=h.b_value,
+        echo=h.echo_time if h.echo_number is None else float(h.echo_number),
+        component=h.component,
+    )
+    if h.mosaic:
+        if h.frame_positions is None:
+            raise DataError(f"{h.path}: {h.frame_note or 'mosaic without ImagePositionPatient'}")
+        return [Frame(h, k, h.frame_positions[k], **common) for k in range(h.mosaic)]  # type: ignore[arg-type]
+    if h.number_of_frames > 1:
+        if h.frame_tags is None:
+            raise DataError(f"{h.path}: {h.frame_note or 'multi-frame image without per-frame positions'}")
+        out = []
+        for k, t in enumerate(h.frame_tags):
+            if h.frame_select is not None and (t.echo_time, t.component) != h.frame_select:
+                continue
+            out.append(
+                Frame(
+                    h, k, np.asarray(t.position, dtype=np.float64), t.slope, t.intercept, t.temporal,
+                    t.volume_key, t.trigger, h.acquisition_number, t.b_value, t.echo_time, t.component,
+                )  # fmt: skip
+            )
+        return out
+    if h.position is None:
+        raise _no_position(h)
+    return [Frame(h, 0, np.asarray(h.position, dtype=np.float64), **common)]  # type: ignore[arg-type]
+
+
+def expand_frames(headers: Sequence[SliceHeader]) -> list[Frame]:
+    """Every slice of ``headers`` as a :class:`Frame` (mosaics cut into tiles, multi-frame into frames).
+
+    Raises:
+        DataError: naming the file of a slice that cannot be placed in space.
+
+    Example:
+        >>> frames = expand_frames([read_header(p) for p in files])  # doctest: +SKIP
+    """
+    return [f for h in headers for f in _file_frames(h)]
+
+
+def frame_splits(h: SliceHeader) -> list[tuple[float | None, str]]:
+    """The (echo time, complex component) pairs of an enhanced image holding several of them.
+
+    dcm2niix writes one file per echo and per component (``_e2``, ``_ph``); medimg
+    makes one series of each. An empty list means the image is one series.
+    """
+    if h.frame_tags is None:
+        return []
+    keys = sorted({(t.echo_time, t.component) for t in h.frame_tags}, key=lambda k: (k[1], k[0] or 0.0))
+    return keys if len(keys) > 1 else []
