@@ -163,6 +163,11 @@ def load_series(
         check_pixel_format(h)
     _check_consistent(headers)
     ref = headers[0]
+    if sum(h.number_of_frames > 1 for h in headers) > 1 and len({h.series_uid for h in headers}) > 1:
+        raise DataError(
+            f"{ref.path.parent}: {len(headers)} multi-frame files of different series given together; "
+            "load each multi-frame file on its own"
+        )
     volumes, grouping = group_volumes(expand_frames(headers), slice_normal(ref.orientation))  # type: ignore[arg-type]
     stacks = [sort_slices(np.array([f.position for f in v]), ref.orientation) for v in volumes]  # type: ignore[arg-type]
     stack = stacks[0]

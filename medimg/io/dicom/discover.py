@@ -156,17 +156,18 @@ def _repeats(headers: Sequence[SliceHeader]) -> bool:
 
 def _split_echoes(part: list[SliceHeader]) -> list[list[SliceHeader]]:
     """Split repeated positions by echo and complex component (dcm2niix's ``_e2``, ``_ph`` files)."""
-    if len(part) == 1 and part[0].number_of_frames > 1:
-        splits = frame_splits(part[0])
-        if not splits or not _repeats(part):
-            return [part]
+    if not _repeats(part):
+        return [part]
+    splits = sorted({k for h in part for k in frame_splits(h)}, key=lambda k: (k[1], k[0] or 0.0))
+    if splits:
         out = []
         for key in splits:
-            h = copy.copy(part[0])
-            h.frame_select = key
-            out.append([h])
+            chosen = [copy.copy(h) for h in part]
+            for h in chosen:
+                h.frame_select = key
+            out.append(chosen)
         return out
-    if not _repeats(part):
+    if len(part) == 1:
         return [part]
     sub: dict[tuple, list[SliceHeader]] = defaultdict(list)
     for h in part:
@@ -187,7 +188,7 @@ def group_series(headers: Iterable[SliceHeader]) -> list[Series]:
     for uid in sorted(by_uid):
         parts: dict[tuple, list[SliceHeader]] = defaultdict(list)
         for h in by_uid[uid]:
-            key = (h.path,) if h.number_of_frames > 1 else _split_key(h)
+            key = _split_key(h)
             parts[key].append(h)
         groups = []
         for part in sorted(parts.values(), key=lambda hs: (-len(hs), str(hs[0].path))):

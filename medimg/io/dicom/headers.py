@@ -94,7 +94,6 @@ class SliceHeader:
     pixel_offset: int | None = None  # byte offset of native pixel bytes (None when encapsulated)
     pixel_length: int | None = None
     file_size: int = 0
-    preamble: bool = True  # False for a DICOM file without the 128-byte preamble (decoded with force)
 
     @property
     def expected_pixel_bytes(self) -> int:
@@ -163,22 +162,13 @@ def _pixel_element(fp: Any, ts: str, file_size: int) -> tuple[bool, int | None, 
     return True, offset, int(length)
 
 
-class _Raw(pydicom.Dataset):
-    """A dataset read from a file without the 128-byte preamble and 'DICM' prefix (old ACR-NEMA style)."""
-
-
-def _read_without_preamble(p: Path) -> pydicom.Dataset | None:
-    """The dataset of a DICOM file written without preamble, or ``None`` when the bytes are not DICOM."""
+def _looks_like_dicom(p: Path) -> bool:
+    """True when a file without the 'DICM' prefix still parses as a DICOM image (old ACR-NEMA style)."""
     try:
-        ds = pydicom.dcmread(p, force=True)
-        ok = bool(ds.get("SOPClassUID")) and int(ds.get("Rows", 0) or 0) > 0 and "PixelData" in ds
+        ds = pydicom.dcmread(p, force=True, stop_before_pixels=True)
+        return bool(ds.get("SOPClassUID")) and int(ds.get("Rows", 0) or 0) > 0
     except Exception:  # text, JSON, NIfTI...: pydicom fails in many ways on non-DICOM bytes
-        return None
-    if not ok:
-        return None
-    raw = _Raw(ds)
-    raw.file_meta = ds.file_meta
-    return raw
+        return False
 
 
 def read_header(path: str | os.PathLike[str]) -> SliceHeader:
@@ -208,13 +198,15 @@ def read_header(path: str | os.PathLike[str]) -> SliceHeader:
                 (False, None, None) if deflated else _pixel_element(fp, ts or ImplicitVRLittleEndian, size)
             )
     except InvalidDicomError as exc:
-        ds = _read_without_preamble(p)
-        if ds is None:
-            raise NotDicomError(f"{p}: not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from exc
-        ts, deflated, (present, offset, length) = ImplicitVRLittleEndian, False, ("PixelData" in ds, None, None)
+        if _looks_like_dicom(p):
+            raise DataError(
+                f"{p}: DICOM data set without the 128-byte preamble and 'DICM' prefix (old ACR-NEMA "
+                "style); rewrite it as a DICOM file (e.g. dcmconv) to read it"
+            ) from exc
+        raise NotDicomError(f"{p}: not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from exc
     except Exception as exc:  # pydicom raises many types on corrupt headers
         raise DataError(f"{p}: corrupt or truncated DICOM header ({type(exc).__name__}: {exc})") from exc
-    h = SliceHeader(path=p, transfer_syntax=ts, file_size=size, preamble=not isinstance(ds, _Raw))
+    h = SliceHeader(path=p, transfer_syntax=ts, file_size=size)
     try:
         _fill(h, ds)
     except Exception as exc:

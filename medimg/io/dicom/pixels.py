@@ -76,7 +76,7 @@ def read_stored_pixels(h: SliceHeader) -> np.ndarray:
                 arr = native & ((1 << h.bits_stored) - 1)
         return arr
     try:
-        arr = pydicom.dcmread(h.path, force=not h.preamble).pixel_array
+        arr = pydicom.dcmread(h.path).pixel_array
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else ""
         raise DataError(
