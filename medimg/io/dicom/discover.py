@@ -32,6 +32,15 @@ from medimg.io.dicom.pseudonym import pseudonym
 
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _SKIP_NAMES = {"DICOMDIR"}
+#: SOP classes that never hold an image: structured reports, presentation states, raw data,
+#: encapsulated documents, Siemens private non-image objects (set aside as ``not_image``).
+_NON_IMAGE_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.88.",
+    "1.2.840.10008.5.1.4.1.1.11.",
+    "1.2.840.10008.5.1.4.1.1.66",
+    "1.2.840.10008.5.1.4.1.1.104.",
+    "1.3.12.2.1107.5.9.1",
+)
 
 
 @dataclass
@@ -40,14 +49,15 @@ class Excluded:
 
     path: str
     reason: str
-    kind: str = "unreadable"  # unreadable | not_dicom | localizer | derived | secondary_capture | unsupported
+    kind: str = "unreadable"  # unreadable | not_dicom | not_image | localizer | derived | secondary_capture | unsupported
     series_key: str = ""
 
     @property
     def is_problem(self) -> bool:
         """True for broken input (unreadable, truncated, inconsistent); False for a kind set aside.
 
-        A file that is not DICOM at all (``not_dicom``) is set aside, not a problem.
+        A file that is not DICOM at all (``not_dicom``) or a DICOM object that is no image
+        (``not_image``: a structured report, a presentation state) is set aside, not a problem.
         """
         return self.kind in ("unreadable", "unsupported")
 
@@ -126,7 +136,11 @@ def read_headers(paths: Sequence[Path], workers: int = 1) -> tuple[list[SliceHea
     headers = [r for r in results if isinstance(r, SliceHeader)]
     excluded = [r for r in results if isinstance(r, Excluded)]
     for h in list(headers):
-        if not h.has_pixels:
+        if not h.has_pixels and h.sop_class_uid.startswith(_NON_IMAGE_PREFIXES):
+            reason = f"DICOM object without an image (SOP class {h.sop_class_uid})"
+            excluded.append(Excluded(safe_name(h.path), reason, "not_image"))
+            headers.remove(h)
+        elif not h.has_pixels:
             excluded.append(
                 Excluded(
                     safe_name(h.path),
@@ -158,14 +172,14 @@ def _split_echoes(part: list[SliceHeader]) -> list[list[SliceHeader]]:
     """Split repeated positions by echo and complex component (dcm2niix's ``_e2``, ``_ph`` files)."""
     if not _repeats(part):
         return [part]
-    splits = sorted({k for h in part for k in frame_splits(h)}, key=lambda k: (k[1], k[0] or 0.0))
+    splits = frame_splits(part)
     if splits:
         out = []
         for key in splits:
             chosen = [copy.copy(h) for h in part]
             for h in chosen:
                 h.frame_select = key
-            out.append(chosen)
+            out.append([h for h in chosen if _selects_any(h)])
         return out
     if len(part) == 1:
         return [part]
@@ -174,6 +188,10 @@ def _split_echoes(part: list[SliceHeader]) -> list[list[SliceHeader]]:
         echo = h.echo_number if h.echo_number is not None else h.echo_time
         sub[(h.component, echo or 0)].append(h)
     return [sub[k] for k in sorted(sub)]
+
+
+def _selects_any(h: SliceHeader) -> bool:
+    return any((t.echo_time, t.component) == h.frame_select for t in h.frame_tags or [])
 
 
 def group_series(headers: Iterable[SliceHeader]) -> list[Series]:

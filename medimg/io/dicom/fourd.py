@@ -41,7 +41,9 @@ def position_ids(frames: Sequence[Frame], normal: np.ndarray) -> np.ndarray:
     return ids
 
 
-def _by_key(frames: Sequence[Frame], ids: np.ndarray, n_pos: int, key: Callable[[Frame], Any]) -> list[list[int]] | None:
+def _by_key(
+    frames: Sequence[Frame], ids: np.ndarray, n_pos: int, key: Callable[[Frame], Any], by_storage: bool
+) -> list[list[int]] | None:
     values = [key(f) for f in frames]
     if any(v is None for v in values):
         return None
@@ -53,6 +55,8 @@ def _by_key(frames: Sequence[Frame], ids: np.ndarray, n_pos: int, key: Callable[
     for members in groups.values():
         if len(members) != n_pos or len({int(ids[i]) for i in members}) != n_pos:
             return None
+    if by_storage:  # dimension indices say which volume, not when: keep the order frames are stored in
+        return sorted(groups.values(), key=lambda g: min(frames[i].instance for i in g))
     return [groups[v] for v in sorted(groups)]
 
 
@@ -94,7 +98,7 @@ def group_volumes(frames: Sequence[Frame], normal: np.ndarray) -> tuple[list[lis
         )
     n_t = int(counts[0])
     for name, key in _KEYS:
-        groups = _by_key(frames, ids, len(counts), key)
+        groups = _by_key(frames, ids, len(counts), key, by_storage=name == "dimension_index")
         if groups is not None and len(groups) == n_t:
             return [[frames[i] for i in g] for g in groups], f"4d:{name}"
     volumes = _by_instance(frames, ids, n_t)

@@ -89,13 +89,11 @@ def expand_frames(headers: Sequence[SliceHeader]) -> list[Frame]:
     return [f for h in headers for f in _file_frames(h)]
 
 
-def frame_splits(h: SliceHeader) -> list[tuple[float | None, str]]:
-    """The (echo time, complex component) pairs of an enhanced image holding several of them.
+def frame_splits(headers: Sequence[SliceHeader]) -> list[tuple[float | None, str]]:
+    """The (echo time, complex component) pairs of enhanced images, when they hold several.
 
     dcm2niix writes one file per echo and per component (``_e2``, ``_ph``); medimg
-    makes one series of each. An empty list means the image is one series.
+    makes one series of each. An empty list means the images are one series.
     """
-    if h.frame_tags is None:
-        return []
-    keys = sorted({(t.echo_time, t.component) for t in h.frame_tags}, key=lambda k: (k[1], k[0] or 0.0))
-    return keys if len(keys) > 1 else []
+    keys = {(t.echo_time, t.component) for h in headers for t in (h.frame_tags or [])}
+    return sorted(keys, key=lambda k: (k[1], k[0] or 0.0)) if len(keys) > 1 else []
