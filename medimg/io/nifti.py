@@ -47,6 +47,9 @@ def save_nifti(
     """Write a volume (or an array plus ``affine``) to NIfTI atomically.
 
     Both the sform and qform carry the affine (code 1, scanner), so viewers agree.
+    A 4D volume ``(x, y, z, t)`` keeps its spatial affine; units are mm and
+    seconds, and ``pixdim[4]`` is the repetition time when ``meta`` has
+    ``RepetitionTime`` (seconds, as in a BIDS sidecar), else 1.
 
     Example:
         >>> save_nifti(vol, "out/mask.nii.gz", dtype=np.uint8)  # doctest: +SKIP
@@ -62,6 +65,14 @@ def save_nifti(
     img = nib.Nifti1Image(data, aff)
     img.set_sform(aff, code=1)
     img.set_qform(aff, code=1)
+    if np.ndim(data) >= 4:
+        tr = volume.meta.get("RepetitionTime") if isinstance(volume, Volume) else None
+        zooms = list(img.header.get_zooms())
+        zooms[3] = float(tr) if isinstance(tr, (int, float)) and tr > 0 else 1.0
+        img.header.set_zooms(zooms)
+        img.header.set_xyzt_units("mm", "sec")
+    else:
+        img.header.set_xyzt_units("mm")
     with atomic_write(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)

@@ -192,6 +192,8 @@ def load_series(
         flags.append("monochrome1")
     meta = _meta(ref, headers, stack, flags, first)
     meta["n_volumes"] = len(volumes)
+    if len(volumes) > 1 and all(v[0].b_value is not None for v in volumes):
+        meta["DiffusionBValues"] = [float(v[0].b_value) for v in volumes]  # type: ignore[arg-type]
     array = data.transpose(3, 2, 1, 0)  # (t, z, row, col) -> (col, row, z, t)
     return Volume(array[..., 0] if len(volumes) == 1 else array, aff, "LPS", meta)
 

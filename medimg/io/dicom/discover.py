@@ -203,6 +203,7 @@ def group_series(headers: Iterable[SliceHeader]) -> list[Series]:
     for h in headers:
         by_uid[(h.study_uid, h.series_uid, h.series_number or 0)].append(h)
     out: list[Series] = []
+    splits: dict[tuple[str, str], int] = defaultdict(int)  # split numbers run on across SeriesNumbers
     for uid in sorted(by_uid):
         parts: dict[tuple, list[SliceHeader]] = defaultdict(list)
         for h in by_uid[uid]:
@@ -211,7 +212,9 @@ def group_series(headers: Iterable[SliceHeader]) -> list[Series]:
         groups = []
         for part in sorted(parts.values(), key=lambda hs: (-len(hs), str(hs[0].path))):
             groups += _split_echoes(part)
-        out += [Series(sorted(g, key=lambda h: str(h.path)), split=i) for i, g in enumerate(groups)]
+        first = splits[uid[:2]]
+        splits[uid[:2]] += len(groups)
+        out += [Series(sorted(g, key=lambda h: str(h.path)), split=first + i) for i, g in enumerate(groups)]
     return out
 
 
