@@ -128,7 +128,9 @@ def write_mosaic(
     cols, rows, n = volumes[0].shape
     side = math.ceil(math.sqrt(n))
     step = affine_lps[:3, 2]
-    corner = affine_lps[:3, 3] - col_dir * dr * (side * rows - rows) / 2 - row_dir * dc * (side * cols - cols) / 2
+    corner = (
+        affine_lps[:3, 3] - col_dir * dr * (side * rows - rows) / 2 - row_dir * dc * (side * cols - cols) / 2
+    )
     study, series = generate_uid(), generate_uid()
     paths = []
     for t, vol in enumerate(volumes):
@@ -185,7 +187,7 @@ def write_enhanced_mr(
     ds.SharedFunctionalGroupsSequence = [shared]
     pointers = [0x00209056, 0x00209057, 0x00209128]
     ds.DimensionIndexSequence = [Dataset() for _ in pointers]
-    for item, p in zip(ds.DimensionIndexSequence, pointers):
+    for item, p in zip(ds.DimensionIndexSequence, pointers, strict=True):
         item.DimensionIndexPointer, item.FunctionalGroupPointer = p, 0x00209111
     order = np.random.default_rng(seed).permutation(len(volumes) * n)
     frames, pixels = [], []
@@ -194,7 +196,9 @@ def write_enhanced_mr(
         slope = float(2 ** (f % 3))  # 1, 2 or 4: exact for values 4m - 10
         item = Dataset()
         item.PlanePositionSequence = [Dataset()]
-        item.PlanePositionSequence[0].ImagePositionPatient = (affine_lps[:3, 3] + k * affine_lps[:3, 2]).tolist()
+        item.PlanePositionSequence[0].ImagePositionPatient = (
+            affine_lps[:3, 3] + k * affine_lps[:3, 2]
+        ).tolist()
         item.FrameContentSequence = [Dataset()]
         item.FrameContentSequence[0].DimensionIndexValues = [1, k + 1, 1 if echo_times else t + 1]
         item.FrameContentSequence[0].TemporalPositionIndex = 1 if echo_times else t + 1

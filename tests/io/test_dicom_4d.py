@@ -28,8 +28,15 @@ def _ge_run(tmp_path: Path, tags: dict | None = None) -> tuple[Volume, list[np.n
         extra = {"Manufacturer": "GE MEDICAL SYSTEMS", "TemporalPositionIdentifier": t + 1,
                  "NumberOfTemporalPositions": N_T, **(tags or {})}  # fmt: skip
         files.append(
-            write_series(Volume(data, vol.affine, "LPS"), tmp_path / "run", modality="MR", series_uid=uid, study_uid=uid + ".9",
-                         shuffle_names=True, extra_tags=extra)  # fmt: skip
+            write_series(
+                Volume(data, vol.affine, "LPS"),
+                tmp_path / "run",
+                modality="MR",
+                series_uid=uid,
+                study_uid=uid + ".9",
+                shuffle_names=True,
+                extra_tags=extra,
+            )  # fmt: skip
         )
     return vol, frames, files
 
@@ -91,7 +98,9 @@ def test_positions_that_differ_between_time_points_are_refused(tmp_path: Path) -
 def test_one_uid_with_two_series_numbers_is_two_series(tmp_path: Path) -> None:
     vol = phantom("axial", shape=(8, 8, 5))
     uid = "1.2.826.0.1.3680043.8.498.2"
-    a = write_series(vol, tmp_path / "x", series_uid=uid, study_uid=uid + ".9", series_number=3, shuffle_names=True)
+    a = write_series(
+        vol, tmp_path / "x", series_uid=uid, study_uid=uid + ".9", series_number=3, shuffle_names=True
+    )
     b = write_series(Volume(vol.data + 5, vol.affine, "LPS"), tmp_path / "x", series_uid=uid, study_uid=uid + ".9", series_number=4,
                      shuffle_names=True)  # fmt: skip
     series, _ = discover(tmp_path)
@@ -99,7 +108,9 @@ def test_one_uid_with_two_series_numbers_is_two_series(tmp_path: Path) -> None:
         (3, 5, "volume"), (4, 5, "volume")
     ]  # fmt: skip
     by_number = {s.first.series_number: load_series(s.headers) for s in series}
-    assert {h.name for h in a} == {Path(h.path).name for s in series if s.first.series_number == 3 for h in s.headers}
+    assert {h.name for h in a} == {
+        Path(h.path).name for s in series if s.first.series_number == 3 for h in s.headers
+    }
     assert len(b) == 5 and by_number[4].shape == vol.shape
     np.testing.assert_array_equal(by_number[4].data - by_number[3].data, 5.0)
     assert len({s.keys()["series_key"] for s in series}) == 2

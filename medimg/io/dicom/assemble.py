@@ -101,7 +101,7 @@ def _read_volumes(
     """Rescaled pixels ``(volumes, slices, rows, columns)``; each file is read once."""
     data = np.empty((len(volumes), len(volumes[0]), *shape), dtype=np.float32)
     by_file: dict[Any, list[tuple[Frame, int, int]]] = defaultdict(list)
-    for t, (frames, stack) in enumerate(zip(volumes, stacks)):
+    for t, (frames, stack) in enumerate(zip(volumes, stacks, strict=True)):
         for z, idx in enumerate(stack.order):
             f = frames[int(idx)]
             by_file[f.header.path].append((f, t, z))

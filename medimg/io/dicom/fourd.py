@@ -90,7 +90,7 @@ def group_volumes(frames: Sequence[Frame], normal: np.ndarray) -> tuple[list[lis
         return [list(frames)], ""
     if counts.min() != counts.max():
         worst = int(np.argmax(counts))
-        example = next(f for f, i in zip(frames, ids) if i == worst)
+        example = next(f for f, i in zip(frames, ids, strict=True) if i == worst)
         raise DataError(
             f"{example.header.path.parent}: duplicate slice position(s) repeated unevenly "
             f"({counts.max()} slices at the position of {example.header.path.name}, {counts.min()} at another; "

@@ -67,8 +67,18 @@ def _file_frames(h: SliceHeader) -> list[Frame]:
                 continue
             out.append(
                 Frame(
-                    h, k, np.asarray(t.position, dtype=np.float64), t.slope, t.intercept, t.temporal,
-                    t.volume_key, t.trigger, h.acquisition_number, t.b_value, t.echo_time, t.component,
+                    h,
+                    k,
+                    np.asarray(t.position, dtype=np.float64),
+                    t.slope,
+                    t.intercept,
+                    t.temporal,
+                    t.volume_key,
+                    t.trigger,
+                    h.acquisition_number,
+                    t.b_value,
+                    t.echo_time,
+                    t.component,
                 )  # fmt: skip
             )
         return out

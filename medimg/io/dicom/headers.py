@@ -23,6 +23,7 @@ from medimg.io.dicom.csa import CsaInfo, is_mosaic, read_csa
 from medimg.io.dicom.enhanced import FrameTags, enhanced_geometry, philips_scale
 from medimg.io.dicom.mosaic import mosaic_layout
 from medimg.io.dicom.sidecar import acquisition_meta
+from medimg.io.dicom.vendor import complex_component, diffusion_b_value
 
 _PIXEL_TAG = 0x7FE00010
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
@@ -269,7 +270,7 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
     h.series_number = _int(g("SeriesNumber"))
     h.trigger_time = _float(g("TriggerTime"))
     h.echo_time = _float(g("EchoTime"))
-    h.component = _component(h.image_type)
+    h.component = complex_component(h.image_type)
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
         enhanced_geometry(ds, h)
     else:
@@ -289,7 +290,7 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
             h.rescale_slope, h.rescale_intercept = philips_scale(ds, h.rescale_slope, h.rescale_intercept)
     if "SIEMENS" in h.manufacturer.upper():
         h.csa = read_csa(ds)
-    h.b_value = _b_value(ds, h.csa)
+    h.b_value = diffusion_b_value(ds, h.csa)
     if is_mosaic(h.image_type, h.csa):
         mosaic_layout(h)
     h.acquisition = acquisition_meta(ds, h.csa)
@@ -300,27 +301,3 @@ def _float(value: Any) -> float | None:
         return float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
-
-
-def _component(image_type: tuple[str, ...]) -> str:
-    """Complex component named by the ImageType (Siemens/Philips/GE write M, P, R or I)."""
-    names = {"P": "PHASE", "PHASE": "PHASE", "R": "REAL", "REAL": "REAL", "I": "IMAGINARY", "IMAGINARY": "IMAGINARY"}
-    for value in image_type[2:]:
-        if value in names:
-            return names[value]
-    return ""
-
-
-def _b_value(ds: pydicom.Dataset, csa: CsaInfo | None) -> float | None:
-    """Diffusion b-value: standard tag, Siemens CSA, GE (0043,1039) or Philips (2001,1003)."""
-    b = _float(ds.get("DiffusionBValue"))
-    if b is None and csa is not None:
-        b = csa.b_value
-    ge = ds.get((0x0043, 0x1039))
-    if b is None and ge is not None and "GE" in str(ds.get("Manufacturer", "")).upper():
-        first = _float(ge.value[0] if isinstance(ge.value, (list, pydicom.multival.MultiValue)) else ge.value)
-        b = None if first is None else first % 1e9  # GE adds 1e9 to some b-values
-    ph = ds.get((0x2001, 0x1003))
-    if b is None and ph is not None and "PHILIPS" in str(ds.get("Manufacturer", "")).upper():
-        b = _float(ph.value)
-    return b

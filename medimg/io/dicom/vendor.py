@@ -1,0 +1,59 @@
+"""Vendor tags medimg reads to tell volumes apart: complex component and diffusion b-value.
+
+Scanners say the same thing in different places: the b-value is in the standard
+DiffusionBValue tag, Siemens' CSA header, GE's (0043,1039) (with 1e9 added to
+some values) or Philips' (2001,1003); the complex component (magnitude, phase)
+is a value of the ImageType.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pydicom
+
+from medimg.io.dicom.csa import CsaInfo
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace").split("\\")[0].strip("\x00 ")
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def complex_component(image_type: tuple[str, ...]) -> str:
+    """Complex component named by the ImageType (Siemens/Philips/GE write M, P, R or I)."""
+    names = {
+        "P": "PHASE",
+        "PHASE": "PHASE",
+        "R": "REAL",
+        "REAL": "REAL",
+        "I": "IMAGINARY",
+        "IMAGINARY": "IMAGINARY",
+    }
+    for value in image_type[2:]:
+        if value in names:
+            return names[value]
+    return ""
+
+
+def diffusion_b_value(ds: pydicom.Dataset, csa: CsaInfo | None) -> float | None:
+    """Diffusion b-value: standard tag, Siemens CSA, GE (0043,1039) or Philips (2001,1003)."""
+    b = _number(ds.get("DiffusionBValue"))
+    if b is None and csa is not None:
+        b = csa.b_value
+    ge = ds.get((0x0043, 0x1039))
+    if b is None and ge is not None and "GE" in str(ds.get("Manufacturer", "")).upper():
+        first = _number(
+            ge.value[0] if isinstance(ge.value, (list, pydicom.multival.MultiValue)) else ge.value
+        )
+        b = None if first is None else first % 1e9  # GE adds 1e9 to some b-values
+    ph = ds.get((0x2001, 0x1003))
+    if b is None and ph is not None and "PHILIPS" in str(ds.get("Manufacturer", "")).upper():
+        raw = ph.value
+        b = struct.unpack("<f", raw)[0] if isinstance(raw, bytes) and len(raw) == 4 else _number(raw)
+    return b
