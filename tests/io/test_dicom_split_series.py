@@ -83,3 +83,10 @@ def test_magnitude_and_phase_in_one_series_are_split(tmp_path: Path) -> None:
     ]  # fmt: skip
     means = [float(load_series(s.headers).data.mean() - vol.data.mean()) for s in series]
     assert means == pytest.approx([1100.0, 2000.0])
+
+
+def test_derived_map_is_a_volume_flagged_derived(tmp_path: Path) -> None:
+    write_series(phantom("axial", shape=(8, 6, 3)), tmp_path, modality="MR",
+                 extra_tags={"ImageType": ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]})  # fmt: skip
+    series, _ = discover(tmp_path)
+    assert [(s.kind, s.flags) for s in series] == [("volume", ["derived"])]

@@ -6,8 +6,10 @@ then split where its files differ in orientation, matrix size or pixel spacing
 echoes or complex components (magnitude, phase), as dcm2niix writes them to
 separate files. Positions repeated over time, b-values or acquisitions stay one
 series: a 4D volume (see :mod:`medimg.io.dicom.fourd`). Each resulting series gets
-a kind (``volume``, ``localizer``, ``derived``, ``secondary_capture``,
-``unsupported``) and a reason. Files that are not DICOM at all (README, JSON,
+a kind (``volume``, ``localizer``, ``secondary_capture``, ``unsupported``) and a
+reason. Derived images with acquisition geometry (ADC, FA or trace maps, MPR
+reformats) are volumes, as dcm2niix converts them, with the QA flag ``derived``
+so a manifest can leave them out. Files that are not DICOM at all (README, JSON,
 NIfTI next to the slices) are set aside as ``not_dicom``, which is no problem.
 """
 
@@ -49,7 +51,7 @@ class Excluded:
 
     path: str
     reason: str
-    kind: str = "unreadable"  # unreadable | not_dicom | not_image | localizer | derived | secondary_capture | unsupported
+    kind: str = "unreadable"  # unreadable | not_dicom | not_image | localizer | secondary_capture | unsupported
     series_key: str = ""
 
     @property
@@ -247,8 +249,6 @@ def _classify(series: Series) -> Series:
         )
     elif h.is_localizer:
         series.kind, series.reason = "localizer", f"localizer (ImageType {'/'.join(h.image_type)})"
-    elif h.image_type[:1] == ("DERIVED",):
-        series.kind, series.reason = "derived", f"derived image (ImageType {'/'.join(h.image_type)})"
     elif missing:
         series.kind, series.reason = "unsupported", missing
     elif h.orientation is None or h.position is None or h.pixel_spacing is None:
@@ -272,6 +272,8 @@ def _classify(series: Series) -> Series:
         series.flags.append("monochrome1")
     if not h.patient_id:
         series.flags.append("no_patient_id")
+    if h.image_type[:1] == ("DERIVED",):
+        series.flags.append("derived")
     return series
 
 
