@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -13,6 +14,7 @@ from medimg.errors import DataError
 from medimg.io.dicom.assemble import load_series
 from medimg.io.dicom.discover import discover
 from medimg.io.dicom.write import write_series
+from medimg.io.nifti import save_nifti
 from medimg.io.volume import Volume
 
 N_T = 4
@@ -114,3 +116,20 @@ def test_one_uid_with_two_series_numbers_is_two_series(tmp_path: Path) -> None:
     assert len(b) == 5 and by_number[4].shape == vol.shape
     np.testing.assert_array_equal(by_number[4].data - by_number[3].data, 5.0)
     assert len({s.keys()["series_key"] for s in series}) == 2
+
+
+def test_ge_trigger_times_give_slice_timing_in_slice_order(tmp_path: Path) -> None:
+    vol, _frames, files = _ge_run(tmp_path, tags={"RepetitionTime": 1200.0})
+    n_z = vol.shape[2]
+    interleaved = [0.0, 600.0, 200.0, 800.0, 400.0, 1000.0]  # ms, slice k in stored order
+    for paths in files:
+        for k, path in enumerate(paths):
+            ds = pydicom.dcmread(path)
+            ds.TriggerTime = interleaved[k]
+            ds.AcquisitionTime = "101500.000000"
+            ds.save_as(path)
+    out = load_series(discover(tmp_path)[0][0].headers)
+    assert len(interleaved) == n_z and out.meta["RepetitionTime"] == 1.2
+    assert out.meta["SliceTiming"] == pytest.approx([t / 1000 for t in interleaved])
+    img = nib.load(save_nifti(out, tmp_path / "run.nii"))
+    assert img.shape == (*vol.shape, N_T) and img.header.get_zooms()[3] == pytest.approx(1.2)

@@ -25,6 +25,7 @@ from medimg.io.dicom.frames import Frame, expand_frames
 from medimg.io.dicom.geometry import SliceStack, affine_lps, plane_name, slice_normal, sort_slices
 from medimg.io.dicom.headers import SliceHeader, read_header
 from medimg.io.dicom.pixels import check_pixel_format, read_slices, read_stored_pixels
+from medimg.io.dicom.slicetiming import slice_timing
 from medimg.io.volume import Volume
 
 __all__ = ["check_pixel_format", "load_series", "read_stored_pixels"]
@@ -218,5 +219,9 @@ def _meta(
     times = acquisition.pop("SliceTiming", None)
     if times and ref.mosaic and len(times) == ref.mosaic:
         acquisition["SliceTiming"] = [times[first[int(i)].index] for i in stack.order]
+    elif not ref.mosaic:
+        derived = slice_timing([first[int(i)] for i in stack.order], acquisition.get("RepetitionTime"))
+        if derived:
+            acquisition["SliceTiming"] = derived
     meta.update(acquisition)
     return meta

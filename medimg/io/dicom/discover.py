@@ -51,7 +51,9 @@ class Excluded:
 
     path: str
     reason: str
-    kind: str = "unreadable"  # unreadable | not_dicom | not_image | localizer | secondary_capture | unsupported
+    kind: str = (
+        "unreadable"  # unreadable | not_dicom | not_image | localizer | secondary_capture | unsupported
+    )
     series_key: str = ""
 
     @property

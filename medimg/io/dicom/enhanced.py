@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pydicom
 
+from medimg.io.dicom.slicetiming import dicom_seconds
+
 if TYPE_CHECKING:
     from medimg.io.dicom.headers import SliceHeader
 
@@ -39,6 +41,7 @@ class FrameTags:
     trigger: float | None = None  # NominalCardiacTriggerDelayTime (ms)
     component: str = ""  # ComplexImageComponent: MAGNITUDE, PHASE, REAL, IMAGINARY
     stack: str = ""  # StackID
+    acq_time: float | None = None  # FrameAcquisitionDateTime, seconds since midnight
 
 
 def philips_scale(ds: pydicom.Dataset, slope: float, intercept: float) -> tuple[float, float]:
@@ -105,6 +108,7 @@ def _frame_tags(frame: pydicom.Dataset, shared: pydicom.Dataset, keep: list[int]
         trigger=_opt_float(find(frame, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")),
         component=str(find(frame, "MRImageFrameTypeSequence", "ComplexImageComponent") or "").upper(),
         stack=str(find(frame, "FrameContentSequence", "StackID") or ""),
+        acq_time=dicom_seconds(find(frame, "FrameContentSequence", "FrameAcquisitionDateTime")),
     )
 
 

@@ -32,6 +32,7 @@ class Frame:
     b_value: float | None = None
     echo: float | None = None
     component: str = ""
+    acq_time: float | None = None  # seconds since midnight (AcquisitionTime, FrameAcquisitionDateTime)
 
     @property
     def instance(self) -> tuple[int, int, str]:
@@ -53,6 +54,7 @@ def _file_frames(h: SliceHeader) -> list[Frame]:
         b_value=h.b_value,
         echo=h.echo_time if h.echo_number is None else float(h.echo_number),
         component=h.component,
+        acq_time=h.acquisition_time,
     )
     if h.mosaic:
         if h.frame_positions is None:
@@ -79,6 +81,7 @@ def _file_frames(h: SliceHeader) -> list[Frame]:
                     t.b_value,
                     t.echo_time,
                     t.component,
+                    t.acq_time,
                 )  # fmt: skip
             )
         return out

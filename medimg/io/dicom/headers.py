@@ -23,6 +23,7 @@ from medimg.io.dicom.csa import CsaInfo, is_mosaic, read_csa
 from medimg.io.dicom.enhanced import FrameTags, enhanced_geometry, philips_scale
 from medimg.io.dicom.mosaic import mosaic_layout
 from medimg.io.dicom.sidecar import acquisition_meta
+from medimg.io.dicom.slicetiming import dicom_seconds
 from medimg.io.dicom.vendor import complex_component, diffusion_b_value
 
 _PIXEL_TAG = 0x7FE00010
@@ -88,6 +89,7 @@ class SliceHeader:
     temporal_position: int | None = None
     series_number: int | None = None
     trigger_time: float | None = None
+    acquisition_time: float | None = None  # AcquisitionTime, seconds since midnight
     echo_time: float | None = None
     b_value: float | None = None
     component: str = ""  # MAGNITUDE, PHASE, REAL or IMAGINARY when the ImageType says so
@@ -269,6 +271,7 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
     h.temporal_position = _int(g("TemporalPositionIdentifier"))
     h.series_number = _int(g("SeriesNumber"))
     h.trigger_time = _float(g("TriggerTime"))
+    h.acquisition_time = dicom_seconds(g("AcquisitionTime"))
     h.echo_time = _float(g("EchoTime"))
     h.component = complex_component(h.image_type)
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
