@@ -20,9 +20,9 @@ from typing import Any, Literal
 import numpy as np
 
 from medimg.errors import DataError
-from medimg.io.dicom.fourd import group_volumes
-from medimg.io.dicom.frames import Frame, expand_frames
-from medimg.io.dicom.geometry import SliceStack, affine_lps, plane_name, slice_normal, sort_slices
+from medimg.io.dicom.frames import Frame
+from medimg.io.dicom.geometry import SliceStack, plane_name
+from medimg.io.dicom.grid import series_grid
 from medimg.io.dicom.headers import SliceHeader, read_header
 from medimg.io.dicom.pixels import check_pixel_format, read_slices, read_stored_pixels
 from medimg.io.dicom.slicetiming import slice_timing
@@ -122,12 +122,6 @@ def _read_volumes(
     return data
 
 
-def _step(stack: SliceStack, ref: SliceHeader, n: int) -> np.ndarray:
-    if n > 1:
-        return stack.step
-    return slice_normal(ref.orientation) * (ref.slice_spacing or ref.slice_thickness or 1.0)  # type: ignore[arg-type]
-
-
 def load_series(
     files: Sequence[str | os.PathLike[str]] | Sequence[SliceHeader],
     *,
@@ -169,22 +163,19 @@ def load_series(
             f"{ref.path.parent}: {len(headers)} multi-frame files of different series given together; "
             "load each multi-frame file on its own"
         )
-    volumes, grouping = group_volumes(expand_frames(headers), slice_normal(ref.orientation))  # type: ignore[arg-type]
-    stacks = [sort_slices(np.array([f.position for f in v]), ref.orientation) for v in volumes]  # type: ignore[arg-type]
-    stack = stacks[0]
+    grid = series_grid(headers)
+    volumes, stacks, stack, first = grid.volumes, grid.stacks, grid.stack, grid.volumes[0]
     _check_stack(stack, ref, spacing_policy, tilt_policy)
-    shape = (ref.tile_rows, ref.tile_columns) if ref.mosaic else (ref.rows, ref.columns)
-    data = _read_volumes(volumes, stacks, shape, workers)
-    first = volumes[0]
-    step = _step(stack, ref, len(first))
+    data = _read_volumes(volumes, stacks, (grid.shape[1], grid.shape[0]), workers)
+    aff = grid.affine
+    grouping = grid.grouping
     flags = list(stack.flags) + ([grouping] if grouping else [])
     if (stack.missing or stack.nonuniform) and spacing_policy == "resample":
         median = float(np.median(np.diff(stack.distances)))
         data = np.stack([_resample_along_normal(d, stack.distances, median)[0] for d in data])
-        step = stack.normal * median + (stack.step - (stack.step @ stack.normal) * stack.normal) * (
+        aff[:3, 2] = stack.normal * median + (stack.step - (stack.step @ stack.normal) * stack.normal) * (
             median / max(float(stack.step @ stack.normal), 1e-9)
         )
-    aff = affine_lps(ref.orientation, ref.pixel_spacing, first[int(stack.order[0])].position, step)  # type: ignore[arg-type]
     if stack.tilt_deg > 0.01 and tilt_policy == "resample":
         tilted = aff.copy()
         data = np.stack([_untilt(d, tilted.copy() if t else aff, stack.normal) for t, d in enumerate(data)])

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from medimg.errors import DataError
-from medimg.io.dicom.fourd import group_volumes, position_ids
+from medimg.io.dicom.fourd import position_ids
 from medimg.io.dicom.frames import expand_frames, frame_splits
-from medimg.io.dicom.geometry import slice_normal, sort_slices
+from medimg.io.dicom.geometry import slice_normal
+from medimg.io.dicom.grid import series_grid
 from medimg.io.dicom.headers import NotDicomError, SliceHeader, read_header
 from medimg.io.dicom.pseudonym import pseudonym
 
@@ -265,9 +266,8 @@ def _classify(series: Series) -> Series:
         )
     if series.kind != "volume":
         return series
-    volumes, grouping = group_volumes(expand_frames(series.headers), slice_normal(h.orientation))
-    stack = sort_slices(np.array([f.position for f in volumes[0]]), h.orientation)
-    series.flags = list(stack.flags) + ([grouping] if grouping else [])
+    grid = series_grid(series.headers)
+    series.flags = list(grid.stack.flags) + ([grid.grouping] if grid.grouping else [])
     if n == 1:
         series.flags.append("single_slice")
     if h.photometric == "MONOCHROME1":
