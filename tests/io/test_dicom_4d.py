@@ -133,3 +133,9 @@ def test_ge_trigger_times_give_slice_timing_in_slice_order(tmp_path: Path) -> No
     assert out.meta["SliceTiming"] == pytest.approx([t / 1000 for t in interleaved])
     img = nib.load(save_nifti(out, tmp_path / "run.nii"))
     assert img.shape == (*vol.shape, N_T) and img.header.get_zooms()[3] == pytest.approx(1.2)
+
+
+def test_volume_reports_its_time_points() -> None:
+    vol = Volume(np.zeros((4, 3, 2, 5), np.float32), np.diag([2.0, 1.0, 3.0, 1.0]), "LPS")
+    assert vol.n_volumes == 5 and vol.spacing == (2.0, 1.0, 3.0)
+    assert Volume(np.zeros((4, 3, 2)), np.eye(4)).n_volumes == 1
