@@ -294,7 +294,7 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
     if "SIEMENS" in h.manufacturer.upper():
         h.csa = read_csa(ds)
     h.b_value = diffusion_b_value(ds, h.csa)
-    if is_mosaic(h.image_type, h.csa):
+    if h.number_of_frames == 1 and is_mosaic(h.image_type, h.csa):  # enhanced XA keeps MOSAIC in ImageType
         mosaic_layout(h)
     h.acquisition = acquisition_meta(ds, h.csa)
 
