@@ -139,3 +139,25 @@ def test_volume_reports_its_time_points() -> None:
     vol = Volume(np.zeros((4, 3, 2, 5), np.float32), np.diag([2.0, 1.0, 3.0, 1.0]), "LPS")
     assert vol.n_volumes == 5 and vol.spacing == (2.0, 1.0, 3.0)
     assert Volume(np.zeros((4, 3, 2)), np.eye(4)).n_volumes == 1
+
+
+def test_philips_isotropic_trace_volume_is_left_out(tmp_path: Path) -> None:
+    _vol, frames, files = _ge_run(tmp_path)
+    diffusion = [
+        (0.0, [0.0, 0.0, 0.0]),
+        (1000.0, [1.0, 0.0, 0.0]),
+        (1000.0, [0.0, 0.0, 0.0]),
+        (1000.0, [0.0, 1.0, 0.0]),
+    ]
+    for t, paths in enumerate(files):
+        for path in paths:
+            ds = pydicom.dcmread(path)
+            ds.Manufacturer = "Philips Medical Systems"
+            ds.DiffusionBValue, ds.DiffusionGradientOrientation = diffusion[t]
+            ds.save_as(path)
+    series, _ = discover(tmp_path)
+    assert "isotropic_trace_dropped" in series[0].flags
+    out = load_series(series[0].headers)
+    assert out.shape[3] == 3 and out.meta["DiffusionBValues"] == [0.0, 1000.0, 1000.0]
+    for t, source in enumerate((0, 1, 3)):
+        np.testing.assert_array_equal(out.data[..., t], frames[source])

@@ -169,7 +169,7 @@ def load_series(
     data = _read_volumes(volumes, stacks, (grid.shape[1], grid.shape[0]), workers)
     aff = grid.affine
     grouping = grid.grouping
-    flags = list(stack.flags) + ([grouping] if grouping else [])
+    flags = list(stack.flags) + ([grouping] if grouping else []) + grid.notes
     if (stack.missing or stack.nonuniform) and spacing_policy == "resample":
         median = float(np.median(np.diff(stack.distances)))
         data = np.stack([_resample_along_normal(d, stack.distances, median)[0] for d in data])
@@ -184,8 +184,8 @@ def load_series(
         flags.append("monochrome1")
     meta = _meta(ref, headers, stack, flags, first)
     meta["n_volumes"] = len(volumes)
-    if len(volumes) > 1 and all(v[0].b_value is not None for v in volumes):
-        meta["DiffusionBValues"] = [float(v[0].b_value) for v in volumes]  # type: ignore[arg-type]
+    if len(volumes) > 1 and any(v[0].b_value for v in volumes):  # b = 0 volumes may lack the tag
+        meta["DiffusionBValues"] = [float(v[0].b_value or 0.0) for v in volumes]
     array = data.transpose(3, 2, 1, 0)  # (t, z, row, col) -> (col, row, z, t)
     return Volume(array[..., 0] if len(volumes) == 1 else array, aff, "LPS", meta)
 

@@ -272,7 +272,7 @@ def _classify(series: Series) -> Series:
     if series.kind != "volume":
         return series
     grid = series_grid(series.headers)
-    series.flags = list(grid.stack.flags) + ([grid.grouping] if grid.grouping else [])
+    series.flags = list(grid.stack.flags) + ([grid.grouping] if grid.grouping else []) + grid.notes
     if n == 1:
         series.flags.append("single_slice")
     if h.photometric == "MONOCHROME1":

@@ -38,6 +38,7 @@ class FrameTags:
     volume_key: tuple[int, ...] | None = None  # DimensionIndexValues without the in-stack position
     echo_time: float | None = None  # EffectiveEchoTime (ms)
     b_value: float | None = None
+    gradient: tuple[float, ...] | None = None  # DiffusionGradientOrientation
     trigger: float | None = None  # NominalCardiacTriggerDelayTime (ms)
     component: str = ""  # ComplexImageComponent: MAGNITUDE, PHASE, REAL, IMAGINARY
     stack: str = ""  # StackID
@@ -82,6 +83,12 @@ def _opt_float(value: Any) -> float | None:
         return None
 
 
+def _gradient(seq: Any) -> tuple[float, ...] | None:
+    if not seq:
+        return None
+    return _floats(seq[0].get("DiffusionGradientOrientation"), 3)
+
+
 def _frame_tags(frame: pydicom.Dataset, shared: pydicom.Dataset, keep: list[int], philips: bool) -> FrameTags:
     find = _finder(shared)
     pos = _floats(find(frame, "PlanePositionSequence", "ImagePositionPatient"), 3)
@@ -105,6 +112,7 @@ def _frame_tags(frame: pydicom.Dataset, shared: pydicom.Dataset, keep: list[int]
         volume_key=tuple(dims[i] for i in keep if i < len(dims)) if dims is not None else None,
         echo_time=_opt_float(find(frame, "MREchoSequence", "EffectiveEchoTime")),
         b_value=_opt_float(find(frame, "MRDiffusionSequence", "DiffusionBValue")),
+        gradient=_gradient(find(frame, "MRDiffusionSequence", "DiffusionGradientDirectionSequence")),
         trigger=_opt_float(find(frame, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")),
         component=str(find(frame, "MRImageFrameTypeSequence", "ComplexImageComponent") or "").upper(),
         stack=str(find(frame, "FrameContentSequence", "StackID") or ""),

@@ -33,6 +33,14 @@ class Frame:
     echo: float | None = None
     component: str = ""
     acq_time: float | None = None  # seconds since midnight (AcquisitionTime, FrameAcquisitionDateTime)
+    gradient: tuple[float, ...] | None = None  # diffusion gradient direction
+
+    @property
+    def is_isotropic_trace(self) -> bool:
+        """A diffusion-weighted frame without gradient direction: a trace (isotropic) image the scanner derived."""
+        return (
+            bool(self.b_value) and self.gradient is not None and not any(abs(g) > 1e-6 for g in self.gradient)
+        )
 
     @property
     def instance(self) -> tuple[int, int, str]:
@@ -55,6 +63,7 @@ def _file_frames(h: SliceHeader) -> list[Frame]:
         echo=h.echo_time if h.echo_number is None else float(h.echo_number),
         component=h.component,
         acq_time=h.acquisition_time,
+        gradient=h.gradient,
     )
     if h.mosaic:
         if h.frame_positions is None:
@@ -82,6 +91,7 @@ def _file_frames(h: SliceHeader) -> list[Frame]:
                     t.echo_time,
                     t.component,
                     t.acq_time,
+                    t.gradient,
                 )  # fmt: skip
             )
         return out
@@ -110,3 +120,17 @@ def frame_splits(headers: Sequence[SliceHeader]) -> list[tuple[float | None, str
     """
     keys = {(t.echo_time, t.component) for h in headers for t in (h.frame_tags or [])}
     return sorted(keys, key=lambda k: (k[1], k[0] or 0.0)) if len(keys) > 1 else []
+
+
+def drop_isotropic_traces(frames: list[Frame]) -> tuple[list[Frame], int]:
+    """Frames without Philips' derived isotropic (trace) diffusion volume, and how many were dropped.
+
+    Philips stores, inside a DTI series, a trace image (b > 0, gradient 0,0,0) computed
+    from the others; dcm2niix leaves it out of the 4D volume, and so does medimg.
+    """
+    if not frames or "PHILIPS" not in frames[0].header.manufacturer.upper():
+        return frames, 0
+    kept = [f for f in frames if not f.is_isotropic_trace]
+    if not kept or not any(f.gradient is not None and f.b_value for f in kept):
+        return frames, 0  # not a DTI series with directions: keep everything
+    return kept, len(frames) - len(kept)

@@ -8,13 +8,13 @@ volume agree because both come from here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from medimg.errors import DataError
 from medimg.io.dicom.fourd import group_volumes
-from medimg.io.dicom.frames import Frame, expand_frames
+from medimg.io.dicom.frames import Frame, drop_isotropic_traces, expand_frames
 from medimg.io.dicom.geometry import SliceStack, affine_lps, slice_normal, sort_slices
 from medimg.io.dicom.headers import SliceHeader
 
@@ -28,6 +28,7 @@ class SeriesGrid:
     grouping: str  # "" for 3D, else the 4D grouping flag ("4d:temporal_position"...)
     affine: np.ndarray  # LPS, voxel (column, row, slice)
     shape: tuple[int, ...]  # (columns, rows, slices) or (columns, rows, slices, volumes)
+    notes: list[str] = field(default_factory=list)  # QA flags of what was left out
 
     @property
     def stack(self) -> SliceStack:
@@ -58,7 +59,8 @@ def series_grid(headers: Sequence[SliceHeader]) -> SeriesGrid:
         raise DataError(
             f"{ref.path}: no ImageOrientationPatient/PixelSpacing; cannot place the series in space"
         )
-    volumes, grouping = group_volumes(expand_frames(headers), slice_normal(iop))
+    frames, dropped = drop_isotropic_traces(expand_frames(headers))
+    volumes, grouping = group_volumes(frames, slice_normal(iop))
     stacks = [sort_slices(np.array([f.position for f in v]), iop) for v in volumes]
     stack, first = stacks[0], volumes[0]
     if len(first) > 1:
@@ -68,4 +70,5 @@ def series_grid(headers: Sequence[SliceHeader]) -> SeriesGrid:
     affine = affine_lps(iop, ref.pixel_spacing, first[int(stack.order[0])].position, step)
     rows, cols = (ref.tile_rows, ref.tile_columns) if ref.mosaic else (ref.rows, ref.columns)
     shape = (cols, rows, len(first)) + ((len(volumes),) if len(volumes) > 1 else ())
-    return SeriesGrid(volumes, stacks, grouping, affine, shape)
+    notes = ["isotropic_trace_dropped"] if dropped else []
+    return SeriesGrid(volumes, stacks, grouping, affine, shape, notes)

@@ -24,7 +24,7 @@ from medimg.io.dicom.enhanced import FrameTags, enhanced_geometry, philips_scale
 from medimg.io.dicom.mosaic import mosaic_layout
 from medimg.io.dicom.sidecar import acquisition_meta
 from medimg.io.dicom.slicetiming import dicom_seconds
-from medimg.io.dicom.vendor import complex_component, diffusion_b_value
+from medimg.io.dicom.vendor import complex_component, diffusion_b_value, diffusion_gradient
 
 _PIXEL_TAG = 0x7FE00010
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
@@ -92,6 +92,7 @@ class SliceHeader:
     acquisition_time: float | None = None  # AcquisitionTime, seconds since midnight
     echo_time: float | None = None
     b_value: float | None = None
+    gradient: tuple[float, float, float] | None = None  # diffusion gradient direction
     component: str = ""  # MAGNITUDE, PHASE, REAL or IMAGINARY when the ImageType says so
     has_pixels: bool = False
     pixel_offset: int | None = None  # byte offset of native pixel bytes (None when encapsulated)
@@ -294,6 +295,7 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
     if "SIEMENS" in h.manufacturer.upper():
         h.csa = read_csa(ds)
     h.b_value = diffusion_b_value(ds, h.csa)
+    h.gradient = diffusion_gradient(ds)
     if h.number_of_frames == 1 and is_mosaic(h.image_type, h.csa):  # enhanced XA keeps MOSAIC in ImageType
         mosaic_layout(h)
     h.acquisition = acquisition_meta(ds, h.csa)

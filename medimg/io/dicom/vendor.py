@@ -1,4 +1,4 @@
-"""Vendor tags medimg reads to tell volumes apart: complex component and diffusion b-value.
+"""Vendor tags medimg reads to tell volumes apart: complex component, diffusion b-value and gradient.
 
 Scanners say the same thing in different places: the b-value is in the standard
 DiffusionBValue tag, Siemens' CSA header, GE's (0043,1039) (with 1e9 added to
@@ -57,3 +57,19 @@ def diffusion_b_value(ds: pydicom.Dataset, csa: CsaInfo | None) -> float | None:
         raw = ph.value
         b = struct.unpack("<f", raw)[0] if isinstance(raw, bytes) and len(raw) == 4 else _number(raw)
     return b
+
+
+def diffusion_gradient(ds: pydicom.Dataset) -> tuple[float, float, float] | None:
+    """Diffusion gradient direction: DiffusionGradientOrientation, or Philips (2005,10B0-10B2)."""
+    value = ds.get("DiffusionGradientOrientation")
+    if value is not None and len(value) == 3:
+        return (float(value[0]), float(value[1]), float(value[2]))
+    parts = [ds.get((0x2005, e)) for e in (0x10B0, 0x10B1, 0x10B2)]
+    if "PHILIPS" in str(ds.get("Manufacturer", "")).upper() and all(p is not None for p in parts):
+        raw = [p.value for p in parts]  # type: ignore[union-attr]
+        vals = [
+            struct.unpack("<f", r)[0] if isinstance(r, bytes) and len(r) == 4 else _number(r) for r in raw
+        ]
+        if all(v is not None for v in vals):
+            return (float(vals[0]), float(vals[1]), float(vals[2]))  # type: ignore[arg-type]
+    return None
