@@ -213,3 +213,32 @@ def write_enhanced_mr(
     ds.PerFrameFunctionalGroupsSequence = frames
     ds.PixelData = np.stack(pixels).tobytes()
     return _save(ds, path)
+
+
+def write_uih_mosaic(volume: np.ndarray, affine_lps: np.ndarray, path: Path, across: int) -> Path:
+    """A United Imaging ``VFRAME`` mosaic: tiles ``across`` per row, slice positions in (0065,1051)."""
+    row_dir, col_dir, dc, dr = _in_plane(affine_lps)
+    cols, rows, n = volume.shape
+    down = math.ceil(n / across)
+    ds = _base_mr(generate_uid(), generate_uid(), 12)
+    ds.Manufacturer = "UIH"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "VFRAME"]
+    ds.Rows, ds.Columns = down * rows, across * cols
+    ds.PixelSpacing = [dr, dc]
+    ds.ImageOrientationPatient = [*row_dir.tolist(), *col_dir.tolist()]
+    ds.SliceThickness = float(np.linalg.norm(affine_lps[:3, 2]))
+    ds.InstanceNumber = 1
+    mosaic = np.zeros((down * rows, across * cols), np.uint16)
+    items = []
+    for k in range(n):
+        r, c = divmod(k, across)
+        mosaic[r * rows : (r + 1) * rows, c * cols : (c + 1) * cols] = volume[:, :, k].T
+        item = Dataset()
+        item.ImagePositionPatient = (affine_lps[:3, 3] + k * affine_lps[:3, 2]).tolist()
+        items.append(item)
+    ds.PixelData = mosaic.tobytes()
+    ds.add_new((0x0065, 0x0010), "LO", "Image Private Header")
+    ds.add_new((0x0065, 0x1004), "LO", f"{rows}*{cols}")
+    ds.add_new((0x0065, 0x1050), "DS", str(n))
+    ds.add_new((0x0065, 0x1051), "SQ", items)
+    return _save(ds, path)

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_phantoms import csa_blob, phantom, write_mosaic
+from dicom_phantoms import csa_blob, phantom, write_mosaic, write_uih_mosaic
 
 from medimg.io.dicom.assemble import load_series
 from medimg.io.dicom.csa import read_csa
@@ -100,3 +100,13 @@ def test_csa_header_that_is_corrupt_leaves_the_file_a_plain_image(tmp_path: Path
     ds.save_as(path)
     h = read_header(path)
     assert h.mosaic == 0 and h.csa is None and h.rows == 36
+
+
+def test_united_imaging_mosaic_with_private_slice_positions(tmp_path: Path) -> None:
+    vol = _reversed(_epi())  # 10 slices along +normal
+    path = write_uih_mosaic(vol.data, vol.affine, tmp_path / "dti.dcm", across=4)  # 4 x 3 tiles, 2 empty
+    h = read_header(path)
+    assert (h.mosaic, h.tile_rows, h.tile_columns, h.rows, h.columns) == (10, 9, 12, 27, 48)
+    out = load_series([path])
+    np.testing.assert_allclose(out.affine, vol.affine, atol=1e-5)
+    np.testing.assert_array_equal(out.data, vol.data.astype(np.float32))

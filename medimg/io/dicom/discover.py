@@ -252,11 +252,6 @@ def _classify(series: Series) -> Series:
         )
     elif h.is_localizer:
         series.kind, series.reason = "localizer", f"localizer (ImageType {'/'.join(h.image_type)})"
-    elif "VFRAME" in h.image_type:
-        series.kind, series.reason = (
-            "unsupported",
-            f"{h.path}: United Imaging mosaic (ImageType VFRAME; slice positions in private tags); not read",
-        )
     elif missing:
         series.kind, series.reason = "unsupported", missing
     elif h.orientation is None or h.position is None or h.pixel_spacing is None:

@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from medimg.errors import DataError
 from medimg.io.dicom.csa import CsaInfo, is_mosaic, read_csa
 from medimg.io.dicom.enhanced import FrameTags, enhanced_geometry, philips_scale
-from medimg.io.dicom.mosaic import mosaic_layout
+from medimg.io.dicom.mosaic import mosaic_layout, uih_mosaic_layout
 from medimg.io.dicom.sidecar import acquisition_meta
 from medimg.io.dicom.slicetiming import dicom_seconds
 from medimg.io.dicom.vendor import complex_component, diffusion_b_value, diffusion_gradient
@@ -299,6 +299,8 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
     if h.number_of_frames == 1 and is_mosaic(h.image_type, h.csa):  # enhanced XA keeps MOSAIC in ImageType
         mosaic_layout(h)
     h.acquisition = acquisition_meta(ds, h.csa)
+    if h.number_of_frames == 1 and "VFRAME" in h.image_type:
+        uih_mosaic_layout(h, ds)
 
 
 def _float(value: Any) -> float | None:
