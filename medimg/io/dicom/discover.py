@@ -35,15 +35,12 @@ from medimg.io.dicom.pseudonym import pseudonym
 
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _SKIP_NAMES = {"DICOMDIR"}
-#: SOP classes that never hold an image: structured reports, presentation states, raw data,
-#: encapsulated documents, Siemens private non-image objects (set aside as ``not_image``).
-_NON_IMAGE_PREFIXES = (
-    "1.2.840.10008.5.1.4.1.1.88.",
-    "1.2.840.10008.5.1.4.1.1.11.",
-    "1.2.840.10008.5.1.4.1.1.66",
-    "1.2.840.10008.5.1.4.1.1.104.",
-    "1.3.12.2.1107.5.9.1",
-)
+#: Suffixes of formats that sit next to DICOM exports and are not DICOM (set aside, no problem).
+_OTHER_FORMATS = (
+    ".txt", ".md", ".json", ".csv", ".tsv", ".xml", ".html", ".htm", ".pdf", ".png", ".jpg", ".jpeg",
+    ".gif", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".hdr", ".img", ".mgz", ".nrrd", ".mha", ".mhd",
+    ".mat", ".bval", ".bvec", ".log", ".yaml", ".yml", ".ini", ".sh", ".py",
+)  # fmt: skip
 
 
 @dataclass
@@ -52,17 +49,15 @@ class Excluded:
 
     path: str
     reason: str
-    kind: str = (
-        "unreadable"  # unreadable | not_dicom | not_image | localizer | secondary_capture | unsupported
-    )
+    kind: str = "unreadable"  # unreadable | not_dicom | localizer | secondary_capture | unsupported
     series_key: str = ""
 
     @property
     def is_problem(self) -> bool:
         """True for broken input (unreadable, truncated, inconsistent); False for a kind set aside.
 
-        A file that is not DICOM at all (``not_dicom``) or a DICOM object that is no image
-        (``not_image``: a structured report, a presentation state) is set aside, not a problem.
+        A file of another format (``not_dicom``: a README, a JSON sidecar, a NIfTI file) is
+        set aside, not a problem.
         """
         return self.kind in ("unreadable", "unsupported")
 
@@ -122,11 +117,34 @@ def find_files(root: str | os.PathLike[str]) -> list[Path]:
     return [p for p in out if p.is_file() and not p.is_symlink()]
 
 
+def is_other_format(path: Path) -> bool:
+    """True for a file of another format: a known suffix (``.txt``, ``.json``, ``.nii``...) or plain text.
+
+    A file without the DICOM prefix that is neither (no suffix, ``.dcm``, binary bytes)
+    may be DICOM damaged in transfer, and stays a problem.
+    """
+    if path.name.lower().endswith(_OTHER_FORMATS):
+        return True
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(1024)
+    except OSError:
+        return False
+    for cut in range(4):  # the first 1024 bytes may end inside a multi-byte character
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return bool(text.strip()) and all(c.isprintable() or c in "\r\n\t" for c in text)
+    return False
+
+
 def _read_one(path: Path) -> SliceHeader | Excluded:
     try:
         return read_header(path)
     except NotDicomError as exc:
-        return Excluded(safe_name(path), str(exc).removeprefix(f"{path}: "), "not_dicom")
+        kind = "not_dicom" if is_other_format(path) else "unreadable"
+        return Excluded(safe_name(path), str(exc).removeprefix(f"{path}: "), kind)
     except DataError as exc:
         return Excluded(safe_name(path), str(exc).removeprefix(f"{path}: "))
 
@@ -141,11 +159,7 @@ def read_headers(paths: Sequence[Path], workers: int = 1) -> tuple[list[SliceHea
     headers = [r for r in results if isinstance(r, SliceHeader)]
     excluded = [r for r in results if isinstance(r, Excluded)]
     for h in list(headers):
-        if not h.has_pixels and h.sop_class_uid.startswith(_NON_IMAGE_PREFIXES):
-            reason = f"DICOM object without an image (SOP class {h.sop_class_uid})"
-            excluded.append(Excluded(safe_name(h.path), reason, "not_image"))
-            headers.remove(h)
-        elif not h.has_pixels:
+        if not h.has_pixels:
             excluded.append(
                 Excluded(
                     safe_name(h.path),
