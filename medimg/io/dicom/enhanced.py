@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 
 from medimg.io.dicom.slicetiming import dicom_seconds
+from medimg.io.dicom.values import floats, number
 
 if TYPE_CHECKING:
     from medimg.io.dicom.headers import SliceHeader
@@ -68,32 +69,17 @@ def _finder(shared: pydicom.Dataset) -> Any:
     return find
 
 
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
-    try:
-        out = tuple(float(v) for v in value) if value is not None else ()
-    except (TypeError, ValueError):
-        return None
-    return out if len(out) == n else None
-
-
-def _opt_float(value: Any) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _gradient(seq: Any) -> tuple[float, ...] | None:
     if not seq:
         return None
-    return _floats(seq[0].get("DiffusionGradientOrientation"), 3)
+    return floats(seq[0].get("DiffusionGradientOrientation"), 3)
 
 
 def _frame_tags(frame: pydicom.Dataset, shared: pydicom.Dataset, keep: list[int], philips: bool) -> FrameTags:
     find = _finder(shared)
-    pos = _floats(find(frame, "PlanePositionSequence", "ImagePositionPatient"), 3)
-    slope = _opt_float(find(frame, "PixelValueTransformationSequence", "RescaleSlope"))
-    intercept = _opt_float(find(frame, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0
+    pos = floats(find(frame, "PlanePositionSequence", "ImagePositionPatient"), 3)
+    slope = number(find(frame, "PixelValueTransformationSequence", "RescaleSlope"))
+    intercept = number(find(frame, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0
     slope = 1.0 if slope is None else slope
     if philips:
         for src in (frame, shared):
@@ -110,10 +96,10 @@ def _frame_tags(frame: pydicom.Dataset, shared: pydicom.Dataset, keep: list[int]
         intercept=intercept,
         temporal=int(temporal) if temporal not in (None, "") else None,
         volume_key=tuple(dims[i] for i in keep if i < len(dims)) if dims is not None else None,
-        echo_time=_opt_float(find(frame, "MREchoSequence", "EffectiveEchoTime")),
-        b_value=_opt_float(find(frame, "MRDiffusionSequence", "DiffusionBValue")),
+        echo_time=number(find(frame, "MREchoSequence", "EffectiveEchoTime")),
+        b_value=number(find(frame, "MRDiffusionSequence", "DiffusionBValue")),
         gradient=_gradient(find(frame, "MRDiffusionSequence", "DiffusionGradientDirectionSequence")),
-        trigger=_opt_float(find(frame, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")),
+        trigger=number(find(frame, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")),
         component=str(find(frame, "MRImageFrameTypeSequence", "ComplexImageComponent") or "").upper(),
         stack=str(find(frame, "FrameContentSequence", "StackID") or ""),
         acq_time=dicom_seconds(find(frame, "FrameContentSequence", "FrameAcquisitionDateTime")),
@@ -127,16 +113,16 @@ def enhanced_geometry(ds: pydicom.Dataset, h: SliceHeader) -> None:
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     find = _finder(shared)
     first = per_frame[0] if len(per_frame) else pydicom.Dataset()
-    h.orientation = _floats(find(first, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
-    ps = _floats(find(first, "PixelMeasuresSequence", "PixelSpacing"), 2)
+    h.orientation = floats(find(first, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    ps = floats(find(first, "PixelMeasuresSequence", "PixelSpacing"), 2)
     h.pixel_spacing = (ps[0], ps[1]) if ps else None
-    h.slice_thickness = _opt_float(find(first, "PixelMeasuresSequence", "SliceThickness"))
+    h.slice_thickness = number(find(first, "PixelMeasuresSequence", "SliceThickness"))
     pointers = [int(item.get("DimensionIndexPointer", 0)) for item in ds.get("DimensionIndexSequence") or []]
     keep = [i for i, p in enumerate(pointers) if p != _IN_STACK_POSITION]
     philips = "PHILIPS" in h.manufacturer.upper()
     tags = [_frame_tags(f, shared, keep, philips) for f in per_frame]
     orientations = {
-        _floats(find(f, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) for f in per_frame
+        floats(find(f, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) for f in per_frame
     }
     if len(orientations) > 1:
         h.frame_note = f"frames differ in orientation ({len(orientations)} stacks in one file)"

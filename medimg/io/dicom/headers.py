@@ -24,6 +24,7 @@ from medimg.io.dicom.enhanced import FrameTags, enhanced_geometry, philips_scale
 from medimg.io.dicom.mosaic import mosaic_layout, uih_mosaic_layout
 from medimg.io.dicom.sidecar import acquisition_meta
 from medimg.io.dicom.slicetiming import dicom_seconds
+from medimg.io.dicom.values import floats, integer, number
 from medimg.io.dicom.vendor import complex_component, diffusion_b_value, diffusion_gradient
 
 _PIXEL_TAG = 0x7FE00010
@@ -123,23 +124,6 @@ class SliceHeader:
     @property
     def is_localizer(self) -> bool:
         return any(t in ("LOCALIZER", "SCOUT", "SCANOGRAM") for t in self.image_type)
-
-
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    return out if len(out) == n else None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _pixel_element(fp: Any, ts: str, file_size: int) -> tuple[bool, int | None, int | None]:
@@ -265,27 +249,27 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
     h.bits_allocated = int(g("BitsAllocated", 0) or 0)
     h.bits_stored = int(g("BitsStored", 0) or 0) or h.bits_allocated
     h.pixel_representation = int(g("PixelRepresentation", 0) or 0)
-    h.number_of_frames = _int(g("NumberOfFrames")) or 1
-    h.instance_number = _int(g("InstanceNumber"))
-    h.acquisition_number = _int(g("AcquisitionNumber"))
-    h.echo_number = _int(g("EchoNumbers"))
-    h.temporal_position = _int(g("TemporalPositionIdentifier"))
-    h.series_number = _int(g("SeriesNumber"))
-    h.trigger_time = _float(g("TriggerTime"))
+    h.number_of_frames = integer(g("NumberOfFrames")) or 1
+    h.instance_number = integer(g("InstanceNumber"))
+    h.acquisition_number = integer(g("AcquisitionNumber"))
+    h.echo_number = integer(g("EchoNumbers"))
+    h.temporal_position = integer(g("TemporalPositionIdentifier"))
+    h.series_number = integer(g("SeriesNumber"))
+    h.trigger_time = number(g("TriggerTime"))
     h.acquisition_time = dicom_seconds(g("AcquisitionTime"))
-    h.echo_time = _float(g("EchoTime"))
+    h.echo_time = number(g("EchoTime"))
     h.component = complex_component(h.image_type)
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
         enhanced_geometry(ds, h)
     else:
-        h.orientation = _floats(g("ImageOrientationPatient"), 6)
-        pos = _floats(g("ImagePositionPatient"), 3)
+        h.orientation = floats(g("ImageOrientationPatient"), 6)
+        pos = floats(g("ImagePositionPatient"), 3)
         h.position = (pos[0], pos[1], pos[2]) if pos else None
-        ps = _floats(g("PixelSpacing"), 2)
+        ps = floats(g("PixelSpacing"), 2)
         h.pixel_spacing = (ps[0], ps[1]) if ps else None
         thick = g("SliceThickness")
         h.slice_thickness = float(thick) if thick not in (None, "") else None
-        h.slice_spacing = _float(g("SpacingBetweenSlices"))
+        h.slice_spacing = number(g("SpacingBetweenSlices"))
         if g("RescaleSlope") not in (None, ""):
             h.rescale_slope = float(g("RescaleSlope"))
         if g("RescaleIntercept") not in (None, ""):
@@ -301,10 +285,3 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
     h.acquisition = acquisition_meta(ds, h.csa)
     if h.number_of_frames == 1 and "VFRAME" in h.image_type:
         uih_mosaic_layout(h, ds)
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None

@@ -12,30 +12,24 @@ from typing import Any
 import pydicom
 
 from medimg.io.dicom.csa import CsaInfo
-
-
-def _number(value: Any) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+from medimg.io.dicom.values import number
 
 
 def _timing(ds: pydicom.Dataset, keyword: str, sequence: str, attr: str) -> float | None:
     """A value from the top level, else from the shared functional groups (enhanced images)."""
-    value = _number(ds.get(keyword))
+    value = number(ds.get(keyword))
     if value is not None:
         return value
     shared = ds.get("SharedFunctionalGroupsSequence")
     if shared:
         item = shared[0].get(sequence)
         if item and attr in item[0]:
-            return _number(item[0][attr].value)
+            return number(item[0][attr].value)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame:
         item = per_frame[0].get(sequence)
         if item and attr in item[0]:
-            return _number(item[0][attr].value)
+            return number(item[0][attr].value)
     return None
 
 
@@ -66,7 +60,7 @@ def acquisition_meta(ds: pydicom.Dataset, csa: CsaInfo | None) -> dict[str, Any]
     manufacturer = str(ds.get("Manufacturer", "")).strip()
     if manufacturer:
         out["Manufacturer"] = manufacturer
-    field = _number(ds.get("MagneticFieldStrength"))
+    field = number(ds.get("MagneticFieldStrength"))
     if field is not None:
         out["MagneticFieldStrength"] = field
     tr = _timing(ds, "RepetitionTime", "MRTimingAndRelatedParametersSequence", "RepetitionTime")

@@ -9,20 +9,11 @@ is a value of the ImageType.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import pydicom
 
 from medimg.io.dicom.csa import CsaInfo
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace").split("\\")[0].strip("\x00 ")
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+from medimg.io.dicom.values import number
 
 
 def complex_component(image_type: tuple[str, ...]) -> str:
@@ -43,19 +34,17 @@ def complex_component(image_type: tuple[str, ...]) -> str:
 
 def diffusion_b_value(ds: pydicom.Dataset, csa: CsaInfo | None) -> float | None:
     """Diffusion b-value: standard tag, Siemens CSA, GE (0043,1039) or Philips (2001,1003)."""
-    b = _number(ds.get("DiffusionBValue"))
+    b = number(ds.get("DiffusionBValue"))
     if b is None and csa is not None:
         b = csa.b_value
     ge = ds.get((0x0043, 0x1039))
     if b is None and ge is not None and "GE" in str(ds.get("Manufacturer", "")).upper():
-        first = _number(
-            ge.value[0] if isinstance(ge.value, (list, pydicom.multival.MultiValue)) else ge.value
-        )
+        first = number(ge.value[0] if isinstance(ge.value, (list, pydicom.multival.MultiValue)) else ge.value)
         b = None if first is None else first % 1e9  # GE adds 1e9 to some b-values
     ph = ds.get((0x2001, 0x1003))
     if b is None and ph is not None and "PHILIPS" in str(ds.get("Manufacturer", "")).upper():
         raw = ph.value
-        b = struct.unpack("<f", raw)[0] if isinstance(raw, bytes) and len(raw) == 4 else _number(raw)
+        b = struct.unpack("<f", raw)[0] if isinstance(raw, bytes) and len(raw) == 4 else number(raw)
     return b
 
 
@@ -67,9 +56,7 @@ def diffusion_gradient(ds: pydicom.Dataset) -> tuple[float, float, float] | None
     parts = [ds.get((0x2005, e)) for e in (0x10B0, 0x10B1, 0x10B2)]
     if "PHILIPS" in str(ds.get("Manufacturer", "")).upper() and all(p is not None for p in parts):
         raw = [p.value for p in parts]  # type: ignore[union-attr]
-        vals = [
-            struct.unpack("<f", r)[0] if isinstance(r, bytes) and len(r) == 4 else _number(r) for r in raw
-        ]
+        vals = [struct.unpack("<f", r)[0] if isinstance(r, bytes) and len(r) == 4 else number(r) for r in raw]
         if all(v is not None for v in vals):
             return (float(vals[0]), float(vals[1]), float(vals[2]))  # type: ignore[arg-type]
     return None
