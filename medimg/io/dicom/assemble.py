@@ -164,12 +164,24 @@ def load_series(
             "load each multi-frame file on its own"
         )
     grid = series_grid(headers)
-    volumes, stacks, stack, first = grid.volumes, grid.stacks, grid.stack, grid.volumes[0]
+    stack = grid.stack
     _check_stack(stack, ref, spacing_policy, tilt_policy)
-    data = _read_volumes(volumes, stacks, (grid.shape[1], grid.shape[0]), workers)
+    data = _read_volumes(grid.volumes, grid.stacks, (grid.shape[1], grid.shape[0]), workers)
     aff = grid.affine
-    grouping = grid.grouping
-    flags = list(stack.flags) + ([grouping] if grouping else []) + grid.notes
+    data, done = _regularise(data, aff, stack, spacing_policy, tilt_policy)
+    flags = stack.flags + ([grid.grouping] if grid.grouping else []) + grid.notes + done
+    if ref.photometric == "MONOCHROME1":
+        flags.append("monochrome1")
+    meta = _meta(ref, headers, stack, flags, grid.volumes)
+    array = data.transpose(3, 2, 1, 0)  # (t, z, row, col) -> (col, row, z, t)
+    return Volume(array[..., 0] if len(grid.volumes) == 1 else array, aff, "LPS", meta)
+
+
+def _regularise(
+    data: np.ndarray, aff: np.ndarray, stack: SliceStack, spacing_policy: str, tilt_policy: str
+) -> tuple[np.ndarray, list[str]]:
+    """Resample every volume onto a uniform or untilted grid when asked (``aff`` is updated in place)."""
+    done = []
     if (stack.missing or stack.nonuniform) and spacing_policy == "resample":
         median = float(np.median(np.diff(stack.distances)))
         data = np.stack([_resample_along_normal(d, stack.distances, median)[0] for d in data])
@@ -179,20 +191,18 @@ def load_series(
     if stack.tilt_deg > 0.01 and tilt_policy == "resample":
         tilted = aff.copy()
         data = np.stack([_untilt(d, tilted.copy() if t else aff, stack.normal) for t, d in enumerate(data)])
-        flags.append("tilt_resampled")
-    if ref.photometric == "MONOCHROME1":
-        flags.append("monochrome1")
-    meta = _meta(ref, headers, stack, flags, first)
-    meta["n_volumes"] = len(volumes)
-    if len(volumes) > 1 and any(v[0].b_value for v in volumes):  # b = 0 volumes may lack the tag
-        meta["DiffusionBValues"] = [float(v[0].b_value or 0.0) for v in volumes]
-    array = data.transpose(3, 2, 1, 0)  # (t, z, row, col) -> (col, row, z, t)
-    return Volume(array[..., 0] if len(volumes) == 1 else array, aff, "LPS", meta)
+        done.append("tilt_resampled")
+    return data, done
 
 
 def _meta(
-    ref: SliceHeader, headers: Sequence[SliceHeader], stack: SliceStack, flags: list[str], first: list[Frame]
+    ref: SliceHeader,
+    headers: Sequence[SliceHeader],
+    stack: SliceStack,
+    flags: list[str],
+    volumes: list[list[Frame]],
 ) -> dict[str, Any]:
+    first = volumes[0]
     meta: dict[str, Any] = {
         "modality": ref.modality,
         "manufacturer": ref.manufacturer,
@@ -215,4 +225,7 @@ def _meta(
         if derived:
             acquisition["SliceTiming"] = derived
     meta.update(acquisition)
+    meta["n_volumes"] = len(volumes)
+    if len(volumes) > 1 and any(v[0].b_value for v in volumes):  # b = 0 volumes may lack the tag
+        meta["DiffusionBValues"] = [float(v[0].b_value or 0.0) for v in volumes]
     return meta
