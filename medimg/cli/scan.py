@@ -13,8 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "scan",
         help="find DICOM series and NIfTI files, write a QA manifest and an excluded table",
         description="Walk DIR (any depth), read DICOM headers in parallel, group and split series, "
-        "classify them (volume / localizer / derived / secondary capture / non-image object such as an SR / "
-        "unsupported) and write "
+        "classify them (volume, with derived maps flagged 'derived' / localizer / secondary capture / "
+        "non-image object such as an SR / unsupported / not DICOM) and write "
         "MANIFEST (one row per usable series: image path, pseudonymous patient/study/series keys, "
         "modality, dims, spacing, orientation, QA flags) and EXCLUDED (one line per bad file or "
         "set-aside series, with the reason). The manifest feeds training and `medimg predict` directly; "

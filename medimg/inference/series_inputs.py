@@ -71,6 +71,8 @@ def series_case(case_id: str, keys: Mapping[str, str], files: tuple[Path, ...]) 
 
 def _listed(entry: Excluded) -> bool:
     """Unreadable files are listed only when they could be DICOM (not sidecars, notes, ...)."""
+    if entry.kind == "not_dicom":  # README.txt, JSON sidecars, NIfTI beside the DICOM
+        return False
     if entry.kind != "unreadable":
         return True
     name = Path(entry.path).name.lower()
@@ -114,11 +116,32 @@ def folder_series_cases(folder: Path, workers: int = 1) -> tuple[list[CaseInput]
         [('series-77de0a1b9c3d', 'set_aside', 'localizer (ImageType ORIGINAL/PRIMARY/LOCALIZER)')]
     """
     result = scan_series(folder, workers)
-    cases = []
+    usable, derived = acquired_series(result)
+    cases = [series_case(dicom_case_id(result.keys[k]), result.keys[k], result.files[k]) for k in usable]
+    return cases, derived + set_aside_entries(result.excluded)
+
+
+def acquired_series(result: ScanResult) -> tuple[list[str], list[SetAside]]:
+    """Keys of the usable series that are acquisitions, and the derived ones set aside.
+
+    ``medimg scan`` and ``convert`` list derived series (ADC/FA maps, reformats) as volumes, as
+    dcm2niix converts them; a model is run on acquisitions only, unless the user names a derived
+    series as ``folder#series_key``.
+    """
+    usable, derived = [], []
     for row in result.manifest:
-        keys = result.keys[row["series_key"]]
-        cases.append(series_case(dicom_case_id(keys), keys, result.files[row["series_key"]]))
-    return cases, set_aside_entries(result.excluded)
+        key = row["series_key"]
+        if key not in result.files:
+            continue
+        if "derived" not in str(row.get("qa_flags", "")).split(";"):
+            usable.append(key)
+            continue
+        reason = (
+            "derived image (a map or reformat the scanner computed, not an acquisition); "
+            f"name it as '{series_folder(result.files[key])}#{key}' to predict on it"
+        )
+        derived.append(SetAside(_short(key, 12), "derived", reason))
+    return usable, derived
 
 
 def one_series_case(
@@ -143,7 +166,9 @@ def one_series_case(
             return [], [SetAside(ident, "unsupported", reason)]
         keys = result.keys[series_key]
         return [series_case(case_id or dicom_case_id(keys), keys, result.files[series_key])], []
-    keys_found = list(result.files)
+    keys_found, derived = acquired_series(result)
+    if not keys_found and derived:
+        return [], derived
     if not keys_found:
         reasons = "; ".join(sorted({f"{e.kind}: {e.reason}" for e in result.excluded})[:3])
         return [], [
@@ -159,7 +184,7 @@ def one_series_case(
     for key in keys_found:
         keys = result.keys[key]
         cases.append(series_case(case_id or dicom_case_id(keys), keys, result.files[key]))
-    return cases, []
+    return cases, derived
 
 
 def _path_digest(path: Path) -> str:

@@ -46,9 +46,11 @@ def save_nifti(
 ) -> Path:
     """Write a volume (or an array plus ``affine``) to NIfTI atomically.
 
-    Both the sform and qform carry the affine, so viewers agree. Their codes are the source's
-    when the volume's ``meta`` holds ``qform_code``/``sform_code`` (a mask written for a scan
-    whose sform is "aligned" (2) or "MNI" (4) says so too), else 1 (scanner).
+    Both the sform and qform carry the affine, so viewers agree; their codes are the source's
+    (``meta["qform_code"]``/``meta["sform_code"]`` of a NIfTI input), else 1 (scanner).
+    A 4D volume ``(x, y, z, t)`` keeps its spatial affine; units are mm and
+    seconds, and ``pixdim[4]`` is the repetition time when ``meta`` has
+    ``RepetitionTime`` (seconds, as in a BIDS sidecar), else 1.
 
     Example:
         >>> save_nifti(vol, "out/mask.nii.gz", dtype=np.uint8)  # doctest: +SKIP
@@ -66,6 +68,14 @@ def save_nifti(
     img = nib.Nifti1Image(data, aff)
     img.set_sform(aff, code=codes["sform_code"])
     img.set_qform(aff, code=codes["qform_code"])
+    if np.ndim(data) >= 4:
+        tr = volume.meta.get("RepetitionTime") if isinstance(volume, Volume) else None
+        zooms = list(img.header.get_zooms())
+        zooms[3] = float(tr) if isinstance(tr, (int, float)) and tr > 0 else 1.0
+        img.header.set_zooms(zooms)
+        img.header.set_xyzt_units("mm", "sec")
+    else:
+        img.header.set_xyzt_units("mm")
     with atomic_write(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)

@@ -34,7 +34,8 @@ from medimg.io.dicom.discover import (
     read_headers,
     safe_name,
 )
-from medimg.io.dicom.geometry import affine_lps, orientation_code, plane_name, sort_slices
+from medimg.io.dicom.geometry import orientation_code, plane_name
+from medimg.io.dicom.grid import series_grid
 from medimg.io.dicom.headers import read_header
 from medimg.io.dicom.pseudonym import pseudonym
 from medimg.io.load import is_nifti, read_nifti, split_series_path
@@ -87,13 +88,11 @@ def _fmt(values: tuple[float, ...] | list[float]) -> str:
 
 def _series_row(s: Series, image: str, spacing_policy: str) -> dict:
     h = s.first
-    positions = h.frame_positions if h.number_of_frames > 1 else np.array([x.position for x in s.headers])
-    stack = sort_slices(positions, h.orientation)
+    grid = series_grid(s.headers)  # the grid load_series builds: mosaics tiled, 4D series grouped
+    stack, aff = grid.stack, grid.affine
     if (stack.missing or stack.nonuniform) and spacing_policy == "refuse":
         what = f"{stack.missing} missing slice(s)" if stack.missing else "non-uniform slice spacing"
         raise DataError(f"{what}; refusing to guess (scan with --spacing-policy resample to accept)")
-    step = stack.step if len(positions) > 1 else stack.normal * (h.slice_thickness or 1.0)
-    aff = affine_lps(h.orientation, h.pixel_spacing, positions[stack.order[0]], step)
     spacing = tuple(float(v) for v in np.linalg.norm(aff[:3, :3], axis=0))
     return {
         "image": image,
@@ -102,7 +101,7 @@ def _series_row(s: Series, image: str, spacing_policy: str) -> dict:
         "body_part": h.body_part,
         "manufacturer": h.manufacturer,
         "model": h.model,
-        "dims": _fmt((h.columns, h.rows, len(positions))).replace(".0", ""),
+        "dims": "x".join(str(int(n)) for n in grid.shape),
         "spacing": _fmt(spacing),
         "orientation": orientation_code(aff, "LPS"),
         "plane": plane_name(h.orientation),

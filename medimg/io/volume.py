@@ -16,7 +16,9 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 class Volume:
     """Voxel data with the affine that maps voxel indices ``(i, j, k)`` to millimetres.
 
-    ``data`` keeps the voxel order of the source (no silent reorientation). The
+    ``data`` keeps the voxel order of the source (no silent reorientation). It is 3D
+    ``(x, y, z)`` or 4D ``(x, y, z, t)`` (time points, diffusion directions, channels);
+    the affine is always the 4x4 spatial one, shared by every volume of a 4D array. The
     affine is a 4x4 matrix into the patient space named by ``space``: ``"RAS"``
     (NIfTI / nibabel: +x Right, +y Anterior, +z Superior) or ``"LPS"``
     (DICOM / ITK: +x Left, +y Posterior, +z Superior). ``meta`` holds non-PHI acquisition metadata only.
@@ -42,6 +44,11 @@ class Volume:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def n_volumes(self) -> int:
+        """Volumes along the fourth axis (1 for a 3D array)."""
+        return int(self.data.shape[3]) if self.data.ndim >= 4 else 1
 
     @property
     def spacing(self) -> tuple[float, ...]:

@@ -11,90 +11,27 @@ from their byte offset; compressed ones go through pydicom's decoders
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import pydicom
-from pydicom.uid import ExplicitVRBigEndian
 
 from medimg.errors import DataError
-from medimg.io.dicom.geometry import affine_lps, plane_name, slice_normal, sort_slices
+from medimg.io.dicom.frames import Frame
+from medimg.io.dicom.geometry import SliceStack, plane_name
+from medimg.io.dicom.grid import series_grid
 from medimg.io.dicom.headers import SliceHeader, read_header
+from medimg.io.dicom.pixels import check_pixel_format, read_slices, read_stored_pixels
+from medimg.io.dicom.slicetiming import slice_timing
 from medimg.io.volume import Volume
+
+__all__ = ["check_pixel_format", "load_series", "read_stored_pixels"]
 
 SpacingPolicy = Literal["refuse", "resample"]
 TiltPolicy = Literal["keep", "resample", "refuse"]
-_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
-
-
-def check_pixel_format(h: SliceHeader) -> None:
-    """Refuse pixel formats that are not a grey-level volume (RGB ultrasound, palette, ...)."""
-    if not h.has_pixels:
-        raise DataError(f"{h.path}: no pixel data (header-only DICOM object)")
-    if h.samples_per_pixel != 1 or h.photometric not in _MONOCHROME:
-        raise DataError(
-            f"{h.path}: colour image (PhotometricInterpretation {h.photometric or '?'}, "
-            f"SamplesPerPixel {h.samples_per_pixel}); medimg reads grey-level (MONOCHROME1/2) images only"
-        )
-    if h.orientation is None or h.position is None:
-        raise DataError(
-            f"{h.path}: no ImageOrientationPatient/ImagePositionPatient; cannot place it in space"
-        )
-    if h.pixel_spacing is None:
-        raise DataError(f"{h.path}: no PixelSpacing; cannot know the voxel size")
-
-
-def _native_dtype(h: SliceHeader) -> np.dtype | None:
-    if h.pixel_offset is None or h.bits_allocated not in (8, 16, 32):
-        return None
-    if h.transfer_syntax == ExplicitVRBigEndian and h.bits_allocated != 16:
-        return None  # OW words are byte-swapped; pydicom knows the VR-dependent rules
-    kind = "i" if h.pixel_representation == 1 else "u"
-    order = ">" if h.transfer_syntax == ExplicitVRBigEndian else "<"
-    return np.dtype(f"{order}{kind}{h.bits_allocated // 8}")
-
-
-def read_stored_pixels(h: SliceHeader) -> np.ndarray:
-    """Stored (not rescaled) pixel values of a file: ``(frames, rows, columns[, samples])``.
-
-    Uncompressed grey-level pixels are read straight from their byte offset; anything
-    else is decoded by pydicom and its plugins (pylibjpeg, python-gdcm).
-
-    Raises:
-        DataError: naming the file, the transfer syntax and why decoding failed.
-
-    Example:
-        >>> pixels = read_stored_pixels(read_header("ct/IM0001.dcm"))  # doctest: +SKIP
-    """
-    dtype = _native_dtype(h)
-    frames = h.number_of_frames
-    if dtype is not None and h.samples_per_pixel == 1 and h.expected_pixel_bytes == h.pixel_length:
-        with open(h.path, "rb") as fp:
-            fp.seek(h.pixel_offset or 0)
-            buf = fp.read(h.pixel_length or 0)
-        if len(buf) != h.pixel_length:
-            raise DataError(f"{h.path}: truncated pixel data ({len(buf)} of {h.pixel_length} bytes)")
-        arr = np.frombuffer(buf, dtype=dtype).reshape(frames, h.rows, h.columns)
-        unused = h.bits_allocated - h.bits_stored
-        if 0 < unused < h.bits_allocated:
-            native = arr.astype(dtype.newbyteorder("="))
-            if h.pixel_representation == 1:  # sign-extend from BitsStored
-                arr = (native << unused) >> unused
-            else:
-                arr = native & ((1 << h.bits_stored) - 1)
-        return arr
-    try:
-        arr = pydicom.dcmread(h.path).pixel_array
-    except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        raise DataError(
-            f"{h.path}: cannot decode pixel data (transfer syntax {h.transfer_syntax or 'unknown'}; {type(exc).__name__}: {msg})"
-        ) from exc
-    shape = (frames, h.rows, h.columns) + ((h.samples_per_pixel,) if h.samples_per_pixel > 1 else ())
-    return arr.reshape(shape)
 
 
 def _check_consistent(headers: Sequence[SliceHeader]) -> None:
@@ -140,6 +77,51 @@ def _untilt(data: np.ndarray, aff: np.ndarray, normal: np.ndarray) -> np.ndarray
     return out
 
 
+def _check_stack(stack: SliceStack, ref: SliceHeader, spacing_policy: str, tilt_policy: str) -> None:
+    if stack.duplicates:
+        raise DataError(
+            f"{ref.path.parent}: {len(stack.duplicates)} duplicate slice position(s) within one volume "
+            f"at {stack.distances[0]:.3f} mm along the normal; the series mixes acquisitions or echoes"
+        )
+    if (stack.missing or stack.nonuniform) and spacing_policy == "refuse":
+        what = f"{stack.missing} missing slice(s)" if stack.missing else "non-uniform slice spacing"
+        gaps = np.round(np.diff(stack.distances), 3)
+        raise DataError(
+            f"{ref.path.parent}: {what} (gaps along the normal: {sorted(set(gaps.tolist()))} mm); "
+            "refusing to guess (use spacing_policy='resample' to interpolate onto a uniform grid)"
+        )
+    if stack.tilt_deg > 0.01 and tilt_policy == "refuse":
+        raise DataError(
+            f"{ref.path.parent}: gantry tilt of {stack.tilt_deg:.2f} degrees (tilt_policy='refuse')"
+        )
+
+
+def _read_volumes(
+    volumes: list[list[Frame]], stacks: list[SliceStack], shape: tuple[int, int], workers: int
+) -> np.ndarray:
+    """Rescaled pixels ``(volumes, slices, rows, columns)``; each file is read once."""
+    data = np.empty((len(volumes), len(volumes[0]), *shape), dtype=np.float32)
+    by_file: dict[Any, list[tuple[Frame, int, int]]] = defaultdict(list)
+    for t, (frames, stack) in enumerate(zip(volumes, stacks, strict=True)):
+        for z, idx in enumerate(stack.order):
+            f = frames[int(idx)]
+            by_file[f.header.path].append((f, t, z))
+
+    def fill(items: list[tuple[Frame, int, int]]) -> None:
+        slices = read_slices(items[0][0].header)
+        for f, t, z in items:
+            np.multiply(slices[f.index], f.slope, out=data[t, z], casting="unsafe")
+            data[t, z] += np.float32(f.intercept)
+
+    if workers > 1 and len(by_file) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fill, by_file.values()))
+    else:
+        for items in by_file.values():
+            fill(items)
+    return data
+
+
 def load_series(
     files: Sequence[str | os.PathLike[str]] | Sequence[SliceHeader],
     *,
@@ -147,7 +129,11 @@ def load_series(
     tilt_policy: TiltPolicy = "keep",
     workers: int = 1,
 ) -> Volume:
-    """Load the files of one series as a float32 :class:`Volume` in LPS.
+    """Load the files of one series as a float32 :class:`Volume` in LPS (3D, or 4D ``(x, y, z, t)``).
+
+    Classic slices, Siemens mosaics and enhanced multi-frame images are all read;
+    slice positions repeated over time, b-values or acquisitions make a 4D volume
+    whose spatial affine is that of every time point (see :mod:`medimg.io.dicom.fourd`).
 
     Args:
         files: paths (or already read headers) of one series, in any order.
@@ -171,88 +157,58 @@ def load_series(
     for h in headers:
         check_pixel_format(h)
     _check_consistent(headers)
-    if len(headers) > 1 and any(h.number_of_frames > 1 for h in headers):
+    ref = headers[0]
+    if sum(h.number_of_frames > 1 for h in headers) > 1 and len({h.series_uid for h in headers}) > 1:
         raise DataError(
-            f"{headers[0].path.parent}: {len(headers)} files given and some are multi-frame; "
+            f"{ref.path.parent}: {len(headers)} multi-frame files of different series given together; "
             "load each multi-frame file on its own"
         )
-    ref = headers[0]
-    flags: list[str] = []
-    if len(headers) == 1 and ref.number_of_frames > 1:
-        if ref.frame_positions is None:
-            raise DataError(
-                f"{ref.path}: {ref.frame_note or 'multi-frame image without per-frame positions'}; not one volume"
-            )
-        positions = ref.frame_positions
-    else:
-        positions = np.array([h.position for h in headers], dtype=np.float64)
-    stack = sort_slices(positions, ref.orientation)
-    if stack.duplicates:
-        i, j = stack.duplicates[0]
-        a, b = headers[min(i, len(headers) - 1)].path, headers[min(j, len(headers) - 1)].path
-        raise DataError(
-            f"{a.parent}: {len(stack.duplicates)} duplicate slice position(s), e.g. {a.name} and {b.name} "
-            f"at {stack.distances[0]:.3f} mm along the normal; the series mixes acquisitions or echoes"
-        )
-    if (stack.missing or stack.nonuniform) and spacing_policy == "refuse":
-        what = f"{stack.missing} missing slice(s)" if stack.missing else "non-uniform slice spacing"
-        gaps = np.round(np.diff(stack.distances), 3)
-        raise DataError(
-            f"{ref.path.parent}: {what} (gaps along the normal: {sorted(set(gaps.tolist()))} mm); "
-            "refusing to guess (use spacing_policy='resample' to interpolate onto a uniform grid)"
-        )
-    if stack.tilt_deg > 0.01 and tilt_policy == "refuse":
-        raise DataError(
-            f"{ref.path.parent}: gantry tilt of {stack.tilt_deg:.2f} degrees (tilt_policy='refuse')"
-        )
-    flags += stack.flags
-
-    data = np.empty((len(positions), ref.rows, ref.columns), dtype=np.float32)
-
-    def fill(item: tuple[int, int]) -> None:
-        k, src = item
-        h = headers[src]
-        np.multiply(read_stored_pixels(h)[0], h.rescale_slope, out=data[k], casting="unsafe")
-        data[k] += h.rescale_intercept
-
-    if len(headers) == 1:
-        frames = read_stored_pixels(ref)
-        if ref.frame_rescale is not None:
-            rescale = ref.frame_rescale[stack.order]
-            np.multiply(frames[stack.order], rescale[:, :1, None], out=data, casting="unsafe")
-            data += rescale[:, 1:, None].astype(np.float32)
-        else:
-            np.multiply(frames[stack.order], ref.rescale_slope, out=data, casting="unsafe")
-            data += ref.rescale_intercept
-    else:
-        items = list(enumerate(int(s) for s in stack.order))
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(fill, items))
-        else:
-            for item in items:
-                fill(item)
-
-    origin = positions[stack.order[0]]
-    step = stack.step if len(positions) > 1 else slice_normal(ref.orientation) * (ref.slice_thickness or 1.0)
-    if (stack.missing or stack.nonuniform) and spacing_policy == "resample":
-        median = float(np.median(np.diff(stack.distances)))
-        data, targets = _resample_along_normal(data, stack.distances, median)
-        step = stack.normal * median + (stack.step - (stack.step @ stack.normal) * stack.normal) * (
-            median / max(float(stack.step @ stack.normal), 1e-9)
-        )
-    aff = affine_lps(ref.orientation, ref.pixel_spacing, origin, step)
-    if stack.tilt_deg > 0.01 and tilt_policy == "resample":
-        data = _untilt(data, aff, stack.normal)
-        flags.append("tilt_resampled")
+    grid = series_grid(headers)
+    stack = grid.stack
+    _check_stack(stack, ref, spacing_policy, tilt_policy)
+    data = _read_volumes(grid.volumes, grid.stacks, (grid.shape[1], grid.shape[0]), workers)
+    aff = grid.affine
+    data, done = _regularise(data, aff, stack, spacing_policy, tilt_policy)
+    flags = stack.flags + ([grid.grouping] if grid.grouping else []) + grid.notes + done
     if ref.photometric == "MONOCHROME1":
         flags.append("monochrome1")
-    meta = {
+    meta = _meta(ref, headers, stack, flags, grid.volumes)
+    array = data.transpose(3, 2, 1, 0)  # (t, z, row, col) -> (col, row, z, t)
+    return Volume(array[..., 0] if len(grid.volumes) == 1 else array, aff, "LPS", meta)
+
+
+def _regularise(
+    data: np.ndarray, aff: np.ndarray, stack: SliceStack, spacing_policy: str, tilt_policy: str
+) -> tuple[np.ndarray, list[str]]:
+    """Resample every volume onto a uniform or untilted grid when asked (``aff`` is updated in place)."""
+    done = []
+    if (stack.missing or stack.nonuniform) and spacing_policy == "resample":
+        median = float(np.median(np.diff(stack.distances)))
+        data = np.stack([_resample_along_normal(d, stack.distances, median)[0] for d in data])
+        aff[:3, 2] = stack.normal * median + (stack.step - (stack.step @ stack.normal) * stack.normal) * (
+            median / max(float(stack.step @ stack.normal), 1e-9)
+        )
+    if stack.tilt_deg > 0.01 and tilt_policy == "resample":
+        tilted = aff.copy()
+        data = np.stack([_untilt(d, tilted.copy() if t else aff, stack.normal) for t, d in enumerate(data)])
+        done.append("tilt_resampled")
+    return data, done
+
+
+def _meta(
+    ref: SliceHeader,
+    headers: Sequence[SliceHeader],
+    stack: SliceStack,
+    flags: list[str],
+    volumes: list[list[Frame]],
+) -> dict[str, Any]:
+    first = volumes[0]
+    meta: dict[str, Any] = {
         "modality": ref.modality,
         "manufacturer": ref.manufacturer,
         "model": ref.model,
         "body_part": ref.body_part,
-        "plane": plane_name(ref.orientation),
+        "plane": plane_name(ref.orientation),  # type: ignore[arg-type]
         "slice_thickness": ref.slice_thickness,
         "tilt_deg": round(stack.tilt_deg, 4),
         "n_files": len(headers),
@@ -260,4 +216,16 @@ def load_series(
         "qa_flags": flags,
         "source": str(Path(ref.path).parent),
     }
-    return Volume(data.transpose(2, 1, 0), aff, "LPS", meta)
+    acquisition = dict(ref.acquisition)
+    times = acquisition.pop("SliceTiming", None)
+    if times and ref.mosaic and len(times) == ref.mosaic:
+        acquisition["SliceTiming"] = [times[first[int(i)].index] for i in stack.order]
+    elif not ref.mosaic:
+        derived = slice_timing([first[int(i)] for i in stack.order], acquisition.get("RepetitionTime"))
+        if derived:
+            acquisition["SliceTiming"] = derived
+    meta.update(acquisition)
+    meta["n_volumes"] = len(volumes)
+    if len(volumes) > 1 and any(v[0].b_value for v in volumes):  # b = 0 volumes may lack the tag
+        meta["DiffusionBValues"] = [float(v[0].b_value or 0.0) for v in volumes]
+    return meta

@@ -1,14 +1,21 @@
 """Series discovery: walk a folder, read headers in parallel, group, split and classify series.
 
-A series is first the files sharing a SeriesInstanceUID; it is then split where
-its files differ in orientation, matrix size or pixel spacing (e.g. a 3-plane
-localizer), and where repeated positions come from different acquisitions,
-echoes or time points. Each resulting series gets a kind (``volume``,
-``localizer``, ``derived``, ``secondary_capture``, ``unsupported``) and a reason.
+A series is first the files sharing a SeriesInstanceUID and a SeriesNumber; it is
+then split where its files differ in orientation, matrix size or pixel spacing
+(e.g. a 3-plane localizer), and where repeated positions come from different
+echoes or complex components (magnitude, phase), as dcm2niix writes them to
+separate files. Positions repeated over time, b-values or acquisitions stay one
+series: a 4D volume (see :mod:`medimg.io.dicom.fourd`). Each resulting series gets
+a kind (``volume``, ``localizer``, ``secondary_capture``, ``unsupported``) and a
+reason. Derived images with acquisition geometry (ADC, FA or trace maps, MPR
+reformats) are volumes, as dcm2niix converts them, with the QA flag ``derived``
+so a manifest can leave them out. Files that are not DICOM at all (README, JSON,
+NIfTI next to the slices) are set aside as ``not_dicom``, which is no problem.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -19,12 +26,21 @@ from pathlib import Path
 import numpy as np
 
 from medimg.errors import DataError
-from medimg.io.dicom.geometry import sort_slices
-from medimg.io.dicom.headers import SliceHeader, read_header
+from medimg.io.dicom.fourd import position_ids
+from medimg.io.dicom.frames import expand_frames, frame_splits
+from medimg.io.dicom.geometry import slice_normal
+from medimg.io.dicom.grid import series_grid
+from medimg.io.dicom.headers import NotDicomError, SliceHeader, read_header
 from medimg.io.dicom.pseudonym import pseudonym
 
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _SKIP_NAMES = {"DICOMDIR"}
+#: Suffixes of formats that sit next to DICOM exports and are not DICOM (set aside, no problem).
+_OTHER_FORMATS = (
+    ".txt", ".md", ".json", ".csv", ".tsv", ".xml", ".html", ".htm", ".pdf", ".png", ".jpg", ".jpeg",
+    ".gif", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".hdr", ".img", ".mgz", ".nrrd", ".mha", ".mhd",
+    ".mat", ".bval", ".bvec", ".log", ".yaml", ".yml", ".ini", ".sh", ".py",
+)  # fmt: skip
 
 
 @dataclass
@@ -33,12 +49,16 @@ class Excluded:
 
     path: str
     reason: str
-    kind: str = "unreadable"  # unreadable | localizer | derived | secondary_capture | unsupported
+    kind: str = "unreadable"  # unreadable | not_dicom | localizer | secondary_capture | unsupported
     series_key: str = ""
 
     @property
     def is_problem(self) -> bool:
-        """True for broken input (unreadable, truncated, inconsistent); False for a kind set aside."""
+        """True for broken input (unreadable, truncated, inconsistent); False for a kind set aside.
+
+        A file of another format (``not_dicom``: a README, a JSON sidecar, a NIfTI file) is
+        set aside, not a problem.
+        """
         return self.kind in ("unreadable", "unsupported")
 
 
@@ -97,9 +117,34 @@ def find_files(root: str | os.PathLike[str]) -> list[Path]:
     return [p for p in out if p.is_file() and not p.is_symlink()]
 
 
+def is_other_format(path: Path) -> bool:
+    """True for a file of another format: a known suffix (``.txt``, ``.json``, ``.nii``...) or plain text.
+
+    A file without the DICOM prefix that is neither (no suffix, ``.dcm``, binary bytes)
+    may be DICOM damaged in transfer, and stays a problem.
+    """
+    if path.name.lower().endswith(_OTHER_FORMATS):
+        return True
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(1024)
+    except OSError:
+        return False
+    for cut in range(4):  # the first 1024 bytes may end inside a multi-byte character
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return bool(text.strip()) and all(c.isprintable() or c in "\r\n\t" for c in text)
+    return False
+
+
 def _read_one(path: Path) -> SliceHeader | Excluded:
     try:
         return read_header(path)
+    except NotDicomError as exc:
+        kind = "not_dicom" if is_other_format(path) else "unreadable"
+        return Excluded(safe_name(path), str(exc).removeprefix(f"{path}: "), kind)
     except DataError as exc:
         return Excluded(safe_name(path), str(exc).removeprefix(f"{path}: "))
 
@@ -128,40 +173,67 @@ def read_headers(paths: Sequence[Path], workers: int = 1) -> tuple[list[SliceHea
 def _split_key(h: SliceHeader) -> tuple:
     ori = tuple(np.round(h.orientation, 3)) if h.orientation else None
     ps = tuple(np.round(h.pixel_spacing, 4)) if h.pixel_spacing else None
-    return (ori, h.rows, h.columns, ps, h.number_of_frames > 1, h.samples_per_pixel)
+    return (ori, h.rows, h.columns, ps, h.number_of_frames > 1, h.mosaic, h.samples_per_pixel)
 
 
-def _has_duplicates(headers: Sequence[SliceHeader]) -> bool:
-    if len(headers) < 2 or any(h.position is None for h in headers) or headers[0].orientation is None:
+def _repeats(headers: Sequence[SliceHeader]) -> bool:
+    """True when some slice position occurs more than once (several volumes, echoes or components)."""
+    if not headers or headers[0].orientation is None:
         return False
     try:
-        return bool(sort_slices(np.array([h.position for h in headers]), headers[0].orientation).duplicates)
-    except DataError:  # degenerate orientation: classify() reports it
+        frames = expand_frames(headers)
+        return bool(np.bincount(position_ids(frames, slice_normal(headers[0].orientation))).max() > 1)
+    except DataError:  # no position or degenerate orientation: classify() reports it
         return False
+
+
+def _split_echoes(part: list[SliceHeader]) -> list[list[SliceHeader]]:
+    """Split repeated positions by echo and complex component (dcm2niix's ``_e2``, ``_ph`` files)."""
+    if not _repeats(part):
+        return [part]
+    splits = frame_splits(part)
+    if splits:
+        out = []
+        for key in splits:
+            chosen = [copy.copy(h) for h in part]
+            for h in chosen:
+                h.frame_select = key
+            out.append([h for h in chosen if _selects_any(h)])
+        return out
+    if len(part) == 1:
+        return [part]
+    sub: dict[tuple, list[SliceHeader]] = defaultdict(list)
+    for h in part:
+        echo = h.echo_number if h.echo_number is not None else h.echo_time
+        sub[(h.component, echo or 0)].append(h)
+    return [sub[k] for k in sorted(sub)]
+
+
+def _selects_any(h: SliceHeader) -> bool:
+    return any((t.echo_time, t.component) == h.frame_select for t in h.frame_tags or [])
 
 
 def group_series(headers: Iterable[SliceHeader]) -> list[Series]:
-    """Group headers into series and split mixed ones (orientation, size, acquisition, echo, time)."""
-    by_uid: dict[tuple[str, str], list[SliceHeader]] = defaultdict(list)
+    """Group headers into series (UID and SeriesNumber) and split mixed ones (geometry, echo, component).
+
+    Positions repeated over time stay in one series (a 4D volume).
+    """
+    by_uid: dict[tuple[str, str, int], list[SliceHeader]] = defaultdict(list)
     for h in headers:
-        by_uid[(h.study_uid, h.series_uid)].append(h)
+        by_uid[(h.study_uid, h.series_uid, h.series_number or 0)].append(h)
     out: list[Series] = []
+    splits: dict[tuple[str, str], int] = defaultdict(int)  # split numbers run on across SeriesNumbers
     for uid in sorted(by_uid):
         parts: dict[tuple, list[SliceHeader]] = defaultdict(list)
         for h in by_uid[uid]:
-            key = (h.path,) if h.number_of_frames > 1 else _split_key(h)
+            key = _split_key(h)
             parts[key].append(h)
         groups = []
         for part in sorted(parts.values(), key=lambda hs: (-len(hs), str(hs[0].path))):
-            if _has_duplicates(part):
-                sub: dict[tuple, list[SliceHeader]] = defaultdict(list)
-                for h in part:
-                    sub[(h.acquisition_number or 0, h.echo_number or 0, h.temporal_position or 0)].append(h)
-                if len(sub) > 1 and not any(_has_duplicates(s) for s in sub.values()):
-                    groups += [sub[k] for k in sorted(sub)]
-                    continue
-            groups.append(part)
-        out += [Series(sorted(g, key=lambda h: str(h.path)), split=i) for i, g in enumerate(groups)]
+            groups += _split_echoes(part)
+        first = splits[uid[:2]]
+        splits[uid[:2]] += len(groups)
+        out += [Series(sorted(g, key=lambda h: str(h.path)), split=first + i) for i, g in enumerate(groups)]
     return out
 
 
@@ -174,9 +246,17 @@ def classify(series: Series) -> Series:
         return series
 
 
+def _missing_position(series: Series) -> str:
+    for h in series.headers:
+        if not h.is_stack and h.position is None:
+            return f"{h.path}: no ImagePositionPatient; this slice cannot be placed in space"
+    return ""
+
+
 def _classify(series: Series) -> Series:
     h = series.first
-    n = sum(x.number_of_frames for x in series.headers)
+    n = sum(x.n_slices for x in series.headers)
+    missing = _missing_position(series)
     if h.sop_class_uid.startswith(_SECONDARY_CAPTURE):
         series.kind, series.reason = "secondary_capture", "secondary capture image (no acquisition geometry)"
     elif h.samples_per_pixel != 1 or h.photometric not in ("MONOCHROME1", "MONOCHROME2"):
@@ -186,36 +266,30 @@ def _classify(series: Series) -> Series:
         )
     elif h.is_localizer:
         series.kind, series.reason = "localizer", f"localizer (ImageType {'/'.join(h.image_type)})"
-    elif h.image_type[:1] == ("DERIVED",):
-        series.kind, series.reason = "derived", f"derived image (ImageType {'/'.join(h.image_type)})"
+    elif missing:
+        series.kind, series.reason = "unsupported", missing
     elif h.orientation is None or h.position is None or h.pixel_spacing is None:
         series.kind, series.reason = (
             "unsupported",
-            "no ImagePositionPatient/ImageOrientationPatient/PixelSpacing",
+            f"{h.path}: no ImagePositionPatient/ImageOrientationPatient/PixelSpacing",
         )
-    elif h.number_of_frames > 1 and h.frame_positions is None:
+    elif h.is_stack and h.frame_positions is None:
         series.kind, series.reason = (
             "unsupported",
-            h.frame_note or "multi-frame image without per-frame positions",
-        )
-    elif len(series.headers) > 1 and _has_duplicates(series.headers):
-        series.kind, series.reason = (
-            "unsupported",
-            "duplicate slice positions that acquisition/echo/time do not explain",
+            f"{h.path}: {h.frame_note or 'multi-frame image without per-frame positions'}",
         )
     if series.kind != "volume":
         return series
-    positions = (
-        h.frame_positions if h.number_of_frames > 1 else np.array([x.position for x in series.headers])
-    )
-    stack = sort_slices(positions, h.orientation)
-    series.flags = list(stack.flags)
+    grid = series_grid(series.headers)
+    series.flags = list(grid.stack.flags) + ([grid.grouping] if grid.grouping else []) + grid.notes
     if n == 1:
         series.flags.append("single_slice")
     if h.photometric == "MONOCHROME1":
         series.flags.append("monochrome1")
     if not h.patient_id:
         series.flags.append("no_patient_id")
+    if h.image_type[:1] == ("DERIVED",):
+        series.flags.append("derived")
     return series
 
 

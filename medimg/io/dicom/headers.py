@@ -19,10 +19,21 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from medimg.errors import DataError
+from medimg.io.dicom.csa import CsaInfo, is_mosaic, read_csa
+from medimg.io.dicom.enhanced import FrameTags, enhanced_geometry, philips_scale
+from medimg.io.dicom.mosaic import mosaic_layout, uih_mosaic_layout
+from medimg.io.dicom.sidecar import acquisition_meta
+from medimg.io.dicom.slicetiming import dicom_seconds
+from medimg.io.dicom.values import floats, integer, number
+from medimg.io.dicom.vendor import complex_component, diffusion_b_value, diffusion_gradient
 
 _PIXEL_TAG = 0x7FE00010
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
 _UNDEFINED = 0xFFFFFFFF
+
+
+class NotDicomError(DataError):
+    """A file that is not DICOM at all (a README, a JSON sidecar, a NIfTI next to the slices)."""
 
 
 @dataclass
@@ -62,13 +73,28 @@ class SliceHeader:
         default=None, repr=False
     )  # (F, 2) slope, intercept when they vary
     frame_note: str = ""  # why an enhanced multi-frame image is not one volume
+    frame_tags: list[FrameTags] | None = field(default=None, repr=False)  # enhanced: one per frame
+    frame_select: tuple[float | None, str] | None = None  # enhanced: (echo time, component) of one split
+    mosaic: int = 0  # Siemens mosaic: number of slices tiled in the image (0 when not a mosaic)
+    tile_rows: int = 0
+    tile_columns: int = 0
+    csa: CsaInfo | None = field(default=None, repr=False)
+    acquisition: dict[str, Any] = field(default_factory=dict, repr=False)  # BIDS-style, never PHI
     slice_thickness: float | None = None
+    slice_spacing: float | None = None  # SpacingBetweenSlices
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
     instance_number: int | None = None
     acquisition_number: int | None = None
     echo_number: int | None = None
     temporal_position: int | None = None
+    series_number: int | None = None
+    trigger_time: float | None = None
+    acquisition_time: float | None = None  # AcquisitionTime, seconds since midnight
+    echo_time: float | None = None
+    b_value: float | None = None
+    gradient: tuple[float, float, float] | None = None  # diffusion gradient direction
+    component: str = ""  # MAGNITUDE, PHASE, REAL or IMAGINARY when the ImageType says so
     has_pixels: bool = False
     pixel_offset: int | None = None  # byte offset of native pixel bytes (None when encapsulated)
     pixel_length: int | None = None
@@ -86,25 +112,18 @@ class SliceHeader:
         )
 
     @property
+    def n_slices(self) -> int:
+        """Slices this file holds: the mosaic's tiles, the frames of a multi-frame image, or 1."""
+        return self.mosaic or self.number_of_frames
+
+    @property
+    def is_stack(self) -> bool:
+        """True for a file holding several slices (mosaic or multi-frame)."""
+        return self.n_slices > 1 or self.mosaic > 0
+
+    @property
     def is_localizer(self) -> bool:
         return any(t in ("LOCALIZER", "SCOUT", "SCANOGRAM") for t in self.image_type)
-
-
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    return out if len(out) == n else None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _pixel_element(fp: Any, ts: str, file_size: int) -> tuple[bool, int | None, int | None]:
@@ -131,48 +150,13 @@ def _pixel_element(fp: Any, ts: str, file_size: int) -> tuple[bool, int | None, 
     return True, offset, int(length)
 
 
-def _enhanced_geometry(ds: pydicom.Dataset, h: SliceHeader) -> None:
-    """Fill geometry of an enhanced multi-frame image from its functional groups."""
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    shared = shared[0] if shared else pydicom.Dataset()
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-
-    def find(frame: pydicom.Dataset, seq: str, attr: str) -> Any:
-        for src in (frame, shared):
-            item = src.get(seq)
-            if item and attr in item[0]:
-                return item[0][attr].value
-        return None
-
-    first = per_frame[0] if len(per_frame) else pydicom.Dataset()
-    h.orientation = _floats(find(first, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
-    ps = _floats(find(first, "PixelMeasuresSequence", "PixelSpacing"), 2)
-    h.pixel_spacing = (ps[0], ps[1]) if ps else None
-    thick = find(first, "PixelMeasuresSequence", "SliceThickness")
-    h.slice_thickness = float(thick) if thick not in (None, "") else None
-    slope = find(first, "PixelValueTransformationSequence", "RescaleSlope")
-    intercept = find(first, "PixelValueTransformationSequence", "RescaleIntercept")
-    if slope is not None:
-        h.rescale_slope, h.rescale_intercept = float(slope), float(intercept or 0.0)
-    positions = [_floats(find(f, "PlanePositionSequence", "ImagePositionPatient"), 3) for f in per_frame]
-    orientations = {
-        _floats(find(f, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) for f in per_frame
-    }
-    if len(orientations) > 1:
-        h.frame_note = f"frames differ in orientation ({len(orientations)} stacks in one file)"
-    elif positions and all(p is not None for p in positions) and len(positions) == h.number_of_frames:
-        h.frame_positions = np.asarray(positions, dtype=np.float64)
-        h.position = positions[0]
-    else:
-        h.frame_note = "multi-frame image without per-frame ImagePositionPatient"
-    if slope is not None and len(per_frame) == h.number_of_frames:
-        rescale = [
-            (float(find(f, "PixelValueTransformationSequence", "RescaleSlope") or 1.0),
-             float(find(f, "PixelValueTransformationSequence", "RescaleIntercept") or 0.0))
-            for f in per_frame
-        ]  # fmt: skip
-        if len(set(rescale)) > 1:
-            h.frame_rescale = np.asarray(rescale, dtype=np.float64)
+def _looks_like_dicom(p: Path) -> bool:
+    """True when a file without the 'DICM' prefix still parses as a DICOM image (old ACR-NEMA style)."""
+    try:
+        ds = pydicom.dcmread(p, force=True, stop_before_pixels=True)
+        return bool(ds.get("SOPClassUID")) and int(ds.get("Rows", 0) or 0) > 0
+    except Exception:  # text, JSON, NIfTI...: pydicom fails in many ways on non-DICOM bytes
+        return False
 
 
 def read_header(path: str | os.PathLike[str]) -> SliceHeader:
@@ -202,7 +186,12 @@ def read_header(path: str | os.PathLike[str]) -> SliceHeader:
                 (False, None, None) if deflated else _pixel_element(fp, ts or ImplicitVRLittleEndian, size)
             )
     except InvalidDicomError as exc:
-        raise DataError(f"{p}: not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from exc
+        if _looks_like_dicom(p):
+            raise DataError(
+                f"{p}: DICOM data set without the 128-byte preamble and 'DICM' prefix (old ACR-NEMA "
+                "style); rewrite it as a DICOM file (e.g. dcmconv) to read it"
+            ) from exc
+        raise NotDicomError(f"{p}: not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from exc
     except Exception as exc:  # pydicom raises many types on corrupt headers
         raise DataError(f"{p}: corrupt or truncated DICOM header ({type(exc).__name__}: {exc})") from exc
     h = SliceHeader(path=p, transfer_syntax=ts, file_size=size)
@@ -260,22 +249,39 @@ def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
     h.bits_allocated = int(g("BitsAllocated", 0) or 0)
     h.bits_stored = int(g("BitsStored", 0) or 0) or h.bits_allocated
     h.pixel_representation = int(g("PixelRepresentation", 0) or 0)
-    h.number_of_frames = _int(g("NumberOfFrames")) or 1
-    h.instance_number = _int(g("InstanceNumber"))
-    h.acquisition_number = _int(g("AcquisitionNumber"))
-    h.echo_number = _int(g("EchoNumbers"))
-    h.temporal_position = _int(g("TemporalPositionIdentifier"))
+    h.number_of_frames = integer(g("NumberOfFrames")) or 1
+    h.instance_number = integer(g("InstanceNumber"))
+    h.acquisition_number = integer(g("AcquisitionNumber"))
+    h.echo_number = integer(g("EchoNumbers"))
+    h.temporal_position = integer(g("TemporalPositionIdentifier"))
+    h.series_number = integer(g("SeriesNumber"))
+    h.trigger_time = number(g("TriggerTime"))
+    h.acquisition_time = dicom_seconds(g("AcquisitionTime"))
+    h.echo_time = number(g("EchoTime"))
+    h.component = complex_component(h.image_type)
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
-        _enhanced_geometry(ds, h)
+        enhanced_geometry(ds, h)
     else:
-        h.orientation = _floats(g("ImageOrientationPatient"), 6)
-        pos = _floats(g("ImagePositionPatient"), 3)
+        h.orientation = floats(g("ImageOrientationPatient"), 6)
+        pos = floats(g("ImagePositionPatient"), 3)
         h.position = (pos[0], pos[1], pos[2]) if pos else None
-        ps = _floats(g("PixelSpacing"), 2)
+        ps = floats(g("PixelSpacing"), 2)
         h.pixel_spacing = (ps[0], ps[1]) if ps else None
         thick = g("SliceThickness")
         h.slice_thickness = float(thick) if thick not in (None, "") else None
+        h.slice_spacing = number(g("SpacingBetweenSlices"))
         if g("RescaleSlope") not in (None, ""):
             h.rescale_slope = float(g("RescaleSlope"))
         if g("RescaleIntercept") not in (None, ""):
             h.rescale_intercept = float(g("RescaleIntercept"))
+        if "PHILIPS" in h.manufacturer.upper():
+            h.rescale_slope, h.rescale_intercept = philips_scale(ds, h.rescale_slope, h.rescale_intercept)
+    if "SIEMENS" in h.manufacturer.upper():
+        h.csa = read_csa(ds)
+    h.b_value = diffusion_b_value(ds, h.csa)
+    h.gradient = diffusion_gradient(ds)
+    if h.number_of_frames == 1 and is_mosaic(h.image_type, h.csa):  # enhanced XA keeps MOSAIC in ImageType
+        mosaic_layout(h)
+    h.acquisition = acquisition_meta(ds, h.csa)
+    if h.number_of_frames == 1 and "VFRAME" in h.image_type:
+        uih_mosaic_layout(h, ds)
