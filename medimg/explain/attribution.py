@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from medimg.errors import ConfigError
-from medimg.explain.maps import SaliencyMap, register_method
+from medimg.explain.saliency import SaliencyMap, register_method
 from medimg.explain.targets import class_logit_score, class_probabilities, resolve_target_class
 
 _MODES = ("positive", "absolute", "signed")
