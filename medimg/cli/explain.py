@@ -224,6 +224,7 @@ def execute(args: argparse.Namespace) -> int:
         sort_by=args.sort_by,
         progress=not args.no_progress,
         mlflow_run_id=run_id,
+        workflow=tm.workflow,
     )
     log = logging.getLogger("medimg.explain")
     print(f"explained {len(result.reports)} of {len(cases)} cases; {len(result.failures)} failed")
