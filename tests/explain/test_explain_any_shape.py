@@ -55,6 +55,11 @@ FAST_PARAMS = {
     "smoothgrad": {"samples": 2, "batch_size": 2},
     "occlusion": {"mask_size": 12, "overlap": 0.0, "batch_size": 8},
 }
+SEG_FAST_PARAMS = {
+    "uncertainty": {"passes": 2},
+    "seg-integrated-gradients": {"steps": 2, "batch_size": 2},
+    "seg-smoothgrad": {"samples": 2, "batch_size": 2},
+}
 
 
 def _workflow(name: str, params: dict, task: str, roi: list[int] | None = None):
@@ -109,14 +114,15 @@ def test_segmentation_networks_explain_odd_oblique_volumes(tmp_path, name):
     scan = _scan(tmp_path)
     grid = tuple(tm.preprocess(str(scan))[0].shape[1:])
     assert any(s % 16 for s in grid), grid  # the model grid is not a multiple of the stride
-    methods = ["seg-gradcam", "uncertainty"]
+    methods = ["seg-gradcam", "seg-integrated-gradients", "seg-smoothgrad", "uncertainty"]
     res = explain_cohort(
         [ExplainCase("c1", scan)], tm.model, tmp_path / "out", methods, task="segmentation",
         preprocess=tm.preprocess, workflow=tm.workflow, sanity=False, progress=False,
-        method_params={"uncertainty": {"passes": 2}},
+        method_params=SEG_FAST_PARAMS,
     )  # fmt: skip
     assert res.failures == {}
-    _assert_maps_on_input_grid(tmp_path / "out", "c1", methods, SHAPE, OBLIQUE, nonzero=["uncertainty"])
+    nonzero = ["seg-integrated-gradients", "seg-smoothgrad", "uncertainty"]
+    _assert_maps_on_input_grid(tmp_path / "out", "c1", methods, SHAPE, OBLIQUE, nonzero=nonzero)
 
 
 def test_unet_cohort_with_sanity_checks_and_windows_smaller_than_the_volume(tmp_path):
@@ -186,3 +192,22 @@ def test_classification_networks_explain_odd_oblique_volumes(tmp_path, name):
     assert res.failures == {}
     gradients = ["integrated-gradients", "smoothgrad"]
     _assert_maps_on_input_grid(tmp_path / "out", "c1", methods, shape, OBLIQUE, nonzero=gradients)
+
+
+def test_windowed_integrated_gradients_keep_completeness():
+    # one window covering the volume: the signed attributions add up to score(x) - score(baseline).
+    # Batch norm (an affine map in eval mode): instance norm makes the network nearly blind to the
+    # path's scaling, so its score jumps near the baseline, where no finite rule integrates it.
+    from medimg.explain.targets import region_label_score
+
+    tm = _trained("unet", {**SEGMENTATION["unet"], "norm": "BATCH"}, "segmentation")
+    x = torch.randn(1, 1, 32, 32, 32)
+    plan = WindowPlan((32, 32, 32), 0.0, "constant", 1)
+    region, _how = target_region(tm.model, x, plan, 1)
+    m = windowed_saliency(
+        tm.model, x, "seg-integrated-gradients", plan, label=1, steps=64, batch_size=8, mode="signed"
+    )
+    score = region_label_score(1, region)
+    with torch.no_grad():
+        gap = float(score(tm.model(x))[0] - score(tm.model(torch.zeros_like(x)))[0])
+    assert abs(float(m.array.sum()) - gap) < 0.05 * abs(gap)
