@@ -268,20 +268,29 @@ def read_manifest_checked(cfg: Any) -> None:
     read_manifest(cfg, "segmentation")
 
 
-def train(work: Path, manifest: Path, epochs: int = EPOCHS) -> tuple[Path, float]:
-    """Train the benchmark's UNet with ``medimg run`` (niced); return the model folder and the seconds."""
+def train(work: Path, manifest: Path, epochs: int = EPOCHS) -> tuple[Path, dict[str, Any]]:
+    """Train the benchmark's UNet with ``medimg run`` (niced); the model folder and the time it took.
+
+    A model already trained in ``work`` is reused (delete ``work/runs`` to retrain); its time is
+    read back from ``training.json``, written when it was trained.
+    """
+    import resource
     import subprocess
     import sys
     import time
 
-    model = work / "runs/hippocampus_seg/model"
+    model, record = work / "runs/hippocampus_seg/model", work / "training.json"
     if (model / "model.safetensors").is_file():
-        return model, float("nan")  # trained by an earlier call; delete the folder to retrain
+        return model, json.loads(record.read_text()) if record.is_file() else {"reused": True}
     wf = work / "hippocampus_seg.yaml"
     wf.write_text(WORKFLOW.format(manifest=manifest, work=work, epochs=epochs))
-    t0 = time.perf_counter()
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(["nice", "-n", "10", sys.executable, "-m", "medimg", "run", str(wf)], cwd=work, check=True)
-    return model, time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    timing = {"epochs": epochs, "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(cpu, 1)}
+    record.write_text(json.dumps(timing))
+    return model, timing
 
 
 def test_cases(manifest: Path) -> Any:
@@ -402,15 +411,12 @@ def run_real(work: Path, methods: tuple[str, ...] = ("seg-gradcam", "uncertainty
     insertion; the mass inside the structure is read from its maps once it has finished.
     """
     import datetime
-    import resource
     import time
 
     if not (CACHE / "images").is_dir():
         print(json.dumps({"prepare": prepare()}))
     manifest, split, refused = checked_manifest(CACHE, work)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    model, train_s = train(work, manifest)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    model, training = train(work, manifest)
     out = work / "explain"
     t0 = time.perf_counter()
     proc = start_explain(model, manifest, out, methods)
@@ -423,11 +429,7 @@ def run_real(work: Path, methods: tuple[str, ...] = ("seg-gradcam", "uncertainty
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "split": {k: sum(1 for v in split.values() if v == k) for k in ("train", "val", "test")},
         "refused_by_medimg_checks": refused,
-        "training": {
-            "epochs": EPOCHS,
-            "wall_s": round(train_s, 1),
-            "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-        },
+        "training": training,
         "explain": {
             "methods": list(methods),
             "cases": len(test_cases(manifest)),
