@@ -94,6 +94,15 @@ def _trained(name: str, params: dict, task: str, roi: list[int] | None = None) -
     return TrainedModel(build_model(wf).eval(), wf, None, "0" * 64, "test")
 
 
+def _explain_one(tm: TrainedModel, scan, methods, params, out) -> dict[str, str]:
+    """Explain one scan the way ``medimg explain`` does (no sanity checks); the failures."""
+    res = explain_cohort(
+        [ExplainCase("c1", scan)], tm.model, out, methods, task=tm.task, preprocess=tm.preprocess,
+        workflow=tm.workflow, sanity=False, progress=False, method_params=params,
+    )  # fmt: skip
+    return res.failures
+
+
 def _assert_maps_on_input_grid(out, case: str, methods, shape, affine, nonzero=()) -> None:
     """Each map has the input's shape and affine, is finite, and those in ``nonzero`` are not all zero.
 
@@ -115,12 +124,7 @@ def test_segmentation_networks_explain_odd_oblique_volumes(tmp_path, name):
     grid = tuple(tm.preprocess(str(scan))[0].shape[1:])
     assert any(s % 16 for s in grid), grid  # the model grid is not a multiple of the stride
     methods = ["seg-gradcam", "seg-integrated-gradients", "seg-smoothgrad", "uncertainty"]
-    res = explain_cohort(
-        [ExplainCase("c1", scan)], tm.model, tmp_path / "out", methods, task="segmentation",
-        preprocess=tm.preprocess, workflow=tm.workflow, sanity=False, progress=False,
-        method_params=SEG_FAST_PARAMS,
-    )  # fmt: skip
-    assert res.failures == {}
+    assert _explain_one(tm, scan, methods, SEG_FAST_PARAMS, tmp_path / "out") == {}
     nonzero = ["seg-integrated-gradients", "seg-smoothgrad", "uncertainty"]
     _assert_maps_on_input_grid(tmp_path / "out", "c1", methods, SHAPE, OBLIQUE, nonzero=nonzero)
 
@@ -184,12 +188,7 @@ def test_classification_networks_explain_odd_oblique_volumes(tmp_path, name):
     shape = (91, 75, 41) if name.startswith("efficientnet") else SHAPE  # b0 needs >= 64 voxels a side
     scan = _scan(tmp_path, shape)
     methods = ["gradcam", "gradcam++", "integrated-gradients", "smoothgrad", "occlusion"]
-    res = explain_cohort(
-        [ExplainCase("c1", scan)], tm.model, tmp_path / "out", methods, task="classification",
-        preprocess=tm.preprocess, workflow=tm.workflow, sanity=False, progress=False,
-        method_params=FAST_PARAMS,
-    )  # fmt: skip
-    assert res.failures == {}
+    assert _explain_one(tm, scan, methods, FAST_PARAMS, tmp_path / "out") == {}
     gradients = ["integrated-gradients", "smoothgrad"]
     _assert_maps_on_input_grid(tmp_path / "out", "c1", methods, shape, OBLIQUE, nonzero=gradients)
 
