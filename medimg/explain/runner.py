@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from medimg.config.schema import Workflow
 from medimg.errors import ConfigError
+from medimg.explain.case_target import classification_target, segmentation_target
 from medimg.explain.caseprep import PreparedCase, Preprocess, default_preprocess, prepare_case
 from medimg.explain.cases import ExplainCase
 from medimg.explain.failures import failure_reason, safe_key, scrub_paths
@@ -29,15 +29,8 @@ from medimg.explain.index import IndexEntry, write_cohort_index
 from medimg.explain.maps import DEFAULT_VOXEL_BUDGET, compute_saliency, get_method, method_slug
 from medimg.explain.report import CaseExplanation, MethodResult, write_case_report
 from medimg.explain.sanity import deletion_insertion, randomisation_test, randomise_weights
-from medimg.explain.targets import (
-    ScoreFn,
-    class_probabilities,
-    class_probability_score,
-    predicted_class,
-    region_probability_score,
-)
 from medimg.explain.tracking import log_to_mlflow, sanity_summary
-from medimg.explain.windows import WindowedNetwork, WindowPlan, window_plan, windowed_saliency
+from medimg.explain.windows import windowed_saliency
 from medimg.io.atomic import atomic_write_text
 
 log = logging.getLogger("medimg.explain")
@@ -191,52 +184,15 @@ class _Settings:
     workflow: Workflow | None
 
 
-@dataclass
-class _Target:
-    """What one case's maps explain, and the network the sanity checks probe (stitched for segmentation)."""
-
-    prediction: dict[str, Any]
-    kwargs: dict[str, Any]
-    score_fn: ScoreFn
-    probe: torch.nn.Module
-    plan: WindowPlan | None = None
-
-
-def _classification_target(prepared: PreparedCase, s: _Settings, row: dict[str, Any]) -> _Target:
-    x = prepared.tensor
-    cls, prob = predicted_class(s.model, x)
-    target = cls if s.target_class is None else int(s.target_class)
-    row.update(prediction=cls, confidence=prob)
-    if prepared.reference is not None:
-        with torch.no_grad():
-            p_ref = float(class_probabilities(s.model(x))[0, int(prepared.reference)])
-        row["error"] = 1.0 - p_ref
-    prediction = {"predicted class": cls, "probability": prob}
-    return _Target(prediction, {"target_class": target}, class_probability_score(target), s.model)
-
-
-def _segmentation_target(prepared: PreparedCase, s: _Settings, row: dict[str, Any]) -> _Target:
-    x = prepared.tensor
-    device = next(s.model.parameters()).device.type
-    plan = window_plan(s.workflow, s.model, tuple(x.shape[2:]), device, prepared.source_shape)
-    stitched = WindowedNetwork(s.model, plan)
-    seg = stitched(x).argmax(dim=1)[0].cpu().numpy()
-    voxel_ml = abs(float(np.linalg.det(prepared.affine[:3, :3]))) / 1000.0
-    volumes = {str(int(v)): round(float((seg == v).sum()) * voxel_ml, 3) for v in np.unique(seg) if v != 0}
-    row.update(prediction=json.dumps(volumes), volumes_ml=volumes)
-    if prepared.structure is None:
-        prepared.structure = seg == s.label
-    prediction = {"segmented volume (mL)": volumes or {"none": 0.0}}
-    return _Target(prediction, {"label": s.label}, region_probability_score(s.label, None), stitched, plan)
-
-
 def _explain_case(
     prepared: PreparedCase, s: _Settings, case_dir: Path
 ) -> tuple[CaseExplanation, dict[str, Any]]:
     x = prepared.tensor
     row: dict[str, Any] = {"case_key": prepared.key, "status": "ok", "reference": prepared.reference}
-    make_target = _classification_target if s.task == "classification" else _segmentation_target
-    t = make_target(prepared, s, row)
+    if s.task == "classification":
+        t = classification_target(prepared, s.model, s.target_class, row)
+    else:
+        t = segmentation_target(prepared, s.model, s.workflow, s.label, row)
     results = []
     for method in s.methods:
         params = {**t.kwargs, **s.method_params.get(method, {})}
