@@ -268,6 +268,12 @@ def read_manifest_checked(cfg: Any) -> None:
     read_manifest(cfg, "segmentation")
 
 
+def _niced(cmd: list[str], level: int = 10) -> list[str]:
+    """``cmd`` run at niceness ``level`` (this process's, when it is already that nice or nicer)."""
+    step = level - os.nice(0)
+    return ["nice", "-n", str(step), *cmd] if step > 0 else cmd
+
+
 def train(work: Path, manifest: Path, epochs: int = EPOCHS) -> tuple[Path, dict[str, Any]]:
     """Train the benchmark's UNet with ``medimg run`` (niced); the model folder and the time it took.
 
@@ -285,7 +291,7 @@ def train(work: Path, manifest: Path, epochs: int = EPOCHS) -> tuple[Path, dict[
     wf = work / "hippocampus_seg.yaml"
     wf.write_text(WORKFLOW.format(manifest=manifest, work=work, epochs=epochs))
     before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    subprocess.run(["nice", "-n", "10", sys.executable, "-m", "medimg", "run", str(wf)], cwd=work, check=True)
+    subprocess.run(_niced([sys.executable, "-m", "medimg", "run", str(wf)]), cwd=work, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     timing = {"epochs": epochs, "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(cpu, 1)}
@@ -322,6 +328,8 @@ def deletion_rows(model: Path, manifest: Path, label: int = 1, steps: int = 10) 
     (fixed); deletion replaces the most salient voxels first by the image mean, insertion puts
     them back onto an image of the mean; the baseline is a uniformly random map (random order).
     """
+    import sys
+
     import numpy as np
     import torch
 
@@ -345,6 +353,7 @@ def deletion_rows(model: Path, manifest: Path, label: int = 1, steps: int = 10) 
         ours = deletion_insertion(net, x, cam, score, steps=steps, baseline=mean, with_random=False)
         noise = np.random.default_rng(i).random(cam.array.shape).astype(np.float32)
         rnd = deletion_insertion(net, x, noise, score, steps=steps, baseline=mean, with_random=False)
+        print(f"deletion/insertion {i + 1}: {case.case_key}", file=sys.stderr, flush=True)
         rows.append(
             {
                 "case": case.case_key,
