@@ -315,9 +315,7 @@ def start_explain(model: Path, manifest: Path, out: Path, methods: tuple[str, ..
     images = [str(p) for p in test_cases(manifest)["image"]]
     cmd = [sys.executable, "-m", "medimg", "explain", "--model", str(model), *images, "--out", str(out)]
     cmd += [a for m in methods for a in ("--method", m)] + ["--no-progress", "--no-mlflow", "--no-sanity"]
-    return subprocess.Popen(
-        ["nice", "-n", "10", *cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    return subprocess.Popen(_niced(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def deletion_rows(model: Path, manifest: Path, label: int = 1, steps: int = 10) -> list[dict[str, Any]]:
