@@ -364,8 +364,10 @@ def deletion_rows(model: Path, manifest: Path, label: int = 1, steps: int = 10) 
     return rows
 
 
-def mass_rows(model: Path, manifest: Path, out: Path, label: int = 1) -> list[dict[str, Any]]:
-    """Per test case: the share of the Seg-Grad-CAM map ``medimg explain`` wrote that lies inside the
+def mass_rows(
+    model: Path, manifest: Path, out: Path, label: int = 1, method: str = "seg-gradcam"
+) -> list[dict[str, Any]]:
+    """Per test case: the share of the ``method`` map ``medimg explain`` wrote that lies inside the
     structure ``Predictor`` predicts (both on the scan's grid), that structure's share of the
     volume (a uniform map's score), and the Dice of the prediction with the reference label.
     """
@@ -373,6 +375,7 @@ def mass_rows(model: Path, manifest: Path, out: Path, label: int = 1) -> list[di
     import numpy as np
 
     from medimg.evaluation.seg_metrics import label_metrics
+    from medimg.explain.maps import method_slug
     from medimg.inference.model_io import load_trained
     from medimg.inference.predictor import Predictor
 
@@ -385,7 +388,8 @@ def mass_rows(model: Path, manifest: Path, out: Path, label: int = 1) -> list[di
         ref = nib.load(case.label)
         structure = pred.mask == label
         spacing = tuple(float(z) for z in ref.header.get_zooms()[:3])
-        cam = np.asarray(nib.load(str(out / case.case_key / "seg_gradcam.nii.gz")).dataobj, dtype=np.float64)
+        path = out / case.case_key / f"{method_slug(method)}.nii.gz"
+        cam = np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
         total = float(cam.sum())
         rows.append(
             {
@@ -411,7 +415,10 @@ def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_real(work: Path, methods: tuple[str, ...] = ("seg-gradcam", "uncertainty")) -> dict[str, Any]:
+REAL_METHODS = ("seg-gradcam", "seg-integrated-gradients", "seg-smoothgrad", "uncertainty")
+
+
+def run_real(work: Path, methods: tuple[str, ...] = REAL_METHODS) -> dict[str, Any]:
     """The whole real-data check: prepare (if needed), split, check, train, explain, measure.
 
     ``medimg explain`` runs in its own (niced) process while this one measures deletion and
@@ -431,7 +438,7 @@ def run_real(work: Path, methods: tuple[str, ...] = ("seg-gradcam", "uncertainty
     log_text, _ = proc.communicate()
     explain_s = time.perf_counter() - t0
     failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").is_file() else None
-    mass = mass_rows(model, manifest, out)
+    mass = {m: mass_rows(model, manifest, out, method=m) for m in methods if m != "uncertainty"}
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "split": {k: sum(1 for v in split.values() if v == k) for k in ("train", "val", "test")},
@@ -445,7 +452,7 @@ def run_real(work: Path, methods: tuple[str, ...] = ("seg-gradcam", "uncertainty
             "wall_s_with_deletion": round(explain_s, 1),
             "last_lines": log_text.strip().splitlines()[-2:],
         },
-        "mass": _summarise(mass),
+        "mass": {m: _summarise(rows) for m, rows in mass.items()},
         "deletion_insertion": _summarise(deletion),
         "rows": {"mass": mass, "deletion": deletion},
     }
