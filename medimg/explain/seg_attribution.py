@@ -9,12 +9,14 @@ window by window (:mod:`medimg.explain.windows`), like prediction.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from medimg.explain.attribution import noisy_gradient_magnitude, path_attribution, reduce_channels
 from medimg.explain.saliency import SaliencyMap, register_method
-from medimg.explain.targets import region_label_score
+from medimg.explain.targets import ScoreFn, region_label_score
 
 
 def fixed_region(
@@ -33,6 +35,13 @@ def fixed_region(
     pred = logits[0, 0] > 0 if logits.shape[1] == 1 else logits[0].argmax(dim=0) == label
     found = pred.cpu().numpy()
     return found if found.any() else np.ones_like(found)
+
+
+def _region_target(
+    model: torch.nn.Module, x: torch.Tensor, label: int, region: np.ndarray | None
+) -> tuple[ScoreFn, dict[str, Any]]:
+    score = region_label_score(label, fixed_region(model, x, label, region))
+    return score, {"label": int(label), "region": "predicted" if region is None else "given"}
 
 
 @register_method("seg-integrated-gradients", "segmentation")
@@ -61,10 +70,9 @@ def seg_integrated_gradients(
     Example:
         >>> m = seg_integrated_gradients(unet, x, label=1, steps=8)  # doctest: +SKIP
     """
-    mask = fixed_region(model, x, label, region)
-    attr = path_attribution(model, x, region_label_score(label, mask), steps, baseline, batch_size)
+    score, target = _region_target(model, x, label, region)
+    attr = path_attribution(model, x, score, steps, baseline, batch_size)
     params = {"steps": steps, "baseline": baseline, "mode": mode}
-    target = {"label": int(label), "region": "predicted" if region is None else "given"}
     return SaliencyMap(reduce_channels(attr, mode), "seg-integrated-gradients", params, target)
 
 
@@ -94,9 +102,7 @@ def seg_smoothgrad(
     Example:
         >>> m = seg_smoothgrad(unet, x, label=1, samples=8)  # doctest: +SKIP
     """
-    mask = fixed_region(model, x, label, region)
-    score = region_label_score(label, mask)
+    score, target = _region_target(model, x, label, region)
     total = noisy_gradient_magnitude(model, x, score, samples, noise_level, batch_size, seed)
     params = {"samples": samples, "noise_level": noise_level, "seed": seed}
-    target = {"label": int(label), "region": "predicted" if region is None else "given"}
     return SaliencyMap(reduce_channels(total, "absolute"), "seg-smoothgrad", params, target)
