@@ -6,12 +6,13 @@ import argparse
 import textwrap
 
 CLS_METHODS = ("gradcam", "gradcam++", "occlusion", "integrated-gradients", "smoothgrad")
-SEG_METHODS = ("seg-gradcam", "uncertainty")
+SEG_METHODS = ("seg-gradcam", "seg-integrated-gradients", "seg-smoothgrad", "uncertainty")
 
 
 _DESCRIPTION = textwrap.fill(
     "Explain a trained model's predictions case by case. Classification: Grad-CAM, Grad-CAM++, "
-    "occlusion sensitivity, integrated gradients, SmoothGrad. Segmentation: Seg-Grad-CAM for one label "
+    "occlusion sensitivity, integrated gradients, SmoothGrad. Segmentation: Seg-Grad-CAM, integrated "
+    "gradients and SmoothGrad for one label, computed over the sliding windows prediction uses, "
     "and a voxel-wise uncertainty map (flip test-time augmentation or MC dropout). Each map is written as "
     "NIfTI with exactly the input scan's shape and affine (opens over the scan in 3D Slicer or ITK-SNAP). "
     "Each case gets a self-contained HTML report (images embedded, nothing fetched, no patient data: "
@@ -219,6 +220,7 @@ def execute(args: argparse.Namespace) -> int:
         sort_by=args.sort_by,
         progress=not args.no_progress,
         mlflow_run_id=run_id,
+        workflow=tm.workflow,
     )
     log = logging.getLogger("medimg.explain")
     print(f"explained {len(result.reports)} of {len(cases)} cases; {len(result.failures)} failed")

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from medimg.errors import ConfigError
-from medimg.explain.maps import SaliencyMap, register_method
-from medimg.explain.targets import class_logit_score, class_probabilities, resolve_target_class
+from medimg.explain.saliency import SaliencyMap, register_method
+from medimg.explain.targets import ScoreFn, class_logit_score, class_probabilities, resolve_target_class
 
 _MODES = ("positive", "absolute", "signed")
 
@@ -26,15 +26,57 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-def _input_gradients(model: torch.nn.Module, batch: torch.Tensor, target_class: int) -> torch.Tensor:
+def _input_gradients(model: torch.nn.Module, batch: torch.Tensor, score: ScoreFn) -> torch.Tensor:
     batch = batch.detach().clone().requires_grad_(True)
-    score = class_logit_score(target_class)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(score(model(batch)).sum(), batch)
     return grad.detach()
 
 
-def _reduce(attr: torch.Tensor, mode: str) -> np.ndarray:
+def path_attribution(
+    model: torch.nn.Module, x: torch.Tensor, score: ScoreFn, steps: int, baseline: float, batch_size: int
+) -> torch.Tensor:
+    """Integrated gradients of ``score`` for ``x`` ``(1, C, ...)``: ``(C, ...)``, midpoint rule.
+
+    Example:
+        >>> net = torch.nn.Conv3d(1, 1, 1, bias=False)
+        >>> a = path_attribution(net, torch.ones(1, 1, 2, 2, 2), lambda y: y.flatten(1).sum(1), 4, 0.0, 2)
+        >>> round(float(a.sum()), 4) == round(float(net.weight.sum()) * 8, 4)  # completeness
+        True
+    """
+    x = x.detach().float()
+    base = torch.full_like(x, float(baseline))
+    alphas = ((torch.arange(steps, dtype=torch.float32) + 0.5) / steps).to(x.device)
+    total = torch.zeros_like(x[0])
+    for part in _chunks(steps, batch_size):
+        a = alphas[part].view(-1, *([1] * (x.ndim - 1)))
+        total += _input_gradients(model, base + a * (x - base), score).sum(dim=0)
+    return (x[0] - base[0]) * total / steps
+
+
+def noisy_gradient_magnitude(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    score: ScoreFn,
+    samples: int,
+    noise_level: float,
+    batch_size: int,
+    seed: int,
+) -> torch.Tensor:
+    """SmoothGrad: the mean absolute input gradient of ``score`` over noisy copies of ``x``: ``(C, ...)``."""
+    x = x.detach().float()
+    sigma = noise_level * float(x.max() - x.min())
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros_like(x[0])
+    for part in _chunks(samples, batch_size):
+        n = part.stop - part.start
+        noise = torch.randn((n, *x.shape[1:]), generator=gen) * sigma
+        total += _input_gradients(model, x + noise.to(x.device), score).abs().sum(dim=0)
+    return total / samples
+
+
+def reduce_channels(attr: torch.Tensor, mode: str) -> np.ndarray:
+    """One map from a ``(C, ...)`` attribution: channels summed, then ``positive``/``absolute``/``signed``."""
     if mode not in _MODES:
         raise ConfigError(f"attribution mode {mode!r} unknown; expected one of {_MODES}")
     if mode == "absolute":
@@ -72,16 +114,9 @@ def integrated_gradients(
         >>> m = integrated_gradients(model, x, target_class=1, steps=16)  # doctest: +SKIP
     """
     cls = resolve_target_class(model, x, target_class)
-    x = x.detach().float()
-    base = torch.full_like(x, float(baseline))
-    alphas = ((torch.arange(steps, dtype=torch.float32) + 0.5) / steps).to(x.device)
-    total = torch.zeros_like(x[0])
-    for part in _chunks(steps, batch_size):
-        a = alphas[part].view(-1, 1, 1, 1, 1)
-        total += _input_gradients(model, base + a * (x - base), cls).sum(dim=0)
-    attr = (x[0] - base[0]) * total / steps
+    attr = path_attribution(model, x, class_logit_score(cls), steps, baseline, batch_size)
     params = {"steps": steps, "baseline": baseline, "mode": mode}
-    return SaliencyMap(_reduce(attr, mode), "integrated-gradients", params, {"class": cls})
+    return SaliencyMap(reduce_channels(attr, mode), "integrated-gradients", params, {"class": cls})
 
 
 @register_method("smoothgrad", "classification")
@@ -109,16 +144,9 @@ def smoothgrad(
         >>> m = smoothgrad(model, x, samples=8)  # doctest: +SKIP
     """
     cls = resolve_target_class(model, x, target_class)
-    x = x.detach().float()
-    sigma = noise_level * float(x.max() - x.min())
-    gen = torch.Generator().manual_seed(seed)
-    total = torch.zeros_like(x[0])
-    for part in _chunks(samples, batch_size):
-        n = part.stop - part.start
-        noise = torch.randn((n, *x.shape[1:]), generator=gen) * sigma
-        total += _input_gradients(model, x + noise.to(x.device), cls).abs().sum(dim=0)
+    total = noisy_gradient_magnitude(model, x, class_logit_score(cls), samples, noise_level, batch_size, seed)
     params = {"samples": samples, "noise_level": noise_level, "seed": seed}
-    return SaliencyMap(_reduce(total / samples, "absolute"), "smoothgrad", params, {"class": cls})
+    return SaliencyMap(reduce_channels(total, "absolute"), "smoothgrad", params, {"class": cls})
 
 
 @register_method("occlusion", "classification")

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medimg.explain.grids import place_on_grid
 from medimg.explain.layers import FeatureGrid, capture_layer, default_target_layer, tracing_grid
-from medimg.explain.maps import SaliencyMap, place_on_grid, register_method
+from medimg.explain.saliency import SaliencyMap, register_method
 from medimg.explain.targets import ScoreFn, class_logit_score, region_label_score, resolve_target_class
 
 

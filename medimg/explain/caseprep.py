@@ -11,16 +11,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from medimg.errors import DataError
+from medimg.explain.cases import ExplainCase
 from medimg.explain.geometry import map_to_source_grid
-
-if TYPE_CHECKING:
-    from medimg.explain.runner import ExplainCase
 
 Preprocess = Callable[[str], tuple[torch.Tensor, dict[str, Any]]]
 
@@ -130,7 +128,6 @@ def synthetic_lesion_cases(
         >>> hits = sum(bool(c.structure[compute_saliency(model, c.tensor, "smoothgrad").peak_index]) for c in cases)  # doctest: +SKIP
     """
     from medimg.data.synthetic import make_case
-    from medimg.explain.runner import ExplainCase
     from medimg.io.nifti import save_nifti
 
     out = Path(folder)

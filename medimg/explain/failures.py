@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from medimg.errors import MedimgError
-
-if TYPE_CHECKING:
-    from medimg.explain.runner import ExplainCase
+from medimg.explain.cases import ExplainCase
 
 
 def safe_key(key: str) -> str:
@@ -62,7 +59,7 @@ def scrub_paths(text: str, case: ExplainCase) -> str:
     """Replace the case's input paths in ``text`` by placeholders (folder names may carry PHI).
 
     Example:
-        >>> from medimg.explain.runner import ExplainCase
+        >>> from medimg.explain.cases import ExplainCase
         >>> scrub_paths("/data/DOE_JOHN/ct.nii.gz: bad", ExplainCase("c1", "/data/DOE_JOHN/ct.nii.gz"))
         '<image of c1>: bad'
     """

@@ -5,7 +5,7 @@ last convolution); per network family: MONAI ``DenseNet*`` -> ``class_layers.rel
 after the final norm/ReLU), ResNet-like -> ``layer4``, otherwise the last 3D convolution; a
 layer whose feature map is too small to localise (under 4 voxels a side for this input) gives
 way to the last convolution that is large enough. For segmentation networks (encoder-decoder)
-the deepest convolution (fewest output voxels), i.e. the bottleneck, is the default. Both are
+the deepest convolution (fewest output voxels) at least 4 voxels a side, i.e. the bottleneck, is the default. Both are
 found with one forward pass with temporary hooks.
 
 :func:`feature_grid` traces where a layer's cells sit on the input grid, so that a map read
@@ -54,7 +54,8 @@ def default_target_layer(
     layer's feature map is smaller than ``min_side`` voxels along an axis (a small input through
     a deep network: a 1x1x1 map cannot localise anything), the last convolution whose map is at
     least ``min_side`` per axis is used instead. Segmentation: the deepest convolution (fewest
-    output voxels), i.e. the bottleneck.
+    output voxels), i.e. the bottleneck, among those at least ``min_side`` voxels a side for ``x``
+    (a window through a stride-32 network has a 1-voxel bottleneck, which cannot localise).
 
     Args:
         model: the network.
@@ -75,8 +76,9 @@ def default_target_layer(
         if x is None:
             raise ValueError("default_target_layer needs an example input for segmentation networks")
         shapes = _output_shapes(model, x, convs)
-        smallest = min(int(torch.Size(s).numel()) for s in shapes.values())
-        return [n for n in convs if n in shapes and int(torch.Size(shapes[n]).numel()) == smallest][-1]
+        usable = {n: s for n, s in shapes.items() if min(s) >= min_side} or shapes
+        smallest = min(int(torch.Size(s).numel()) for s in usable.values())
+        return [n for n in convs if n in usable and int(torch.Size(usable[n]).numel()) == smallest][-1]
     own = getattr(model, "cam_layer", None)  # a network may name its own layer (patchnet does)
     chain = [own] if isinstance(own, str) and own in names else []
     chain = chain or next(([n for n in c if n in names] for c in _FAMILY_CHAINS if c[0] in names), [])

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from medimg.explain.figures import curve_png, triplanar_png
-from medimg.explain.maps import SaliencyMap
+from medimg.explain.saliency import SaliencyMap
 from medimg.explain.sanity import FaithfulnessResult, RandomisationResult, sanity_verdict
 from medimg.io.atomic import atomic_write_text
 

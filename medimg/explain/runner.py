@@ -16,41 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from medimg.config.schema import Workflow
 from medimg.errors import ConfigError
+from medimg.explain.case_target import classification_target, segmentation_target
 from medimg.explain.caseprep import PreparedCase, Preprocess, default_preprocess, prepare_case
+from medimg.explain.cases import ExplainCase
 from medimg.explain.failures import failure_reason, safe_key, scrub_paths
 from medimg.explain.geometry import save_map_in_source_geometry
 from medimg.explain.index import IndexEntry, write_cohort_index
 from medimg.explain.maps import DEFAULT_VOXEL_BUDGET, compute_saliency, get_method, method_slug
 from medimg.explain.report import CaseExplanation, MethodResult, write_case_report
 from medimg.explain.sanity import deletion_insertion, randomisation_test, randomise_weights
-from medimg.explain.targets import class_probability_score, predicted_class, region_probability_score
 from medimg.explain.tracking import log_to_mlflow, sanity_summary
+from medimg.explain.windows import windowed_saliency
 from medimg.io.atomic import atomic_write_text
 
 log = logging.getLogger("medimg.explain")
 
 _NO_SANITY = {"uncertainty"}  # not an attribution: nothing to randomise or delete
-
-
-@dataclass
-class ExplainCase:
-    """One case to explain.
-
-    Attributes:
-        key: pseudonymous case key (report title and folder name; never a patient name or ID).
-        image: image path (NIfTI file or DICOM series folder), as ``preprocess`` accepts it.
-        reference: reference class, if known (for the index's error column).
-        mask: optional lesion/organ mask in the image's geometry (second overlay's centre).
-    """
-
-    key: str
-    image: str | os.PathLike[str]
-    reference: int | None = None
-    mask: str | os.PathLike[str] | None = None
 
 
 @dataclass
@@ -88,6 +73,7 @@ def explain_cohort(
     progress: bool = True,
     mlflow_run_id: str | None = None,
     on_case: Callable[[str, str], None] | None = None,
+    workflow: Workflow | None = None,
 ) -> CohortResult:
     """Explain every case with every method; write maps, reports and the cohort index.
 
@@ -108,11 +94,15 @@ def explain_cohort(
         model_info: shown in reports: ``model_id``, ``run_id``, ``weights_sha256``...
         sanity: run the randomisation test and deletion/insertion curves.
         faithfulness_steps: points on the deletion/insertion curves.
-        voxel_budget: maps of larger inputs are computed on a coarser grid (stated in reports).
+        voxel_budget: classification maps of larger inputs are computed on a coarser grid
+            (stated in reports); segmentation maps are bounded by their windows instead.
         sort_by: initial order of the index (``error``, ``confidence``, ``case``...).
         progress: show a progress bar (stderr).
         mlflow_run_id: when given, outputs are logged as artifacts (``explain/``) of that run.
         on_case: callback ``(case_key, "ok" | reason)`` after each case.
+        workflow: the trained model's workflow; segmentation maps are then computed over the
+            sliding windows ``medimg predict`` uses (:mod:`medimg.explain.windows`); without it,
+            over one window: the volume padded to a multiple of 32 voxels per side.
 
     Example:
         >>> res = explain_cohort(cases, model, "out/explain", ["gradcam", "occlusion"])  # doctest: +SKIP
@@ -130,6 +120,20 @@ def explain_cohort(
     model_fn.eval()
     prep = preprocess or default_preprocess
     randomised = randomise_weights(model_fn, seed=0) if sanity else None
+    settings = _Settings(
+        model_fn,
+        randomised,
+        methods,
+        task,
+        target_class,
+        label,
+        method_params or {},
+        model_info or {},
+        sanity,
+        faithfulness_steps,
+        voxel_budget,
+        workflow,
+    )
     result = CohortResult(out, out / "index.html")
     entries: list[IndexEntry] = []
     rows: list[dict[str, Any]] = []
@@ -137,21 +141,7 @@ def explain_cohort(
         key = safe_key(case.key)
         try:
             prepared = prepare_case(case, prep)
-            explanation, row = _explain_case(
-                prepared,
-                model_fn,
-                randomised,
-                out / key,
-                methods,
-                task,
-                target_class,
-                label,
-                method_params or {},
-                model_info or {},
-                sanity,
-                faithfulness_steps,
-                voxel_budget,
-            )
+            explanation, row = _explain_case(prepared, settings, out / key)
             report = write_case_report(explanation, out / key / "report.html")
         except Exception as exc:  # one bad case never takes the cohort down
             reason = scrub_paths(failure_reason(exc), case)
@@ -176,66 +166,54 @@ def explain_cohort(
     return result
 
 
+@dataclass
+class _Settings:
+    """What every case of a cohort is explained with."""
+
+    model: torch.nn.Module
+    randomised: torch.nn.Module | None
+    methods: Sequence[str]
+    task: str
+    target_class: int | None
+    label: int
+    method_params: dict[str, dict[str, Any]]
+    model_info: dict[str, Any]
+    sanity: bool
+    steps: int
+    voxel_budget: int
+    workflow: Workflow | None
+
+
 def _explain_case(
-    prepared: PreparedCase,
-    model: torch.nn.Module,
-    randomised: torch.nn.Module | None,
-    case_dir: Path,
-    methods: Sequence[str],
-    task: str,
-    target_class: int | None,
-    label: int,
-    method_params: dict[str, dict[str, Any]],
-    model_info: dict[str, Any],
-    sanity: bool,
-    steps: int,
-    voxel_budget: int,
+    prepared: PreparedCase, s: _Settings, case_dir: Path
 ) -> tuple[CaseExplanation, dict[str, Any]]:
     x = prepared.tensor
     row: dict[str, Any] = {"case_key": prepared.key, "status": "ok", "reference": prepared.reference}
-    if task == "classification":
-        cls, prob = predicted_class(model, x)
-        target = cls if target_class is None else int(target_class)
-        prediction = {"predicted class": cls, "probability": prob}
-        kwargs: dict[str, Any] = {"target_class": target}
-        score_fn = class_probability_score(target)
-        row.update(prediction=cls, confidence=prob)
-        if prepared.reference is not None:
-            with torch.no_grad():
-                from medimg.explain.targets import class_probabilities
-
-                p_ref = float(class_probabilities(model(x))[0, int(prepared.reference)])
-            row["error"] = 1.0 - p_ref
+    if s.task == "classification":
+        t = classification_target(prepared, s.model, s.target_class, row)
     else:
-        with torch.no_grad():
-            seg = model(x).argmax(dim=1)[0].cpu().numpy()
-        voxel_ml = abs(float(np.linalg.det(prepared.affine[:3, :3]))) / 1000.0
-        volumes = {
-            str(int(v)): round(float((seg == v).sum()) * voxel_ml, 3) for v in np.unique(seg) if v != 0
-        }
-        prediction = {"segmented volume (mL)": volumes or {"none": 0.0}}
-        kwargs = {"label": label}
-        score_fn = region_probability_score(label, None)
-        row.update(prediction=json.dumps(volumes), volumes_ml=volumes)
-        if prepared.structure is None:
-            prepared.structure = seg == label
+        t = segmentation_target(prepared, s.model, s.workflow, s.label, row)
     results = []
-    for method in methods:
-        params = {**kwargs, **method_params.get(method, {})}
+    for method in s.methods:
+        params = {**t.kwargs, **s.method_params.get(method, {})}
         if method == "uncertainty":
             params.pop("region", None)
 
         def explain(m: torch.nn.Module, v: torch.Tensor, method: str = method, params: dict = params):
-            return compute_saliency(m, v, method, voxel_budget=voxel_budget, **dict(params))
+            if t.plan is not None:
+                return windowed_saliency(m, v, method, t.plan, **dict(params))
+            return compute_saliency(m, v, method, voxel_budget=s.voxel_budget, **dict(params))
 
-        saliency = explain(model, x)
+        saliency = explain(s.model, x)
         res = MethodResult(saliency)
         structure = prepared.structure
         if structure is not None and structure.shape == saliency.array.shape and structure.any():
             res.peak_in_structure = bool(structure[saliency.peak_index])
-        if sanity and method not in _NO_SANITY:
-            res.randomisation = randomisation_test(model, x, explain, saliency, randomised_model=randomised)
-            res.faithfulness = deletion_insertion(model, x, saliency, score_fn, steps=steps)
+        if s.sanity and method not in _NO_SANITY:
+            res.randomisation = randomisation_test(
+                s.model, x, explain, saliency, randomised_model=s.randomised
+            )
+            res.faithfulness = deletion_insertion(t.probe, x, saliency, t.score_fn, steps=s.steps)
         nifti = case_dir / f"{method_slug(method)}.nii.gz"
         save_map_in_source_geometry(
             saliency.array, prepared.affine, (prepared.source_shape, prepared.source_affine), nifti
@@ -245,14 +223,14 @@ def _explain_case(
         row.setdefault("methods", {})[method] = _method_row(res)
     explanation = CaseExplanation(
         case_key=prepared.key,
-        task=task,
+        task=s.task,
         image=x[0, 0].detach().cpu().numpy(),
         affine=prepared.affine,
         results=results,
-        prediction=prediction,
+        prediction=t.prediction,
         truth=prepared.reference,
         structure=prepared.structure,
-        model=model_info,
+        model=s.model_info,
     )
     return explanation, row
 

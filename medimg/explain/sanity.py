@@ -21,7 +21,7 @@ import torch
 from scipy import stats
 from skimage.metrics import structural_similarity
 
-from medimg.explain.maps import SaliencyMap
+from medimg.explain.saliency import SaliencyMap
 from medimg.explain.targets import ScoreFn
 
 #: Similarity below this (Spearman and SSIM) counts as "the map depends on the weights".

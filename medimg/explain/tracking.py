@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from medimg.explain.maps import method_slug
+from medimg.explain.saliency import method_slug
 
 
 def sanity_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

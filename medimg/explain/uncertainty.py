@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from medimg.errors import ConfigError
-from medimg.explain.maps import SaliencyMap, register_method
+from medimg.explain.saliency import SaliencyMap, register_method
 
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 

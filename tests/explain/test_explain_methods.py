@@ -115,7 +115,12 @@ def test_unknown_method_and_class_are_clear_errors(trained_classifier, test_case
     assert {"gradcam", "gradcam++", "occlusion", "integrated-gradients", "smoothgrad"} <= set(
         available_methods("classification")
     )
-    assert set(available_methods("segmentation")) == {"seg-gradcam", "uncertainty"}
+    assert set(available_methods("segmentation")) == {
+        "seg-gradcam",
+        "seg-integrated-gradients",
+        "seg-smoothgrad",
+        "uncertainty",
+    }
 
 
 def test_default_layers_for_monai_families():

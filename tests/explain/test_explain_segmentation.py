@@ -1,4 +1,4 @@
-"""explain_cohort for a segmentation network: Seg-Grad-CAM + uncertainty, coarse grid stated, volumes."""
+"""explain_cohort for a segmentation network: Seg-Grad-CAM + uncertainty over windows, stated, volumes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from medimg.explain.runner import ExplainCase, explain_cohort
 torch.set_num_threads(1)
 
 
-def test_segmentation_cohort_on_a_coarse_grid(tmp_path):
+def test_segmentation_cohort_without_workflow_uses_one_padded_window(tmp_path):
     from monai.networks.nets import UNet
 
     torch.manual_seed(0)
@@ -22,7 +22,7 @@ def test_segmentation_cohort_on_a_coarse_grid(tmp_path):
     rng = np.random.default_rng(0)
     cases = []
     for i in range(2):
-        img = rng.normal(0, 1, (32, 32, 32)).astype(np.float32)
+        img = rng.normal(0, 1, (30, 33, 29)).astype(np.float32)
         img[8:16, 10:20, 12:18] += 3
         nib.save(nib.Nifti1Image(img, affine), str(tmp_path / f"s{i}.nii.gz"))
         cases.append(ExplainCase(f"seg_{i}", tmp_path / f"s{i}.nii.gz"))
@@ -40,12 +40,16 @@ def test_segmentation_cohort_on_a_coarse_grid(tmp_path):
     assert res.exit_code == 0 and len(res.reports) == 2
     for method in ("seg_gradcam", "uncertainty"):
         img = nib.load(str(tmp_path / "out" / "seg_0" / f"{method}.nii.gz"))
-        assert img.shape == (32, 32, 32)
+        assert img.shape == (30, 33, 29)
         np.testing.assert_allclose(img.affine, affine, atol=1e-6)
     page = (tmp_path / "out" / "seg_0" / "report.html").read_text()
-    assert "computed on a 16x16x16 grid" in page and "budget of 4096 voxels" in page
+    # no workflow: one window, the volume padded to 64x64x32 (multiples of 32) and cropped back;
+    # the voxel budget is for classification maps (windows bound a segmentation map's memory)
+    assert "computed inside each 32x64x32 window" in page and "budget" not in page
     assert "segmented volume (mL)" in page and "Through the lesion/organ centre" in page
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     row = summary["cases"][0]
     assert "spearman" in row["methods"]["seg-gradcam"] and "spearman" not in row["methods"]["uncertainty"]
-    assert row["methods"]["uncertainty"]["params"] == {"mode": "flip", "passes": 8}
+    window = {"roi": [32, 64, 32], "overlap": 0.0, "blend": "constant"}
+    assert row["methods"]["uncertainty"]["params"] == {"mode": "flip", "passes": 8, "windows": window}
+    assert row["methods"]["seg-gradcam"]["params"]["windows"] == window
