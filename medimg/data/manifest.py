@@ -17,6 +17,7 @@ import pandas as pd
 
 from medimg.config.schema import DataConfig
 from medimg.errors import DataError, GeometryError
+from medimg.io.load import is_nifti
 
 REQUIRED = ("case_key", "patient_key", "image")
 
@@ -145,10 +146,10 @@ def _check_files(
     for row in df.itertuples():
         for col in cols:
             p = Path(getattr(row, col))
-            if not p.exists():
+            if not p.exists() and not Path(str(p).split("#", 1)[0]).is_dir():  # or folder#series_key
                 what = "label" if col == "target" else col
                 raise DataError(f"{manifest}: case {row.case_key!r}: {what} file not found: {p}")
-        if task == "segmentation" and check_geometry and not Path(row.image).is_dir():
+        if task == "segmentation" and check_geometry and is_nifti(row.image) and is_nifti(row.target):
             try:
                 s_img, a_img = _header_geometry(row.image, affine_policy)
                 s_lab, a_lab = _header_geometry(row.target, affine_policy)
