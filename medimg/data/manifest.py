@@ -17,7 +17,8 @@ import pandas as pd
 
 from medimg.config.schema import DataConfig
 from medimg.errors import DataError, GeometryError
-from medimg.io.load import is_nifti
+from medimg.io.csvsafe import read_csv_unescaped
+from medimg.io.load import split_series_path
 
 REQUIRED = ("case_key", "patient_key", "image")
 
@@ -81,7 +82,7 @@ def read_manifest(cfg: DataConfig, task: str) -> pd.DataFrame:
         df = df.rename(columns={"label": cfg.label_column}) if cfg.label_column != "label" else df
     else:
         try:
-            df = pd.read_csv(path, dtype={cfg.patient_column: str})
+            df = read_csv_unescaped(path, dtype={cfg.patient_column: str})  # scan escapes formulas
         except Exception as exc:
             raise DataError(f"{path}: cannot read manifest CSV ({exc})") from exc
     if cfg.patient_column != "patient_key" and cfg.patient_column in df:
@@ -145,11 +146,11 @@ def _check_files(
     cols = ["image", "target"] if task == "segmentation" else ["image"]
     for row in df.itertuples():
         for col in cols:
-            p = Path(getattr(row, col))
-            if not p.exists() and not Path(str(p).split("#", 1)[0]).is_dir():  # or folder#series_key
+            p, _key = split_series_path(getattr(row, col))  # a scan manifest's folder#series_key
+            if not p.exists():
                 what = "label" if col == "target" else col
                 raise DataError(f"{manifest}: case {row.case_key!r}: {what} file not found: {p}")
-        if task == "segmentation" and check_geometry and is_nifti(row.image) and is_nifti(row.target):
+        if task == "segmentation" and check_geometry and not split_series_path(row.image)[0].is_dir():
             try:
                 s_img, a_img = _header_geometry(row.image, affine_policy)
                 s_lab, a_lab = _header_geometry(row.target, affine_policy)

@@ -270,6 +270,22 @@ def _load_dicom(path: Path, series_key: str | None, spacing_policy: str, tilt_po
     return vol
 
 
+def split_series_path(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """``"folder#series_key"`` -> ``(Path("folder"), "series_key")``; any other path -> ``(path, "")``.
+
+    A path that exists as written (a file or folder whose name holds ``#``) is never split.
+
+    Example:
+        >>> split_series_path("export/ct#series-3f9a")
+        (PosixPath('export/ct'), 'series-3f9a')
+    """
+    text = str(path)
+    if "#" in text and not Path(text).exists():
+        base, _, key = text.partition("#")
+        return Path(base), key
+    return Path(text), ""
+
+
 def load_image(
     path: str | os.PathLike[str],
     *,
@@ -294,9 +310,7 @@ def load_image(
         >>> ct = load_image("study/ct")  # doctest: +SKIP
         >>> ct.affine_in("RAS")  # doctest: +SKIP
     """
-    text = str(path)
-    base, _, key = text.partition("#") if "#" in text and not Path(text).exists() else (text, "", "")
-    p = Path(base)
+    p, key = split_series_path(path)
     if p.is_dir():
         try:
             vol = _load_dicom(p, key or None, spacing_policy, tilt_policy)

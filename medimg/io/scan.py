@@ -37,7 +37,7 @@ from medimg.io.dicom.discover import (
 from medimg.io.dicom.geometry import affine_lps, orientation_code, plane_name, sort_slices
 from medimg.io.dicom.headers import read_header
 from medimg.io.dicom.pseudonym import pseudonym
-from medimg.io.load import is_nifti, read_nifti
+from medimg.io.load import is_nifti, read_nifti, split_series_path
 
 log = logging.getLogger("medimg.scan")
 
@@ -267,10 +267,10 @@ def table_path(path: str, table_dir: Path, absolute: bool = False) -> str:
         >>> table_path("/data/export/ct#series-1f", Path("/data/qa"))
         '../export/ct#series-1f'
     """
-    base, sep, key = path.partition("#") if "#" in path and not Path(path).exists() else (path, "", "")
+    base, key = split_series_path(path)
     full = Path(os.path.abspath(base))
     text = str(full) if absolute else os.path.relpath(full, os.path.abspath(table_dir))
-    return text + sep + key
+    return f"{text}#{key}" if key else text
 
 
 def write_scan(
