@@ -1,7 +1,9 @@
 """Checkpoints that survive a kill and resume bit-for-bit.
 
-* :class:`AtomicCheckpoint` writes every checkpoint to a temp file and ``os.replace``\\ s it,
-  so ``last.ckpt`` is never half-written when the process is killed during a save.
+* :class:`AtomicCheckpointIO` (a Lightning ``CheckpointIO`` plugin, the public hook for how
+  checkpoints are written) saves every checkpoint to a temp file in the same folder and
+  ``os.replace``\\ s it, so ``last.ckpt`` is never half-written when the process is killed
+  during a save.
 * :class:`RngState` stores every random state the next epoch depends on (Python, NumPy,
   torch, each MONAI random transform, the sampler's generator) in the checkpoint and
   restores it on resume, so a resumed run draws the same patches and augmentations.
@@ -16,18 +18,31 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from medimg.io.atomic import atomic_write
 
 
-class AtomicCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose files appear whole or not at all."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning ``CheckpointIO`` whose checkpoint files appear whole or not at all.
 
-    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
-        tmp = f"{filepath}.part"
-        super()._save_checkpoint(trainer, tmp)
-        if trainer.is_global_zero and os.path.exists(tmp):
-            os.replace(tmp, filepath)
-        trainer.strategy.barrier("atomic_checkpoint")
+    Pass it to the trainer (``pl.Trainer(plugins=[AtomicCheckpointIO()])``); every
+    ``ModelCheckpoint`` then writes through it. Lightning calls it on the global-zero rank only.
+
+    Example:
+        >>> io = AtomicCheckpointIO()
+        >>> io.save_checkpoint({"step": 1}, "ckpt/last.ckpt")  # doctest: +SKIP
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        """Write ``checkpoint`` to a temp file beside ``path``, fsync it, then ``os.replace`` it."""
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        with atomic_write(os.fspath(path)) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 def _np_state(rs: np.random.RandomState) -> dict[str, torch.Tensor]:

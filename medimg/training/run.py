@@ -24,6 +24,7 @@ from medimg.config.load import config_hash, workflow_to_dict, workflow_to_yaml
 from medimg.config.schema import Workflow
 from medimg.errors import ConfigError, DataError
 from medimg.io.atomic import atomic_write_text
+from medimg.io.csvsafe import escape_frame
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,9 @@ def _trainer(
 ) -> Any:
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from medimg.training.checkpointing import AtomicCheckpoint
+    from medimg.training.checkpointing import AtomicCheckpointIO
 
     t = wf.trainer
     precision: Any = t.precision
@@ -105,7 +106,7 @@ def _trainer(
         precision = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
     elif precision == "32":
         precision = "32-true"
-    ckpt = AtomicCheckpoint(
+    ckpt = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
         monitor=monitor[0],
@@ -115,7 +116,7 @@ def _trainer(
         enable_version_counter=False,
     )
     # "last" is written after every epoch (after its validation), for --resume
-    last = AtomicCheckpoint(
+    last = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="last",
         save_top_k=1,
@@ -135,6 +136,7 @@ def _trainer(
         gradient_clip_val=t.gradient_clip,
         limit_train_batches=t.limit_train_batches,
         callbacks=[ckpt, last, LearningRateMonitor("epoch"), *extra_callbacks],
+        plugins=[AtomicCheckpointIO()],
         log_every_n_steps=1,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -195,8 +197,8 @@ def _log_lineage(
     saved = df.drop(columns=["target"])
     if wf.task == "segmentation":  # label paths resolved like image paths, so the saved manifest stands alone
         saved[wf.data.label_column] = df["target"]
-    atomic_write_text(out / "manifest.csv", saved.to_csv(index=False))
-    atomic_write_text(out / "file_hashes.csv", hashes.to_csv(index=False))
+    atomic_write_text(out / "manifest.csv", escape_frame(saved, ("image", "target")).to_csv(index=False))
+    atomic_write_text(out / "file_hashes.csv", escape_frame(hashes, ("path",)).to_csv(index=False))
     atomic_write_text(out / "environment.json", json.dumps(env, indent=2))
     atomic_write_text(out / "requirements.txt", pip_freeze())
     client.log_artifact(run_id, str(out / "workflow.resolved.yaml"))
@@ -359,7 +361,9 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     if len(test):
         predictor = Predictor(module.net, wf, device="cpu" if wf.trainer.accelerator == "cpu" else None)
         per_case = score_cases(predictor, test, masks_dir=out / "test_predictions" if seg else None)
-        atomic_write_text(out / "test_per_case.csv", per_case.to_csv(index=False))
+        atomic_write_text(
+            out / "test_per_case.csv", escape_frame(per_case, ("image", "target")).to_csv(index=False)
+        )
         metrics = summarise(per_case, wf.task)
         for k, v in metrics.items():
             if v == v:  # not NaN
