@@ -96,6 +96,11 @@ class FinetuneScheduler(BaseFinetuning):
             if run_id and hasattr(experiment, "set_tag"):
                 experiment.set_tag(run_id, f"finetune.{kind}_at_epoch", str(epoch))
 
+    def _event_once(self, trainer: Trainer, kind: str, epoch: int) -> None:
+        """Log an event unless this run (restored events included) already has it."""
+        if not any(e["event"] == kind for e in self.events):
+            self._event(trainer, kind, epoch)
+
     def freeze_before_training(self, pl_module: LightningModule) -> None:
         """Freeze the encoder before the optimizer is built when the schedule has frozen epochs.
 
@@ -111,10 +116,8 @@ class FinetuneScheduler(BaseFinetuning):
             self.frozen = True
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Log the freeze (the epoch is known now, also on resume); freeze norm layers when asked."""
+        """Freeze the encoder's norm layers when asked (the epoch is not restored yet on resume)."""
         super().on_fit_start(trainer, pl_module)
-        if self.frozen and trainer.current_epoch < self.spec.freeze_encoder_epochs:
-            self._event(trainer, "frozen", trainer.current_epoch)
         if self.spec.freeze_norm:
             set_norm_frozen(self._network(pl_module), self.encoder_prefixes)
 
@@ -127,11 +130,16 @@ class FinetuneScheduler(BaseFinetuning):
         if self.spec.freeze_norm:
             set_norm_frozen(network, self.encoder_prefixes)
         self.frozen = False
-        if not any(e["event"] == "unfrozen" for e in self.events):  # a resumed run unfroze before
-            self._event(pl_module.trainer, "unfrozen", epoch)
+        self._event_once(pl_module.trainer, "unfrozen", epoch)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Run :meth:`finetune_function`; keep frozen norm layers in eval mode after ``model.train()``."""
+        """Log the freeze, run :meth:`finetune_function`; keep frozen norm layers in eval mode.
+
+        The freeze is logged here rather than in ``on_fit_start``: only now is the epoch of
+        a resumed run restored.
+        """
+        if self.frozen and trainer.current_epoch < self.spec.freeze_encoder_epochs:
+            self._event_once(trainer, "frozen", trainer.current_epoch)
         super().on_train_epoch_start(trainer, pl_module)
         if self.spec.freeze_norm:
             set_norm_frozen(self._network(pl_module), self.encoder_prefixes)

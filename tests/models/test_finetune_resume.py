@@ -77,8 +77,6 @@ def test_resume_after_unfreeze_keeps_groups_and_learning_rates(tmp_path) -> None
     resumed_cb, resumed, task = _fit(tmp_path / "cut", 3, ckpt_path=str(last))
     assert sorted(resumed.steps) == [4, 5]
     for step in (4, 5):
-        assert (
-        )
         names, lrs, trainable = resumed.steps[step]
         assert names == ("encoder", "head") and trainable
         assert lrs == pytest.approx(full.steps[step][1], rel=1e-12)
