@@ -160,10 +160,10 @@ class FinetuneScheduler(BaseFinetuning):
         return {"frozen": self.frozen, "events": list(self.events)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the optimizer's groups come back from its own state, untouched.
+        """Restore the events of :meth:`state_dict`.
 
-        ``BaseFinetuning.load_state_dict`` is not called: it would replace the restored
-        optimizer groups with the ones stored at the first epoch (and their learning rates).
+        ``BaseFinetuning``'s optimizer-group bookkeeping is neither saved nor restored: the
+        groups never change here, and the optimizer's own checkpointed state restores them.
         Whether the encoder is frozen follows from the resumed epoch, not from this state.
         """
         self.events = list(state_dict.get("events", []))
