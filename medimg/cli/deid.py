@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medimg.cli.output import add_json_flag, emit
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``deid`` subcommand (argparse only; cheap)."""
@@ -30,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="remove dates (basic profile), keep them (Retain Longitudinal Full Dates Option) "
         "or shift them by a per-patient offset (Modified Dates Option)",
     )
+    add_json_flag(p)
     return p
 
 
@@ -55,7 +58,12 @@ def execute(args: argparse.Namespace) -> int:
     written, excluded = deidentify_folder(
         args.input, args.output, key=key, retain_uids=args.retain_uids, dates=args.dates
     )
-    print(f"{len(written)} file(s) de-identified -> {args.output}")
+    document = {
+        "deidentified": len(written),
+        "output": str(args.output),
+        "excluded": [{"path": str(e.path), "reason": e.reason} for e in excluded],
+    }
+    emit(args, document, [f"{len(written)} file(s) de-identified -> {args.output}"])
     for e in excluded:
         print(f"excluded: {e.path}: {e.reason}", file=sys.stderr)
     return 1 if excluded else 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medimg.cli.output import add_json_flag, emit
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (for run ids and logging)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--no-log", action="store_true", help="do not log the outputs to MLflow")
+    add_json_flag(p)
     return p
 
 
@@ -136,10 +139,13 @@ def execute(args: argparse.Namespace) -> int:
     )
     if run_id and uri and not args.no_log:
         _log_to_mlflow(mlflow.MlflowClient(uri), run_id, res)
-    print(f"evaluated {len(ok)} of {len(per_case)} cases -> {res.report_html}")
-    for name, m in res.summary.get("metrics", {}).items():
-        if isinstance(m, dict) and "estimate" in m:
-            print(f"  {name:24s} {format_estimate(m)}")
+    metrics = {
+        k: m for k, m in res.summary.get("metrics", {}).items() if isinstance(m, dict) and "estimate" in m
+    }
+    document = {"evaluated": len(ok), "cases": len(per_case), "report_html": str(res.report_html),
+                "summary_json": str(res.summary_json), "metrics": metrics}  # fmt: skip
+    lines = [f"evaluated {len(ok)} of {len(per_case)} cases -> {res.report_html}"]
+    emit(args, document, lines + [f"  {name:24s} {format_estimate(m)}" for name, m in metrics.items()])
     return 1 if len(ok) < len(per_case) else 0
 
 

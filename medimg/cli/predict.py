@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medimg.cli.output import add_json_flag, emit
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -65,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="extra QIDO-RS filter (repeatable), e.g. StudyDate=20240101-20240131",
     )
     p.add_argument("--no-store", action="store_true", help="with --pacs: do not store results back")
+    add_json_flag(p)
     return p
 
 
@@ -164,9 +167,11 @@ def execute(args: argparse.Namespace) -> int:
         shard=parse_shard(args.shard) if args.shard else None,
         set_aside=found.set_aside,
     )
-    print(
+    counts = {k: getattr(report, k) for k in ("done", "skipped", "failed", "set_aside", "unreadable")}
+    document = {**counts, "out": str(args.out), "summary_csv": str(report.summary_csv)}
+    emit(args, document, [
         f"done {report.done}, skipped {report.skipped}, failed {report.failed}, set aside {report.set_aside}, "
-        f"unreadable files {report.unreadable} -> {args.out}"
-    )
-    print(f"cohort summary: {report.summary_csv}")
+        f"unreadable files {report.unreadable} -> {args.out}",
+        f"cohort summary: {report.summary_csv}",
+    ])  # fmt: skip
     return 1 if report.failed else 0  # medimg.errors.EXIT_SOME_FAILED: the count is printed above

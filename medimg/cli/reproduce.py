@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medimg.cli.output import add_json_flag, emit
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -26,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance", type=float, default=0.0, help="largest accepted metric difference (default 0)"
     )
+    add_json_flag(p)
     return p
 
 
@@ -39,8 +42,15 @@ def execute(args: argparse.Namespace) -> int:
         args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///runs/mlflow.db"
     )
     rep = reproduce_run(args.run_id, uri, args.out)
-    print(f"original run {rep.original_run} -> reproduction {rep.new_run}")
-    print(rep.table.to_string(index=False))
     ok = rep.identical(args.tolerance)
-    print("REPRODUCED: identical" if ok else f"NOT REPRODUCED within tolerance {args.tolerance}")
+    document = {
+        "original_run": rep.original_run,
+        "reproduction_run": rep.new_run,
+        "reproduced": ok,
+        "tolerance": args.tolerance,
+        "metrics": rep.table.to_dict(orient="records"),
+    }
+    emit(args, document, [f"original run {rep.original_run} -> reproduction {rep.new_run}",
+                          rep.table.to_string(index=False),
+                          "REPRODUCED: identical" if ok else f"NOT REPRODUCED within tolerance {args.tolerance}"])  # fmt: skip
     return 0 if ok else 1

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from medimg.cli.output import add_json_flag, emit
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``scan`` subcommand (argparse only; cheap)."""
@@ -46,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="write absolute paths (default: relative to the folder of the manifest / excluded table)",
     )
+    add_json_flag(p)
     return p
 
 
@@ -62,8 +65,16 @@ def execute(args: argparse.Namespace) -> int:
     result = scan(root, workers=args.workers, spacing_policy=args.spacing_policy, verify=args.verify)
     out = Path(args.out)
     write_scan(result, out / args.manifest, out / args.excluded, absolute_paths=args.absolute_paths)
-    print(f"{len(result.manifest)} usable series -> {out / args.manifest}")
-    print(f"{len(result.excluded)} excluded ({result.problems} broken) -> {out / args.excluded}")
+    manifest, excluded = out / args.manifest, out / args.excluded
+    document = {
+        "usable": len(result.manifest),
+        "excluded": len(result.excluded),
+        "broken": result.problems,
+        "manifest": str(manifest),
+        "excluded_table": str(excluded),
+    }
+    emit(args, document, [f"{len(result.manifest)} usable series -> {manifest}",
+                          f"{len(result.excluded)} excluded ({result.problems} broken) -> {excluded}"])  # fmt: skip
     if result.problems:
         print(
             f"medimg scan: {result.problems} file(s) or series could not be used; see {out / args.excluded}",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medimg.cli.output import add_json_flag, emit
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="voxel size in mm (default 1.6 1.6 2.5)",
     )
     p.add_argument("--oblique", type=float, default=12.0, help="grid rotation in degrees (default 12)")
+    add_json_flag(p)
     return p
 
 
@@ -50,5 +53,6 @@ def execute(args: argparse.Namespace) -> int:
         spacing=tuple(args.spacing),
         oblique_deg=args.oblique,
     )
-    print(f"wrote {args.cases} cases; manifest: {manifest}")
+    document = {"cases": args.cases, "seed": args.seed, "out": str(args.out), "manifest": str(manifest)}
+    emit(args, document, [f"wrote {args.cases} cases; manifest: {manifest}"])
     return 0

@@ -17,6 +17,8 @@ import argparse
 import json
 from typing import Any
 
+from medimg.cli.output import add_json_flag, emit
+
 DESCRIPTION = (
     "Pretrained weights: list the named presets and networks, inspect a checkpoint without running code "
     "from it, convert it to .safetensors (optionally re-mapping keys), verify its sha256, or dry-run a load "
@@ -106,6 +108,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--allow-pickle", action="store_true", help="allow full unpickling (trusted files only)"
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    for action in (networks, inspect, convert, verify, record):
+        add_json_flag(action)
     return parser
 
 
@@ -172,11 +176,23 @@ def _list(args: argparse.Namespace) -> int:
 def _networks(args: argparse.Namespace) -> int:
     from medimg.models.networks import available_networks, network_info
 
-    for name in [args.name] if args.name else available_networks():
-        info = network_info(name)
-        print(f"{info.name} ({info.task}): {info.description}")
-        for key, value in sorted(info.defaults.items()):
-            print(f"    {key} = {value!r}")
+    infos = [network_info(name) for name in ([args.name] if args.name else available_networks())]
+    document = {
+        "networks": [
+            {
+                "name": i.name,
+                "task": i.task,
+                "description": i.description,
+                "defaults": dict(sorted(i.defaults.items())),
+            }
+            for i in infos
+        ]
+    }
+    lines = []
+    for info in infos:
+        lines.append(f"{info.name} ({info.task}): {info.description}")
+        lines += [f"    {key} = {value!r}" for key, value in sorted(info.defaults.items())]
+    emit(args, document, lines)
     return 0
 
 
@@ -192,20 +208,27 @@ def _inspect(args: argparse.Namespace) -> int:
     )
     dtypes = Counter(str(t.dtype).replace("torch.", "") for t in ckpt.tensors.values())
     modules = Counter(k.split(".", 1)[0] for k in ckpt.tensors)
-    print(f"file:       {ckpt.path}")
-    print(
+    n_params = sum(t.numel() for t in ckpt.tensors.values())
+    keys = list(ckpt.tensors)[: args.keys]
+    dtype = {k: str(ckpt.tensors[k].dtype).replace("torch.", "") for k in keys}
+    document = {
+        "file": str(ckpt.path), "format": ckpt.format, "container_key": ckpt.container_key,
+        "tensors": len(ckpt.tensors), "parameters": n_params, "dtypes": dict(dtypes.most_common()),
+        "top_level": dict(modules.most_common()), "metadata": sorted(map(str, ckpt.metadata or {})),
+        "keys": [{"key": k, "shape": list(ckpt.tensors[k].shape), "dtype": dtype[k]} for k in keys],
+    }  # fmt: skip
+    lines = [
+        f"file:       {ckpt.path}",
         f"format:     {ckpt.format}"
-        + (f" (state dict under {ckpt.container_key!r})" if ckpt.container_key else "")
-    )
-    print(f"tensors:    {len(ckpt.tensors)}  parameters: {sum(t.numel() for t in ckpt.tensors.values()):,}")
-    print(f"dtypes:     {', '.join(f'{d} x{c}' for d, c in dtypes.most_common())}")
-    print(f"top level:  {', '.join(f'{m} ({c})' for m, c in modules.most_common(20))}")
+        + (f" (state dict under {ckpt.container_key!r})" if ckpt.container_key else ""),
+        f"tensors:    {len(ckpt.tensors)}  parameters: {n_params:,}",
+        f"dtypes:     {', '.join(f'{d} x{c}' for d, c in dtypes.most_common())}",
+        f"top level:  {', '.join(f'{m} ({c})' for m, c in modules.most_common(20))}",
+    ]
     if ckpt.metadata:
-        print(f"also holds: {', '.join(sorted(map(str, ckpt.metadata)))}")
-    for key in list(ckpt.tensors)[: args.keys]:
-        print(
-            f"  {key}  {list(ckpt.tensors[key].shape)}  {str(ckpt.tensors[key].dtype).replace('torch.', '')}"
-        )
+        lines.append(f"also holds: {', '.join(sorted(map(str, ckpt.metadata)))}")
+    lines += [f"  {k}  {list(ckpt.tensors[k].shape)}  {dtype[k]}" for k in keys]
+    emit(args, document, lines)
     return 0
 
 
@@ -227,8 +250,12 @@ def _convert(args: argparse.Namespace) -> int:
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     with atomic_write(args.output, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"converted_from": resolved.path.name, "format": ckpt.format})
-    print(
-        f"wrote {args.output}: {len(tensors)} tensors ({renamed} keys renamed), sha256 {sha256_of(args.output)}"
+    digest = sha256_of(args.output)
+    document = {"output": str(args.output), "tensors": len(tensors), "renamed": renamed, "sha256": digest}
+    emit(
+        args,
+        document,
+        [f"wrote {args.output}: {len(tensors)} tensors ({renamed} keys renamed), sha256 {digest}"],
     )
     return 0
 
@@ -242,10 +269,11 @@ def _verify(args: argparse.Namespace) -> int:
     if not Path(args.path).is_file():
         raise WeightsError(f"{args.path}: file not found")
     if not args.sha256:
-        print(f"{sha256_of(args.path)}  {args.path}")
+        digest = sha256_of(args.path)
+        emit(args, {"path": str(args.path), "sha256": digest}, [f"{digest}  {args.path}"])
         return 0
     verify_sha256(args.path, args.sha256)
-    print(f"OK {args.path}")
+    emit(args, {"path": str(args.path), "sha256": args.sha256.lower(), "verified": True}, [f"OK {args.path}"])
     return 0
 
 
@@ -267,9 +295,11 @@ def _record(args: argparse.Namespace) -> int:
             f"only if you trust the folder's current files (--force)"
         )
     record = write_record(folder)
-    for name, digest in record["files"].items():
-        print(f"{digest}  {folder / name}")
-    print(f"wrote {folder / RECORD_FILE}")
+    files = {str(folder / name): digest for name, digest in record["files"].items()}
+    lines = [f"{digest}  {path}" for path, digest in files.items()]
+    emit(
+        args, {"record": str(folder / RECORD_FILE), "files": files}, [*lines, f"wrote {folder / RECORD_FILE}"]
+    )
     return 0
 
 

@@ -11,8 +11,9 @@ Multi-class (``prob`` 2-D, one column per class) returns one-vs-rest metrics per
 ``cm_<true>_<pred>`` counts, the multi-class Brier score (mean over cases of
 ``sum_k (p_k - onehot_k)^2``) and the top-label ECE.
 
-Definitions: AUROC is the Mann-Whitney probability with ties counted one half; AUPRC
-is average precision (step-wise, as scikit-learn); a case is called positive when
+Definitions: AUROC is scikit-learn's ``roc_auc_score`` (the Mann-Whitney probability,
+ties counted one half); AUPRC is its ``average_precision_score`` (step-wise precision
+weighted by recall gain, not the trapezoidal ``auc(precision_recall_curve)``); a case is called positive when
 ``prob >= threshold``; the default threshold maximises Youden's J (sensitivity +
 specificity - 1) over the observed scores; ECE uses ``n_bins`` equal-width bins and
 weights ``|observed rate - mean predicted|`` by the bin's share of cases. Metrics that
@@ -26,74 +27,62 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics as skm
 
 from medimg.errors import DataError
 
 
-def _curve_counts(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True/false positive counts at each distinct score, highest threshold first (one sort)."""
-    order = np.argsort(-score, kind="mergesort")
-    score_sorted = score[order]
-    y_sorted = y[order].astype(float)
-    last = np.r_[np.nonzero(np.diff(score_sorted))[0], y_sorted.size - 1]
-    tps = np.cumsum(y_sorted)[last]
-    fps = (last + 1) - tps
-    return tps, fps, score_sorted[last]
+def _both_classes(y: np.ndarray) -> bool:
+    return bool(0 < np.count_nonzero(y) < y.size)
 
 
-def _auroc_from_curve(tps: np.ndarray, fps: np.ndarray) -> float:
-    if tps[-1] == 0 or fps[-1] == 0:
-        return float("nan")
-    tpr = np.r_[0.0, tps / tps[-1]]
-    fpr = np.r_[0.0, fps / fps[-1]]
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))  # trapezoids: ties count one half
+def _roc(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """AUROC and Youden's threshold of a binary problem from one scikit-learn ROC curve.
 
-
-def _auprc_from_curve(tps: np.ndarray, fps: np.ndarray) -> float:
-    if tps[-1] == 0:
-        return float("nan")
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def _youden_from_curve(tps: np.ndarray, fps: np.ndarray, thresholds: np.ndarray) -> float:
-    if tps[-1] == 0 or fps[-1] == 0:
-        return 0.5
-    j = tps / tps[-1] - fps / fps[-1]
-    return float(thresholds[int(np.argmax(j))])
+    The area is ``auc(roc_curve(...))``, which is what ``roc_auc_score`` computes for a binary
+    problem, without its input checks repeated on every bootstrap replicate. The threshold
+    is the observed score maximising sensitivity + specificity - 1, ties to the highest.
+    With one class only: NaN and 0.5.
+    """
+    if not _both_classes(y):
+        return float("nan"), 0.5
+    fpr, tpr, thresholds = skm.roc_curve(y, score, drop_intermediate=False)
+    # index 0 is scikit-learn's "nothing called positive" point above the highest score
+    best = 1 + int(np.argmax(tpr[1:] - fpr[1:]))
+    return float(skm.auc(fpr, tpr)), float(thresholds[best])
 
 
 def auroc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (equals Mann-Whitney U, ties count one half); NaN with one class.
+    """Area under the ROC curve (scikit-learn; ties count one half); NaN with one class.
+
+    ``score`` 1-D is the positive-class score of 0/1 labels; 2-D (``n x K``) gives the
+    one-vs-rest macro mean over the classes present with others (as scikit-learn's
+    ``roc_auc_score(multi_class="ovr")`` when every class is present).
 
     Example:
         >>> auroc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
         0.75
+        >>> auroc(np.array([0, 1, 2]), np.eye(3))
+        1.0
     """
-    return _auroc_from_curve(*_curve_counts(np.asarray(y_true).astype(bool), np.asarray(score, float))[:2])
+    s = np.asarray(score, float)
+    if s.ndim == 2:
+        y = np.asarray(y_true)
+        return _nanmean([auroc(y == k, s[:, k]) for k in range(s.shape[1])])
+    return _roc(np.asarray(y_true).astype(bool), s)[0]
 
 
 def auprc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Average precision (area under the step-wise PR curve); NaN without positives.
+    """Average precision (scikit-learn's ``average_precision_score``); NaN without positives.
 
     Example:
         >>> round(auprc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])), 4)
         0.8333
     """
-    return _auprc_from_curve(*_curve_counts(np.asarray(y_true).astype(bool), np.asarray(score, float))[:2])
-
-
-def youden_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Score threshold (``score >= t`` is positive) maximising sensitivity + specificity - 1.
-
-    Ties in J go to the highest threshold; 0.5 when only one class is present.
-
-    Example:
-        >>> youden_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.35, 0.8]))
-        0.35
-    """
-    return _youden_from_curve(*_curve_counts(np.asarray(y_true).astype(bool), np.asarray(score, float)))
+    y = np.asarray(y_true).astype(bool)
+    if not y.any():
+        return float("nan")
+    return float(skm.average_precision_score(y, np.asarray(score, float)))
 
 
 def _bin_stats(y_true: np.ndarray, prob: np.ndarray, n_bins: int) -> tuple[np.ndarray, ...]:
@@ -110,6 +99,9 @@ def calibration_bins(y_true: np.ndarray, prob: np.ndarray, n_bins: int = 10) -> 
     """Equal-width reliability bins: ``bin_low, bin_high, n, mean_prob, observed_rate``.
 
     Bins are closed on the right (``(0.1, 0.2]``; the first is ``[0, 0.1]``); empty bins are left out.
+    These are the bins of scikit-learn's ``calibration_curve(strategy="uniform")``, counted here
+    because that function returns neither the case count nor the edges of each bin, which the
+    reliability table shows and the ECE weights by.
 
     Example:
         >>> calibration_bins(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.9]), n_bins=2)["n"].tolist()
@@ -147,8 +139,8 @@ def _safe_div(num: float, den: float) -> float:
 
 
 def _binary(y: np.ndarray, prob: np.ndarray, threshold: float | None, n_bins: int) -> dict[str, float]:
-    tps, fps, thresholds = _curve_counts(y, prob)
-    t = _youden_from_curve(tps, fps, thresholds) if threshold is None else float(threshold)
+    area, youden = _roc(y, prob)
+    t = youden if threshold is None else float(threshold)
     called = prob >= t
     tp = int(np.sum(called & y))
     fp = int(np.sum(called & ~y))
@@ -161,8 +153,8 @@ def _binary(y: np.ndarray, prob: np.ndarray, threshold: float | None, n_bins: in
         "n": float(y.size),
         "n_pos": float(y.sum()),
         "n_neg": float((~y).sum()),
-        "auroc": _auroc_from_curve(tps, fps),
-        "auprc": _auprc_from_curve(tps, fps),
+        "auroc": area,
+        "auprc": auprc(y, prob),
         "threshold": t,
         "sensitivity": sens,
         "specificity": spec,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -125,20 +124,6 @@ def download(url: str, sha256: str, *, filename: str | None = None, timeout: flo
     except WeightsError:
         _remove_empty(target.parent)
         raise
-    return target
-
-
-def add_to_cache(path: str | Path, url: str, sha256: str) -> Path:
-    """Copy a file fetched by other means into the cache slot of ``url`` (verifying it first).
-
-    Example:
-        >>> add_to_cache("encoder.safetensors", "https://example.org/enc.safetensors", "0" * 64)  # doctest: +SKIP
-    """
-    verify_sha256(path, sha256)
-    target = cached_path(url, sha256)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(target) as tmp:
-        shutil.copyfile(path, tmp)
     return target
 
 

@@ -1,7 +1,13 @@
 """Lightning callback that runs a :class:`~medimg.models.spec.FinetuneSpec` and makes it visible.
 
+Built on Lightning's :class:`~lightning.pytorch.callbacks.BaseFinetuning`:
+``freeze_before_training`` freezes the encoder before the optimizer is built and
+``finetune_function`` unfreezes it at the start of an epoch.
+
 * Epochs ``0 .. freeze_encoder_epochs-1``: encoder frozen; at epoch ``freeze_encoder_epochs``
-  it is unfrozen.
+  it is unfrozen by turning ``requires_grad`` back on. The optimizer already holds the
+  encoder in its own named group (:func:`medimg.models.finetune.param_groups`), so no
+  parameter group is added, and none is stored in or restored from a checkpoint.
 * ``freeze_norm``: the encoder's normalisation layers stay in eval mode with no gradient.
 * Every optimizer step logs the learning rate of each named parameter group
   (``lr/encoder``, ``lr/head``) and ``finetune/encoder_frozen`` (1 or 0) to every logger;
@@ -12,18 +18,22 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
+from torch.optim import Optimizer
 
 from medimg.errors import ConfigError
 from medimg.models.finetune import set_encoder_frozen, set_norm_frozen
+from medimg.models.networks import is_under
 from medimg.models.spec import FinetuneSpec
 
 log = logging.getLogger(__name__)
 
 
-class FinetuneScheduler(Callback):
+class FinetuneScheduler(BaseFinetuning):
     """Freeze, unfreeze and log a fine-tuning schedule.
 
     Args:
@@ -59,6 +69,22 @@ class FinetuneScheduler(Callback):
             )
         return network
 
+    def _encoder_modules(self, network: nn.Module) -> list[nn.Module]:
+        """The modules under the encoder prefixes; every encoder parameter must belong to one."""
+        modules = [m for n, m in network.named_modules() if n and is_under(n + ".", self.encoder_prefixes)]
+        covered = {id(p) for m in modules for p in m.parameters(recurse=False)}
+        loose = [
+            n
+            for n, p in network.named_parameters()
+            if is_under(n, self.encoder_prefixes) and id(p) not in covered
+        ]
+        if loose:
+            raise ConfigError(
+                f"FinetuneScheduler: encoder prefixes {self.encoder_prefixes} name parameters outside any "
+                f"encoder module ({loose[:3]}); a prefix must name a module, ending in '.'"
+            )
+        return modules
+
     def _event(self, trainer: Trainer, kind: str, epoch: int) -> None:
         event = {"event": kind, "epoch": epoch, "step": trainer.global_step}
         self.events.append(event)
@@ -70,25 +96,53 @@ class FinetuneScheduler(Callback):
             if run_id and hasattr(experiment, "set_tag"):
                 experiment.set_tag(run_id, f"finetune.{kind}_at_epoch", str(epoch))
 
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Freeze the encoder (and its norm layers) before the first step when asked."""
-        network = self._network(pl_module)
-        if self.spec.freeze_encoder_epochs > trainer.current_epoch:
+    def _event_once(self, trainer: Trainer, kind: str, epoch: int) -> None:
+        """Log an event unless this run (restored events included) already has it."""
+        if not any(e["event"] == kind for e in self.events):
+            self._event(trainer, kind, epoch)
+
+    def freeze_before_training(self, pl_module: LightningModule) -> None:
+        """Freeze the encoder before the optimizer is built when the schedule has frozen epochs.
+
+        Gradients only: medimg's own :func:`set_encoder_frozen` is used rather than
+        ``BaseFinetuning.freeze``, which either leaves normalisation weights trainable
+        (``train_bn=True``) or stops their running statistics (``train_bn=False``, so that
+        validation would normalise with batch statistics).
+        """
+        if self.spec.freeze_encoder_epochs > 0:
+            network = self._network(pl_module)
+            self._encoder_modules(network)  # a bad prefix fails here, before any training
             set_encoder_frozen(network, self.encoder_prefixes, True)
             self.frozen = True
-            self._event(trainer, "frozen", trainer.current_epoch)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Freeze the encoder's norm layers when asked (the epoch is not restored yet on resume)."""
+        super().on_fit_start(trainer, pl_module)
+        if self.spec.freeze_norm:
+            set_norm_frozen(self._network(pl_module), self.encoder_prefixes)
+
+    def finetune_function(self, pl_module: LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        """Unfreeze the encoder when the frozen epochs are over (its parameter group is already there)."""
+        if not self.frozen or epoch < self.spec.freeze_encoder_epochs:
+            return
+        network = self._network(pl_module)
+        self.make_trainable(self._encoder_modules(network))
         if self.spec.freeze_norm:
             set_norm_frozen(network, self.encoder_prefixes)
+        self.frozen = False
+        self._event_once(pl_module.trainer, "unfrozen", epoch)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Unfreeze when the frozen epochs are over; keep frozen norm layers in eval mode."""
-        network = self._network(pl_module)
-        if self.frozen and trainer.current_epoch >= self.spec.freeze_encoder_epochs:
-            set_encoder_frozen(network, self.encoder_prefixes, False, keep_norm_frozen=self.spec.freeze_norm)
-            self.frozen = False
-            self._event(trainer, "unfrozen", trainer.current_epoch)
+        """Log the freeze, run :meth:`finetune_function`; keep frozen norm layers in eval mode.
+
+        The freeze is logged here rather than in ``on_fit_start``: only now is the epoch of
+        a resumed run restored.
+        """
+        if self.frozen and trainer.current_epoch < self.spec.freeze_encoder_epochs:
+            self._event_once(trainer, "frozen", trainer.current_epoch)
+        super().on_train_epoch_start(trainer, pl_module)
         if self.spec.freeze_norm:
-            set_norm_frozen(network, self.encoder_prefixes)
+            set_norm_frozen(self._network(pl_module), self.encoder_prefixes)
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
@@ -101,10 +155,15 @@ class FinetuneScheduler(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
-    def state_dict(self) -> dict:
-        """Checkpointed state, so a resumed run knows whether the encoder is frozen."""
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointed state: the events so far (no optimizer groups: none are ever added)."""
         return {"frozen": self.frozen, "events": list(self.events)}
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Restore :meth:`state_dict` (a resumed run re-freezes in ``on_fit_start`` when needed)."""
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the events of :meth:`state_dict`.
+
+        ``BaseFinetuning``'s optimizer-group bookkeeping is neither saved nor restored: the
+        groups never change here, and the optimizer's own checkpointed state restores them.
+        Whether the encoder is frozen follows from the resumed epoch, not from this state.
+        """
         self.events = list(state_dict.get("events", []))

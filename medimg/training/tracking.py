@@ -12,6 +12,7 @@ to ``~/.config/mlflow/telemetry.json`` on first import. medimg turns that off
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -89,24 +90,54 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _git(args: list[str], here: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+def _code_dir(cwd: str | Path | None) -> Path:
+    return Path(cwd or Path(__file__).resolve().parents[2])
+
+
 def git_state(cwd: str | Path | None = None) -> dict[str, str]:
-    """Commit and dirty flag of the code that runs (``unknown`` outside a git checkout)."""
-    here = Path(cwd or Path(__file__).resolve().parents[2])
+    """Dirty flag of the checkout that runs (``unknown`` outside a git checkout).
+
+    The commit itself is MLflow's system tag ``mlflow.source.git.commit``
+    (:func:`source_tags`); only whether the checkout had uncommitted changes is medimg's own.
+
+    Example:
+        >>> sorted(git_state())
+        ['git_dirty']
+    """
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+        dirty = _git(["status", "--porcelain", "--untracked-files=no"], _code_dir(cwd))
+        return {"git_dirty": str(bool(dirty)).lower()}
     except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
+        return {"git_dirty": "unknown"}
+
+
+def source_tags(cwd: str | Path | None = None) -> dict[str, str]:
+    """MLflow's system tags for where a run comes from: the command, ``LOCAL``, the git commit.
+
+    ``mlflow.source.name`` is the program that was started (``sys.argv[0]``, as MLflow
+    records it); ``mlflow.source.git.commit`` is the commit of the medimg checkout that
+    runs, left out outside a git checkout (an installed wheel).
+
+    Example:
+        >>> tags = source_tags()
+        >>> tags["mlflow.source.type"], "mlflow.source.name" in tags
+        ('LOCAL', True)
+    """
+    import sys
+
+    program = sys.argv[0] if sys.argv and sys.argv[0] else "medimg"
+    if Path(program).exists():
+        program = str(Path(program).resolve())
+    tags = {"mlflow.source.name": program, "mlflow.source.type": "LOCAL"}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        tags["mlflow.source.git.commit"] = _git(["rev-parse", "HEAD"], _code_dir(cwd))
+    return tags
 
 
 def make_logger(
@@ -116,7 +147,11 @@ def make_logger(
     run_id: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> Any:
-    """A Lightning ``MLFlowLogger`` on ``uri`` (experiment created with a local artifact folder)."""
+    """A Lightning ``MLFlowLogger`` on ``uri`` (experiment created with a local artifact folder).
+
+    A new run carries MLflow's source tags (:func:`source_tags`) under ``tags``, which win on a
+    clash; a resumed run (``run_id``) keeps the tags it was created with.
+    """
     import mlflow
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -131,6 +166,6 @@ def make_logger(
         tracking_uri=uri,
         run_name=run_name,
         run_id=run_id,
-        tags=tags,
+        tags={**source_tags(), **(tags or {})},
         log_model=False,
     )

@@ -11,6 +11,8 @@ from sklearn import metrics as skm
 
 from medimg.errors import DataError
 from medimg.evaluation.cls_metrics import (
+    auprc,
+    auroc,
     calibration_bins,
     classification_metrics,
     expected_calibration_error,
@@ -113,3 +115,54 @@ def test_bad_inputs_are_clear_errors() -> None:
     assert p.tolist() == [0.1, 0.7] and y.dtype.kind == "i"
     with pytest.raises(DataError, match="exactly"):
         probabilities_from_frame(pd.DataFrame({"label": [0], "prob_0": [0.5], "prob_2": [0.5]}))
+
+
+def _fixed_binary() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(42)
+    y = rng.integers(0, 2, 50)
+    return y, np.clip(0.25 * y + rng.random(50) * 0.75, 0, 1).round(1)  # one decimal: many ties
+
+
+# Numbers of the NumPy implementation medimg had before scikit-learn became the only one
+# (computed from the same inputs); they agree to 1e-12, the last bits of float summation.
+PREVIOUS = {"auroc": 0.7528735632183908, "auprc": 0.8048404610110599, "threshold": 0.4,
+            "sensitivity": 0.8620689655172413, "specificity": 0.47619047619047616, "ece": 0.14}  # fmt: skip
+PREVIOUS_SMALL = {"auroc": 0.65625, "auprc": 0.625, "threshold": 0.35}
+PREVIOUS_MULTI = {"auroc_macro": 0.8251215694446007, "auprc_macro": 0.7068549395514324,
+                  "auroc_0": 0.7585499316005472, "auprc_2": 0.7769233990568682, "threshold_1": 0.27}  # fmt: skip
+
+
+def test_numbers_equal_the_previous_implementation_and_sklearn() -> None:
+    y, prob = _fixed_binary()
+    m = classification_metrics(y, prob)
+    assert {k: m[k] for k in PREVIOUS} == pytest.approx(PREVIOUS, rel=1e-12, abs=1e-12)
+    assert auroc(y, prob) == pytest.approx(skm.roc_auc_score(y, prob), rel=1e-12)
+    assert auprc(y, prob) == pytest.approx(skm.average_precision_score(y, prob), rel=1e-12)
+    # the previous AUPRC is average precision, not the trapezoidal area under the PR curve
+    precision, recall, _ = skm.precision_recall_curve(y, prob)
+    assert abs(skm.auc(recall, precision) - m["auprc"]) > 0.02
+    y_small = np.array([0, 0, 1, 1, 0, 1, 1, 0])
+    p_small = np.array([0.1, 0.4, 0.35, 0.8, 0.8, 0.5, 0.35, 0.0])
+    small = classification_metrics(y_small, p_small)
+    assert {k: small[k] for k in PREVIOUS_SMALL} == pytest.approx(PREVIOUS_SMALL, rel=1e-12)
+
+
+def test_multiclass_numbers_equal_the_previous_implementation() -> None:
+    rng = np.random.default_rng(42)
+    rng.integers(0, 2, 50), rng.random(50)  # the draws of _fixed_binary come first
+    y = rng.integers(0, 3, 60)
+    logits = rng.normal(size=(60, 3)) + np.eye(3)[y]
+    prob = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).round(2)
+    prob = prob / prob.sum(1, keepdims=True)
+    m = classification_metrics(y, prob)
+    assert {k: m[k] for k in PREVIOUS_MULTI} == pytest.approx(PREVIOUS_MULTI, rel=1e-12)
+    assert auroc(y, prob) == pytest.approx(m["auroc_macro"], rel=1e-12)
+    assert auroc(y, prob) == pytest.approx(skm.roc_auc_score(y, prob, multi_class="ovr"), rel=1e-12)
+
+
+def test_threshold_of_an_inverted_score_and_undefined_areas() -> None:
+    inverted = classification_metrics([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9])
+    assert inverted["auroc"] == 0.0 and inverted["threshold"] == 0.1  # J = 0 at the lowest score
+    assert math.isnan(auroc(np.array([1, 1]), np.array([0.2, 0.3])))
+    assert math.isnan(auprc(np.array([0, 0]), np.array([0.2, 0.3])))
+    assert auprc(np.array([1, 1]), np.array([0.2, 0.3])) == 1.0
