@@ -191,7 +191,7 @@ class ClassificationTask(_Task):
         self._labels.append(y.detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
-        from sklearn.metrics import roc_auc_score
+        from medimg.evaluation.cls_metrics import auroc as cohort_auroc
 
         probs_t = torch.cat(self._probs) if self._probs else torch.zeros((0, self.wf.data.num_classes))
         labels_t = torch.cat(self._labels) if self._labels else torch.zeros(0, dtype=torch.long)
@@ -202,14 +202,12 @@ class ClassificationTask(_Task):
         self._probs.clear()
         self._labels.clear()
         acc = float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0
-        if len(np.unique(labels)) < 2:
-            auroc = acc
-        elif probs.shape[1] == 2:
-            auroc = float(roc_auc_score(labels, probs[:, 1]))
-        else:
-            auroc = float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(probs.shape[1]))))
-        self.log("val_auroc", auroc, prog_bar=True)
         self.log("val_acc", acc)
+        if len(np.unique(labels)) < 2:  # AUROC is undefined on one class: not logged, never a stand-in
+            return
+        self.log(
+            "val_auroc", cohort_auroc(labels, probs[:, 1] if probs.shape[1] == 2 else probs), prog_bar=True
+        )
 
 
 def task_class(task: str) -> type[_Task]:
