@@ -76,8 +76,8 @@ def read_reference(path: str) -> Image:
 
     img = nib.load(path)
     header = img.header
-    slope = header["scl_slope"]
-    slope = float(slope) if np.isfinite(slope) and slope != 0 else 1.0
+    slope = float(getattr(img.dataobj, "slope", 1.0))  # nibabel moves scl_slope into the array proxy
+    slope = slope if np.isfinite(slope) and slope != 0 else 1.0
     stored = np.dtype(header.get_data_dtype())
     if stored.fields:  # RGB24: one axis more, of the three channels
         from numpy.lib.recfunctions import structured_to_unstructured

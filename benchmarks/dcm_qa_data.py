@@ -7,7 +7,9 @@ folders, file by file, out of bare git clones (``git cat-file``) into
 ``~/.cache/medimg-data/dcm_qa/<repo>/`` (``$MEDIMG_DATA`` moves the root). A clone
 made from a partial snapshot may lack some file contents: those are skipped and
 listed in ``<repo>/prepared.json`` under ``missing``, so the runner reports the
-reference volumes they concern as skipped instead of as failures.
+reference volumes they concern as skipped instead of as failures. Files stored
+gzipped (``*.dcm.gz``, ``*.nii.gz``) are inflated, as each repository's
+``batch.sh`` does before running dcm2niix.
 
 Get the clones with ``git clone --bare https://github.com/neurolabusc/<repo>
 <mirror>/neurolabusc+<repo>/repo`` (or any snapshot with that layout).
@@ -15,8 +17,10 @@ Get the clones with ``git clone --bare https://github.com/neurolabusc/<repo>
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,12 @@ REPOS = (
 )  # fmt: skip
 DEFAULT_MIRROR = Path("/work/.mirror")
 FOLDERS = ("In", "Ref")
+LAYOUT = 2  # bump when prepare writes the cache differently, so it is rewritten
+
+
+def _unzipped(path: str) -> str:
+    """The name a ``.gz`` file has once inflated (the repositories' batch.sh gunzips before dcm2niix)."""
+    return path.removesuffix(".gz")
 
 
 def cache_root() -> Path:
@@ -74,8 +84,10 @@ def prepare_repo(mirror: Path, repo: str, root: Path | None = None) -> Prepared:
     stamp = dest / "prepared.json"
     if stamp.is_file():
         old = json.loads(stamp.read_text())
-        if old.get("commit") == commit:
+        if old.get("commit") == commit and old.get("layout") == LAYOUT:
             return Prepared(repo, commit, old.get("written", 0), old.get("missing", []))
+    for folder in FOLDERS:  # a stale or partial copy is replaced whole
+        shutil.rmtree(dest / folder, ignore_errors=True)
     entries = []
     for line in _git(git_dir, "ls-tree", "-r", "-z", "HEAD", "--", *FOLDERS).split(b"\0"):
         if not line:
@@ -88,16 +100,20 @@ def prepare_repo(mirror: Path, repo: str, root: Path | None = None) -> Prepared:
     result = Prepared(repo, commit)
     present = []
     for (sha, path), check in zip(entries, checks.decode().splitlines(), strict=True):
-        (result.missing.append(path) if check.endswith("missing") else present.append((sha, path)))
+        if check.endswith("missing"):
+            result.missing.append(_unzipped(path))
+        else:
+            present.append((sha, path))
     for sha, path in present:
-        target = dest / path
+        target = dest / _unzipped(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
-        tmp.write_bytes(_git(git_dir, "cat-file", "blob", sha))
+        blob = _git(git_dir, "cat-file", "blob", sha)
+        tmp.write_bytes(gzip.decompress(blob) if path.endswith(".gz") else blob)
         tmp.replace(target)
         result.written += 1
     dest.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(result.__dict__, indent=2) + "\n")
+    stamp.write_text(json.dumps({**result.__dict__, "layout": LAYOUT}, indent=2) + "\n")
     return result
 
 

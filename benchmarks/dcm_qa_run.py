@@ -59,20 +59,27 @@ class Candidate:
     """One series medimg found: its number, description, kind and (once loaded) volume or refusal."""
 
     series: Any
-    number: int | None
-    description: str
+    numbers: set[int | None]
+    descriptions: set[str]
     loaded: Image | None = None
     refusal: str = ""
     used: bool = False
     converted: bool = False  # medimg produced a volume (kept after the voxels are freed)
 
 
-def _series_tags(path: Path) -> tuple[int | None, str]:
+def _series_tags(series: Any) -> tuple[set[int | None], set[str]]:
+    """SeriesNumber and SeriesDescription values over every file of a medimg series."""
     import pydicom
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesNumber", "SeriesDescription"])
-    number = ds.get("SeriesNumber")
-    return (int(number) if number not in (None, "") else None), str(ds.get("SeriesDescription", ""))
+    numbers, descriptions = set(), set()
+    for h in series.headers:
+        ds = pydicom.dcmread(
+            h.path, stop_before_pixels=True, specific_tags=["SeriesNumber", "SeriesDescription"]
+        )
+        number = ds.get("SeriesNumber")
+        numbers.add(int(number) if number not in (None, "") else None)
+        descriptions.add(str(ds.get("SeriesDescription", "")).strip())
+    return numbers, descriptions
 
 
 def _load(cand: Candidate) -> None:
@@ -198,8 +205,8 @@ def _pool(cands: list[Candidate], number: int | None, description: str) -> list[
     """Series that may hold a reference: same number (and description, when any carries it)."""
     if number is None:
         return cands
-    pool = [c for c in cands if c.number == number]
-    same = [c for c in pool if c.description.strip() == description]
+    pool = [c for c in cands if number in c.numbers]
+    same = [c for c in pool if description in c.descriptions]
     return same or pool  # series numbers repeat across the studies of one repository
 
 
@@ -212,7 +219,8 @@ def _count_series(result: RepoResult, cands: list[Candidate]) -> None:
         if c.converted:
             result.medimg_volumes += 1
         else:
-            result.medimg_refused.append(f"series {c.number} ({c.description}): {c.refusal}")
+            number = "/".join(str(n) for n in sorted(c.numbers, key=str))
+            result.medimg_refused.append(f"series {number} ({'/'.join(sorted(c.descriptions))}): {c.refusal}")
 
 
 def run_repo(root: Path, repo: str, missing: list[str], workers: int = 1) -> RepoResult:
@@ -231,7 +239,7 @@ def run_repo(root: Path, repo: str, missing: list[str], workers: int = 1) -> Rep
     if refs:
         series, excluded = discover(root / "In", workers=workers)
         result.unreadable_files = len(excluded)
-        cands = [Candidate(s, *_series_tags(s.first.path)) for s in series]
+        cands = [Candidate(s, *_series_tags(s)) for s in series]
         for (number, description), paths in _reference_groups(refs).items():
             pool = _pool(cands, number, description)
             for ref_path in paths:

@@ -1,0 +1,145 @@
+"""The dcm2niix QA conformance runner: its verdicts on NIfTI pairs made here, and one real repository.
+
+The pairs are the same image written in another voxel order (flipped and permuted
+axes with the affine to match), which must match, and images that differ in one
+respect (a shifted affine, changed values, a wrong number of volumes, another
+grid), each of which must be reported with its own category.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from benchmarks.dcm_qa_compare import Image, compare, read_reference
+
+# an oblique, anisotropic affine (RAS): rotation about z by 20 degrees, voxels 0.8 x 1.1 x 2.5 mm
+_C, _S = np.cos(np.radians(20)), np.sin(np.radians(20))
+AFFINE = np.array(
+    [[0.8 * _C, -1.1 * _S, 0.0, -40.0], [0.8 * _S, 1.1 * _C, 0.0, 12.5], [0.0, 0.0, 2.5, -7.0], [0, 0, 0, 1]]
+)
+
+
+def _volume(shape: tuple[int, ...] = (6, 7, 5), seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-200, 900, size=shape).astype(np.float32)
+
+
+def _flip_permute(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored with axis 0 reversed and then axes 0 and 1 swapped (as dcm2niix may)."""
+    n0 = data.shape[0]
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, n0 - 1
+    data2, aff2 = data[::-1], affine @ flip  # new index i' = n0-1-i
+    swap = np.eye(4)[[1, 0, 2, 3]]
+    return np.ascontiguousarray(np.swapaxes(data2, 0, 1)), aff2 @ swap
+
+
+def _write_ref(path: Path, data: np.ndarray, affine: np.ndarray, slope: float = 1.0) -> Path:
+    """A NIfTI as dcm2niix writes one: with ``slope``, int16 stored values and ``scl_slope`` set."""
+    stored = np.round(data / slope).astype(np.int16) if slope != 1.0 else data
+    img = nib.Nifti1Image(stored, affine)
+    img.set_qform(affine, code=1)
+    nib.save(img, path)
+    if slope != 1.0:  # nibabel resets scl_slope for int data; set it in the header bytes (offset 112)
+        raw = bytearray(path.read_bytes())
+        raw[112:120] = np.array([slope, 0.0], dtype="<f4").tobytes()
+        path.write_bytes(bytes(raw))
+    return path
+
+
+def test_flipped_and_permuted_copy_matches(tmp_path: Path) -> None:
+    data = _volume()
+    ref_data, ref_aff = _flip_permute(data, AFFINE)
+    assert ref_data.shape == (7, 6, 5) and not np.allclose(ref_aff, AFFINE)
+    ref = read_reference(str(_write_ref(tmp_path / "ref.nii", ref_data, ref_aff)))
+    verdict = compare(ref, Image(data, AFFINE))
+    assert verdict.category == "matched", verdict.detail
+    assert verdict.affine_diff_mm < 1e-4 and verdict.value_diff == 0.0
+
+
+def test_scaled_integer_reference_matches_within_quantisation(tmp_path: Path) -> None:
+    data = _volume() * 0.5  # multiples of 0.5: exactly what int16 * 0.5 holds
+    ref = read_reference(str(_write_ref(tmp_path / "ref.nii", data, AFFINE, slope=0.5)))
+    assert ref.slope == 0.5 and ref.stored_integers
+    assert compare(ref, Image(data + 0.2, AFFINE)).ok  # within half a unit of the stored scale
+    far = compare(ref, Image(data + 0.3 * np.eye(6, 7)[..., None].astype(np.float32) * 10, AFFINE))
+    assert far.category == "values" and "30 of 210 voxels differ" in far.detail
+
+
+def test_shifted_affine_is_an_affine_mismatch(tmp_path: Path) -> None:
+    data = _volume()
+    ref = read_reference(str(_write_ref(tmp_path / "ref.nii", data, AFFINE)))
+    shifted = AFFINE.copy()
+    shifted[1, 3] += 0.004  # 4 micrometres: beyond 1e-3 mm and beyond what the float32 header explains
+    verdict = compare(ref, Image(data, shifted))
+    assert verdict.category == "affine" and verdict.affine_diff_mm == pytest.approx(0.004, abs=1e-5)
+    assert compare(ref, Image(data, AFFINE + np.diag([0, 0, 0.0005, 0]))).ok  # under 1e-3 mm
+
+
+def test_loose_affine_only_when_the_reference_header_is_that_coarse() -> None:
+    data = _volume()
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 0.005
+    coarse = compare(Image(data, AFFINE, header_error_mm=0.003), Image(data, shifted))
+    assert coarse.ok and coarse.loose and "0.005" in coarse.detail
+    assert compare(Image(data, AFFINE, header_error_mm=1e-6), Image(data, shifted)).category == "affine"
+    shifted[0, 3] += 0.02  # beyond 1e-2 mm: never accepted
+    assert compare(Image(data, AFFINE, header_error_mm=0.05), Image(data, shifted)).category == "affine"
+
+
+def test_changed_values_are_a_values_mismatch() -> None:
+    data = _volume()
+    other = data.copy()
+    other[2, 3, 1] += 7.0
+    verdict = compare(Image(data, AFFINE), Image(other, AFFINE))
+    assert verdict.category == "values" and verdict.value_diff == pytest.approx(7.0)
+    assert "1 of 210 voxels differ" in verdict.detail
+
+
+def test_wrong_number_of_volumes_is_a_4d_mismatch(tmp_path: Path) -> None:
+    series = np.stack([_volume(seed=s) for s in range(3)], axis=-1)
+    ref = read_reference(str(_write_ref(tmp_path / "fmri.nii", series, AFFINE)))
+    assert compare(ref, Image(series, AFFINE)).ok
+    two = compare(ref, Image(series[..., :2], AFFINE))
+    assert two.category == "4D" and "reference has 3 volume(s)" in two.detail and "medimg 2" in two.detail
+    assert compare(ref, Image(series[..., 0], AFFINE)).category == "4D"
+
+
+def test_other_grid_is_a_shape_mismatch() -> None:
+    verdict = compare(Image(_volume((6, 7, 5)), AFFINE), Image(_volume((6, 7, 4)), AFFINE))
+    assert verdict.category == "shape" and "(6, 7, 5)" in verdict.detail
+
+
+def _cache() -> Path:
+    from benchmarks.dcm_qa_data import cache_root
+
+    return cache_root()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (_cache() / "dcm_qa_12bit" / "prepared.json").is_file(),
+    reason="dcm2niix QA corpus not prepared: run 'python -m benchmarks.bench_dicom_qa prepare "
+    "--repo dcm_qa_12bit' (needs a git clone of github.com/neurolabusc/dcm_qa_12bit)",
+)
+def test_runner_on_dcm_qa_12bit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.bench_dicom_qa import main
+
+    assert (
+        main(["run", "--repo", "dcm_qa_12bit", "--out", str(tmp_path), "--report", str(tmp_path / "r.md")])
+        == 0
+    )
+    doc = json.loads((tmp_path / "dicom_qa-latest.json").read_text())
+    (repo,) = doc["repos"]
+    assert repo["repo"] == "dcm_qa_12bit" and len(repo["references"]) == 3
+    assert doc["matched"] == MATCHED_12BIT and doc["total"] == 3 and doc["skipped"] == 0
+    out = capsys.readouterr().out
+    assert f"matched {MATCHED_12BIT} of 3 reference volumes" in out
+    assert "| dcm_qa_12bit |" in (tmp_path / "r.md").read_text()
+
+
+MATCHED_12BIT = 0  # the three files share a SeriesInstanceUID and position; see docs/dicom.md
