@@ -34,10 +34,19 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable, after the user's path
-    sys.path.append(str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: ``benchmarks`` is this file's folder, medimg the user's path
+    import importlib.util
+
+    _here = Path(__file__).resolve().parent
+    _spec = importlib.util.spec_from_file_location(
+        "benchmarks", _here / "__init__.py", submodule_search_locations=[str(_here)]
+    )
+    assert _spec is not None and _spec.loader is not None
+    sys.modules["benchmarks"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["benchmarks"])
 
 from benchmarks.dcm_qa_data import (
     DEFAULT_MIRROR,
@@ -154,6 +163,7 @@ def cmd_run(args: argparse.Namespace, available: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    warnings.filterwarnings("ignore", module="pydicom")  # VR fix-ups pydicom announces per file
     source = medimg_source()
     print(f"medimg from {source}")
     results = []
