@@ -114,6 +114,48 @@ def test_other_grid_is_a_shape_mismatch() -> None:
     assert verdict.category == "shape" and "(6, 7, 5)" in verdict.detail
 
 
+def _mini_repo(root: Path) -> None:
+    """A repository laid out as dcm_qa*: DICOM in In/, dcm2niix-style NIfTI + JSON in Ref/."""
+    from dicom_phantoms import phantom
+
+    from medimg.io.dicom.write import write_series
+
+    ct = phantom("axial", shape=(12, 10, 6), oblique=(0.0, 8.0, 0.0))
+    write_series(ct, root / "In" / "ct", series_number=3, series_description="ct", rescale=(1.0, -1024.0))
+    loc = phantom("axial", shape=(12, 10, 1), seed=1)
+    write_series(loc, root / "In" / "loc", series_number=5, series_description="scout",
+                 extra_tags={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})  # fmt: skip
+    (root / "Ref").mkdir()
+    data, aff = _flip_permute(ct.data.astype(np.float32), ct.affine_in("RAS"))
+    bad = data.copy()
+    bad[0, 0, 0] += 5
+    for name, number, desc, voxels in [("bad_3", 3, "ct", bad), ("ct_3", 3, "ct", data),
+                                       ("ghost_9", 9, "t1", data), ("scout_5", 5, "scout", data)]:  # fmt: skip
+        _write_ref(root / "Ref" / f"{name}.nii", voxels, aff)
+        (root / "Ref" / f"{name}.json").write_text(
+            json.dumps({"SeriesNumber": number, "SeriesDescription": desc})
+        )
+
+
+def test_run_repo_matches_and_explains_each_reference(tmp_path: Path) -> None:
+    from benchmarks.dcm_qa_run import run_repo
+
+    _mini_repo(tmp_path / "repo")
+    res = run_repo(tmp_path / "repo", "mini", missing=["Ref/lost_4.nii"])
+    verdicts = {r.reference: (r.status, r.category.split(":")[0] if "localizer" in r.category else r.category)
+                for r in res.references}  # fmt: skip
+    scout = next(r for r in res.references if r.reference == "Ref/scout_5.nii")
+    assert "LOCALIZER" in scout.category
+    assert verdicts == {
+        "Ref/ct_3.nii": ("matched", "matched"),
+        "Ref/bad_3.nii": ("mismatch", "values"),
+        "Ref/ghost_9.nii": ("mismatch", "not found"),
+        "Ref/scout_5.nii": ("mismatch", "refused"),
+        "Ref/lost_4.nii": ("skipped", "skipped: reference missing from snapshot"),
+    }
+    assert res.medimg_volumes == 1 and len(res.medimg_refused) == 1 and "scout" in res.medimg_refused[0]
+
+
 def _cache() -> Path:
     from benchmarks.dcm_qa_data import cache_root
 
