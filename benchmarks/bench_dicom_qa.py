@@ -125,28 +125,51 @@ def summary(results: list[RepoResult]) -> tuple[int, int, int, str]:
     return matched, total, skipped, line
 
 
+def _max_affine_diff(res: RepoResult) -> str:
+    diffs = [
+        r.affine_diff_mm for r in res.references if r.status == "matched" and r.affine_diff_mm is not None
+    ]
+    return f"{max(diffs):.1e}" if diffs else ""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/")
+
+
 def markdown(results: list[RepoResult], info: dict, source: str) -> str:
-    """The per-repository table and the list of misses, as Markdown."""
+    """The per-repository table, the misses, then the skipped references, as Markdown."""
     _, _, _, line = summary(results)
     out = [
         f"Run {info['date']} on {info.get('cpu')} ({info.get('nproc')} CPUs); medimg from {source}.",
         "",
         f"**{line}**",
         "",
-        "| repository | matched | reference volumes | skipped | medimg series converted | refused by medimg |",
-        "|---|---|---|---|---|---|",
+        "| repository | matched | reference volumes | skipped | max affine diff of matches (mm) "
+        "| medimg series converted | series refused by medimg |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         n = r.count("matched") + r.count("mismatch")
         out.append(
-            f"| {r.repo} | {r.count('matched')} | {n} | {r.count('skipped')} | {r.medimg_volumes} | {len(r.medimg_refused)} |"
+            f"| {r.repo} | {r.count('matched')} | {n} | {r.count('skipped')} | {_max_affine_diff(r)} "
+            f"| {r.medimg_volumes} | {len(r.medimg_refused)} |"
         )
-    out += ["", "| repository | reference | verdict | detail |", "|---|---|---|---|"]
-    for r in results:
-        for ref in r.references:
-            if ref.status != "matched" or ref.detail:
-                detail = ref.detail.replace("|", "/")
-                out.append(f"| {r.repo} | {ref.reference} | {ref.category.replace('|', '/')} | {detail} |")
+    for title, wanted in (("Misses", ("mismatch", "matched")), ("Skipped", ("skipped",))):
+        rows = [
+            f"| {r.repo} | {ref.reference} | {_cell(ref.category)} | {_cell(ref.detail)} |"
+            for r in results
+            for ref in r.references
+            if ref.status in wanted and (ref.status != "matched" or ref.detail)
+        ]
+        if rows:
+            out += [
+                "",
+                f"{title}:",
+                "",
+                "| repository | reference | verdict | detail |",
+                "|---|---|---|---|",
+                *rows,
+            ]
     return "\n".join(out) + "\n"
 
 

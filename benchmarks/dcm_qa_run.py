@@ -1,9 +1,11 @@
 """One repository of the dcm2niix QA corpus: convert ``In/`` with medimg, match and judge each ``Ref/`` volume.
 
-Reference volumes are matched to medimg's series by the SeriesNumber in the JSON
-sidecar dcm2niix wrote beside them (or, without one, against every series), then
-by grid and content: a reference is matched when one of those series, not already
-matched to another reference, passes :func:`benchmarks.dcm_qa_compare.compare`.
+Reference volumes are matched to medimg's series by the SeriesNumber and
+SeriesDescription in the JSON sidecar dcm2niix wrote beside them (the number alone
+when no series carries the description; every series when the sidecar has no
+number), then by grid and content: a reference is matched when one of those
+series, not already matched to another reference, passes
+:func:`benchmarks.dcm_qa_compare.compare`.
 Otherwise its reason is the nearest miss among the candidates (``values`` over
 ``affine`` over ``shape`` over ``4D``), ``refused: <medimg's reason>`` when medimg
 declined every candidate, ``not found`` when no input series carries its number, or
@@ -223,6 +225,14 @@ def _count_series(result: RepoResult, cands: list[Candidate]) -> None:
             result.medimg_refused.append(f"series {number} ({'/'.join(sorted(c.descriptions))}): {c.refusal}")
 
 
+def _strip_root(result: RepoResult, root: Path) -> None:
+    """Paths in medimg's messages relative to the repository (``In/...``), not to this machine's cache."""
+    prefix = f"{root}/"
+    for r in result.references:
+        r.category, r.detail = r.category.replace(prefix, ""), r.detail.replace(prefix, "")
+    result.medimg_refused = [m.replace(prefix, "") for m in result.medimg_refused]
+
+
 def run_repo(root: Path, repo: str, missing: list[str], workers: int = 1) -> RepoResult:
     """Convert ``root/In`` with medimg and judge every ``root/Ref`` NIfTI (see the module docstring)."""
     import time
@@ -261,6 +271,7 @@ def run_repo(root: Path, repo: str, missing: list[str], workers: int = 1) -> Rep
             for c in pool:  # free this group's voxels before the next
                 c.loaded = None
         _count_series(result, cands)
+    _strip_root(result, root)
     result.seconds = round(time.perf_counter() - t0, 1)
     return result
 
