@@ -57,7 +57,7 @@ def canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndar
 
     Example:
         >>> d, a = canonical(np.arange(8.0).reshape(2, 2, 2), np.diag([-1.0, 1, 1, 1]))
-        >>> a[0, 0], d[0, 0, 0]
+        >>> float(a[0, 0]), float(d[0, 0, 0])
         (1.0, 4.0)
     """
     ornt = io_orientation(affine)

@@ -34,10 +34,10 @@ from medimg.io.volume import Volume
 
 log = logging.getLogger("medimg.convert")
 
-#: Metadata keys never written to a sidecar: file paths and anything naming a person, place or day.
+#: Metadata keys never written to a sidecar: file paths, free text, anything naming a person, place or day.
 _PHI_KEY = re.compile(
     r"source|path|patient(?!_key)|name|birth|date|accession|institution|physician|operator|station|"
-    r"address|serial|(study|series|acquisition|content)_?time$",
+    r"address|serial|description|protocol|comment|text|(study|series|acquisition|content)_?time$",
     re.IGNORECASE,
 )
 

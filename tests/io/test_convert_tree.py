@@ -13,9 +13,10 @@ from dicom_phantoms import phantom
 
 from medimg.cli.main import main
 from medimg.errors import ConfigError
-from medimg.io.convert_tree import convert_tree
+from medimg.io.convert_tree import convert_tree, sidecar_meta
 from medimg.io.dicom.write import write_series
 from medimg.io.series_label import series_label
+from medimg.io.volume import Volume
 
 PHI = ["Doe", "Jane", "PAT-A-123", "Roe", "Richard", "PAT-B-456", "2024-01-05", "20240105", "ACC778899"]
 
@@ -100,6 +101,15 @@ def test_cli_exit_code_follows_scan(tmp_path: Path, capsys: pytest.CaptureFixtur
         main(["convert", str(clean), str(tmp_path / "out2"), "-j", "1"]) == 0
     )  # a localizer set aside is no fault
     assert len(_written(tmp_path / "out2")) == 1
+
+
+def test_sidecar_drops_paths_free_text_and_identity() -> None:
+    meta = {"source": "/data/Doe_Jane/ct", "SeriesDescription": "Doe", "ProtocolName": "x", "PatientAge": "045Y",
+            "InstitutionName": "St Elsewhere", "AcquisitionTime": "101500", "StudyDate": "20240105",
+            "RepetitionTime": 2.3, "modality": "MR", "patient_key": "patient-1"}  # fmt: skip
+    side = sidecar_meta(Volume(np.zeros((2, 3, 4)), np.eye(4), "LPS", meta))
+    assert set(side) == {"RepetitionTime", "modality", "patient_key", "shape", "spacing", "affine_ras"}
+    assert side["affine_ras"][0][0] == -1.0  # the LPS affine is written in RAS
 
 
 def test_output_inside_the_tree_is_refused(tmp_path: Path) -> None:
