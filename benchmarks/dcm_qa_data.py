@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,25 @@ def _git(repo_dir: Path, *args: str, stdin: bytes | None = None) -> bytes:
     ).stdout
 
 
+def _blobs(repo_dir: Path, shas: list[str]) -> Iterator[bytes]:
+    """Contents of ``shas``, in order, from one ``git cat-file --batch`` process."""
+    proc = subprocess.Popen(
+        ["git", "-C", str(repo_dir), "cat-file", "--batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        for sha in shas:
+            proc.stdin.write(f"{sha}\n".encode())
+            proc.stdin.flush()
+            size = int(proc.stdout.readline().split()[2])
+            blob = proc.stdout.read(size)
+            proc.stdout.read(1)  # the newline after each object
+            yield blob
+    finally:
+        proc.stdin.close()
+        proc.wait()
+
+
 def prepare_repo(mirror: Path, repo: str, root: Path | None = None) -> Prepared:
     """Copy ``In/`` and ``Ref/`` of one repository's HEAD into the cache, blob by blob.
 
@@ -104,11 +124,10 @@ def prepare_repo(mirror: Path, repo: str, root: Path | None = None) -> Prepared:
             result.missing.append(_unzipped(path))
         else:
             present.append((sha, path))
-    for sha, path in present:
+    for (_, path), blob in zip(present, _blobs(git_dir, [sha for sha, _ in present]), strict=True):
         target = dest / _unzipped(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
-        blob = _git(git_dir, "cat-file", "blob", sha)
         tmp.write_bytes(gzip.decompress(blob) if path.endswith(".gz") else blob)
         tmp.replace(target)
         result.written += 1

@@ -156,6 +156,42 @@ def test_run_repo_matches_and_explains_each_reference(tmp_path: Path) -> None:
     assert res.medimg_volumes == 1 and len(res.medimg_refused) == 1 and "scout" in res.medimg_refused[0]
 
 
+def test_prepare_copies_inflates_and_lists_what_the_snapshot_lacks(tmp_path: Path) -> None:
+    import gzip
+    import subprocess
+
+    from benchmarks.dcm_qa_data import missing_inputs, prepare_repo
+
+    work = tmp_path / "work"
+    (work / "In" / "s1").mkdir(parents=True)
+    (work / "Ref").mkdir()
+    (work / "In" / "s1" / "a.dcm").write_bytes(b"slice a")
+    (work / "In" / "s1" / "b.dcm.gz").write_bytes(gzip.compress(b"slice b"))
+    (work / "Ref" / "x.nii").write_bytes(b"lost blob")
+    (work / "README.md").write_text("not copied")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C"]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, str(work), "add", "."], check=True)
+    subprocess.run([*git, str(work), "commit", "-qm", "corpus"], check=True)
+    mirror = tmp_path / "mirror"
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", str(work), str(mirror / "neurolabusc+dcm_qa_x" / "repo")], check=True
+    )
+    bare = mirror / "neurolabusc+dcm_qa_x" / "repo"
+    sha = subprocess.run(
+        [*git, str(bare), "rev-parse", "HEAD:Ref/x.nii"], capture_output=True, text=True
+    ).stdout
+    (bare / "objects" / sha[:2] / sha[2:].strip()).unlink()  # a snapshot without this file's contents
+
+    done = prepare_repo(mirror, "dcm_qa_x", root=tmp_path / "cache")
+    dest = tmp_path / "cache" / "dcm_qa_x"
+    assert done.written == 2 and done.missing == ["Ref/x.nii"]
+    assert (dest / "In" / "s1" / "a.dcm").read_bytes() == b"slice a"
+    assert (dest / "In" / "s1" / "b.dcm").read_bytes() == b"slice b"  # inflated as batch.sh does
+    assert not (dest / "README.md").exists() and not (dest / "Ref" / "x.nii").exists()
+    assert missing_inputs("dcm_qa_x", root=tmp_path / "cache") == ["Ref/x.nii"]
+
+
 def _cache() -> Path:
     from benchmarks.dcm_qa_data import cache_root
 
