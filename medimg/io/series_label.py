@@ -35,7 +35,7 @@ _WORDS = """
     oblique ax sag cor tra transverse obl iso hr high res resolution
     fs fatsat fat sat water in out opp dixon mag magnitude ph real imaginary map maps
     mosaic sms mb ap pa rl lr hf fh si is asc desc int interleaved ascending descending seq sequential
-    product wip ortho cl enh nd norm
+    product wip ortho cl enh nd norm mri cbf rcbf cbv mtt ttp tensor multiphase mapping diff moco
 """
 #: Words an acquisition description may keep (lower case).
 VOCABULARY = frozenset(_WORDS.split())
@@ -75,7 +75,8 @@ def series_label(description: str, forbidden: Iterable[str] = ()) -> str:
     """
     banned = _identity_words(forbidden)
     kept: list[str] = []
-    for word in re.split(r"[^a-z0-9]+", str(description).lower()):
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(description))  # camelCase: 'fmri_SagAP' -> 'Sag AP'
+    for word in re.split(r"[^a-z0-9]+", spaced.lower()):
         if not word or word in banned or word in kept:
             continue
         if word in VOCABULARY or (_technical(word) and re.sub(r"\d", "", word) not in banned):

@@ -121,7 +121,12 @@ def test_output_inside_the_tree_is_refused(tmp_path: Path) -> None:
 def test_series_label_keeps_only_acquisition_words() -> None:
     assert series_label("CT CHEST Doe Jane 2024-01-05", ["Doe^Jane", "PAT-A-123"]) == "ct-chest"
     assert series_label("SAG T1 Richard PAT-B-456", ["Roe^Richard", "PAT-B-456"]) == "sag-t1"
-    assert series_label("ep2d_diff_mddw_20_p2") == "ep2d-p2"  # 'diff', 'mddw', '20' are not vocabulary
+    assert (
+        series_label("ep2d_diff_mddw_20_p2") == "ep2d-diff-p2"
+    )  # 'mddw', '20' are neither vocabulary nor technical
+    assert (
+        series_label("fmri_SagAP DoeJane", ["Doe^Jane"]) == "fmri-sag-ap"
+    )  # camelCase split, then the name dropped
     assert series_label("JD3 Head", ["Doe^John"]) == "head"  # the patient's initials are dropped
     assert series_label("Brain 1234567 MRN") == "brain"  # long numbers never pass
     assert series_label("") == ""
