@@ -100,7 +100,9 @@ def _load(cand: Candidate) -> None:
     except MedimgError as exc:
         cand.refusal = str(exc).split(": ", 1)[-1]
         return
-    except Exception as exc:  # a crash is a finding, not the end of the run
+    except BaseException as exc:  # a crash (even a decoder's panic) is a finding, not the end of the run
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
         log.exception("medimg crashed on %s", s.folder)
         cand.refusal = f"crash ({type(exc).__name__}: {exc})"
         return

@@ -173,7 +173,9 @@ def convert_tree(
             vol, rel, extra = _load_row(row, by_key, policies)
             result.written.append(write_volume(vol, out / rel, dtype, **extra))
             kept.append({**row, "image": str(out / rel)})
-        except Exception as exc:  # one bad series never stops the others
+        except BaseException as exc:  # one bad series never stops the others (decoders may panic)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise
             if not isinstance(exc, MedimgError):
                 log.exception("unexpected error on series %s", row["series_key"])
             reason = (

@@ -103,6 +103,23 @@ def test_cli_exit_code_follows_scan(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert len(_written(tmp_path / "out2")) == 1
 
 
+def test_a_series_that_fails_to_decode_does_not_stop_the_others(tmp_path: Path) -> None:
+    from pydicom.uid import RLELossless
+
+    write_series(phantom("axial", shape=(16, 12, 4)), tmp_path / "export" / "ct")
+    files = write_series(phantom("axial", shape=(16, 12, 4), seed=5), tmp_path / "export" / "rle",
+                         transfer_syntax=RLELossless)  # fmt: skip
+    raw = bytearray(files[2].read_bytes())
+    raw[-60:-20] = b"\xff" * 40  # corrupt RLE segment: the header reads fine, decoding fails
+    files[2].write_bytes(bytes(raw))
+    result = convert_tree(tmp_path / "export", tmp_path / "out")
+    assert len(result.written) == 1 and result.problems == 1
+    (bad,) = [e for e in result.scan.excluded if e.path.endswith("rle")]
+    assert bad.kind == "unsupported" and bad.reason and bad.series_key
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert len(manifest) == 1 and Path(manifest["image"][0]) == result.written[0]
+
+
 def test_sidecar_drops_paths_free_text_and_identity() -> None:
     meta = {"source": "/data/Doe_Jane/ct", "SeriesDescription": "Doe", "ProtocolName": "x", "PatientAge": "045Y",
             "InstitutionName": "St Elsewhere", "AcquisitionTime": "101500", "StudyDate": "20240105",
