@@ -113,7 +113,7 @@ def compare(ref: Image, got: Image) -> Verdict:
         return Verdict("shape", f"reference {rd.shape[:3]}, medimg {gd.shape[:3]} (RAS order)")
     diff = float(np.abs(ra[:3] - ga[:3]).max())
     loose = diff > AFFINE_TOL_MM
-    if loose and not (diff <= AFFINE_LOOSE_MM and diff <= 2 * ref.header_error_mm + AFFINE_TOL_MM):
+    if loose and not (diff <= AFFINE_LOOSE_MM and diff <= ref.header_error_mm + AFFINE_TOL_MM):
         return Verdict("affine", f"affines differ by up to {diff:.4g} mm", affine_diff_mm=diff)
     rd = rd.reshape(rd.shape[:3] + (-1,))
     gd = gd.reshape(gd.shape[:3] + (-1,))
