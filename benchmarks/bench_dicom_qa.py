@@ -50,12 +50,14 @@ if __package__ in (None, ""):  # run as a script: ``benchmarks`` is this file's 
 
 from benchmarks.dcm_qa_data import (
     DEFAULT_MIRROR,
+    PAIRED,
     REPOS,
     cache_root,
     missing_inputs,
     prepare_repo,
     prepared_repos,
 )
+from benchmarks.dcm_qa_paired import run_paired
 from benchmarks.dcm_qa_run import RepoResult, as_dict, run_repo
 
 HERE = Path(__file__).resolve().parent
@@ -104,8 +106,11 @@ def print_repo(res: RepoResult) -> None:
     """matched/total, then one line per mismatch and per skipped reference."""
     total = res.count("matched") + res.count("mismatch")
     skipped = f", {res.count('skipped')} skipped" if res.count("skipped") else ""
+    against = (
+        "" if res.reference_kind == "dcm2niix" else f" (against {res.reference_kind}; not in the figure)"
+    )
     print(
-        f"{res.repo}: matched {res.count('matched')}/{total}{skipped}; medimg converted "
+        f"{res.repo}: matched {res.count('matched')}/{total}{skipped}{against}; medimg converted "
         f"{res.medimg_volumes} series, refused {len(res.medimg_refused)}, "
         f"{res.unreadable_files} unreadable file(s) ({res.seconds:.0f} s)"
     )
@@ -117,6 +122,7 @@ def print_repo(res: RepoResult) -> None:
 
 def summary(results: list[RepoResult]) -> tuple[int, int, int, str]:
     """Matched, counted and skipped reference volumes over every repository, and the summary line."""
+    results = [r for r in results if r.reference_kind == "dcm2niix"]
     matched = sum(r.count("matched") for r in results)
     total = matched + sum(r.count("mismatch") for r in results)
     skipped = sum(r.count("skipped") for r in results)
@@ -150,8 +156,9 @@ def markdown(results: list[RepoResult], info: dict, source: str) -> str:
     ]
     for r in results:
         n = r.count("matched") + r.count("mismatch")
+        kind = "" if r.reference_kind == "dcm2niix" else f" (against {r.reference_kind}; not in the figure)"
         out.append(
-            f"| {r.repo} | {r.count('matched')} | {n} | {r.count('skipped')} | {_max_affine_diff(r)} "
+            f"| {r.repo}{kind} | {r.count('matched')} | {n} | {r.count('skipped')} | {_max_affine_diff(r)} "
             f"| {r.medimg_volumes} | {len(r.medimg_refused)} |"
         )
     for title, wanted in (("Misses", ("mismatch", "matched")), ("Skipped", ("skipped",))):
@@ -191,7 +198,10 @@ def cmd_run(args: argparse.Namespace, available: list[str]) -> int:
     print(f"medimg from {source}")
     results = []
     for repo in repos:
-        res = run_repo(cache_root() / repo, repo, missing_inputs(repo), workers=args.workers)
+        if repo in PAIRED:
+            res = run_paired(cache_root() / repo, repo, *PAIRED[repo], workers=args.workers)
+        else:
+            res = run_repo(cache_root() / repo, repo, missing_inputs(repo), workers=args.workers)
         print_repo(res)
         results.append(res)
     matched, total, skipped, line = summary(results)

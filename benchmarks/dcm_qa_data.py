@@ -33,6 +33,9 @@ REPOS = (
 )  # fmt: skip
 DEFAULT_MIRROR = Path("/work/.mirror")
 FOLDERS = ("In", "Ref")
+#: Repositories laid out otherwise: dcm_qa_agfa holds the same images as the scanner exported them
+#: (Siemens/) and after an Agfa PACS renamed their private tags (Agfa/), and no dcm2niix output.
+PAIRED = {"dcm_qa_agfa": ("Siemens", "Agfa")}
 LAYOUT = 2  # bump when prepare writes the cache differently, so it is rewritten
 
 
@@ -102,14 +105,19 @@ def prepare_repo(mirror: Path, repo: str, root: Path | None = None) -> Prepared:
     dest = (root or cache_root()) / repo
     commit = _git(git_dir, "rev-parse", "HEAD").decode().strip()
     stamp = dest / "prepared.json"
+    folders = PAIRED.get(repo, FOLDERS)
     if stamp.is_file():
         old = json.loads(stamp.read_text())
-        if old.get("commit") == commit and old.get("layout") == LAYOUT:
+        if (
+            old.get("commit") == commit
+            and old.get("layout") == LAYOUT
+            and old.get("folders", list(FOLDERS)) == list(folders)
+        ):
             return Prepared(repo, commit, old.get("written", 0), old.get("missing", []))
-    for folder in FOLDERS:  # a stale or partial copy is replaced whole
+    for folder in folders:  # a stale or partial copy is replaced whole
         shutil.rmtree(dest / folder, ignore_errors=True)
     entries = []
-    for line in _git(git_dir, "ls-tree", "-r", "-z", "HEAD", "--", *FOLDERS).split(b"\0"):
+    for line in _git(git_dir, "ls-tree", "-r", "-z", "HEAD", "--", *folders).split(b"\0"):
         if not line:
             continue
         meta, path = line.split(b"\t", 1)
@@ -132,7 +140,9 @@ def prepare_repo(mirror: Path, repo: str, root: Path | None = None) -> Prepared:
         tmp.replace(target)
         result.written += 1
     dest.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({**result.__dict__, "layout": LAYOUT}, indent=2) + "\n")
+    stamp.write_text(
+        json.dumps({**result.__dict__, "layout": LAYOUT, "folders": list(folders)}, indent=2) + "\n"
+    )
     return result
 
 

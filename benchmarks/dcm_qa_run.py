@@ -51,6 +51,7 @@ class RepoResult:
     medimg_refused: list[str] = field(default_factory=list)
     unreadable_files: int = 0
     seconds: float = 0.0
+    reference_kind: str = "dcm2niix"  # what the references are: dcm2niix's Ref/, or a copy medimg read
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.references)
@@ -69,7 +70,7 @@ class Candidate:
     converted: bool = False  # medimg produced a volume (kept after the voxels are freed)
 
 
-def _series_tags(series: Any) -> tuple[set[int | None], set[str]]:
+def series_tags(series: Any) -> tuple[set[int | None], set[str]]:
     """SeriesNumber and SeriesDescription values over every file of a medimg series."""
     import pydicom
 
@@ -84,7 +85,7 @@ def _series_tags(series: Any) -> tuple[set[int | None], set[str]]:
     return numbers, descriptions
 
 
-def _load(cand: Candidate) -> None:
+def load_candidate(cand: Candidate) -> None:
     """Load a candidate's volume once with medimg's reader, or record why medimg refused it."""
     from medimg.errors import MedimgError
     from medimg.io.dicom.assemble import load_series
@@ -130,9 +131,14 @@ def _judge(ref_path: Path, cands: list[Candidate], number: int | None) -> RefRes
         return RefResult(
             name, "skipped", "skipped: reference unreadable here", f"{type(exc).__name__}: {exc}", number
         )
+    return judge_image(name, ref, cands, number)
+
+
+def judge_image(name: str, ref: Image, cands: list[Candidate], number: int | None) -> RefResult:
+    """The verdict on reference image ``ref`` against the unused candidates (loaded on demand)."""
     tried: list[Verdict] = []
     for cand in cands:
-        _load(cand)
+        load_candidate(cand)
         if cand.loaded is None or cand.used:
             continue
         verdict = compare(ref, cand.loaded)
@@ -218,7 +224,7 @@ def _count_series(result: RepoResult, cands: list[Candidate]) -> None:
     """Every series medimg would convert, referenced or not, and every one it refused."""
     for c in cands:
         if not (c.converted or c.refusal):
-            _load(c)
+            load_candidate(c)
             c.loaded = None
         if c.converted:
             result.medimg_volumes += 1
@@ -251,7 +257,7 @@ def run_repo(root: Path, repo: str, missing: list[str], workers: int = 1) -> Rep
     if refs:
         series, excluded = discover(root / "In", workers=workers)
         result.unreadable_files = len(excluded)
-        cands = [Candidate(s, *_series_tags(s)) for s in series]
+        cands = [Candidate(s, *series_tags(s)) for s in series]
         for (number, description), paths in _reference_groups(refs).items():
             pool = _pool(cands, number, description)
             for ref_path in paths:

@@ -156,6 +156,29 @@ def test_run_repo_matches_and_explains_each_reference(tmp_path: Path) -> None:
     assert res.medimg_volumes == 1 and len(res.medimg_refused) == 1 and "scout" in res.medimg_refused[0]
 
 
+def test_paired_copies_are_judged_against_each_other(tmp_path: Path) -> None:
+    from dicom_phantoms import phantom
+
+    from benchmarks.dcm_qa_paired import run_paired
+    from medimg.io.dicom.write import write_series
+
+    vol = phantom("sagittal", shape=(10, 8, 5))
+    changed = phantom("sagittal", shape=(10, 8, 5))
+    changed.data[1, 1, 1] += 3
+    for folder in ("Siemens", "Agfa"):
+        write_series(vol, tmp_path / folder / "t1", modality="MR", series_number=11, series_description="t1")
+        write_series(vol, tmp_path / folder / "t2", modality="MR", series_number=12, series_description="t2")
+    write_series(
+        changed, tmp_path / "Agfa" / "t2b", modality="MR", series_number=13, series_description="t2b"
+    )
+    write_series(vol, tmp_path / "Siemens" / "t2b", modality="MR", series_number=13, series_description="t2b")
+    res = run_paired(tmp_path, "pair", "Siemens", "Agfa")
+    verdicts = sorted((r.reference.split(" (")[0], r.category) for r in res.references)
+    assert verdicts == [("Siemens/ series 11", "matched"), ("Siemens/ series 12", "matched"),
+                        ("Siemens/ series 13", "values")]  # fmt: skip
+    assert res.reference_kind == "medimg's Siemens/ conversion" and res.medimg_volumes == 6
+
+
 def test_prepare_copies_inflates_and_lists_what_the_snapshot_lacks(tmp_path: Path) -> None:
     import gzip
     import subprocess
