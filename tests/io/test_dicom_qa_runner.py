@@ -224,13 +224,13 @@ def _cache() -> Path:
 def _expected_stc_matches() -> int:
     """Reference volumes of dcm_qa_stc the reader matches, as measured on 2026-12-03.
 
-    The reader with Siemens mosaic, 4D and enhanced multi-frame support (it has
-    ``medimg.io.dicom.mosaic``) matches 15 of 16 (the UIH DTI lacks ImagePositionPatient
-    and is refused); the reader before it matched 1 (mosaics and 4D series were not read).
+    The reader with Siemens mosaic, 4D, enhanced multi-frame and United Imaging support
+    (it has ``medimg.io.dicom.mosaic``) matches all 16; the reader before it matched 1
+    (mosaics and 4D series were not read).
     """
     import importlib.util
 
-    return 15 if importlib.util.find_spec("medimg.io.dicom.mosaic") else 1
+    return 16 if importlib.util.find_spec("medimg.io.dicom.mosaic") else 1
 
 
 @pytest.mark.slow
