@@ -80,6 +80,13 @@ class DataConfig(Strict):
         default_factory=dict, description="segmentation label values and names (0 = background)"
     )
     num_classes: int = Field(2, ge=2, description="classes of a classification task")
+    channels: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="image channels the network reads: 1 for 3D images; N to read 4D images "
+        "(multi-echo, multi-contrast, a short time series) with exactly N volumes as N channels",
+    )
     check_geometry: bool = Field(True, description="refuse a label whose shape/affine differs from its image")
     nonfinite: Literal["refuse", "zero"] = Field(
         "refuse",

@@ -77,13 +77,12 @@ def check_case_files(wf: Workflow, df: pd.DataFrame) -> None:
         raise DataError(f"{len(problems)} of {len(df)} cases cannot be used:\n  {shown}{more}")
 
 
-def _read(wf: Workflow, path: str) -> Volume:
+def _read(wf: Workflow, path: str, channels: int = 1) -> Volume:
+    from medimg.data.loading import check_channels
     from medimg.io.load import load_image
 
     vol = load_image(path, allow_nonfinite=wf.data.nonfinite == "zero", affine_policy=wf.data.nifti_affine)
-    shape = tuple(vol.shape)
-    if len(shape) != 3 and not (len(shape) == 4 and shape[3] == 1):
-        raise DataError(f"{path}: image has {len(shape)} dimensions {shape}; expected a 3D volume")
+    check_channels(path, tuple(vol.shape), 3, channels)
     return vol
 
 
@@ -92,7 +91,7 @@ def _check_case(wf: Workflow, row: Any) -> None:
     from medimg.io.load import check_label_grid
 
     image_path = str(row.image)
-    image = _read(wf, image_path)
+    image = _read(wf, image_path, wf.data.channels)
     if wf.task != "segmentation":
         return
     label_path = str(row.target)

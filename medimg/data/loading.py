@@ -45,24 +45,46 @@ class LoadStrictd(LoadImaged):
         nonfinite: str = "refuse",
         affine_policy: str = "refuse",
         spatial_dims: int | None = 3,
+        image_channels: int = 1,
     ) -> None:
         self.strict_reader = MedimgImageReader(nonfinite=nonfinite, affine_policy=affine_policy)
         super().__init__(keys=keys, reader=self.strict_reader, image_only=True)
         self.spatial_dims = spatial_dims
+        self.image_channels = image_channels
 
     def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
         """Load each key with the strict reader; a reader given here is ignored."""
         d = super().__call__(data, self.strict_reader)  # a runtime reader: LoadImage tries no other
         if self.spatial_dims is not None:
             for key in self.key_iterator(d):
-                shape = tuple(d[key].shape)
-                single_channel = len(shape) == self.spatial_dims + 1 and shape[-1] == 1
-                if len(shape) != self.spatial_dims and not single_channel:
-                    raise DataError(
-                        f"{data[key]}: image has {len(shape)} dimensions {shape}; expected a "
-                        f"{self.spatial_dims}D volume with one channel (split a 4D series into 3D volumes)"
-                    )
+                channels = self.image_channels if key == "image" else 1
+                check_channels(str(data[key]), tuple(d[key].shape), self.spatial_dims, channels)
         return d
+
+
+def check_channels(name: str, shape: tuple[int, ...], spatial_dims: int, channels: int) -> None:
+    """Refuse an image that is not ``spatial_dims``-D with ``channels`` volumes on its last axis.
+
+    A 4D image (multi-echo, multi-contrast) is read as channels only when the workflow says how
+    many (``data.channels``); one more or fewer volume is an error, never a silent crop.
+
+    Example:
+        >>> check_channels("me.nii.gz", (64, 64, 30, 3), 3, 3)
+        >>> check_channels("ct.nii.gz", (64, 64, 30), 3, 1)
+    """
+    if channels == 1 and (len(shape) == spatial_dims or (len(shape) == spatial_dims + 1 and shape[-1] == 1)):
+        return
+    if channels > 1 and len(shape) == spatial_dims + 1 and shape[-1] == channels:
+        return
+    if channels == 1:
+        expected = (
+            f"a {spatial_dims}D volume (set data.channels: N to read a 4D image's N volumes as channels)"
+        )
+    else:
+        expected = (
+            f"a {spatial_dims}D volume with {channels} volumes on a 4th axis (data.channels: {channels})"
+        )
+    raise DataError(f"{name}: image has {len(shape)} dimensions {shape}; expected {expected}")
 
 
 class CheckLabelValuesd(MapTransform):

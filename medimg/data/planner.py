@@ -327,6 +327,7 @@ def plan_run(
         machine,
         wanted_batch=wf.optim.batch_size * per_case,
         budget_fraction=budget_fraction,
+        in_channels=wf.data.channels,
     )
     if pp.cache.mode != "auto":
         plan.cache_mode = pp.cache.mode
@@ -347,6 +348,7 @@ def plan_sw_batch(
     out_channels: int,
     device: str,
     source_shape: tuple[int, ...] | None = None,
+    in_channels: int = 1,
 ) -> tuple[int, str]:
     """The sliding-window batch to use: ``setting`` if it is a number, else the planner's choice.
 
@@ -356,7 +358,15 @@ def plan_sw_batch(
     """
     if setting != "auto":
         return int(setting), f"sw_batch_size={setting} (set in the workflow)"
-    plan = plan_inference(volume_shape, roi_size, net, out_channels, device=device, source_shape=source_shape)
+    plan = plan_inference(
+        volume_shape,
+        roi_size,
+        net,
+        out_channels,
+        device=device,
+        source_shape=source_shape,
+        in_channels=in_channels,
+    )
     assert plan.sw_batch_size is not None
     return plan.sw_batch_size, plan.explain()
 

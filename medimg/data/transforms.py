@@ -26,7 +26,12 @@ def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bo
     pp = wf.preprocessing
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
     ts: list[Any] = [  # medimg's strict reader only: NIfTI files and DICOM series folders, geometry checked
-        LoadStrictd(keys=keys, nonfinite=wf.data.nonfinite, affine_policy=wf.data.nifti_affine),
+        LoadStrictd(
+            keys=keys,
+            nonfinite=wf.data.nonfinite,
+            affine_policy=wf.data.nifti_affine,
+            image_channels=wf.data.channels,
+        ),
     ]
     if with_label and wf.data.labels:
         ts.append(CheckLabelValuesd(keys="label", allowed=wf.data.labels))

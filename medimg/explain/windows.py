@@ -80,7 +80,14 @@ def window_plan(
     inf = workflow.inference
     roi = tuple(inf.roi_size or workflow.augmentation.patch_size or shape)
     sw, why = plan_sw_batch(
-        inf.sw_batch_size, net, tuple(shape), roi, len(workflow.data.labels), device, source_shape
+        inf.sw_batch_size,
+        net,
+        tuple(shape),
+        roi,
+        len(workflow.data.labels),
+        device,
+        source_shape,
+        in_channels=workflow.data.channels,
     )
     return WindowPlan(tuple(int(r) for r in roi), inf.overlap, inf.blend, sw, why)
 

@@ -120,6 +120,7 @@ class Predictor:
             len(self.wf.data.labels),
             self.device.type,
             source_shape,
+            in_channels=int(x.shape[1]),
         )
         if why != self.plan:
             log.info("planner: %s", why)

@@ -28,7 +28,9 @@ def build_model(wf: Workflow) -> torch.nn.Module:
     from medimg.models.networks import build_network
 
     out = len(wf.data.labels) if wf.task == "segmentation" else wf.data.num_classes
-    return build_network(wf.model.name, spatial_dims=3, in_channels=1, out_channels=out, **wf.model.params)
+    return build_network(
+        wf.model.name, spatial_dims=3, in_channels=wf.data.channels, out_channels=out, **wf.model.params
+    )
 
 
 class _Task(pl.LightningModule):
@@ -141,7 +143,13 @@ class SegmentationTask(_Task):
         inf = self.wf.inference
         roi = inf.roi_size or self.wf.augmentation.patch_size or tuple(x.shape[2:])
         sw, _why = plan_sw_batch(
-            inf.sw_batch_size, self.net, tuple(x.shape[2:]), tuple(roi), self.n_labels, self.device.type
+            inf.sw_batch_size,
+            self.net,
+            tuple(x.shape[2:]),
+            tuple(roi),
+            self.n_labels,
+            self.device.type,
+            in_channels=int(x.shape[1]),
         )
         return sliding_window_inference(x, roi, sw, self, overlap=inf.overlap, mode=inf.blend)
 
