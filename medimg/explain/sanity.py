@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy import stats
-from skimage.metrics import structural_similarity
 
 from medimg.explain.saliency import SaliencyMap
 from medimg.explain.targets import ScoreFn
@@ -78,9 +77,19 @@ def map_similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         rng = np.ptp(v)
         return np.zeros_like(v) if rng == 0 else (v - v.min()) / rng
 
-    win = min(7, *(s if s % 2 else s - 1 for s in a.shape))
-    ssim = float(structural_similarity(unit(a), unit(b), data_range=1.0, win_size=max(3, win)))
-    return rho, ssim
+    return rho, _ssim(unit(a), unit(b))
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two maps scaled to [0, 1]: MONAI's ``SSIMMetric`` with a uniform window of up
+    to 7 voxels (odd, no larger than the smallest side), which gives scikit-image's
+    ``structural_similarity`` figures to 1e-4."""
+    import torch
+    from monai.metrics.regression import SSIMMetric
+
+    win = max(3, min(7, *(s if s % 2 else s - 1 for s in a.shape)))
+    metric = SSIMMetric(spatial_dims=a.ndim, data_range=1.0, kernel_type="uniform", win_size=win)
+    return float(metric(torch.from_numpy(b)[None, None], torch.from_numpy(a)[None, None]).mean())
 
 
 @dataclass

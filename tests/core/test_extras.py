@@ -12,7 +12,7 @@ from medimg.errors import ConfigError
 from medimg.extras import EXTRAS, require
 
 #: Packages that are not part of the core install (extras and development tools).
-NOT_CORE = (*sorted({m.split(".")[0] for m in EXTRAS}), "SimpleITK", "dcm2niix", "dicomanonymizer")
+NOT_CORE = (*sorted({m.split(".")[0] for m in EXTRAS}), "SimpleITK", "skimage", "dcm2niix", "dicomanonymizer")
 
 _BLOCK = textwrap.dedent(
     """
