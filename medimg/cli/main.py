@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import re
 import sys
 from collections.abc import Sequence
 
@@ -28,7 +27,7 @@ from medimg.errors import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_USAGE,
-    MedimgError,
+    find_medimg_error,
 )
 
 # Order is the order shown in ``medimg --help``.
@@ -52,8 +51,6 @@ ALLOW_PICKLE_HELP = (
     "permit model.pretrained.allow_pickle in the workflow: unpickle the pretrained weights file, which "
     "runs any code inside it (only for files you trust; same as MEDIMG_ALLOW_PICKLE=1)"
 )
-# A medimg error re-raised from a DataLoader worker keeps only its text: "medimg.errors.DataError: msg".
-_WORKER_TEXT = re.compile(r"^medimg\.errors\.(\w+): (.*)$", re.MULTILINE)
 
 log = logging.getLogger("medimg")
 
@@ -82,38 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
             sub_parser.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
         sub_parser.set_defaults(_execute=module.execute)
     return parser
-
-
-def medimg_error_in(exc: BaseException) -> MedimgError | None:
-    """The :class:`MedimgError` behind ``exc``: itself, one in its cause/context chain, or one whose
-    text a DataLoader worker re-raised inside another exception; ``None`` for a genuine bug.
-
-    Example:
-        >>> from medimg.errors import DataError
-        >>> try:
-        ...     try:
-        ...         raise DataError("a.nii.gz: truncated")
-        ...     except DataError as inner:
-        ...         raise RuntimeError("applying transform LoadImaged") from inner
-        ... except RuntimeError as outer:
-        ...     str(medimg_error_in(outer))
-        'a.nii.gz: truncated'
-    """
-    seen: set[int] = set()
-    node: BaseException | None = exc
-    while node is not None and id(node) not in seen:
-        seen.add(id(node))
-        if isinstance(node, MedimgError) and not _WORKER_TEXT.search(str(node)):
-            return node
-        match = _WORKER_TEXT.findall(str(node))
-        if match:
-            import medimg.errors as errors
-
-            kind, message = match[-1]
-            cls = getattr(errors, kind, MedimgError)
-            return cls(message) if isinstance(cls, type) and issubclass(cls, MedimgError) else None
-        node = node.__cause__ or node.__context__
-    return None
 
 
 def one_line(message: str) -> str:
@@ -160,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medimg {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        error = medimg_error_in(exc)
+        error = find_medimg_error(exc)
         if error is None:
             raise  # a bug in medimg: the traceback is what a report needs
         log.debug("%s", args.command, exc_info=exc)

@@ -9,7 +9,7 @@ every file to :class:`medimg.io.reader.MedimgImageReader` and to nothing else, s
 with the same words.
 
 MONAI wraps an error raised inside a transform in ``RuntimeError("applying transform
-<...>")``; :func:`medimg_cause` and :func:`raise_medimg_cause` find the medimg error in
+<...>")``; :func:`medimg.errors.find_medimg_error` and :func:`raise_medimg_cause` find the medimg error in
 that chain so that a case records why it failed, not which transform did.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from monai.transforms import LoadImaged, MapTransform
 
-from medimg.errors import DataError, MedimgError
+from medimg.errors import DataError, find_medimg_error
 from medimg.io.reader import MedimgImageReader
 
 
@@ -128,34 +128,11 @@ def label_values_outside(array: np.ndarray, allowed: Any) -> list[float]:
     return [float(v) for v in values if not (float(v).is_integer() and int(v) in ok)]
 
 
-def medimg_cause(exc: BaseException) -> MedimgError | None:
-    """The first :class:`MedimgError` in ``exc``'s cause/context chain, or ``None``.
-
-    Example:
-        >>> try:
-        ...     try:
-        ...         raise DataError("ct/: 2 usable series")
-        ...     except DataError as e:
-        ...         raise RuntimeError("applying transform <LoadStrictd>") from e
-        ... except RuntimeError as e:
-        ...     str(medimg_cause(e))
-        'ct/: 2 usable series'
-    """
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, MedimgError):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
-
-
 def raise_medimg_cause(exc: BaseException) -> None:
     """Re-raise the medimg error inside ``exc`` (so its message is what users read); else return.
 
     Call it in an ``except`` block, then ``raise`` to keep other errors as they were.
     """
-    cause = medimg_cause(exc)
+    cause = find_medimg_error(exc)
     if cause is not None and cause is not exc:
         raise cause.with_traceback(None) from None

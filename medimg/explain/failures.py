@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medimg.errors import MedimgError
+from medimg.errors import find_medimg_error
 from medimg.explain.cases import ExplainCase
 
 
@@ -39,18 +39,14 @@ def failure_reason(exc: BaseException, limit: int = 300) -> str:
     while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and id(nxt) not in seen:
         seen.add(id(nxt))
         chain.append(nxt)
-    own = next((e for e in chain if isinstance(e, MedimgError)), None)
+    own = find_medimg_error(exc)
     if own is not None:
         text = f"{type(own).__name__}: {own}"
     else:
-        found = re.search(r"medimg\.errors\.(\w+): ([^\n]+)", "\n".join(str(e) for e in chain))
-        if found:
-            text = f"{found.group(1)}: {found.group(2)}"
-        else:
-            text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            if chain[-1] is not exc:
-                root = chain[-1]
-                text += f" (cause: {type(root).__name__}: {str(root).splitlines()[0] if str(root) else ''})"
+        text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if chain[-1] is not exc:
+            root = chain[-1]
+            text += f" (cause: {type(root).__name__}: {str(root).splitlines()[0] if str(root) else ''})"
     text = re.sub(r" object at 0x[0-9a-f]+>", ">", text.splitlines()[0] if text else text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medimg.errors import MedimgError
+from medimg.errors import find_medimg_error
 from medimg.inference.cases import (
     CaseInput,
     CaseOutputs,
@@ -108,14 +108,13 @@ def _reason(exc: BaseException) -> str:
     the reason shown is the medimg error in the chain (it names the file and what was
     expected), else the innermost error under MONAI's wrapper.
     """
-    chain: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and cause not in chain:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    shown = next((e for e in chain if isinstance(e, MedimgError)), None)
-    if shown is None:
-        shown = chain[-1] if str(exc).startswith("applying transform") else exc
+    shown: BaseException | None = find_medimg_error(exc)
+    if shown is None and str(exc).startswith("applying transform"):
+        seen, shown = {id(exc)}, exc  # the innermost error under MONAI's wrapper
+        while (inner := shown.__cause__ or shown.__context__) is not None and id(inner) not in seen:
+            seen.add(id(inner))
+            shown = inner
+    shown = shown or exc
     return " ".join(f"{type(shown).__name__}: {shown}".split())[:500]
 
 

@@ -130,7 +130,7 @@ def _one_usable_series(case: CaseInput, folder: Path) -> dict[str, Any]:
     from medimg.inference.series_inputs import scan_series
 
     result = scan_series(folder)
-    keys = list(result.files)
+    keys = list(result.series)
     if len(keys) == 1:
         return {"image": f"{folder}#{keys[0]}", "series_key": keys[0], "dicom": True}
     if len(keys) > 1:

@@ -117,7 +117,8 @@ def folder_series_cases(folder: Path, workers: int = 1) -> tuple[list[CaseInput]
     """
     result = scan_series(folder, workers)
     usable, derived = acquired_series(result)
-    cases = [series_case(dicom_case_id(result.keys[k]), result.keys[k], result.files[k]) for k in usable]
+    files = result.files
+    cases = [series_case(dicom_case_id(result.keys[k]), result.keys[k], files[k]) for k in usable]
     return cases, derived + set_aside_entries(result.excluded)
 
 
@@ -129,16 +130,17 @@ def acquired_series(result: ScanResult) -> tuple[list[str], list[SetAside]]:
     series as ``folder#series_key``.
     """
     usable, derived = [], []
+    files = result.files
     for row in result.manifest:
         key = row["series_key"]
-        if key not in result.files:
+        if key not in result.series:
             continue
         if "derived" not in str(row.get("qa_flags", "")).split(";"):
             usable.append(key)
             continue
         reason = (
             "derived image (a map or reformat the scanner computed, not an acquisition); "
-            f"name it as '{series_folder(result.files[key])}#{key}' to predict on it"
+            f"name it as '{series_folder(files[key])}#{key}' to predict on it"
         )
         derived.append(SetAside(_short(key, 12), "derived", reason))
     return usable, derived
@@ -154,8 +156,9 @@ def one_series_case(
     What cannot be a case is returned as a failed :class:`SetAside` with the reason.
     """
     ident = case_id or (_short(series_key, 12) if series_key else f"folder-{_path_digest(folder)}")
+    files = result.files
     if series_key:
-        if series_key not in result.files:
+        if series_key not in result.series:
             why = next((e.reason for e in result.excluded if e.series_key == series_key), None)
             reason = (
                 f"{folder}#{series_key} is set aside or unusable: {why}"
@@ -165,7 +168,7 @@ def one_series_case(
             )
             return [], [SetAside(ident, "unsupported", reason)]
         keys = result.keys[series_key]
-        return [series_case(case_id or dicom_case_id(keys), keys, result.files[series_key])], []
+        return [series_case(case_id or dicom_case_id(keys), keys, files[series_key])], []
     keys_found, derived = acquired_series(result)
     if not keys_found and derived:
         return [], derived
@@ -183,7 +186,7 @@ def one_series_case(
     cases = []
     for key in keys_found:
         keys = result.keys[key]
-        cases.append(series_case(case_id or dicom_case_id(keys), keys, result.files[key]))
+        cases.append(series_case(case_id or dicom_case_id(keys), keys, files[key]))
     return cases, derived
 
 

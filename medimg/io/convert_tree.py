@@ -25,7 +25,7 @@ import numpy as np
 
 from medimg.errors import ConfigError, DataError, MedimgError
 from medimg.io.atomic import atomic_write_text
-from medimg.io.dicom.discover import Excluded, Series, discover, safe_name
+from medimg.io.dicom.discover import Excluded, Series, safe_name
 from medimg.io.load import is_nifti, load_image
 from medimg.io.nifti import save_nifti
 from medimg.io.scan import ScanResult, scan, write_scan
@@ -164,8 +164,7 @@ def convert_tree(
     if out.resolve().is_relative_to(root.resolve()):
         raise ConfigError(f"{out}: the output folder must not lie inside the input tree {root}")
     result = TreeResult(scan=scan(root, workers=workers, spacing_policy=spacing_policy))
-    series, _ = discover(root, workers=workers)
-    by_key = {s.keys()["series_key"]: s for s in series if s.kind == "volume"}
+    by_key = result.scan.series  # the scan's own headers: no second read of the tree
     policies = {"spacing_policy": spacing_policy, "tilt_policy": tilt_policy}
     kept = []
     for row in result.scan.manifest:

@@ -68,13 +68,19 @@ class ScanResult:
         excluded: one entry per bad file or set-aside series (or non-image object).
         keys: ``series_key`` -> its pseudonymous ``patient_key``/``study_key``/``series_key``,
             for every DICOM series seen (usable, set aside or non-image).
-        files: ``series_key`` -> the files of each usable DICOM series of the manifest.
+        series: ``series_key`` -> each usable DICOM series of the manifest (its headers), so
+            a caller converts or predicts without reading the headers again.
     """
 
     manifest: list[dict] = field(default_factory=list)
     excluded: list[Excluded] = field(default_factory=list)
     keys: dict[str, dict[str, str]] = field(default_factory=dict)
-    files: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)
+
+    @property
+    def files(self) -> dict[str, tuple[Path, ...]]:
+        """``series_key`` -> the files of each usable DICOM series of the manifest."""
+        return {key: tuple(h.path for h in s.headers) for key, s in self.series.items()}
 
     @property
     def problems(self) -> int:
@@ -222,7 +228,7 @@ def scan(
             if verify:
                 load_series(s.headers, spacing_policy=spacing_policy)  # type: ignore[arg-type]
             result.manifest.append(row)
-            result.files[key] = tuple(h.path for h in s.headers)
+            result.series[key] = s
         except DataError as exc:
             msg = str(exc).removeprefix(f"{s.folder}: ")
             result.excluded.append(Excluded(safe_name(s.folder), msg, "unsupported", key))

@@ -227,9 +227,9 @@ def _log_lineage(
 
 def _mark_failed(client: Any, run_id: str, uri: str, out: Path, exc: BaseException) -> None:
     """Record a failed run in MLflow (status FAILED, the reason as a tag) and in ``run.json``."""
-    from medimg.data.loading import medimg_cause
+    from medimg.errors import find_medimg_error
 
-    cause = medimg_cause(exc) or exc
+    cause = find_medimg_error(exc) or exc
     reason = f"{type(cause).__name__}: {cause}"[:5000]
     try:
         client.set_tag(run_id, "medimg.failure", reason)
