@@ -31,6 +31,8 @@ from medimg.inference.dicom_seg import read_seg
 from medimg.inference.dicom_sr import read_sr_measurements
 from medimg.inference.ledger import Ledger
 from medimg.inference.series_inputs import dicom_case_id
+from medimg.io.dicom.discover import Series
+from medimg.io.dicom.headers import read_header
 from medimg.io.dicom.pseudonym import pseudonym
 from medimg.io.load import load_image
 
@@ -49,19 +51,28 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built_model(tmp_path_factory.mktemp("model") / "model")
 
 
-def _series_key(uid: str) -> str:
-    return pseudonym(f"{uid}/0", "series", KEY)
+def _series_key(root: Path, uid: str) -> str:
+    """The series key of the files of series ``uid`` now under ``root`` (medimg's own key rule)."""
+    headers = []
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:  # a planted non-DICOM file
+            continue
+        if str(ds.SeriesInstanceUID) == uid:
+            headers.append(read_header(f))
+    return Series(headers).keys(KEY)["series_key"]
 
 
-def _expected(studies: list[Study]) -> tuple[dict[str, str], dict[str, str]]:
-    """Case id -> source series UID of every usable series; set-aside id -> kind."""
+def _expected(studies: list[Study], root: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Case id -> source series UID of every usable series under ``root``; set-aside id -> kind."""
     cases, aside = {}, {}
     for study in studies:
         patient = pseudonym(study.patient_id, "patient", KEY)
         for uid in (study.ct_uid, study.second_uid):
-            cases[dicom_case_id({"patient_key": patient, "series_key": _series_key(uid)})] = uid
+            cases[dicom_case_id({"patient_key": patient, "series_key": _series_key(root, uid)})] = uid
         for uid, kind in study.set_aside.items():
-            aside[_series_key(uid)[: len("series-") + 12]] = kind
+            aside[_series_key(root, uid)[: len("series-") + 12]] = kind
     return cases, aside
 
 
@@ -116,7 +127,7 @@ def test_scan_then_predict_from_elsewhere_gives_one_output_set_per_usable_series
     code = main(["predict", str(model), str(moved / "q" / "manifest.csv"), "--out", "p", "--no-progress"])
     assert code == 0
     cohort = _cohort(elsewhere / "p")
-    expected_cases, expected_aside = _expected(studies)
+    expected_cases, expected_aside = _expected(studies, moved / "export")
     done = cohort[cohort["status"] == "done"]
     assert sorted(done["case_id"]) == sorted(expected_cases)
     aside = cohort[cohort["status"] == "set_aside"]
@@ -129,7 +140,7 @@ def test_scan_then_predict_from_elsewhere_gives_one_output_set_per_usable_series
     images = dict(zip(manifest["series_key"], manifest["image"], strict=True))
     masks = {}
     for case_id, uid in expected_cases.items():
-        image = str(moved / "q" / images[_series_key(uid)])
+        image = str(moved / "q" / images[_series_key(moved / "export", uid)])
         masks[case_id] = _check_case(elsewhere / "p" / "cases" / case_id, image, uid, dciodvfy)
     text = b"".join(p.read_bytes() for p in (elsewhere / "p").rglob("*") if p.suffix in (".csv", ".json"))
     assert not any(pid.encode() in text for pid in PATIENTS) and b"Doe^Pat" not in text
@@ -145,7 +156,7 @@ def test_scan_then_predict_from_elsewhere_gives_one_output_set_per_usable_series
         )
 
     # one series by reference, and a rerun of the manifest skips every finished series
-    one = f"{moved / 'export' / 'P000' / 'ST0'}#{_series_key(studies[0].ct_uid)}"
+    one = f"{moved / 'export' / 'P000' / 'ST0'}#{_series_key(moved / 'export', studies[0].ct_uid)}"
     assert main(["predict", str(model), one, "--out", "p3", "--no-progress"]) == 0
     assert list(_cohort(elsewhere / "p3")["status"]) == ["done"]
     assert (
@@ -181,7 +192,7 @@ def test_sigkill_during_the_cohort_then_rerun_finishes_every_series_once(model: 
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_at_kill = set(_done_lines(out))
-    expected_cases, _ = _expected(studies)
+    expected_cases, _ = _expected(studies, tmp_path / "export")
     assert 1 <= len(done_at_kill) < len(expected_cases)
 
     rerun = _predict_process(model, manifest, out)
@@ -287,7 +298,7 @@ def test_a_broken_series_fails_with_its_reason_and_the_rest_goes_on(model: Path,
     cohort = _cohort(tmp_path / "p")
     assert Counter(cohort["status"]) == {"done": 3, "failed": 1, "set_aside": 6, "unreadable": 1}
     failed = cohort[cohort["status"] == "failed"].iloc[0]
-    assert failed["case_id"] == _series_key(studies[1].ct_uid)[: len("series-") + 12]
+    assert failed["case_id"] == _series_key(tmp_path / "export", studies[1].ct_uid)[: len("series-") + 12]
     assert failed["reason"].startswith("unsupported: ") and "1 missing slice" in failed["reason"]
     assert "not a DICOM file" in cohort[cohort["status"] == "unreadable"].iloc[0]["reason"]
 

@@ -81,3 +81,21 @@ def test_derived_map_is_a_volume_flagged_derived(tmp_path: Path) -> None:
                  extra_tags={"ImageType": ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]})  # fmt: skip
     series, _ = discover(tmp_path)
     assert [(s.kind, s.flags) for s in series] == [("volume", ["derived"])]
+
+
+def test_series_key_does_not_depend_on_what_else_the_scan_saw(tmp_path: Path) -> None:
+    """One SeriesInstanceUID written twice (an axial and a sagittal copy in two folders): the
+    keys the whole-export scan writes load each part from its own folder."""
+    from medimg.io.load import load_image
+
+    uid, study = "1.2.826.0.1.3680043.8.498.100", "1.2.826.0.1.3680043.8.498.101"
+    write_series(phantom("axial", shape=(8, 6, 5)), tmp_path / "export/a", series_uid=uid, study_uid=study)
+    write_series(phantom("sagittal", shape=(7, 6, 4)), tmp_path / "export/b", series_uid=uid, study_uid=study)
+    result = scan(tmp_path / "export")
+    assert len(result.manifest) == 2
+    for row in result.manifest:
+        folder = Path(str(row["image"]).split("#", 1)[0])
+        alone = scan(folder)  # the folder on its own: the other part of the UID is not seen
+        assert [r["series_key"] for r in alone.manifest] == [row["series_key"]]
+        vol = load_image(f"{folder}#{row['series_key']}")
+        assert "x".join(str(n) for n in vol.shape) == row["dims"]

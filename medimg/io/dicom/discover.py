@@ -16,6 +16,7 @@ NIfTI next to the slices) are set aside as ``not_dicom``, which is no problem.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -67,7 +68,6 @@ class Series:
     """The files of one (split) series with its classification."""
 
     headers: list[SliceHeader]
-    split: int = 0
     kind: str = "volume"
     reason: str = ""
     flags: list[str] = field(default_factory=list)
@@ -82,12 +82,20 @@ class Series:
         return Path(os.path.commonpath([str(h.path.parent) for h in self.headers]))
 
     def keys(self, key: bytes | str | None = None) -> dict[str, str]:
-        """Pseudonymous ``patient_key``, ``study_key`` and ``series_key`` (keyed hashes)."""
+        """Pseudonymous ``patient_key``, ``study_key`` and ``series_key`` (keyed hashes).
+
+        The series key hashes the SeriesInstanceUID with the instances of this (split)
+        series, not with its rank among the splits of its UID: a scan of the whole export
+        and a later read of one folder of it (``folder#series_key``) name it alike, even
+        when other files of the same UID lie elsewhere in the export.
+        """
         h = self.first
+        members = sorted(f"{x.sop_instance_uid or x.path.name}|{x.frame_select}" for x in self.headers)
+        digest = hashlib.sha256("\n".join(members).encode()).hexdigest()[:16]
         return {
             "patient_key": pseudonym(h.patient_id, "patient", key),
             "study_key": pseudonym(h.study_uid, "study", key),
-            "series_key": pseudonym(f"{h.series_uid}/{self.split}", "series", key),
+            "series_key": pseudonym(f"{h.series_uid}/{digest}", "series", key),
         }
 
 
@@ -222,7 +230,6 @@ def group_series(headers: Iterable[SliceHeader]) -> list[Series]:
     for h in headers:
         by_uid[(h.study_uid, h.series_uid, h.series_number or 0)].append(h)
     out: list[Series] = []
-    splits: dict[tuple[str, str], int] = defaultdict(int)  # split numbers run on across SeriesNumbers
     for uid in sorted(by_uid):
         parts: dict[tuple, list[SliceHeader]] = defaultdict(list)
         for h in by_uid[uid]:
@@ -231,9 +238,7 @@ def group_series(headers: Iterable[SliceHeader]) -> list[Series]:
         groups = []
         for part in sorted(parts.values(), key=lambda hs: (-len(hs), str(hs[0].path))):
             groups += _split_echoes(part)
-        first = splits[uid[:2]]
-        splits[uid[:2]] += len(groups)
-        out += [Series(sorted(g, key=lambda h: str(h.path)), split=first + i) for i, g in enumerate(groups)]
+        out += [Series(sorted(g, key=lambda h: str(h.path))) for g in groups]
     return out
 
 
