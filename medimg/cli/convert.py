@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from medimg.cli.output import add_json_flag, emit
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``convert`` subcommand (argparse only; cheap)."""
@@ -48,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=min(4, os.cpu_count() or 1),
         help="header-reading processes (tree)",
     )
+    add_json_flag(p)
     return p
 
 
@@ -63,8 +66,19 @@ def _convert_tree(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     out = Path(args.output)
-    print(f"{len(result.written)} series converted -> {out}; manifest {out / 'manifest.csv'}")
-    print(f"{len(result.scan.excluded)} excluded ({result.problems} broken) -> {out / 'excluded.csv'}")
+    document = {
+        "converted": len(result.written),
+        "excluded": len(result.scan.excluded),
+        "broken": result.problems,
+        "out": str(out),
+        "manifest": str(out / "manifest.csv"),
+        "excluded_table": str(out / "excluded.csv"),
+        "written": [str(p) for p in result.written],
+    }
+    emit(args, document, [
+        f"{len(result.written)} series converted -> {out}; manifest {out / 'manifest.csv'}",
+        f"{len(result.scan.excluded)} excluded ({result.problems} broken) -> {out / 'excluded.csv'}",
+    ])  # fmt: skip
     if result.problems:
         print(
             f"medimg convert: {result.problems} file(s) or series could not be used; see {out / 'excluded.csv'}",
@@ -89,9 +103,15 @@ def execute(args: argparse.Namespace) -> int:
             f"{out}: output must end in .nii or .nii.gz (or be a folder when the input is a folder)"
         )
     vol = load_image(args.input, spacing_policy=args.spacing_policy, tilt_policy=args.tilt_policy)
+    dtype = choose_dtype(vol, args.dtype)
+    sidecar = None
     if args.sidecar:
         write_volume(vol, out, args.dtype)
+        sidecar = out.with_name(out.name.removesuffix(".gz").removesuffix(".nii") + ".json")
     else:
-        save_nifti(vol, out, dtype=choose_dtype(vol, args.dtype))
-    print(f"{args.input} -> {out} shape {vol.shape} spacing {tuple(round(s, 4) for s in vol.spacing)}")
+        save_nifti(vol, out, dtype=dtype)
+    spacing = tuple(round(s, 4) for s in vol.spacing)
+    document = {"input": str(args.input), "output": str(out), "shape": list(vol.shape), "spacing": spacing,
+                "dtype": str(dtype), "sidecar": str(sidecar) if sidecar else None}  # fmt: skip
+    emit(args, document, [f"{args.input} -> {out} shape {vol.shape} spacing {spacing}"])
     return 0

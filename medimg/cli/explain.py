@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from medimg.cli.output import add_json_flag, emit
+
 CLS_METHODS = ("gradcam", "gradcam++", "occlusion", "integrated-gradients", "smoothgrad")
 SEG_METHODS = ("seg-gradcam", "seg-integrated-gradients", "seg-smoothgrad", "uncertainty")
 
@@ -109,6 +111,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cpu)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log outputs to the model's MLflow run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
     return p
 
 
@@ -223,10 +226,17 @@ def execute(args: argparse.Namespace) -> int:
         workflow=tm.workflow,
     )
     log = logging.getLogger("medimg.explain")
-    print(f"explained {len(result.reports)} of {len(cases)} cases; {len(result.failures)} failed")
-    for key, reason in result.failures.items():
-        print(f"  FAILED {key}: {reason}")
-    print(f"  index: {result.index}")
+    document = {
+        "explained": len(result.reports), "cases": len(cases), "failed": len(result.failures),
+        "failures": [{"case_key": key, "reason": reason} for key, reason in result.failures.items()],
+        "index": str(result.index), "reports": {key: str(path) for key, path in result.reports.items()},
+        "methods": methods, "mlflow_run_id": run_id,
+    }  # fmt: skip
+    emit(args, document, [
+        f"explained {len(result.reports)} of {len(cases)} cases; {len(result.failures)} failed",
+        *(f"  FAILED {key}: {reason}" for key, reason in result.failures.items()),
+        f"  index: {result.index}",
+    ])  # fmt: skip
     if run_id:
         log.info("logged to MLflow run %s (artifacts: explain/)", run_id)
     return result.exit_code

@@ -10,6 +10,10 @@ Exit codes (constants in :mod:`medimg.errors`, table in ``docs/refusals.md``): 0
 3 data, configuration or weights error, printed as one line
 ``medimg <command>: error: <message>``; 130 interrupted. A user's mistake never
 prints a traceback, also when MONAI or Lightning wrapped the medimg error.
+
+With ``--json`` (every command that prints a result has it) stdout holds exactly one JSON
+document: the result, or ``{"command", "error", "exit_code"}`` when the command failed with
+code 2, 3 or 130 (the one-line message still goes to stderr); see :mod:`medimg.cli.output`.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from medimg import __version__
+from medimg.cli.output import emit_error, json_mode
 from medimg.errors import (
     EXIT_INPUT_ERROR,
     EXIT_INTERRUPTED,
@@ -55,14 +61,33 @@ ALLOW_PICKLE_HELP = (
 log = logging.getLogger("medimg")
 
 
+class UsageError(SystemExit):
+    """argparse's usage error: exit code 2, with its message kept for ``--json``'s error document."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (and, by inheritance, every subcommand's), whose usage error keeps its message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the full argument parser (every subcommand registered)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="medimg",
         description="Deep learning on medical images: DICOM/NIfTI in, trained models, "
         "predictions in the scan's own geometry, MLflow lineage, reports.",
         epilog="exit codes: 0 done; 1 some cases failed (count in the summary); 2 usage error; "
-        "3 data, configuration or weights error (one line on stderr); 130 interrupted",
+        "3 data, configuration or weights error (one line on stderr); 130 interrupted. "
+        "With --json (every command that prints a result) stdout holds one JSON document: the result, "
+        'or {"command", "error", "exit_code"} when the command stopped with 2, 3 or 130',
     )
     parser.add_argument("--version", action="version", version=f"medimg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -94,10 +119,22 @@ def one_line(message: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     from medimg.config.trust import pickle_allowed_by_user
 
-    if getattr(args, "allow_pickle", False):
-        with pickle_allowed_by_user():
-            return int(args._execute(args) or 0)
-    return int(args._execute(args) or 0)
+    with json_mode(args):
+        if getattr(args, "allow_pickle", False):
+            with pickle_allowed_by_user():
+                return int(args._execute(args) or 0)
+        return int(args._execute(args) or 0)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; a usage error with ``--json`` also prints its JSON document, then exits 2."""
+    try:
+        return parser.parse_args(argv)
+    except UsageError as exc:
+        if "--json" in argv:
+            command = next((a for a in argv if a in COMMANDS), None)
+            emit_error(argparse.Namespace(json=True, command=command), exc.message, EXIT_USAGE)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     telemetry_off_by_default()
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = _parse(parser, list(argv) if argv is not None else sys.argv[1:])
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -123,13 +160,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _run(args)
     except KeyboardInterrupt:
         print(f"medimg {args.command}: interrupted", file=sys.stderr)
+        emit_error(args, "interrupted", EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except Exception as exc:
         error = find_medimg_error(exc)
         if error is None:
             raise  # a bug in medimg: the traceback is what a report needs
         log.debug("%s", args.command, exc_info=exc)
-        print(f"medimg {args.command}: error: {one_line(str(error))}", file=sys.stderr)
+        message = one_line(str(error))
+        print(f"medimg {args.command}: error: {message}", file=sys.stderr)
+        emit_error(args, message, EXIT_INPUT_ERROR)
         return EXIT_INPUT_ERROR
     return EXIT_OK if code == 0 else EXIT_SOME_FAILED
 

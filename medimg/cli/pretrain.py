@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from medimg.cli.output import add_json_flag, emit
+
 DESCRIPTION = (
     "Self-supervised pretraining (restoration of masked/shuffled/intensity-curved patches plus rotation "
     "prediction) of a segmentation network on unlabelled NIfTI volumes. Writes .safetensors weights that "
@@ -59,10 +61,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--experiment", default="pretrain", help="MLflow experiment (default pretrain)")
     p.add_argument("--no-mlflow", action="store_true", help="do not track the run")
+    add_json_flag(p)
     return p
 
 
-def _volumes(args: argparse.Namespace) -> tuple[list, list[str]]:
+def _volumes(args: argparse.Namespace) -> tuple[list, list[tuple[str, str]]]:
+    """The readable volumes, normalised, and (file name, reason) of each unreadable input."""
     from pathlib import Path
 
     import numpy as np
@@ -91,7 +95,7 @@ def _volumes(args: argparse.Namespace) -> tuple[list, list[str]]:
                 data = (data - data.mean()) / max(float(data.std()), 1e-6)
             volumes.append(torch.from_numpy(data)[None])
         except (DataError, ValueError, OSError) as exc:
-            failures.append(f"{path.name}: {exc}")
+            failures.append((path.name, str(exc)))
     return volumes, failures
 
 
@@ -122,8 +126,8 @@ def execute(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             params[key] = value
     volumes, failures = _volumes(args)
-    for failure in failures:
-        log.warning("skipped %s", failure)
+    for name, reason in failures:
+        log.warning("skipped %s: %s", name, reason)
     if not volumes:
         raise DataError(f"no readable 3D NIfTI volume among the inputs ({len(failures)} unreadable)")
     patch = args.patch
@@ -192,9 +196,19 @@ def execute(args: argparse.Namespace) -> int:
             save_file(state, str(tmp), metadata=metadata)
         if run is not None:
             mlflow.log_artifact(args.out, artifact_path="weights")
-            print(f"MLflow run {run.info.run_id}: model.pretrained.source: runs:/{run.info.run_id}/weights")
     finally:
         if run is not None:
             mlflow.end_run()
-    print(f"wrote {args.out} ({len(state)} tensors) from {len(volumes)} volumes; {len(failures)} unreadable")
+    run_id = run.info.run_id if run is not None else None
+    source = f"runs:/{run_id}/weights" if run_id else None
+    document = {
+        "out": str(args.out), "tensors": len(state), "volumes": len(volumes), "unreadable": len(failures),
+        "failures": [{"file": name, "reason": reason} for name, reason in failures],
+        "run_id": run_id, "pretrained_source": source,
+    }  # fmt: skip
+    lines = [f"MLflow run {run_id}: model.pretrained.source: {source}"] if run_id else []
+    lines.append(
+        f"wrote {args.out} ({len(state)} tensors) from {len(volumes)} volumes; {len(failures)} unreadable"
+    )
+    emit(args, document, lines)
     return EXIT_SOME_FAILED if failures else EXIT_OK  # the count is printed above

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medimg.cli.output import add_json_flag, emit
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -41,7 +43,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="validate the workflow and the data (files, label geometry) and stop before training",
     )
+    add_json_flag(p)
     return p
+
+
+def _failures(per_case) -> list[dict[str, str]]:
+    """Test cases that could not be scored, with their reason (the ``error`` column of the per-case table)."""
+    if per_case is None or "error" not in per_case:
+        return []
+    failed = per_case[per_case["error"].notna()]
+    return [{"case_key": str(r.case_key), "reason": str(r.error)} for r in failed.itertuples()]
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -55,7 +66,15 @@ def execute(args: argparse.Namespace) -> int:
         df = prepare_data(wf)  # the workflow's ranges, the manifest, the split column
         check_case_files(wf, df)  # every image and mask read as training reads them
         counts = df["split"].value_counts().to_dict()
-        print(f"workflow OK ({wf.name}, hash {config_hash(wf)[:12]}); {len(df)} cases: {counts}")
+        digest = config_hash(wf)
+        document = {
+            "workflow": wf.name,
+            "config_hash": digest,
+            "cases": len(df),
+            "splits": counts,
+            "ok": True,
+        }
+        emit(args, document, [f"workflow OK ({wf.name}, hash {digest[:12]}); {len(df)} cases: {counts}"])
         return 0
     if args.folds or args.seeds:
         from medimg.errors import ConfigError
@@ -68,18 +87,40 @@ def execute(args: argparse.Namespace) -> int:
         if args.folds is not None and args.folds < 2:
             raise ConfigError(f"--folds {args.folds}: expected 2 or more")
         parent, table = run_repeats(wf, args.folds, seeds)
-        print(table.to_string(index=False))
-        print(f"parent MLflow run: {parent}")
+        document = {"workflow": wf.name, "parent_run_id": parent, "runs": table.to_dict(orient="records")}
+        emit(args, document, [table.to_string(index=False), f"parent MLflow run: {parent}"])
         return 0
+    import json
+
     from medimg.training.run import run_workflow
 
     res = run_workflow(wf, resume=args.resume)
-    print(f"\n== {wf.name}: finished in {res.seconds:.0f} s ==")
-    for key in sorted(res.metrics):
-        print(f"  {key:28s} {res.metrics[key]:.4f}")
-    print(f"  outputs:       {res.out_dir}")
-    print(f"  MLflow run:    {res.run_id}")
-    print(f"  MLflow store:  {res.tracking_uri}")
-    print(f"  open the UI:   mlflow ui --backend-store-uri {res.tracking_uri}")
+    info_path = res.out_dir / "run.json"  # what the run recorded: status, weights sha256, model URI
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    per_case_csv = res.out_dir / "test_per_case.csv"
+    failures = _failures(res.per_case)
+    document = {
+        "workflow": wf.name,
+        "run_id": res.run_id,
+        "tracking_uri": res.tracking_uri,
+        "status": info.get("status"),
+        "out_dir": str(res.out_dir),
+        "model_dir": str(res.model_dir),
+        "weights_sha256": info.get("weights_sha256"),
+        "per_case_csv": str(per_case_csv) if per_case_csv.is_file() else None,
+        "seconds": round(res.seconds, 3),
+        "metrics": dict(sorted(res.metrics.items())),
+        "failures": failures,
+        "model_uri": info.get("model_uri"),
+    }
+    lines = [f"\n== {wf.name}: finished in {res.seconds:.0f} s =="]
+    lines += [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
+    lines += [
+        f"  outputs:       {res.out_dir}",
+        f"  MLflow run:    {res.run_id}",
+        f"  MLflow store:  {res.tracking_uri}",
+        f"  open the UI:   mlflow ui --backend-store-uri {res.tracking_uri}",
+    ]
+    emit(args, document, lines)
     failed = int(res.metrics.get("n_failed", 0))
     return 1 if failed else 0

@@ -35,7 +35,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     lister = actions.add_parser("list", help="named weight presets and available networks")
-    lister.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     networks = actions.add_parser("networks", help="networks (model.name) with their parameters and defaults")
     networks.add_argument("name", nargs="?", help="show one network's parameters and defaults")
@@ -107,8 +106,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     check.add_argument(
         "--allow-pickle", action="store_true", help="allow full unpickling (trusted files only)"
     )
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
-    for action in (networks, inspect, convert, verify, record):
+    for action in (lister, networks, inspect, convert, verify, record, check):
         add_json_flag(action)
     return parser
 
@@ -135,41 +133,31 @@ def _list(args: argparse.Namespace) -> int:
 
     presets = [WEIGHT_PRESETS.get(n) for n in WEIGHT_PRESETS.names()]
     networks = [network_info(n) for n in available_networks()]
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "presets": [
-                        {
-                            "name": p.name,
-                            "source": p.source,
-                            "network": p.network,
-                            "network_params": p.network_params,
-                            "in_channels": p.in_channels,
-                            "sha256": p.sha256,
-                            "description": p.description,
-                        }
-                        for p in presets
-                    ],
-                    "networks": [
-                        {"name": n.name, "task": n.task, "params": sorted(n.defaults)} for n in networks
-                    ],
-                },
-                indent=2,
-                default=str,
-            )
-        )
-        return 0
-    print("Weight presets (model.pretrained.source: preset:<name>)")
+    document = {
+        "presets": [
+            {
+                "name": p.name,
+                "source": p.source,
+                "network": p.network,
+                "network_params": p.network_params,
+                "in_channels": p.in_channels,
+                "sha256": p.sha256,
+                "description": p.description,
+            }
+            for p in presets
+        ],
+        "networks": [{"name": n.name, "task": n.task, "params": sorted(n.defaults)} for n in networks],
+    }
+    lines = ["Weight presets (model.pretrained.source: preset:<name>)"]
     for p in presets:
         if p.sha256:
             pinned = "sha256 pinned"
         else:
             pinned = "needs your sha256" if p.source.startswith("url:") else "local cache"
-        print(f"  {p.name:<22} {p.network:<12} in={p.in_channels}  {pinned:<24} {p.description}")
-    print("\nNetworks (model.network)")
-    for n in networks:
-        print(f"  {n.name:<16} {n.task:<15} {n.description}")
+        lines.append(f"  {p.name:<22} {p.network:<12} in={p.in_channels}  {pinned:<24} {p.description}")
+    lines.append("\nNetworks (model.network)")
+    lines += [f"  {n.name:<16} {n.task:<15} {n.description}" for n in networks]
+    emit(args, document, lines)
     return 0
 
 
@@ -338,7 +326,7 @@ def _check(args: argparse.Namespace) -> int:
         encoder_prefixes=encoder_prefixes(args.network, model),
         head_prefixes=head_prefixes(args.network, model),
     )
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    emit(args, report.to_dict(), [report.format()])
     return 0
 
 
