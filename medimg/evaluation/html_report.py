@@ -17,6 +17,8 @@ from typing import Any
 
 import jinja2
 
+from medimg.templating import package_environment
+
 
 def fmt(value: Any, digits: int = 3) -> str:
     """A number for a table cell: ``n/a`` for missing/NaN, integers plain, floats to ``digits`` decimals.
@@ -51,12 +53,7 @@ def fmt_p(value: Any) -> str:
 @cache
 def _environment() -> jinja2.Environment:
     """The template environment: package templates, autoescape on for every template."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("medimg.evaluation", "templates"),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = package_environment("medimg.evaluation")
     env.filters["fmt"] = fmt
     env.filters["fmt_p"] = fmt_p
     return env

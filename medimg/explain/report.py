@@ -2,13 +2,13 @@
 
 Everything is inline: images are base64 PNGs, styles are in the page, there are no scripts,
 fonts or links to other hosts, so the file opens offline and can be archived as is. The page
-names the case only by its pseudonymous key (no patient data).
+names the case only by its pseudonymous key (no patient data). The markup is the Jinja2
+template ``templates/case_report.html``, rendered with autoescape on.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,16 +22,7 @@ from medimg.explain.figures import curve_png, triplanar_png
 from medimg.explain.saliency import SaliencyMap
 from medimg.explain.sanity import FaithfulnessResult, RandomisationResult, sanity_verdict
 from medimg.io.atomic import atomic_write_text
-
-STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1b1f24;max-width:1100px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
-h3{font-size:15px;margin:16px 0 6px}table{border-collapse:collapse;margin:6px 0}
-td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}th{background:#f3f4f6}
-img{max-width:100%;display:block;margin:4px 0;border:1px solid #eee}.muted{color:#666;font-size:12px}
-.verdict{padding:8px 12px;border-radius:4px;margin:8px 0;font-size:14px}.pass{background:#e7f6ea}
-.fail{background:#fde8e8}.note{background:#fff7e0;padding:6px 10px;font-size:13px}
-"""
+from medimg.templating import package_environment
 
 
 @dataclass
@@ -83,14 +74,9 @@ class CaseExplanation:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _table(rows: list[tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+def _base64(png: bytes) -> str:
+    """A PNG as the base64 text of a ``data:`` URI (the page needs no file beside it)."""
+    return base64.b64encode(png).decode("ascii")
 
 
 def _fmt(value: Any) -> str:
@@ -123,61 +109,57 @@ def structure_centre(mask: np.ndarray | None) -> tuple[int, int, int] | None:
     return tuple(int(round(v)) for v in c)  # type: ignore[return-value]
 
 
-def _method_section(case: CaseExplanation, res: MethodResult) -> str:
+def _method_view(case: CaseExplanation, res: MethodResult) -> dict[str, Any]:
+    """What the template shows of one method: tables as (name, value) rows, figures as base64 PNGs."""
     m = res.saliency
-    parts = [f"<h2>{html.escape(m.method)}</h2>"]
     rows: list[tuple[str, Any]] = [("target", ", ".join(f"{k} = {v}" for k, v in m.target.items()) or "-")]
     rows += [(k, _fmt(v)) for k, v in m.params.items()]
     rows.append(("map file", res.nifti or "not written"))
-    parts.append(_table(rows))
-    if m.grid_note:
-        parts.append(f'<p class="note">{html.escape(m.grid_note)}</p>')
-    peak = m.peak_index
-    parts.append(f"<h3>Through the peak of the map (voxel {peak})</h3>")
-    outline = case.structure
-    png = triplanar_png(case.image, m.array, case.affine, peak, overlay_label=m.method, outline=outline)
-    parts.append(_img(png, "map peak"))
-    centre = structure_centre(case.structure)
+    peak, centre, outline = m.peak_index, structure_centre(case.structure), case.structure
+    view: dict[str, Any] = {
+        "method": m.method,
+        "rows": rows,
+        "grid_note": m.grid_note,
+        "peak": peak,
+        "peak_png": _base64(
+            triplanar_png(case.image, m.array, case.affine, peak, overlay_label=m.method, outline=outline)
+        ),
+        "centre": centre,
+        "status": {True: "pass", False: "fail", None: "note"}[res.passed],
+        "verdict": res.verdict,
+    }
     if centre is not None:
-        where = {True: "inside", False: "outside", None: "not checked against"}[res.peak_in_structure]
-        parts.append(f"<h3>Through the lesion/organ centre (voxel {centre})</h3>")
-        parts.append(f"<p>The peak of the map lies <b>{where}</b> the lesion/organ mask (green outline).</p>")
+        view["where"] = {True: "inside", False: "outside", None: "not checked against"}[res.peak_in_structure]
         png = triplanar_png(case.image, m.array, case.affine, centre, overlay_label=m.method, outline=outline)
-        parts.append(_img(png, "structure centre"))
-    else:
-        parts.append('<p class="muted">No lesion/organ mask for this case: only the peak view is shown.</p>')
-    parts.append("<h3>Sanity checks</h3>")
-    status = {True: "pass", False: "fail", None: "note"}[res.passed]
-    parts.append(f'<div class="verdict {status}">{html.escape(res.verdict)}</div>')
-    rows = []
+        view["centre_png"] = _base64(png)
+    checks: list[tuple[str, str]] = []
     if res.randomisation is not None:
         r = res.randomisation
-        rows += [
+        checks += [
             ("randomisation: Spearman (trained vs random weights)", f"{r.spearman:.3f}"),
             ("randomisation: SSIM (trained vs random weights)", f"{r.ssim:.3f}"),
             ("randomisation: threshold (both below = pass)", f"{r.threshold:.2f}"),
         ]
     f = res.faithfulness
     if f is not None:
-        rows += [("deletion AUC (lower is better)", f"{f.deletion_auc:.3f}")]
+        checks += [("deletion AUC (lower is better)", f"{f.deletion_auc:.3f}")]
         if f.random_deletion_auc is not None:
-            rows += [("deletion AUC, random voxel order", f"{f.random_deletion_auc:.3f}")]
-        rows += [("insertion AUC (higher is better)", f"{f.insertion_auc:.3f}")]
-    if rows:
-        parts.append(_table(rows))
-    if f is not None:
+            checks += [("deletion AUC, random voxel order", f"{f.random_deletion_auc:.3f}")]
+        checks += [("insertion AUC (higher is better)", f"{f.insertion_auc:.3f}")]
         png = curve_png(f.fractions, {"deletion": f.deletion, "insertion": f.insertion}, m.method)
-        parts.append(_img(png, "deletion and insertion curves"))
-    return "\n".join(parts)
+        view["curves_png"] = _base64(png)
+    view["checks"] = checks
+    return view
 
 
 def render_case_report(case: CaseExplanation) -> str:
-    """The HTML text of a case report.
+    """The HTML text of a case report, from the template ``templates/case_report.html``.
+
+    Autoescape is on: the case key, method names, parameters and notes are HTML-escaped.
 
     Example:
         >>> html_text = render_case_report(case)  # doctest: +SKIP
     """
-    key = html.escape(case.case_key)
     pred_rows: list[tuple[str, Any]] = [("task", case.task)]
     for k, v in case.prediction.items():
         if isinstance(v, dict):
@@ -188,22 +170,17 @@ def render_case_report(case: CaseExplanation) -> str:
         pred_rows.append(("reference", case.truth))
     model_rows = [(k, v) for k, v in case.model.items() if v not in (None, "")]
     model_rows.append(("report created (UTC)", case.created))
-    sections = "\n".join(_method_section(case, r) for r in case.results)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>medimg explain: {key}</title><style>{STYLE}</style></head>
-<body>
-<h1>Case {key}</h1>
-<p class="muted">Saliency report generated by medimg. Maps show where the model's output is sensitive;
-they are not a diagnosis. Check the sanity verdict before reading a map.</p>
-<h2>Prediction</h2>
-{_table(pred_rows)}
-<h2>Model</h2>
-{_table(model_rows)}
-{sections}
-</body></html>
-"""
+    page = (
+        package_environment("medimg.explain")
+        .get_template("case_report.html")
+        .render(
+            key=case.case_key,
+            prediction=pred_rows,
+            model=model_rows,
+            methods=[_method_view(case, r) for r in case.results],
+        )
+    )
+    return page.rstrip("\n") + "\n"
 
 
 def write_case_report(case: CaseExplanation, path: str | os.PathLike[str]) -> Path:
