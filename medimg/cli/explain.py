@@ -23,7 +23,7 @@ _DESCRIPTION = textwrap.fill(
     "randomisation test (Spearman, SSIM) and deletion/insertion curves (AUC), with a plain-language "
     "verdict. index.html links the reports, sortable by confidence or error. When the model comes from "
     "an MLflow run, the outputs are logged as artifacts (explain/) of that run. "
-    "Exit code: the number of failed cases (0: all explained).",
+    "Exit code: 0 when every case was explained, 1 when some failed (docs/refusals.md).",
     width=100,
 )
 

@@ -24,7 +24,7 @@ def assign_splits(df: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     Example:
         >>> df = pd.DataFrame({"case_key": list("abcdef"), "patient_key": list("aabcde")})
         >>> out = assign_splits(df, SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=0))
-        >>> out.groupby("patient_key")["split"].nunique().max()
+        >>> int(out.groupby("patient_key")["split"].nunique().max())
         1
     """
     out = df.copy()

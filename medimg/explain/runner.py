@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from medimg.config.schema import Workflow
-from medimg.errors import ConfigError
+from medimg.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError
 from medimg.explain.case_target import classification_target, segmentation_target
 from medimg.explain.caseprep import PreparedCase, Preprocess, default_preprocess, prepare_case
 from medimg.explain.cases import ExplainCase
@@ -50,8 +50,8 @@ class CohortResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when every case was explained, else the number of failed cases (at most 100)."""
-        return min(len(self.failures), 100)
+        """0 when every case was explained, else 1 (``EXIT_SOME_FAILED``), never the count."""
+        return EXIT_SOME_FAILED if self.failures else EXIT_OK
 
 
 def explain_cohort(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medimg.errors import find_medimg_error
+from medimg.errors import EXIT_OK, EXIT_SOME_FAILED, find_medimg_error
 from medimg.inference.cases import (
     CaseInput,
     CaseOutputs,
@@ -86,8 +86,9 @@ class CohortReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when no case failed, else the number of failed cases (capped at 100)."""
-        return min(self.failed, 100)
+        """0 when no case failed, else 1 (``EXIT_SOME_FAILED``): never the count, which a shell
+        truncates modulo 256 and which would read as a usage (2) or input (3) error."""
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
 @dataclass

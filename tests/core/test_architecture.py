@@ -12,14 +12,26 @@ PKG = ROOT / "medimg"
 ALLOWED = {
     "errors": set(),
     "extras": {"errors"},
+    "templating": set(),
     "io": {"errors", "extras"},
     "config": {"errors", "extras", "models"},
     "data": {"io", "config", "errors", "extras"},
     "models": {"io", "config", "errors", "extras"},
-    "evaluation": {"io", "errors", "extras"},
+    "evaluation": {"io", "errors", "extras", "templating"},
     "training": {"data", "models", "config", "io", "errors", "extras", "inference", "evaluation"},
     "inference": {"data", "models", "config", "io", "errors", "extras", "evaluation", "training"},
-    "explain": {"inference", "data", "models", "config", "io", "errors", "extras", "evaluation", "training"},
+    "explain": {
+        "inference",
+        "data",
+        "models",
+        "config",
+        "io",
+        "errors",
+        "extras",
+        "evaluation",
+        "training",
+        "templating",
+    },
 }
 
 
