@@ -23,6 +23,10 @@ checks and a refused case is left out with medimg's reason. A UNet is trained wi
 on the training part, ``medimg explain`` runs over every test case, and the Seg-Grad-CAM maps are
 scored: their mass inside the predicted structure (against the structure's share of the volume)
 and deletion/insertion AUCs (against a random map).
+
+``python -m benchmarks.bench_explain --vessel`` checks a classifier on real data: VesselMNIST3D
+(aneurysm or vessel; ``prepare-vessel`` writes it into ``~/.cache/medimg-data/vesselmnist3d/``),
+with medimg explain's own sanity checks; see ``benchmarks/bench_explain_vessel.py``.
 """
 
 from __future__ import annotations
@@ -462,13 +466,30 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", nargs="?", choices=("prepare", "measure"), default="measure")
+    parser.add_argument(
+        "stage", nargs="?", choices=("prepare", "prepare-vessel", "measure"), default="measure"
+    )
     parser.add_argument("--real", action="store_true", help="MSD Hippocampus (see docs/explain.md)")
-    parser.add_argument("--work", default=str(CACHE / "bench"), help="real mode: split, model and maps")
+    parser.add_argument("--vessel", action="store_true", help="VesselMNIST3D (see docs/explain.md)")
+    parser.add_argument(
+        "--work", default=None, help="real modes: split, model and maps (default: in the cache)"
+    )
     args = parser.parse_args()
     if args.stage == "prepare":
         print(json.dumps(prepare(), indent=2))
+    elif args.stage == "prepare-vessel":
+        from benchmarks.bench_explain_vessel import prepare as prepare_vessel
+
+        print(json.dumps(prepare_vessel(), indent=2))
+    elif args.vessel:
+        from benchmarks.bench_explain_vessel import CACHE as VESSEL_CACHE
+        from benchmarks.bench_explain_vessel import run_vessel, save
+
+        result = run_vessel(Path(args.work or VESSEL_CACHE / "bench"))
+        print(json.dumps(result, indent=2))
+        if "skipped" not in result:
+            print(f"saved: {save(result)}")
     elif args.real:
-        print(json.dumps(run_real(Path(args.work)), indent=2))
+        print(json.dumps(run_real(Path(args.work or CACHE / "bench")), indent=2))
     else:
         print(json.dumps(run(quick=True), indent=2))
