@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from medimg.cli import pretrain as pretrain_command
+from medimg.config.weights import PretrainedSpec
 from medimg.io.nifti import save_nifti
 from medimg.models.loading import load_pretrained
 from medimg.models.networks import build_network, encoder_prefixes
-from medimg.models.spec import PretrainedSpec
 
 NETWORK = "unet"
 PARAMS = {"channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1}

@@ -114,8 +114,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def _spec(args: argparse.Namespace, **extra: Any):
     from pydantic import ValidationError
 
+    from medimg.config.weights import PretrainedSpec
     from medimg.errors import ConfigError
-    from medimg.models.spec import PretrainedSpec
 
     fields = {"source": args.source, "allow_pickle": args.allow_pickle, **extra}
     for name in ("sha256", "checkpoint_key"):

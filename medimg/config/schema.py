@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medimg.models.spec import FinetuneSpec, PretrainedSpec
+from medimg.config.weights import FinetuneSpec, PretrainedSpec
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from medimg.config.weights import FinetuneSpec
 from medimg.models.networks import is_under
-from medimg.models.spec import FinetuneSpec
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,

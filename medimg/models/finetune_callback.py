@@ -1,4 +1,4 @@
-"""Lightning callback that runs a :class:`~medimg.models.spec.FinetuneSpec` and makes it visible.
+"""Lightning callback that runs a :class:`~medimg.config.weights.FinetuneSpec` and makes it visible.
 
 Built on Lightning's :class:`~lightning.pytorch.callbacks.BaseFinetuning`:
 ``freeze_before_training`` freezes the encoder before the optimizer is built and
@@ -25,10 +25,10 @@ from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 from torch.optim import Optimizer
 
+from medimg.config.weights import FinetuneSpec
 from medimg.errors import ConfigError
 from medimg.models.finetune import set_encoder_frozen, set_norm_frozen
 from medimg.models.networks import is_under
-from medimg.models.spec import FinetuneSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class FinetuneScheduler(BaseFinetuning):
             ``None`` when the prefixes are relative to the LightningModule itself.
 
     Example:
-        >>> from medimg.models.spec import FinetuneSpec
+        >>> from medimg.config.weights import FinetuneSpec
         >>> cb = FinetuneScheduler(FinetuneSpec(freeze_encoder_epochs=2), ["features."], network_attr="net")
         >>> cb.events
         []

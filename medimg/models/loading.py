@@ -20,12 +20,12 @@ import torch
 from torch import nn
 
 from medimg.config.trust import require_pickle_permission
+from medimg.config.weights import PretrainedSpec
 from medimg.errors import WeightsError
 from medimg.models.checkpoint import detect_format, read_checkpoint
 from medimg.models.networks import is_under
 from medimg.models.report import LoadReport
 from medimg.models.sources import resolve_weights
-from medimg.models.spec import PretrainedSpec
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from medimg.config.weights import PretrainedSpec, RenameRule
 from medimg.errors import WeightsError
 from medimg.models.registry import Registry
-from medimg.models.spec import PretrainedSpec, RenameRule
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class WeightPreset:
         network_params: Parameters of that network the weights need.
         in_channels: Input channels of the published weights.
         sha256: Verified hash of the file, when known.
-        mapping: :class:`~medimg.models.spec.PretrainedSpec` fields (``strip_prefix``, ``rename``…).
+        mapping: :class:`~medimg.config.weights.PretrainedSpec` fields (``strip_prefix``, ``rename``…).
         description: One line: what the weights were trained on.
         license: Licence of the weights.
     """

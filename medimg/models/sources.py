@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from medimg.config.weights import PretrainedSpec
 from medimg.errors import WeightsError
 from medimg.models.download import cache_dir, download, sha256_of, verify_sha256
 from medimg.models.presets import expand_preset
 from medimg.models.registry import Registry
-from medimg.models.spec import PretrainedSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 BUNDLE_MODEL_FILES = ("model.safetensors", "model.pt", "model.pth", "model.ckpt", "model.ts")

@@ -14,7 +14,7 @@ ALLOWED = {
     "extras": {"errors"},
     "templating": set(),
     "io": {"errors", "extras"},
-    "config": {"errors", "extras", "models"},
+    "config": {"errors", "extras"},
     "data": {"io", "config", "errors", "extras"},
     "models": {"io", "config", "errors", "extras"},
     "evaluation": {"io", "errors", "extras", "templating"},

@@ -120,9 +120,9 @@ def test_workflow_alone_cannot_switch_on_pickle(tmp_path, capsys, monkeypatch):
 
 def test_library_load_of_a_pickle_workflow_also_needs_the_grant(tmp_path, monkeypatch):
     """The gate holds where the weights are read (reproduce, scripts), not only in the CLI."""
+    from medimg.config.weights import PretrainedSpec
     from medimg.models.loading import load_pretrained
     from medimg.models.networks import build_network
-    from medimg.models.spec import PretrainedSpec
 
     monkeypatch.delenv("MEDIMG_ALLOW_PICKLE", raising=False)
     marker = tmp_path / "payload-ran"

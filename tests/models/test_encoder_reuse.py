@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from safetensors.torch import save_file
 
+from medimg.config.weights import PretrainedSpec, RenameRule
 from medimg.models.loading import load_pretrained
 from medimg.models.networks import build_network, encoder_prefixes, head_prefixes
-from medimg.models.spec import PretrainedSpec, RenameRule
 
 SEGRESNET = {"init_filters": 4, "norm": ["GROUP", {"num_groups": 2}]}
 SWIN = {"feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 4}

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from medimg.config.weights import FinetuneSpec
 from medimg.models.finetune import (
     build_lr_scheduler,
     lr_factor,
@@ -16,7 +17,6 @@ from medimg.models.finetune import (
     set_norm_frozen,
 )
 from medimg.models.networks import build_network, encoder_prefixes
-from medimg.models.spec import FinetuneSpec
 
 
 def _net():

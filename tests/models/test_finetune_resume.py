@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from medimg.config.weights import FinetuneSpec
 from medimg.errors import ConfigError
 from medimg.models.finetune import build_lr_scheduler, param_groups
 from medimg.models.finetune_callback import FinetuneScheduler
 from medimg.models.networks import build_network, encoder_prefixes
-from medimg.models.spec import FinetuneSpec
 
 SPEC = FinetuneSpec(freeze_encoder_epochs=1, backbone_lr_mult=0.1, warmup_epochs=1, schedule="cosine")
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
+from medimg.config.weights import FinetuneSpec, PretrainedSpec
 from medimg.models.finetune import param_groups, set_norm_frozen
 from medimg.models.loading import load_pretrained
 from medimg.models.networks import build_network, encoder_prefixes, head_prefixes
-from medimg.models.spec import FinetuneSpec, PretrainedSpec
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from medimg.cli import pretrain as pretrain_cli
+from medimg.config.weights import PretrainedSpec
 from medimg.io.nifti import save_nifti
 from medimg.models.loading import load_pretrained
 from medimg.models.networks import build_network, encoder_prefixes
-from medimg.models.spec import PretrainedSpec
 from medimg.models.ssl import apply_corruption, rotate, sample_corruption
 
 PARAMS = ["--param", "channels=[4,8,16]", "--param", "strides=[2,2]", "--param", "num_res_units=0"]

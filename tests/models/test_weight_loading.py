@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from medimg.config.weights import PretrainedSpec, RenameRule
 from medimg.errors import WeightsError
 from medimg.models.checkpoint import read_checkpoint
 from medimg.models.loading import adapt_input_channels, load_pretrained
 from medimg.models.networks import build_network, encoder_prefixes, head_prefixes
-from medimg.models.spec import PretrainedSpec, RenameRule
 
 SMALL = {"widen_factor": 0.25}
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from medimg.config.weights import PretrainedSpec
 from medimg.errors import ConfigError, WeightsError
 from medimg.models.download import cache_dir, sha256_of
 from medimg.models.loading import build_pretrained_network, load_pretrained
 from medimg.models.networks import build_network, encoder_prefixes
 from medimg.models.presets import WEIGHT_PRESETS, WeightPreset, expand_preset, register_preset
 from medimg.models.sources import resolve_weights
-from medimg.models.spec import PretrainedSpec
 
 
 def _unet(seed: int = 0):
