@@ -10,7 +10,8 @@ column ``output`` (where to write the mask NIfTI). It answers one row per image:
 A bad image fails its own row (``status`` = ``failed`` with the reason), never the batch.
 Masks are those of ``medimg predict``: same predictor, same writer, the input's own grid.
 The model is logged *from code* (a three-line script, no pickle) with the medimg package
-beside it, so it loads with the exact code of the run that trained it.
+beside it, so it loads with the exact code of the run that trained it. Every run logs it,
+with its signature and a one-row input example; a registry version is added on request.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import importlib.metadata
 import re
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from medimg.training.pyfunc import MedimgPyfunc
 
 mlflow.models.set_model(MedimgPyfunc())
 '''
+EXAMPLE_IMAGE = "scans/case_001.nii.gz"
 _FALLBACK_REQUIREMENTS = (
     "torch",
     "monai",
@@ -97,6 +98,20 @@ def model_signature(wf: Workflow) -> ModelSignature:
     outputs = Schema([ColSpec(types.get(c, "double"), c) for c in output_columns(wf)])
     params = ParamSchema([ParamSpec("output_dir", "string", "")])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def input_example() -> pd.DataFrame:
+    """The pyfunc's input in its documented format: one row, an ``image`` path and no ``output``.
+
+    MLflow loads the logged model and predicts this example at log time. The path is a
+    placeholder, so the row fails on its own (file not found) before the network runs, and
+    with no ``output`` no mask is ever written.
+
+    Example:
+        >>> input_example().to_dict("list")
+        {'image': ['scans/case_001.nii.gz']}
+    """
+    return pd.DataFrame({"image": [EXAMPLE_IMAGE]})
 
 
 def _case_id(image: str) -> str:
@@ -214,10 +229,13 @@ def pip_requirements() -> list[str]:
 def log_pyfunc_model(
     run_id: str, model_dir: Path, tracking_uri: str, registered_name: str | None, alias: str = "candidate"
 ) -> str:
-    """Log ``model_dir`` as the pyfunc ``pyfunc`` of run ``run_id``, register it and set ``alias``.
+    """Log ``model_dir`` as the pyfunc ``pyfunc`` of run ``run_id``; register it when asked.
 
-    The run keeps its status (a running run stays running). Returns ``models:/NAME@ALIAS``
-    when registered, else the logged model's URI.
+    With ``registered_name``, a new version is registered under it and ``alias`` points at
+    it; without, nothing enters the registry. The model carries its signature, a one-row
+    input example (:func:`input_example`) and pinned pip requirements. The run keeps its
+    status (a running run stays running). Returns ``models:/NAME@ALIAS`` when registered,
+    else the logged model's URI.
 
     Example:
         >>> log_pyfunc_model(res.run_id, res.model_dir, res.tracking_uri, "liver_seg")  # doctest: +SKIP
@@ -244,19 +262,18 @@ def log_pyfunc_model(
         if own_run:
             mlflow.start_run(run_id=run_id)
         try:
-            with warnings.catch_warnings():  # no input example on purpose: it would run the network here
-                warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
-                info = mlflow.pyfunc.log_model(
-                    name=MODEL_NAME,
-                    python_model=str(script),
-                    artifacts={ARTIFACT_KEY: str(model_dir)},
-                    code_paths=[str(code)],
-                    signature=model_signature(wf),
-                    pip_requirements=pip_requirements(),
-                    registered_model_name=registered_name,
-                    await_registration_for=60,
-                    metadata={"medimg_task": wf.task, "medimg_workflow": wf.name},
-                )
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=str(script),
+                artifacts={ARTIFACT_KEY: str(model_dir)},
+                code_paths=[str(code)],
+                signature=model_signature(wf),
+                input_example=input_example(),
+                pip_requirements=pip_requirements(),  # explicit: MLflow never imports the model to infer them
+                registered_model_name=registered_name,
+                await_registration_for=60,
+                metadata={"medimg_task": wf.task, "medimg_workflow": wf.name},
+            )
         finally:
             if own_run:
                 mlflow.end_run(status=before if before != "RUNNING" else "FINISHED")

@@ -1,8 +1,8 @@
 """A study run: workflow → data → Lightning training → test scoring → MLflow lineage.
 
-Every run records the resolved workflow and its hash, the manifest (as an MLflow
-dataset, with each file's sha256), the code version, the environment, the seeds and
-the best weights (safetensors) in MLflow, and leaves the same files in
+Every run records the resolved workflow and its hash, the manifest (one MLflow dataset
+per split, with each file's sha256), the code version, the environment, the seeds, the
+best weights (safetensors) and the pyfunc model in MLflow, and leaves the same files in
 ``outputs.dir``. ``run.json`` there names the MLflow run from the first moment, so a
 killed run resumes (``--resume``) into the same MLflow run.
 """
@@ -206,23 +206,49 @@ def _log_lineage(
         client.log_artifact(run_id, str(out / name), "data")
     for name in ("environment.json", "requirements.txt"):
         client.log_artifact(run_id, str(out / name), "environment")
+    try:
+        _log_datasets(client, run_id, wf, saved, hashes)
+    except Exception as exc:  # pragma: no cover - older/limited tracking servers
+        log.warning("could not log the manifest as MLflow datasets: %s", exc)
+
+
+SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+
+
+def _log_datasets(client: Any, run_id: str, wf: Workflow, saved: pd.DataFrame, hashes: pd.DataFrame) -> None:
+    """One MLflow dataset per split of the saved manifest (contexts in :data:`SPLIT_CONTEXTS`).
+
+    Each digest is the content hash of that split's own files, so two runs that trained on the
+    same bytes share the training dataset even when their test sets differ. An empty split
+    (``test_fraction: 0``) logs no dataset.
+    """
     import warnings
 
-    try:  # the manifest as an MLflow dataset, its digest = the content hash of every file
-        with (
-            warnings.catch_warnings(),
-            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None),
-        ):
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    from medimg.data.manifest import manifest_hash
+
+    inputs = []
+    source = str(Path(wf.data.manifest).resolve())
+    for split, context in SPLIT_CONTEXTS.items():
+        rows = saved[saved["split"] == split].reset_index(drop=True)
+        if rows.empty:
+            continue
+        own = hashes[hashes["case_key"].isin(rows["case_key"])]
+        with warnings.catch_warnings():  # MLflow's schema hints about integer columns
             warnings.simplefilter("ignore", UserWarning)
             ds = mlflow.data.from_pandas(
-                saved,
-                source=str(Path(wf.data.manifest).resolve()),
-                name=f"{wf.name}-manifest",
-                digest=manifest_hash(hashes, ("case_key", "role", "sha256"))[:32],
+                rows,
+                source=source,
+                name=f"{wf.name}-{split}",
+                digest=manifest_hash(own, ("case_key", "role", "sha256"))[:32],
             )
-            mlflow.log_input(ds, context="training")
-    except Exception as exc:  # pragma: no cover - older/limited tracking servers
-        log.warning("could not log the manifest as an MLflow dataset: %s", exc)
+            entity = ds._to_mlflow_entity()
+        inputs.append(DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    # through the client, not mlflow.start_run: resuming the run fluently would end it FINISHED mid-training
+    client.log_inputs(run_id, datasets=inputs)
 
 
 def _mark_failed(client: Any, run_id: str, uri: str, out: Path, exc: BaseException) -> None:
@@ -371,16 +397,18 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
         atomic_write_text(out / "test_summary.json", json.dumps(metrics, indent=2))
         client.log_artifact(run_id, str(out / "test_per_case.csv"), "evaluation")
         client.log_artifact(run_id, str(out / "test_summary.json"), "evaluation")
-    extra: dict[str, Any] = {}
-    if wf.tracking.register_model:
-        try:
-            from medimg.training.pyfunc import log_pyfunc_model
+    from medimg.training.pyfunc import log_pyfunc_model
 
-            extra["model_uri"] = log_pyfunc_model(
-                run_id, model_dir, uri, wf.tracking.register_model, wf.tracking.model_alias
-            )
-        except ImportError:  # pragma: no cover
-            log.warning("pyfunc model logging is unavailable in this installation")
+    try:  # every run logs its pyfunc; only `tracking.register_model` adds a registry version
+        t_model = time.perf_counter()
+        model_uri = log_pyfunc_model(
+            run_id, model_dir, uri, wf.tracking.register_model or None, wf.tracking.model_alias
+        )
+        log.info("logged the pyfunc model %s in %.1f s", model_uri, time.perf_counter() - t_model)
+    except Exception as exc:
+        _mark_failed(client, run_id, uri, out, exc)
+        raise
+    extra: dict[str, Any] = {"model_uri": model_uri}
     seconds = time.perf_counter() - t0
     client.log_metric(run_id, "run_seconds", seconds)
     client.set_terminated(run_id, "FINISHED")
