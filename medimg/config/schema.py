@@ -250,12 +250,6 @@ class Workflow(Strict):
     def _check(self) -> Workflow:
         if self.task == "segmentation" and not self.data.labels:
             raise ValueError("data.labels is required for segmentation (e.g. {0: background, 1: organ})")
-        f = self.finetune
-        if f.warmup_epochs or f.schedule != "constant" or f.min_lr_ratio:
-            raise ValueError(
-                "finetune.warmup_epochs / finetune.schedule / finetune.min_lr_ratio: set the "
-                "learning-rate schedule in optim.warmup_epochs and optim.scheduler instead"
-            )
         if self.task == "segmentation" and 0 not in self.data.labels:
             raise ValueError("data.labels must include 0 (background)")
         return self

@@ -22,7 +22,6 @@ Weight sources (the ``source`` string):
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -170,8 +169,8 @@ class FinetuneSpec(BaseModel):
     """How pretrained weights are fine-tuned.
 
     Example:
-        >>> FinetuneSpec(freeze_encoder_epochs=2, backbone_lr_mult=0.1, schedule="cosine").warmup_epochs
-        0
+        >>> FinetuneSpec(freeze_encoder_epochs=2, backbone_lr_mult=0.1).backbone_lr_mult
+        0.1
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -185,8 +184,16 @@ class FinetuneSpec(BaseModel):
     freeze_norm: bool = Field(
         False, description="Keep normalisation layers of the encoder frozen (eval statistics, no grad)."
     )
-    warmup_epochs: int = Field(0, ge=0, description="Linear learning-rate warm-up epochs.")
-    schedule: Literal["cosine", "constant"] = Field(
-        "constant", description="Learning-rate schedule after warm-up."
-    )
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Cosine floor as a fraction of the base LR.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_lives_in_optim(cls, data: object) -> object:
+        moved = sorted(
+            k for k in ("warmup_epochs", "schedule", "min_lr_ratio") if isinstance(data, dict) and k in data
+        )
+        if moved:
+            raise ValueError(
+                f"finetune.{', finetune.'.join(moved)}: the learning-rate schedule is set in "
+                "optim.warmup_epochs and optim.scheduler (one schedule for every study)"
+            )
+        return data

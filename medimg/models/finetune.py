@@ -1,4 +1,4 @@
-"""Fine-tuning helpers: named parameter groups, encoder freezing, warm-up + cosine schedule.
+"""Fine-tuning helpers: named parameter groups, encoder freezing.
 
 These are plain-torch pieces; :mod:`medimg.models.finetune_callback` drives them
 from a Lightning ``Trainer`` (unfreeze after N epochs, log learning rates).
@@ -7,16 +7,15 @@ from a Lightning ``Trainer`` (unfreeze after N epochs, log learning rates).
   ``base_lr`` (discriminative learning rates), each group named for the logs.
 * :func:`set_encoder_frozen` — ``requires_grad`` off/on for the encoder.
 * :func:`set_norm_frozen` — normalisation layers of the encoder in eval mode, no gradient.
-* :func:`build_lr_scheduler` — per-step linear warm-up, then cosine or constant.
+
+The learning-rate schedule (warm-up, then cosine or constant) is the study's one schedule,
+:func:`medimg.training.optim.warmup_cosine`, set in ``optim.warmup_epochs`` and
+``optim.scheduler``; every group keeps its own base rate under it.
 """
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from medimg.config.weights import FinetuneSpec
 from medimg.models.networks import is_under
@@ -107,40 +106,3 @@ def set_norm_frozen(model: nn.Module, prefixes: list[str]) -> int:
         for param in module.parameters(recurse=False):
             param.requires_grad_(False)
     return len(modules)
-
-
-def lr_factor(step: int, spec: FinetuneSpec, total_steps: int, warmup_steps: int) -> float:
-    """Multiplier of every group's base learning rate at optimizer ``step`` (0-based).
-
-    Example:
-        >>> spec = FinetuneSpec(schedule="cosine", warmup_epochs=1)
-        >>> [round(lr_factor(s, spec, 10, 2), 3) for s in (0, 1, 2, 6, 10)]
-        [0.5, 1.0, 1.0, 0.5, 0.0]
-    """
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if spec.schedule == "constant":
-        return 1.0
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
-    return spec.min_lr_ratio + (1.0 - spec.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_lr_scheduler(
-    optimizer: torch.optim.Optimizer, spec: FinetuneSpec, total_steps: int, warmup_steps: int
-) -> LambdaLR:
-    """Per-step scheduler: linear warm-up over ``warmup_steps``, then cosine (or constant) to ``total_steps``.
-
-    Each group keeps its own base learning rate (so ``backbone_lr_mult`` holds throughout).
-    Step it every optimizer step (Lightning: ``{"scheduler": s, "interval": "step"}``).
-
-    Example:
-        >>> net = nn.Linear(2, 1)
-        >>> opt = torch.optim.SGD(param_groups(net, 0.1, FinetuneSpec(), ["weight"]), lr=0.1)
-        >>> sched = build_lr_scheduler(opt, FinetuneSpec(schedule="cosine"), total_steps=4, warmup_steps=0)
-        >>> [round(g["lr"], 3) for g in opt.param_groups]
-        [0.1, 0.1]
-    """
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    return LambdaLR(optimizer, lambda step: lr_factor(step, spec, total_steps, warmup_steps))

@@ -26,8 +26,11 @@ def make_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optim
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.99, nesterov=True)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str = "cosine"):
-    """A ``LambdaLR`` factor: linear warm-up, then cosine decay to 1% (or constant).
+def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str = "cosine", min_lr_ratio: float = 0.01):
+    """A ``LambdaLR`` factor: linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant).
+
+    The one learning-rate schedule of medimg (``optim.warmup_epochs``, ``optim.scheduler``); a
+    factor of each group's own base rate, so fine-tuning's encoder/head ratio holds throughout.
 
     Example:
         >>> f = warmup_cosine(100, 10)
@@ -42,6 +45,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str = "cosine")
         if schedule == "constant":
             return 1.0
         t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     return factor

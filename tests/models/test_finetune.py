@@ -9,14 +9,9 @@ import torch
 from torch import nn
 
 from medimg.config.weights import FinetuneSpec
-from medimg.models.finetune import (
-    build_lr_scheduler,
-    lr_factor,
-    param_groups,
-    set_encoder_frozen,
-    set_norm_frozen,
-)
+from medimg.models.finetune import param_groups, set_encoder_frozen, set_norm_frozen
 from medimg.models.networks import build_network, encoder_prefixes
+from medimg.training.optim import warmup_cosine
 
 
 def _net():
@@ -57,8 +52,8 @@ def test_warmup_then_cosine_per_group():
     net = _net()
     groups = param_groups(net, 0.1, FinetuneSpec(backbone_lr_mult=0.5), encoder_prefixes("resnet10", net))
     optimizer = torch.optim.SGD(groups, lr=0.1)
-    spec = FinetuneSpec(schedule="cosine", warmup_epochs=1, min_lr_ratio=0.1)
-    scheduler = build_lr_scheduler(optimizer, spec, total_steps=12, warmup_steps=4)
+    factor = warmup_cosine(12, 4, "cosine", min_lr_ratio=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     seen = []
     for _ in range(12):
         seen.append([g["lr"] for g in optimizer.param_groups])
@@ -69,8 +64,8 @@ def test_warmup_then_cosine_per_group():
     mid = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 8))
     assert seen[8] == pytest.approx([0.05 * mid, 0.1 * mid])
     assert all(a[0] / a[1] == pytest.approx(0.5) for a in seen)
-    assert lr_factor(12, spec, 12, 4) == pytest.approx(0.1)
-    assert lr_factor(100, FinetuneSpec(), 12, 0) == 1.0
+    assert factor(12) == pytest.approx(0.1)
+    assert warmup_cosine(12, 0, "constant")(100) == 1.0
 
 
 def test_schedule_and_freeze_events_are_visible_in_mlflow(tmp_path):
@@ -80,7 +75,7 @@ def test_schedule_and_freeze_events_are_visible_in_mlflow(tmp_path):
 
     from medimg.models.finetune_callback import FinetuneScheduler
 
-    spec = FinetuneSpec(freeze_encoder_epochs=1, backbone_lr_mult=0.1, warmup_epochs=1, schedule="cosine")
+    spec = FinetuneSpec(freeze_encoder_epochs=1, backbone_lr_mult=0.1)
 
     class Task(L.LightningModule):
         def __init__(self):
@@ -95,7 +90,7 @@ def test_schedule_and_freeze_events_are_visible_in_mlflow(tmp_path):
         def configure_optimizers(self):
             optimizer = torch.optim.AdamW(param_groups(self.net, 1e-2, spec, self.prefixes), lr=1e-2)
             steps = self.trainer.estimated_stepping_batches
-            scheduler = build_lr_scheduler(optimizer, spec, total_steps=steps, warmup_steps=2)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, 2))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     data = torch.utils.data.TensorDataset(torch.randn(8, 1, 32, 32), torch.randint(0, 2, (8,)))

@@ -9,11 +9,12 @@ from torch import nn
 
 from medimg.config.weights import FinetuneSpec
 from medimg.errors import ConfigError
-from medimg.models.finetune import build_lr_scheduler, param_groups
+from medimg.models.finetune import param_groups
 from medimg.models.finetune_callback import FinetuneScheduler
 from medimg.models.networks import build_network, encoder_prefixes
+from medimg.training.optim import warmup_cosine
 
-SPEC = FinetuneSpec(freeze_encoder_epochs=1, backbone_lr_mult=0.1, warmup_epochs=1, schedule="cosine")
+SPEC = FinetuneSpec(freeze_encoder_epochs=1, backbone_lr_mult=0.1)
 
 
 class Task(L.LightningModule):
@@ -29,7 +30,7 @@ class Task(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(param_groups(self.net, 1e-2, SPEC, self.prefixes), lr=1e-2)
-        scheduler = build_lr_scheduler(optimizer, SPEC, total_steps=6, warmup_steps=2)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(6, 2))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
