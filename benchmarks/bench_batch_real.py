@@ -115,6 +115,7 @@ def check_repo(repo: str, model: Path, work: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", action="append", help="dcm_qa repositories (default: a 3D-heavy set)")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (model, NIfTI, masks)")
     args = parser.parse_args(argv)
     repos = [r for r in (args.repo or DEFAULT_REPOS) if (CACHE / r / "In").is_dir()]
     if not repos:
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     with tempfile.TemporaryDirectory(prefix="bench_batch_real_") as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         model = train_model(work)
         rows = [check_repo(repo, model, work) for repo in repos]
     for r in rows:

@@ -99,3 +99,24 @@ def test_series_key_does_not_depend_on_what_else_the_scan_saw(tmp_path: Path) ->
         assert [r["series_key"] for r in alone.manifest] == [row["series_key"]]
         vol = load_image(f"{folder}#{row['series_key']}")
         assert "x".join(str(n) for n in vol.shape) == row["dims"]
+
+
+def test_files_sharing_one_sop_instance_uid_get_distinct_series_keys(tmp_path: Path) -> None:
+    """Variants of one image (same SOPInstanceUID and SeriesInstanceUID, another SeriesNumber
+    and file name, as in dcm2niix's 12-bit QA export): each is its own series, with its own
+    key, and ``folder#key`` loads that variant."""
+    from medimg.io.load import load_image
+
+    write_series(phantom("axial", shape=(8, 6, 1)), tmp_path / "src", modality="MR")
+    src = pydicom.dcmread(next((tmp_path / "src").iterdir()))
+    (tmp_path / "x").mkdir()
+    for number, offset in ((2, 0), (3, 5), (4, 9)):
+        ds = pydicom.dcmread(next((tmp_path / "src").iterdir()))
+        ds.SeriesNumber = number
+        ds.PixelData = (src.pixel_array + offset).astype(src.pixel_array.dtype).tobytes()
+        ds.save_as(tmp_path / "x" / f"variant{number}.dcm")
+    result = scan(tmp_path / "x")
+    keys = [r["series_key"] for r in result.manifest]
+    assert len(keys) == len(set(keys)) == 3
+    means = sorted(float(load_image(f"{tmp_path / 'x'}#{k}").data.mean()) for k in keys)
+    assert [m - means[0] for m in means] == pytest.approx([0.0, 5.0, 9.0])

@@ -90,7 +90,9 @@ class Series:
         when other files of the same UID lie elsewhere in the export.
         """
         h = self.first
-        members = sorted(f"{x.sop_instance_uid or x.path.name}|{x.frame_select}" for x in self.headers)
+        # The file name too: exports hold distinct files under one SOPInstanceUID (variants of
+        # one image), which a split by pixel format keeps apart and their keys must too.
+        members = sorted(f"{x.sop_instance_uid}|{x.path.name}|{x.frame_select}" for x in self.headers)
         digest = hashlib.sha256("\n".join(members).encode()).hexdigest()[:16]
         return {
             "patient_key": pseudonym(h.patient_id, "patient", key),
