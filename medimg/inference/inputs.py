@@ -36,7 +36,7 @@ from medimg.inference.series_inputs import (
     set_aside_entries,
     split_series_ref,
 )
-from medimg.io.dicom.discover import Excluded
+from medimg.io.dicom.discover import Excluded, find_files
 from medimg.io.load import is_dicom_dir
 from medimg.io.scan import ScanResult
 
@@ -154,7 +154,9 @@ def collect_cases(inputs: list[str], image_column: str = "image", workers: int =
 
 
 def _folder_inputs(folder: Path, workers: int) -> tuple[list[CaseInput], list[SetAside]]:
-    nifti = sorted(f for f in folder.iterdir() if f.is_file() and _is_nifti(f))
+    # NIfTI files at any depth, as `medimg convert` and `medimg scan` list them: a volume in a
+    # subfolder of an export is a case (or a failed case with its reason), never skipped.
+    nifti = [f for f in find_files(folder) if _is_nifti(f)]
     cases = [CaseInput(case_id_from_path(f), (f,), meta={"image": str(f)}) for f in nifti]
     series, set_aside = folder_series_cases(folder, workers)
     if not cases and not series and not set_aside:

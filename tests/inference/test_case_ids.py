@@ -115,3 +115,16 @@ def test_a_manifest_row_without_an_image_is_a_failed_row_naming_the_line(tmp_pat
     assert [(c.case_id, c.paths) for c in found.cases] == [("a", (images[0],))]
     (row,) = found.set_aside
     assert (row.case_id, row.status) == ("b", "failed") and f"{manifest}: line 3: empty 'image'" in row.reason
+
+
+def test_a_folder_gives_its_nifti_volumes_at_any_depth(tmp_path: Path) -> None:
+    """As `medimg convert` and `scan` do: a NIfTI in a subfolder of an export is a case; two
+    files of one name in two folders get two distinct case ids."""
+    from medimg.inference.inputs import collect_inputs
+
+    top = _images(tmp_path / "export")
+    nested = _images(tmp_path / "export/sub/deeper")  # the same three names one level down
+    found = collect_inputs([str(tmp_path / "export")])
+    got = sorted((c.case_id, str(c.paths[0])) for c in found.cases)
+    assert sorted(p for _, p in got) == sorted(str(p) for p in (*top, *nested))
+    assert len({cid for cid, _ in got}) == 6
