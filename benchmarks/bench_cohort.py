@@ -68,7 +68,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     from benchmarks.common import interleaved, row
     from medimg.data.synthetic import write_synthetic_study
     from medimg.inference.model_io import save_trained
-    from medimg.training.tasks import build_model
+    from medimg.models.networks import build_model
 
     n, repeat = (2, 1) if quick else (10, 1)
     with tempfile.TemporaryDirectory(prefix="bench_cohort_") as tmp:

@@ -54,7 +54,7 @@ def make_ct(path: Path, shape: tuple[int, int, int]) -> Path:
 def _net(wf: Any) -> Any:
     import torch
 
-    from medimg.training.tasks import build_model
+    from medimg.models.networks import build_model
 
     torch.manual_seed(0)
     return build_model(wf).eval()

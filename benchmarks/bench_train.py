@@ -93,7 +93,7 @@ class _Trainer:
         import torch
         from monai.losses import DiceCELoss
 
-        from medimg.training.tasks import build_model
+        from medimg.models.networks import build_model
 
         torch.manual_seed(0)
         self.device = torch.device(device)

@@ -10,7 +10,7 @@ from _tiny import TINY
 
 from medimg.config.load import parse_workflow
 from medimg.inference.model_io import save_trained
-from medimg.training.tasks import build_model
+from medimg.models.networks import build_model
 
 
 def built_model(folder: Path, seed: int = 0, never: Sequence[int] = ()) -> Path:

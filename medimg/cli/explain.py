@@ -127,7 +127,7 @@ def _load(args: argparse.Namespace):
     tm = load_trained(getattr(args, given[0]), tracking_uri=args.tracking_uri)
     if args.workflow:
         from medimg.config.load import load_workflow
-        from medimg.training.tasks import build_model
+        from medimg.models.networks import build_model
 
         wf = load_workflow(args.workflow)
         net = build_model(wf)

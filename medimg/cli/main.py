@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> main(["--version"])  # doctest: +SKIP
     """
-    from medimg.training.tracking import telemetry_off_by_default
+    from medimg.telemetry import telemetry_off_by_default
 
     telemetry_off_by_default()
     parser = build_parser()

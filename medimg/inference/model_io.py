@@ -5,6 +5,8 @@ id), a registered model (``models:/NAME@ALIAS``) or a Lightning checkpoint; weig
 read with safetensors (no pickle) and checked against their sha256 record before use
 (``model.json``, and the hash the MLflow run or model version recorded). Copies fetched
 from MLflow live in a temporary folder that is removed once the weights are in memory.
+:func:`download_model_folder` finds the folder inside a logged pyfunc (the pyfunc itself, which
+wraps this folder for MLflow, is :mod:`medimg.inference.pyfunc`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import torch
 
 from medimg.config.load import parse_workflow, workflow_to_yaml
 from medimg.config.schema import Workflow
-from medimg.config.yaml_strict import load_yaml_text
-from medimg.errors import ConfigError, WeightsError
+from medimg.config.yaml_strict import load_yaml_file, load_yaml_text
+from medimg.errors import ConfigError, MedimgError, WeightsError
 from medimg.io.atomic import atomic_write, atomic_write_text
 from medimg.models.download import sha256_of as sha256_file  # one streamed file hash for medimg
 from medimg.models.record import WEIGHTS_FILE, Expected, read_record, read_verified, write_record
@@ -27,6 +29,7 @@ from medimg.models.record import WEIGHTS_FILE, Expected, read_record, read_verif
 MODEL_FILE = WEIGHTS_FILE
 WORKFLOW_FILE = "workflow.yaml"
 WEIGHTS_TAG = "medimg.weights_sha256"
+ARTIFACT_KEY = "medimg_model"  # the model folder's artifact in a logged pyfunc (medimg.inference.pyfunc)
 
 
 def save_trained(net: torch.nn.Module, wf: Workflow, out_dir: str | Path) -> Path:
@@ -81,7 +84,7 @@ def _from_folder(
 ) -> TrainedModel:
     """Build the network of a model folder after checking both files against their records."""
     from medimg.models.exact_load import load_state_exactly, safetensors_from_bytes
-    from medimg.training.tasks import build_model
+    from medimg.models.networks import build_model
 
     if not folder.is_dir():
         raise WeightsError(
@@ -129,9 +132,10 @@ def _from_run(run_id: str, source: str) -> TrainedModel:
 def registered_weights_sha256(model_uri: str) -> tuple[str, str] | None:
     """The weights sha256 recorded for a registered model version, and where it was recorded.
 
-    Reads the version's tag ``medimg.weights_sha256`` (set by :func:`log_pyfunc_model`), else the
-    same tag of the run that logged it. ``None`` when neither exists or the URI is not
-    ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
+    Reads the version's tag ``medimg.weights_sha256`` (set by
+    :func:`medimg.inference.pyfunc.log_pyfunc_model`), else the same tag of the run that logged
+    it. ``None`` when neither exists or the URI is not ``models:/NAME@ALIAS`` or
+    ``models:/NAME/VERSION``.
 
     Example:
         >>> registered_weights_sha256("models:/liver_seg@champion")  # doctest: +SKIP
@@ -164,12 +168,47 @@ def registered_weights_sha256(model_uri: str) -> tuple[str, str] | None:
 
 def _from_registry(uri: str) -> TrainedModel:
     """Fetch a registered pyfunc into a temporary folder, verify against the version's record, load."""
-    from medimg.training.pyfunc import download_model_folder
-
     recorded = registered_weights_sha256(uri)
     expected = Expected(*recorded) if recorded else None
     with tempfile.TemporaryDirectory(prefix="medimg-model-") as tmp:
         return _from_folder(download_model_folder(uri, dst=tmp), None, uri, expected, shown=uri)
+
+
+def download_model_folder(
+    model_uri: str, dst: str | Path | None = None, tracking_uri: str | None = None
+) -> Path:
+    """The medimg model folder inside a logged pyfunc (``models:/NAME@ALIAS``, ``runs:/ID/pyfunc``...).
+
+    Example:
+        >>> load_trained(download_model_folder("models:/liver_seg@champion"))  # doctest: +SKIP
+    """
+    from medimg.telemetry import telemetry_off_by_default
+
+    telemetry_off_by_default()
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=None if dst is None else str(dst)
+            )
+        )
+        conf = load_yaml_file(local / "MLmodel", "MLmodel file")
+        artifacts = conf.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+        folder = (local / str(artifacts[ARTIFACT_KEY]["path"])).resolve()
+    except MedimgError:
+        raise
+    except (KeyError, TypeError, AttributeError):
+        raise WeightsError(
+            f"{model_uri}: not a medimg pyfunc model (no artifact {ARTIFACT_KEY!r} in its MLmodel)"
+        ) from None
+    except Exception as exc:  # MLflow's errors for an unknown name, alias or store
+        raise WeightsError(f"{model_uri}: cannot fetch the model from MLflow ({exc})") from None
+    if not folder.is_relative_to(local.resolve()):
+        raise WeightsError(f"{model_uri}: its MLmodel points {ARTIFACT_KEY!r} outside the model ({folder})")
+    return folder
 
 
 def load_trained(ref: str | Path, tracking_uri: str | None = None) -> TrainedModel:
@@ -194,7 +233,7 @@ def load_trained(ref: str | Path, tracking_uri: str | None = None) -> TrainedMod
     run_id = s[len("runs:/") :].strip("/").split("/")[0] if s.startswith("runs:/") else s
     is_run = len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)
     if s.startswith("models:/") or is_run:
-        from medimg.training.tracking import telemetry_off_by_default
+        from medimg.telemetry import telemetry_off_by_default
 
         telemetry_off_by_default()
         if tracking_uri:
@@ -208,8 +247,8 @@ def load_trained(ref: str | Path, tracking_uri: str | None = None) -> TrainedMod
 def _from_checkpoint(path: Path) -> TrainedModel:
     """A medimg Lightning checkpoint (weights-only read; checked against ``<file>.sha256`` when present)."""
     from medimg.models.exact_load import load_state_exactly
+    from medimg.models.networks import build_model
     from medimg.models.record import verify_sidecar
-    from medimg.training.tasks import build_model
 
     digest = verify_sidecar(path)
     try:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import medimg.training.tracking  # noqa: F401  (turns MLflow telemetry off before mlflow is imported)
+import medimg.telemetry  # noqa: F401  (turns MLflow telemetry off before mlflow is imported)
 
 # isort: split
 import mlflow
@@ -32,13 +32,13 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from medimg.config.schema import Workflow
+from medimg.inference.model_io import ARTIFACT_KEY, MODEL_FILE, WORKFLOW_FILE, load_trained, sha256_file
 
-ARTIFACT_KEY = "medimg_model"
 MODEL_NAME = "pyfunc"
 _SCRIPT = '''"""medimg model for MLflow pyfunc, logged from code (no pickle)."""
 import mlflow
 
-from medimg.training.pyfunc import MedimgPyfunc
+from medimg.inference.pyfunc import MedimgPyfunc
 
 mlflow.models.set_model(MedimgPyfunc())
 '''
@@ -143,7 +143,6 @@ class MedimgPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         """Load the weights and the workflow once (CPU, or ``MEDIMG_DEVICE`` / CUDA when available)."""
         import os
 
-        from medimg.inference.model_io import load_trained
         from medimg.inference.predictor import Predictor
 
         self.trained = load_trained(context.artifacts[ARTIFACT_KEY])
@@ -243,7 +242,6 @@ def log_pyfunc_model(
     """
     from medimg.config.load import parse_workflow
     from medimg.config.yaml_strict import load_yaml_file
-    from medimg.inference.model_io import MODEL_FILE, WORKFLOW_FILE, sha256_file
 
     model_dir = Path(model_dir)
     wf = parse_workflow(load_yaml_file(model_dir / WORKFLOW_FILE), source=str(model_dir / WORKFLOW_FILE))
@@ -290,38 +288,3 @@ def log_pyfunc_model(
     }.items():
         client.set_model_version_tag(registered_name, version, key, value)
     return f"models:/{registered_name}@{alias}"
-
-
-def download_model_folder(
-    model_uri: str, dst: str | Path | None = None, tracking_uri: str | None = None
-) -> Path:
-    """The medimg model folder inside a logged pyfunc (``models:/NAME@ALIAS``, ``runs:/ID/pyfunc``...).
-
-    Example:
-        >>> load_trained(download_model_folder("models:/liver_seg@champion"))  # doctest: +SKIP
-    """
-    from medimg.config.yaml_strict import load_yaml_file
-    from medimg.errors import MedimgError, WeightsError
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri, dst_path=None if dst is None else str(dst)
-            )
-        )
-        conf = load_yaml_file(local / "MLmodel", "MLmodel file")
-        artifacts = conf.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-        folder = (local / str(artifacts[ARTIFACT_KEY]["path"])).resolve()
-    except MedimgError:
-        raise
-    except (KeyError, TypeError, AttributeError):
-        raise WeightsError(
-            f"{model_uri}: not a medimg pyfunc model (no artifact {ARTIFACT_KEY!r} in its MLmodel)"
-        ) from None
-    except Exception as exc:  # MLflow's errors for an unknown name, alias or store
-        raise WeightsError(f"{model_uri}: cannot fetch the model from MLflow ({exc})") from None
-    if not folder.is_relative_to(local.resolve()):
-        raise WeightsError(f"{model_uri}: its MLmodel points {ARTIFACT_KEY!r} outside the model ({folder})")
-    return folder

@@ -18,12 +18,15 @@ import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
 from medimg.errors import ConfigError
 from medimg.models.registry import Registry
+
+if TYPE_CHECKING:
+    from medimg.config.schema import Workflow
 
 Task = Literal["segmentation", "classification"]
 
@@ -199,6 +202,27 @@ def build_network(
         return info.build(spatial_dims, in_channels, out_channels, **merged)
     except (TypeError, ValueError, AssertionError, KeyError) as exc:
         raise ConfigError(f"network {name!r} cannot be built with parameters {params}: {exc}") from exc
+
+
+def build_model(wf: Workflow) -> nn.Module:
+    """The network a workflow names (``model.name``, ``model.params``), sized for its data and task.
+
+    Output channels are the segmentation labels (background included) or the classes. Training
+    builds its network with this, and so does every load of a trained model (the folder's
+    ``workflow.yaml`` rebuilds the network its weights fit).
+
+    Example:
+        >>> from medimg.config.load import parse_workflow
+        >>> wf = parse_workflow({"name": "demo", "task": "segmentation",
+        ...     "data": {"manifest": "m.csv", "labels": {0: "background", 1: "liver"}},
+        ...     "model": {"name": "unet", "params": {"channels": [4, 8], "strides": [2]}}})
+        >>> build_model(wf).out_channels
+        2
+    """
+    out = len(wf.data.labels) if wf.task == "segmentation" else wf.data.num_classes
+    return build_network(
+        wf.model.name, spatial_dims=3, in_channels=wf.data.channels, out_channels=out, **wf.model.params
+    )
 
 
 def _top_level(model: nn.Module) -> list[str]:

@@ -284,9 +284,10 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     from medimg.inference.model_io import save_trained, sha256_file
     from medimg.inference.predictor import Predictor
     from medimg.inference.score import score_cases, summarise
+    from medimg.models.networks import build_model
     from medimg.training.checkpointing import RngState
     from medimg.training.determinism import configure_determinism
-    from medimg.training.tasks import build_model, task_class
+    from medimg.training.tasks import task_class
     from medimg.training.tracking import resolve_tracking_uri
 
     t0 = time.perf_counter()
@@ -397,7 +398,7 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
         atomic_write_text(out / "test_summary.json", json.dumps(metrics, indent=2))
         client.log_artifact(run_id, str(out / "test_per_case.csv"), "evaluation")
         client.log_artifact(run_id, str(out / "test_summary.json"), "evaluation")
-    from medimg.training.pyfunc import log_pyfunc_model
+    from medimg.inference.pyfunc import log_pyfunc_model
 
     try:  # every run logs its pyfunc; only `tracking.register_model` adds a registry version
         t_model = time.perf_counter()

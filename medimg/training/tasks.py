@@ -20,17 +20,8 @@ from monai.networks.utils import one_hot
 from medimg.config.load import parse_workflow
 from medimg.config.schema import Workflow
 from medimg.data.planner import plan_sw_batch
+from medimg.models.networks import build_model
 from medimg.training.optim import make_optimizer, warmup_cosine
-
-
-def build_model(wf: Workflow) -> torch.nn.Module:
-    """The network named in ``model`` with the task's output channels."""
-    from medimg.models.networks import build_network
-
-    out = len(wf.data.labels) if wf.task == "segmentation" else wf.data.num_classes
-    return build_network(
-        wf.model.name, spatial_dims=3, in_channels=wf.data.channels, out_channels=out, **wf.model.params
-    )
 
 
 class _Task(pl.LightningModule):

@@ -4,10 +4,8 @@ MLflow 3 expects a database store; Lightning's ``MLFlowLogger`` defaults to a ``
 store. medimg chooses ``sqlite:///runs/mlflow.db`` deliberately and puts artifacts in
 ``runs/mlartifacts`` beside it, so one folder holds a whole local study history.
 
-MLflow (3.2 and later) collects usage telemetry by default and writes an installation id
-to ``~/.config/mlflow/telemetry.json`` on first import. medimg turns that off
-(``MLFLOW_DISABLE_TELEMETRY=true``) before MLflow is imported, unless the user set
-``MLFLOW_DISABLE_TELEMETRY`` themselves (``MLFLOW_DISABLE_TELEMETRY=false`` turns it back on).
+MLflow's usage telemetry is off unless the user turns it on (:mod:`medimg.telemetry`, which
+importing this module runs).
 """
 
 from __future__ import annotations
@@ -19,36 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medimg.errors import ConfigError
-
-TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"
-
-
-def telemetry_off_by_default() -> None:
-    """Turn MLflow's usage telemetry off unless the user chose otherwise in ``MLFLOW_DISABLE_TELEMETRY``.
-
-    Must run before ``import mlflow`` to keep MLflow from writing its installation id under the
-    home folder; if MLflow was already imported, its telemetry client is dropped.
-
-    Example:
-        >>> telemetry_off_by_default()
-        >>> os.environ["MLFLOW_DISABLE_TELEMETRY"] in ("true", "false", "1", "0", "True", "False")
-        True
-    """
-    if TELEMETRY_ENV in os.environ:
-        return
-    os.environ[TELEMETRY_ENV] = "true"
-    import sys
-
-    if "mlflow" in sys.modules:  # imported before medimg: stop its client from sending anything
-        try:
-            from mlflow.telemetry import set_telemetry_client
-
-            set_telemetry_client()
-        except Exception:  # pragma: no cover - an MLflow without telemetry
-            pass
-
-
-telemetry_off_by_default()
+from medimg.telemetry import telemetry_off_by_default
 
 
 def resolve_tracking_uri(uri: str) -> str:

@@ -19,7 +19,7 @@ from medimg.explain.runner import ExplainCase, explain_cohort
 from medimg.explain.windows import WindowedNetwork, WindowPlan, target_region, window_plan, windowed_saliency
 from medimg.inference.model_io import TrainedModel
 from medimg.inference.predictor import Predictor
-from medimg.training.tasks import build_model
+from medimg.models.networks import build_model
 
 torch.set_num_threads(1)
 

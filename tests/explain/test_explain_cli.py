@@ -23,7 +23,7 @@ def study(tmp_path_factory):
     from medimg.config.load import parse_workflow
     from medimg.data.synthetic import write_synthetic_study
     from medimg.inference.model_io import save_trained
-    from medimg.training.tasks import build_model
+    from medimg.models.networks import build_model
 
     root = tmp_path_factory.mktemp("explain_cli")
     manifest = write_synthetic_study(

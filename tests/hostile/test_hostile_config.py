@@ -55,7 +55,7 @@ class _Touch:
 
 def _net_state() -> dict[str, torch.Tensor]:
     from medimg.config.load import parse_workflow
-    from medimg.training.tasks import build_model
+    from medimg.models.networks import build_model
 
     return dict(build_model(parse_workflow(json.loads(json.dumps(TINY)))).state_dict())
 
@@ -446,7 +446,7 @@ def test_mlflow_telemetry_is_off_and_writes_nothing_under_home(tmp_path):
     proc = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == EXIT_INPUT_ERROR, proc.stderr[-2000:]
     _one_error_line(proc.stderr, run_id)
-    lib = "import medimg.training.pyfunc, mlflow.telemetry.utils as u; print(u.is_telemetry_disabled())"
+    lib = "import medimg.inference.pyfunc, mlflow.telemetry.utils as u; print(u.is_telemetry_disabled())"
     proc = subprocess.run([sys.executable, "-c", lib], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.stdout.strip() == "True", proc.stderr[-2000:]

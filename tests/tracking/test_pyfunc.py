@@ -24,19 +24,12 @@ from _tiny import TINY, train_tiny
 from medimg.cli.main import main
 from medimg.config.load import parse_workflow
 from medimg.data.synthetic import make_case
-from medimg.inference.model_io import load_trained, save_trained
+from medimg.inference.model_io import ARTIFACT_KEY, download_model_folder, load_trained, save_trained
 from medimg.inference.predictor import Predictor
+from medimg.inference.pyfunc import MedimgPyfunc, log_pyfunc_model, model_signature, output_columns
 from medimg.io.dicom.write import write_series
 from medimg.io.nifti import save_nifti
-from medimg.training.pyfunc import (
-    ARTIFACT_KEY,
-    MedimgPyfunc,
-    download_model_folder,
-    log_pyfunc_model,
-    model_signature,
-    output_columns,
-)
-from medimg.training.tasks import build_model
+from medimg.models.networks import build_model
 
 NAME = "tiny_seg_model"
 
@@ -120,7 +113,7 @@ def test_logged_model_has_signature_pins_and_no_pickle(registered):
     assert f"torch=={torch.__version__.split('+')[0]}" in reqs
     assert any(r.startswith("monai==") for r in reqs) and any(r.startswith("mlflow==") for r in reqs)
     assert not list(local.rglob("*.pkl")), "the pyfunc is logged from code, never pickled"
-    assert (local / "code/medimg/training/pyfunc.py").is_file()
+    assert (local / "code/medimg/inference/pyfunc.py").is_file()
     folder = download_model_folder(registered["uri"], tracking_uri=registered["tracking_uri"])
     assert (folder / "model.safetensors").read_bytes() == (
         registered["model_dir"] / "model.safetensors"

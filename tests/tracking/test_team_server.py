@@ -228,8 +228,8 @@ def test_study_runs_against_team_server(mlflow_server, tmp_path):
 def test_pyfunc_registers_on_team_server(mlflow_server, tmp_path):
     import mlflow
 
-    from medimg.inference.model_io import load_trained
-    from medimg.training.pyfunc import download_model_folder, log_pyfunc_model
+    from medimg.inference.model_io import download_model_folder, load_trained
+    from medimg.inference.pyfunc import log_pyfunc_model
 
     url = str(mlflow_server["url"])
     client = mlflow.MlflowClient(url)

@@ -18,7 +18,7 @@ from _tiny import tiny_workflow, write_wf
 
 from medimg.cli.main import main
 from medimg.data.manifest import manifest_hash
-from medimg.training.pyfunc import EXAMPLE_IMAGE, pip_requirements
+from medimg.inference.pyfunc import EXAMPLE_IMAGE, pip_requirements
 
 NAME = "conventions_seg"
 CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
