@@ -226,3 +226,20 @@ def test_classification_pyfunc_gives_probabilities_and_prediction(tmp_path):
     sig = model_signature(wf)
     assert [c.name for c in sig.outputs.inputs] == output_columns(wf)
     assert sig.params.params[0].name == "output_dir"
+
+
+def test_pyfunc_logged_before_the_move_still_loads(registered, images, monkeypatch):
+    """Pyfuncs logged before the pyfunc moved to medimg.inference import it from medimg.training.pyfunc."""
+    import medimg.inference.pyfunc as pyfunc_module
+
+    old = pyfunc_module._SCRIPT.replace("medimg.inference.pyfunc", "medimg.training.pyfunc")
+    monkeypatch.setattr(pyfunc_module, "_SCRIPT", old)
+    uri = log_pyfunc_model(registered["run_id"], registered["model_dir"], registered["tracking_uri"], None)
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=registered["tracking_uri"])
+    )
+    assert "from medimg.training.pyfunc import MedimgPyfunc" in (local / "medimg_pyfunc.py").read_text()
+    model = mlflow.pyfunc.load_model(str(local))  # in this process: medimg is already imported
+    assert type(model.unwrap_python_model()) is MedimgPyfunc
+    out = model.predict(pd.DataFrame({"image": [str(images[0])]}))
+    assert list(out["status"]) == ["done"], out.loc[0, "error"]
