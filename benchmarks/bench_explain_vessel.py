@@ -208,15 +208,27 @@ def random_order_map(shape: tuple[int, ...], seed: int = 0) -> Any:
     return ranks.reshape(shape)
 
 
-def random_insertion(model: Path, manifest: Path, summary: dict[str, Any]) -> dict[str, float]:
-    """Per test case: the insertion AUC of a random voxel order, as ``medimg explain`` draws insertion.
+def baselines(model: Path, manifest: Path, summary: dict[str, Any], maps: Path) -> dict[str, dict[str, Any]]:
+    """Per explained case: the random baselines, drawn as ``medimg explain`` draws its curves.
 
-    Same preprocessing, same target (the class each method explained, from ``summary.json``),
-    same score (that class's probability), same baseline image (0) and steps, and the random
-    order ``medimg explain`` uses for its random deletion curve (a permutation, seed 0).
+    Same preprocessing, same target (the class the methods explained, from ``summary.json``),
+    same score (that class's probability), same baseline image (0) and steps:
+
+    * ``random_insertion_auc``: the insertion AUC of the random order ``medimg explain`` uses for
+      its random deletion curve (a permutation, seed 0; ``summary.json`` has no insertion one);
+    * ``vessel_random_deletion_auc`` / ``..._insertion_auc``: a random order of the vessel voxels
+      (non-zero on the model grid), then the rest: only vessel voxels change the image, so this
+      is the baseline a map must beat to rank vessel voxels better than chance;
+    * ``score`` / ``empty_score``: the score on the image and on an empty (all-0) image;
+    * ``vessel_fraction``; ``mass_on_vessel``: per method, the share of the map's positive part
+      (the map ``medimg explain`` wrote in ``maps``) on vessel voxels.
     """
+    import nibabel as nib
+    import numpy as np
     import pandas as pd
+    import torch
 
+    from medimg.explain.maps import method_slug
     from medimg.explain.sanity import deletion_insertion
     from medimg.explain.targets import class_probability_score
     from medimg.inference.model_io import load_trained
@@ -225,36 +237,70 @@ def random_insertion(model: Path, manifest: Path, summary: dict[str, Any]) -> di
     net = tm.model.eval()
     df = pd.read_csv(manifest)
     images = {r.case_key: str(manifest.parent / r.image) for r in df.itertuples()}
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, Any]] = {}
     for row in summary["cases"]:
         if row.get("status") != "ok":
             continue
+        key = row["case_key"]
         targets = {int(m["target"]["class"]) for m in row["methods"].values()}
         if len(targets) != 1:
-            raise RuntimeError(f"{row['case_key']}: methods explained different classes {targets}")
-        x, _meta = tm.preprocess(images[row["case_key"]])
+            raise RuntimeError(f"{key}: methods explained different classes {targets}")
+        x, _meta = tm.preprocess(images[key])
         x = x[None].float()
         score = class_probability_score(targets.pop())
-        noise = random_order_map(tuple(x.shape[2:]))
-        r = deletion_insertion(net, x, noise, score, steps=STEPS, with_random=False)
-        out[row["case_key"]] = r.insertion_auc
+        shape = tuple(x.shape[2:])
+        r = deletion_insertion(net, x, random_order_map(shape), score, steps=STEPS, with_random=False)
+        vessel = (x[0, 0] > 0).cpu().numpy()
+        ranked = np.random.default_rng(0).random(shape) + vessel  # vessel voxels first, in random order
+        v = deletion_insertion(net, x, ranked, score, steps=STEPS, with_random=False)
+        with torch.no_grad():
+            p, p_empty = (float(score(net(t))[0]) for t in (x, torch.zeros_like(x)))
+        mass = {}
+        for method in row["methods"]:
+            m = np.asarray(nib.load(maps / key / f"{method_slug(method)}.nii.gz").dataobj, np.float64)
+            if m.shape != shape:
+                raise RuntimeError(f"{key}: {method} map {m.shape} is not on the model grid {shape}")
+            pos = np.clip(m, 0, None)
+            mass[method] = float(pos[vessel].sum() / pos.sum()) if pos.sum() > 0 else float("nan")
+        out[key] = {
+            "random_insertion_auc": r.insertion_auc,
+            "vessel_random_deletion_auc": v.deletion_auc,
+            "vessel_random_insertion_auc": v.insertion_auc,
+            "score": p,
+            "empty_score": p_empty,
+            "vessel_fraction": float(vessel.mean()),
+            "mass_on_vessel": mass,
+        }
     return out
 
 
-def method_table(summary: dict[str, Any], rnd_insertion: dict[str, float]) -> dict[str, Any]:
+_CASE_STATS = ("score", "empty_score", "vessel_fraction")
+
+
+def _stats(v: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    return {"mean": round(float(np.nanmean(v)), 4), "median": round(float(np.nanmedian(v)), 4)}
+
+
+def _groups(summary: dict[str, Any]) -> dict[str, set[str]]:
+    """Case keys explained, all and per reference class."""
+    ok = [c for c in summary["cases"] if c.get("status") == "ok"]
+    by_class = {CLASSES[k]: {c["case_key"] for c in ok if c.get("reference") == k} for k in CLASSES}
+    return {"all": {c["case_key"] for c in ok}, **by_class}
+
+
+def method_table(summary: dict[str, Any], base: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per method and per reference class: the sanity numbers of ``summary.json`` summarised.
 
-    ``beats_random``: deletion AUC below the random order's, insertion AUC above it;
+    ``beats_random``: deletion AUC below the random order's, insertion AUC above it (``base``:
+    from :func:`baselines`; ``beats_vessel_random``: the same against a random vessel order);
     ``passes``: medimg's own verdicts (randomisation: Spearman and SSIM below 0.5; faithful:
     deletion at least 0.05 below random and insertion at least 0.05 above deletion).
     """
-    import numpy as np
-
-    def stats(v: list[float]) -> dict[str, float]:
-        return {"mean": round(float(np.mean(v)), 4), "median": round(float(np.median(v)), 4)}
-
+    stats = _stats
     ok = [c for c in summary["cases"] if c.get("status") == "ok"]
-    groups = {"all": ok, **{CLASSES[k]: [c for c in ok if c.get("reference") == k] for k in CLASSES}}
+    groups = {name: [c for c in ok if c["case_key"] in keys] for name, keys in _groups(summary).items()}
     table: dict[str, Any] = {}
     for method in ok[0]["methods"]:
         table[method] = {}
@@ -265,7 +311,9 @@ def method_table(summary: dict[str, Any], rnd_insertion: dict[str, float]) -> di
             d = [m["deletion_auc"] for _k, m in rows]
             rd = [m["random_deletion_auc"] for _k, m in rows]
             ins = [m["insertion_auc"] for _k, m in rows]
-            ri = [rnd_insertion[k] for k, _m in rows]
+            ri = [base[k]["random_insertion_auc"] for k, _m in rows]
+            vd = [base[k]["vessel_random_deletion_auc"] for k, _m in rows]
+            vi = [base[k]["vessel_random_insertion_auc"] for k, _m in rows]
             table[method][name] = {
                 "cases": len(rows),
                 "deletion_auc": stats(d),
@@ -274,6 +322,11 @@ def method_table(summary: dict[str, Any], rnd_insertion: dict[str, float]) -> di
                 "insertion_auc": stats(ins),
                 "random_insertion_auc": stats(ri),
                 "insertion_beats_random": int(sum(a > b for a, b in zip(ins, ri, strict=True))),
+                "vessel_random_deletion_auc": stats(vd),
+                "deletion_beats_vessel_random": int(sum(a < b for a, b in zip(d, vd, strict=True))),
+                "vessel_random_insertion_auc": stats(vi),
+                "insertion_beats_vessel_random": int(sum(a > b for a, b in zip(ins, vi, strict=True))),
+                "mass_on_vessel": stats([base[k]["mass_on_vessel"][method] for k, _m in rows]),
                 "spearman": stats([m["spearman"] for _k, m in rows]),
                 "ssim": stats([m["ssim"] for _k, m in rows]),
                 "randomisation_passes": int(
@@ -309,13 +362,19 @@ def run_vessel(
     for target in targets:
         name = "predicted" if target is None else f"class_{target}"
         out = work / f"explain_{name}"
-        record = explain(model, manifest, out, target)
+        done = out / "explain_run.json"  # a finished explain call is reused (delete it to rerun)
+        record = json.loads(done.read_text()) if done.is_file() else explain(model, manifest, out, target)
+        done.write_text(json.dumps(record))
         summary = json.loads((out / "summary.json").read_text())
         t0 = time.perf_counter()
-        rnd = random_insertion(model, manifest, summary)
-        record["random_insertion_s"] = round(time.perf_counter() - t0, 1)
-        record["methods"] = method_table(summary, rnd)
-        record["random_insertion_auc"] = rnd
+        base = baselines(model, manifest, summary, out)
+        record["baselines_s"] = round(time.perf_counter() - t0, 1)
+        record["methods"] = method_table(summary, base)
+        record["scores"] = {
+            name: {k: _stats([b[k] for c, b in base.items() if c in keys]) for k in _CASE_STATS}
+            for name, keys in _groups(summary).items()
+        }
+        record["per_case"] = base
         result["explain"][name] = record
     result["load_average_after"] = os.getloadavg()
     return result

@@ -92,11 +92,19 @@ def test_method_table_counts_against_the_random_order():
             {"case_key": "d", "status": "failed", "reason": "x"},
         ]
     }
-    table = bev.method_table(summary, {"a": 0.5, "b": 0.5, "c": 0.2})["gradcam"]
+
+    def base(ins, vd, vi, mass):
+        return {"random_insertion_auc": ins, "vessel_random_deletion_auc": vd,
+                "vessel_random_insertion_auc": vi, "mass_on_vessel": {"gradcam": mass}}  # fmt: skip
+
+    bases = {"a": base(0.5, 0.1, 0.9, 0.6), "b": base(0.5, 0.7, 0.3, 0.2), "c": base(0.2, 0.1, 0.2, 1.0)}
+    table = bev.method_table(summary, bases)["gradcam"]
     assert table["all"]["cases"] == 3 and table["aneurysm"]["cases"] == 2 and table["vessel"]["cases"] == 1
     a = table["aneurysm"]
     assert a["deletion_beats_random"] == 1 and a["insertion_beats_random"] == 1
     assert a["randomisation_passes"] == 1 and a["medimg_verdict_passes"] == 1
     assert a["deletion_auc"] == {"mean": 0.4, "median": 0.4}
+    assert a["deletion_beats_vessel_random"] == 1 and a["insertion_beats_vessel_random"] == 1  # b only
+    assert a["mass_on_vessel"] == {"mean": 0.4, "median": 0.4}
     assert table["vessel"]["randomisation_passes"] == 0  # |Spearman| counts
     assert json.dumps(table)  # the result is plain JSON
