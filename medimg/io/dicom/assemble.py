@@ -23,8 +23,9 @@ from medimg.errors import DataError
 from medimg.io.dicom.frames import Frame
 from medimg.io.dicom.geometry import SliceStack, plane_name
 from medimg.io.dicom.grid import series_grid
-from medimg.io.dicom.headers import SliceHeader, read_header
+from medimg.io.dicom.headers import read_header
 from medimg.io.dicom.pixels import check_pixel_format, read_slices, read_stored_pixels
+from medimg.io.dicom.slice_header import SliceHeader
 from medimg.io.dicom.slicetiming import slice_timing
 from medimg.io.volume import Volume
 

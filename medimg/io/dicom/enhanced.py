@@ -11,39 +11,17 @@ like dcm2niix, medimg applies it (``value = stored * RS + RI`` divided by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pydicom
 
-from medimg.io.dicom.slicetiming import dicom_seconds
-from medimg.io.dicom.values import floats, number
-
-if TYPE_CHECKING:
-    from medimg.io.dicom.headers import SliceHeader
+from medimg.io.dicom.slice_header import FrameTags, SliceHeader
+from medimg.io.dicom.values import dicom_seconds, floats, number
 
 _IN_STACK_POSITION = 0x00209057  # dimension that only says where a frame lies in its stack
 _PHILIPS_PRIVATE = (0x2005, 0x140F)
 _PHILIPS_SCALE_SLOPE = (0x2005, 0x100E)
-
-
-@dataclass(frozen=True)
-class FrameTags:
-    """What tells one frame of an enhanced image from another (``None`` where absent)."""
-
-    position: tuple[float, float, float] | None
-    slope: float = 1.0
-    intercept: float = 0.0
-    temporal: int | None = None  # TemporalPositionIndex
-    volume_key: tuple[int, ...] | None = None  # DimensionIndexValues without the in-stack position
-    echo_time: float | None = None  # EffectiveEchoTime (ms)
-    b_value: float | None = None
-    gradient: tuple[float, ...] | None = None  # DiffusionGradientOrientation
-    trigger: float | None = None  # NominalCardiacTriggerDelayTime (ms)
-    component: str = ""  # ComplexImageComponent: MAGNITUDE, PHASE, REAL, IMAGINARY
-    stack: str = ""  # StackID
-    acq_time: float | None = None  # FrameAcquisitionDateTime, seconds since midnight
 
 
 def philips_scale(ds: pydicom.Dataset, slope: float, intercept: float) -> tuple[float, float]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medimg.errors import DataError
-from medimg.io.dicom.headers import SliceHeader
+from medimg.io.dicom.slice_header import SliceHeader
 
 
 @dataclass

@@ -16,7 +16,7 @@ from medimg.errors import DataError
 from medimg.io.dicom.fourd import group_volumes
 from medimg.io.dicom.frames import Frame, drop_isotropic_traces, expand_frames
 from medimg.io.dicom.geometry import SliceStack, affine_lps, slice_normal, sort_slices
-from medimg.io.dicom.headers import SliceHeader
+from medimg.io.dicom.slice_header import SliceHeader
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Fast header-only reads of DICOM files into a small, typed record.
+"""Fast header-only reads of DICOM files into a small, typed record (:class:`SliceHeader`).
 
 The pixel data is not read: its byte offset and length are recorded instead, so
 a truncated file is caught from the header pass and uncompressed slices can later
@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from medimg.errors import DataError
-from medimg.io.dicom.csa import CsaInfo, is_mosaic, read_csa
-from medimg.io.dicom.enhanced import FrameTags, enhanced_geometry, philips_scale
+from medimg.io.dicom.csa import is_mosaic, read_csa
+from medimg.io.dicom.enhanced import enhanced_geometry, philips_scale
 from medimg.io.dicom.mosaic import mosaic_layout, uih_mosaic_layout
 from medimg.io.dicom.sidecar import acquisition_meta
-from medimg.io.dicom.slicetiming import dicom_seconds
-from medimg.io.dicom.values import floats, integer, number
+from medimg.io.dicom.slice_header import SliceHeader
+from medimg.io.dicom.values import dicom_seconds, floats, integer, number
 from medimg.io.dicom.vendor import complex_component, diffusion_b_value, diffusion_gradient
 
 _PIXEL_TAG = 0x7FE00010
@@ -34,96 +32,6 @@ _UNDEFINED = 0xFFFFFFFF
 
 class NotDicomError(DataError):
     """A file that is not DICOM at all (a README, a JSON sidecar, a NIfTI next to the slices)."""
-
-
-@dataclass
-class SliceHeader:
-    """What medimg needs from one DICOM file, read without its pixels.
-
-    Identity fields (``patient_id``) are kept only to group files and derive
-    pseudonymous keys; they are excluded from ``repr`` and never written out.
-    """
-
-    path: Path
-    sop_class_uid: str = ""
-    sop_instance_uid: str = field(default="", repr=False)
-    study_uid: str = field(default="", repr=False)
-    series_uid: str = field(default="", repr=False)
-    frame_of_reference_uid: str = field(default="", repr=False)
-    patient_id: str = field(default="", repr=False)
-    modality: str = ""
-    manufacturer: str = ""
-    model: str = ""
-    body_part: str = ""
-    image_type: tuple[str, ...] = ()
-    transfer_syntax: str = ""
-    rows: int = 0
-    columns: int = 0
-    samples_per_pixel: int = 1
-    photometric: str = ""
-    bits_allocated: int = 0
-    bits_stored: int = 0
-    pixel_representation: int = 0
-    number_of_frames: int = 1
-    pixel_spacing: tuple[float, float] | None = None
-    orientation: tuple[float, ...] | None = None  # ImageOrientationPatient (6 values)
-    position: tuple[float, float, float] | None = None  # ImagePositionPatient
-    frame_positions: np.ndarray | None = field(default=None, repr=False)  # enhanced multi-frame: (F, 3)
-    frame_rescale: np.ndarray | None = field(
-        default=None, repr=False
-    )  # (F, 2) slope, intercept when they vary
-    frame_note: str = ""  # why an enhanced multi-frame image is not one volume
-    frame_tags: list[FrameTags] | None = field(default=None, repr=False)  # enhanced: one per frame
-    frame_select: tuple[float | None, str] | None = None  # enhanced: (echo time, component) of one split
-    mosaic: int = 0  # Siemens mosaic: number of slices tiled in the image (0 when not a mosaic)
-    tile_rows: int = 0
-    tile_columns: int = 0
-    csa: CsaInfo | None = field(default=None, repr=False)
-    acquisition: dict[str, Any] = field(default_factory=dict, repr=False)  # BIDS-style, never PHI
-    slice_thickness: float | None = None
-    slice_spacing: float | None = None  # SpacingBetweenSlices
-    rescale_slope: float = 1.0
-    rescale_intercept: float = 0.0
-    instance_number: int | None = None
-    acquisition_number: int | None = None
-    echo_number: int | None = None
-    temporal_position: int | None = None
-    series_number: int | None = None
-    trigger_time: float | None = None
-    acquisition_time: float | None = None  # AcquisitionTime, seconds since midnight
-    echo_time: float | None = None
-    b_value: float | None = None
-    gradient: tuple[float, float, float] | None = None  # diffusion gradient direction
-    component: str = ""  # MAGNITUDE, PHASE, REAL or IMAGINARY when the ImageType says so
-    has_pixels: bool = False
-    pixel_offset: int | None = None  # byte offset of native pixel bytes (None when encapsulated)
-    pixel_length: int | None = None
-    file_size: int = 0
-
-    @property
-    def expected_pixel_bytes(self) -> int:
-        """Bytes a native (uncompressed) pixel data element must hold."""
-        return (
-            self.rows
-            * self.columns
-            * self.samples_per_pixel
-            * self.number_of_frames
-            * (self.bits_allocated // 8)
-        )
-
-    @property
-    def n_slices(self) -> int:
-        """Slices this file holds: the mosaic's tiles, the frames of a multi-frame image, or 1."""
-        return self.mosaic or self.number_of_frames
-
-    @property
-    def is_stack(self) -> bool:
-        """True for a file holding several slices (mosaic or multi-frame)."""
-        return self.n_slices > 1 or self.mosaic > 0
-
-    @property
-    def is_localizer(self) -> bool:
-        return any(t in ("LOCALIZER", "SCOUT", "SCANOGRAM") for t in self.image_type)
 
 
 def _pixel_element(fp: Any, ts: str, file_size: int) -> tuple[bool, int | None, int | None]:

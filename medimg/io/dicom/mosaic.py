@@ -14,16 +14,13 @@ private sequence.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
 
 from medimg.errors import DataError
 from medimg.io.dicom.csa import normal_array
-
-if TYPE_CHECKING:
-    from medimg.io.dicom.headers import SliceHeader
+from medimg.io.dicom.slice_header import SliceHeader
 
 
 def tiles_per_side(n_slices: int) -> int:

@@ -13,8 +13,8 @@ import pydicom
 from pydicom.uid import ExplicitVRBigEndian
 
 from medimg.errors import DataError
-from medimg.io.dicom.headers import SliceHeader
 from medimg.io.dicom.mosaic import unpack_mosaic
+from medimg.io.dicom.slice_header import SliceHeader
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 

@@ -12,27 +12,8 @@ repetition time (else they are not slice times of one volume).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from medimg.io.dicom.frames import Frame
-
-
-def dicom_seconds(value: Any) -> float | None:
-    """Seconds since midnight of a DICOM TM (``HHMMSS.ffffff``) or DT (``YYYYMMDDHHMMSS.ffffff``) value.
-
-    Example:
-        >>> dicom_seconds("101502.5"), dicom_seconds("20220407101502.25")
-        (36902.5, 36902.25)
-    """
-    text = str(value or "").strip().split("+")[0].split("-")[0]
-    if len(text) >= 14 and text[:14].isdigit():
-        text = text[8:]
-    head, _, frac = text.partition(".")
-    if len(head) < 6 or not head[:6].isdigit():
-        return None
-    seconds = int(head[:2]) * 3600 + int(head[2:4]) * 60 + int(head[4:6])
-    return seconds + (float(f"0.{frac}") if frac.isdigit() else 0.0)
+from medimg.io.dicom.frames import Frame
 
 
 def slice_timing(frames: Sequence[Frame], repetition_time: float | None) -> list[float] | None:
