@@ -1,7 +1,7 @@
 """medimg: deep learning on medical images, from DICOM folders to reports.
 
-Layers (see ``docs/architecture.md``): ``io`` → ``data`` → ``models`` →
-``training`` → ``inference`` / ``evaluation`` / ``explain`` → ``cli``.
+Layers, each importing only those before it (see ``docs/architecture.md``): ``io`` / ``config``
+→ ``data`` / ``models`` / ``evaluation`` → ``inference`` → ``training`` / ``explain`` → ``cli``.
 The version has one source, the package metadata (``pyproject.toml``).
 """
 
