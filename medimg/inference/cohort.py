@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,33 +171,64 @@ def run_cohort(
         ...                     model_key=weights_sha, settings_key=settings_hash)  # doctest: +SKIP
         >>> raise SystemExit(report.exit_code)  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_case_folders(cases)
     cases = shard_cases(cases, shard)
-    limits = qc or QcLimits()
-    ledger = Ledger(out_dir, shard)
-    latest = ledger.latest()
-    writer_names = {w.name for w in writers}
-    rows: dict[str, dict[str, Any]] = {}
-    lock = threading.Lock()
-    bar = tqdm(total=len(cases), disable=not progress, unit="case", file=sys.stderr, dynamic_ncols=True)
+    run = _CohortRun.start(out_dir, writers, model_key, settings_key, qc or QcLimits(), shard)
+    run.open_bar(len(cases), progress)
+    run.run_cases(cases, predict_fn, load_fn, prefetch)
+    return _cohort_report(run, cases, set_aside, shard, start)
 
-    def finish(row: dict[str, Any]) -> None:
-        with lock:
-            rows[row["case_id"]] = row
-            statuses = [r["status"] for r in rows.values()]
-            bar.set_postfix(
+
+@dataclass
+class _CohortRun:
+    """One run's shared state: output settings, the ledger, the rows so far and the progress bar."""
+
+    out_dir: Path
+    writers: Sequence[Writer]
+    model_key: str
+    settings_key: str
+    limits: QcLimits
+    ledger: Ledger
+    latest: Any
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    bar: Any = None
+
+    @classmethod
+    def start(
+        cls,
+        out_dir: Path,
+        writers: Sequence[Writer],
+        model_key: str,
+        settings_key: str,
+        limits: QcLimits,
+        shard: tuple[int, int] | None,
+    ) -> _CohortRun:
+        """Open the (shard's) ledger and read its latest entries."""
+        ledger = Ledger(out_dir, shard)
+        return cls(out_dir, writers, model_key, settings_key, limits, ledger, ledger.latest())
+
+    def open_bar(self, total: int, progress: bool) -> None:
+        """The tqdm bar with ETA and done/skipped/failed counts (disabled without ``progress``)."""
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, disable=not progress, unit="case", file=sys.stderr, dynamic_ncols=True)
+
+    def finish(self, row: dict[str, Any]) -> None:
+        with self.lock:
+            self.rows[row["case_id"]] = row
+            statuses = [r["status"] for r in self.rows.values()]
+            self.bar.set_postfix(
                 done=statuses.count("done"),
                 skipped=statuses.count("skipped"),
                 failed=statuses.count("failed"),
             )
-            bar.update(1)
+            self.bar.update(1)
 
-    def fail(prep: _Prepared, reason: str, timings: dict[str, float]) -> None:
+    def fail(self, prep: _Prepared, reason: str, timings: dict[str, float]) -> None:
         status = "set_aside" if prep.set_aside else "failed"
         log.warning("case %s %s: %s", prep.case.case_id, status.replace("_", " "), reason)
         row: dict[str, Any] = {
@@ -208,28 +239,28 @@ def run_cohort(
         }
         row.update(timings=timings, volumes_ml={}, probabilities={}, qc_flags=[])
         try:
-            _write_case_json(out_dir, prep.case, row, model_key, settings_key)
+            _write_case_json(self.out_dir, prep.case, row, self.model_key, self.settings_key)
         except Exception as exc:  # the ledger line below still records the failure
             log.warning("case %s: cannot write case.json (%s)", prep.case.case_id, _reason(exc))
-        ledger.append({k: row[k] for k in ("case_id", "key", "status", "reason")})
-        finish(row)
+        self.ledger.append({k: row[k] for k in ("case_id", "key", "status", "reason")})
+        self.finish(row)
 
-    def prepare(case: CaseInput) -> _Prepared:
+    def prepare(self, case: CaseInput, load_fn: Callable[[CaseInput], Any]) -> _Prepared:
         prep = _Prepared(case)
         t0 = time.perf_counter()
         try:
-            prep.key = case_key(case, model_key, settings_key)
-            entry = latest.get((case.case_id, prep.key)) or {}
+            prep.key = case_key(case, self.model_key, self.settings_key)
+            entry = self.latest.get((case.case_id, prep.key)) or {}
             # Done, outputs present in this case's own folder, and written by (at least) the
             # writers asked for now.
             if (
-                ledger.is_done(case.case_id, prep.key, latest)
-                and writer_names <= set(entry.get("writers", ()))
-                and _outputs_in(entry, out_dir, case)
+                self.ledger.is_done(case.case_id, prep.key, self.latest)
+                and {w.name for w in self.writers} <= set(entry.get("writers", ()))
+                and _outputs_in(entry, self.out_dir, case)
             ):
                 prep.skipped_entry = entry
                 return prep
-            remove_partial_files(case_dir(out_dir, case))
+            remove_partial_files(case_dir(self.out_dir, case))
             prep.data = load_fn(case)
         except SetAsideError as exc:
             prep.error, prep.set_aside = str(exc), exc.kind
@@ -238,61 +269,104 @@ def run_cohort(
         prep.load_s = time.perf_counter() - t0
         return prep
 
-    write_queue: queue.Queue[tuple[_Prepared, CaseOutputs, float] | None] = queue.Queue(
-        maxsize=max(1, prefetch)
-    )
-
-    def write_loop() -> None:
+    def write_loop(self, write_queue: queue.Queue[tuple[_Prepared, CaseOutputs, float] | None]) -> None:
         while (item := write_queue.get()) is not None:
             prep, outputs, predict_s = item
             t0 = time.perf_counter()
             timings = {"load_s": round(prep.load_s, 4), "predict_s": round(predict_s, 4)}
             try:
                 row = _write_case(
-                    out_dir, prep, outputs, writers, limits, model_key, settings_key, timings, t0
-                )
-                ledger.append({k: row[k] for k in _LEDGER_DONE_KEYS})
-                finish(row)
+                    self.out_dir, prep, outputs, self.writers, self.limits,
+                    self.model_key, self.settings_key, timings, t0,
+                )  # fmt: skip
+                self.ledger.append({k: row[k] for k in _LEDGER_DONE_KEYS})
+                self.finish(row)
             except Exception as exc:
                 timings["write_s"] = round(time.perf_counter() - t0, 4)
-                fail(prep, _reason(exc), timings)
+                self.fail(prep, _reason(exc), timings)
 
-    writer_thread = threading.Thread(target=write_loop, name="medimg-cohort-writer", daemon=True)
-    writer_thread.start()
-    pending: deque[Future[_Prepared]] = deque()
-    remaining = iter(cases)
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="medimg-load") as pool:
+    def run_cases(
+        self,
+        cases: Sequence[CaseInput],
+        predict_fn: Callable[[CaseInput, Any], CaseOutputs],
+        load_fn: Callable[[CaseInput], Any],
+        prefetch: int,
+    ) -> None:
+        """Load ahead in a thread pool, predict here, write in a background thread."""
+        write_queue: queue.Queue[tuple[_Prepared, CaseOutputs, float] | None] = queue.Queue(
+            maxsize=max(1, prefetch)
+        )
+        writer_thread = threading.Thread(
+            target=self.write_loop, args=(write_queue,), name="medimg-cohort-writer", daemon=True
+        )
+        writer_thread.start()
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="medimg-load") as pool:
+                for prep in self._prefetched(pool, cases, load_fn, prefetch):
+                    self.predict_one(prep, predict_fn, write_queue)
+        finally:
+            write_queue.put(None)
+            writer_thread.join()
+            self.bar.close()
 
-            def refill() -> None:
-                while len(pending) < max(1, prefetch) and (case := next(remaining, None)) is not None:
-                    pending.append(pool.submit(prepare, case))
+    def _prefetched(
+        self,
+        pool: ThreadPoolExecutor,
+        cases: Sequence[CaseInput],
+        load_fn: Callable[[CaseInput], Any],
+        prefetch: int,
+    ) -> Iterator[_Prepared]:
+        """Prepared cases in order, with up to ``prefetch`` loads running ahead."""
+        pending: deque[Future[_Prepared]] = deque()
+        remaining = iter(cases)
 
+        def refill() -> None:
+            while len(pending) < max(1, prefetch) and (case := next(remaining, None)) is not None:
+                pending.append(pool.submit(self.prepare, case, load_fn))
+
+        refill()
+        while pending:
+            prep = pending.popleft().result()
             refill()
-            while pending:
-                prep = pending.popleft().result()
-                refill()
-                if prep.skipped_entry is not None:
-                    finish({**prep.skipped_entry, "status": "skipped", "reason": ""})
-                elif prep.error is not None:
-                    fail(prep, prep.error, {"load_s": round(prep.load_s, 4)})
-                else:
-                    t0 = time.perf_counter()
-                    try:
-                        outputs = predict_fn(prep.case, prep.data)
-                    except Exception as exc:
-                        _release_accelerator_memory(exc)
-                        fail(prep, _reason(exc), {"load_s": round(prep.load_s, 4)})
-                        continue
-                    finally:
-                        prep.data = None
-                    write_queue.put((prep, outputs, time.perf_counter() - t0))
-    finally:
-        write_queue.put(None)
-        writer_thread.join()
-        bar.close()
+            yield prep
 
-    ordered = [rows[c.case_id] for c in cases if c.case_id in rows] + _set_aside_rows(set_aside, shard)
+    def predict_one(
+        self,
+        prep: _Prepared,
+        predict_fn: Callable[[CaseInput, Any], CaseOutputs],
+        write_queue: queue.Queue[tuple[_Prepared, CaseOutputs, float] | None],
+    ) -> None:
+        """Skip, fail or predict one prepared case; predictions are queued for the writer."""
+        if prep.skipped_entry is not None:
+            self.finish({**prep.skipped_entry, "status": "skipped", "reason": ""})
+            return
+        if prep.error is not None:
+            self.fail(prep, prep.error, {"load_s": round(prep.load_s, 4)})
+            return
+        t0 = time.perf_counter()
+        try:
+            outputs = predict_fn(prep.case, prep.data)
+        except Exception as exc:
+            _release_accelerator_memory(exc)
+            self.fail(prep, _reason(exc), {"load_s": round(prep.load_s, 4)})
+            return
+        finally:
+            prep.data = None
+        write_queue.put((prep, outputs, time.perf_counter() - t0))
+
+
+def _cohort_report(
+    run: _CohortRun,
+    cases: Sequence[CaseInput],
+    set_aside: Sequence[SetAside],
+    shard: tuple[int, int] | None,
+    start: float,
+) -> CohortReport:
+    """Write the summary CSV (cases in input order, then the objects set aside) and log the counts."""
+    out_dir = run.out_dir
+    ordered = [run.rows[c.case_id] for c in cases if c.case_id in run.rows] + _set_aside_rows(
+        set_aside, shard
+    )
     summary = out_dir / ("cohort.csv" if shard is None else f"cohort-{shard[0]}of{shard[1]}.csv")
     write_summary_csv(summary, ordered)
     report = CohortReport(out_dir, summary, ordered, time.perf_counter() - start)
