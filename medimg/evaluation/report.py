@@ -124,58 +124,130 @@ def evaluate_study(
         >>> res.summary["metrics"]["dice_1"]["estimate"]  # doctest: +SKIP
         0.87
     """
-    from medimg.evaluation.html_report import render_report
+    study = _Study(task, Path(out_dir), by, case_key, patient_key, seed, n_boot, level, min_patients, title)
+    frame, dropped = study.checked_frame(per_case)
+    study.out_dir.mkdir(parents=True, exist_ok=True)
+    frame, summary, plot_paths = study.analyse(frame, dropped, history, compare)
+    return study.write(frame, summary, plot_paths)
 
-    if task not in ("segmentation", "classification"):
-        raise DataError(f"task must be 'segmentation' or 'classification'; got '{task}'")
-    if per_case.empty:
-        raise DataError("per-case table is empty; nothing to evaluate")
-    keys = [case_key] + ([patient_key] if patient_key else [])
-    for key in keys:
-        if key not in per_case.columns:
-            raise DataError(f"per-case table has no '{key}' column; expected it next to the metrics")
-    frame, dropped = drop_identifying_columns(per_case.reset_index(drop=True), keep=keys)
-    for column in by:  # checked before anything is written
-        if column not in frame.columns:
-            why = "is identifying and never analysed" if column in dropped else "is not in the per-case table"
-            raise DataError(
-                f"subgroup column '{column}' {why}; columns are {sorted(map(str, frame.columns))}"
-            )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frame, excluded = exclude_unscorable(frame, task, case_key)
-    opts = {"patient_key": patient_key, "n_boot": n_boot, "seed": seed, "level": level}
-    body = (segmentation_summary if task == "segmentation" else classification_summary)(frame, **opts)
-    annotate(body["metrics"], frame, task)
-    summary: dict[str, Any] = {
-        "title": title,
-        "task": task,
-        "n_cases": len(frame),
-        "n_patients": int(frame[patient_key].nunique()) if patient_key else len(frame),
-        "bootstrap": {
-            "unit": "patient" if patient_key else "case",
-            "n_boot": n_boot,
-            "seed": seed,
-            "level": level,
-            "interval": "percentile",
-        },  # fmt: skip
-        "dropped_columns": dropped,
-        "excluded_cases": excluded,
-        **body,
-        "subgroups": {},
-        "comparison": None,
-        "flags": [],
-    }
-    plot_paths: dict[str, Path] = {}
-    if task == "segmentation":
-        quality = seg_quality_columns(frame)
-        plot_paths["distributions"] = plots.plot_case_distributions(
-            frame, quality, out_dir / "distributions.png"
+
+@dataclass(frozen=True)
+class _Study:
+    """The settings of one :func:`evaluate_study` call, and its steps."""
+
+    task: str
+    out_dir: Path
+    by: Sequence[str]
+    case_key: str
+    patient_key: str | None
+    seed: int
+    n_boot: int
+    level: float
+    min_patients: int
+    title: str
+
+    @property
+    def keys(self) -> list[str]:
+        """The case column and, when there is one, the patient column."""
+        return [self.case_key] + ([self.patient_key] if self.patient_key else [])
+
+    def checked_frame(self, per_case: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+        """The per-case table without identifying columns (and their names), checked before any write."""
+        if self.task not in ("segmentation", "classification"):
+            raise DataError(f"task must be 'segmentation' or 'classification'; got '{self.task}'")
+        if per_case.empty:
+            raise DataError("per-case table is empty; nothing to evaluate")
+        for key in self.keys:
+            if key not in per_case.columns:
+                raise DataError(f"per-case table has no '{key}' column; expected it next to the metrics")
+        frame, dropped = drop_identifying_columns(per_case.reset_index(drop=True), keep=self.keys)
+        for column in self.by:  # checked before anything is written
+            if column not in frame.columns:
+                why = (
+                    "is identifying and never analysed"
+                    if column in dropped
+                    else "is not in the per-case table"
+                )
+                raise DataError(
+                    f"subgroup column '{column}' {why}; columns are {sorted(map(str, frame.columns))}"
+                )
+        return frame, dropped
+
+    def analyse(
+        self,
+        frame: pd.DataFrame,
+        dropped: list[str],
+        history: pd.DataFrame | None,
+        compare: pd.DataFrame | None,
+    ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Path]]:
+        """Cohort metrics, plots, subgroups and the comparison: the frame, summary and plots."""
+        frame, excluded = exclude_unscorable(frame, self.task, self.case_key)
+        opts = {
+            "patient_key": self.patient_key,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+            "level": self.level,
+        }
+        body = (segmentation_summary if self.task == "segmentation" else classification_summary)(
+            frame, **opts
         )
+        annotate(body["metrics"], frame, self.task)
+        summary = self.summary_head(frame, dropped, excluded, body)
+        if self.task == "segmentation":
+            frame, plot_paths, primary = self.segmentation_plots(frame)
+        else:
+            frame, plot_paths, primary = self.classification_plots(frame, body["threshold"])
+        if history is not None and not history.empty:
+            plot_paths["learning_curves"] = plots.plot_learning_curves(
+                history, self.out_dir / "learning_curves.png"
+            )
+        for column in self.by:
+            self.add_subgroups(frame, column, body, summary, plot_paths, primary)
+        if compare is not None:
+            self.add_comparison(frame, compare, summary, plot_paths)
+        return frame, summary, plot_paths
+
+    def summary_head(
+        self, frame: pd.DataFrame, dropped: list[str], excluded: Any, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The summary before subgroups, comparison and flags are filled in."""
+        patient_key = self.patient_key
+        return {
+            "title": self.title,
+            "task": self.task,
+            "n_cases": len(frame),
+            "n_patients": int(frame[patient_key].nunique()) if patient_key else len(frame),
+            "bootstrap": {
+                "unit": "patient" if patient_key else "case",
+                "n_boot": self.n_boot,
+                "seed": self.seed,
+                "level": self.level,
+                "interval": "percentile",
+            },  # fmt: skip
+            "dropped_columns": dropped,
+            "excluded_cases": excluded,
+            **body,
+            "subgroups": {},
+            "comparison": None,
+            "flags": [],
+        }
+
+    def segmentation_plots(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Path], list[str]]:
+        """Distribution plot of the quality columns; the primary metrics are Dice, NSD and HD95."""
+        quality = seg_quality_columns(frame)
+        plot_paths = {
+            "distributions": plots.plot_case_distributions(frame, quality, self.out_dir / "distributions.png")
+        }
         primary = [c for c in quality if c.startswith(("dice_", "nsd_", "hd95_"))]
-    else:
+        return frame, plot_paths, primary
+
+    def classification_plots(
+        self, frame: pd.DataFrame, t: float | None
+    ) -> tuple[pd.DataFrame, dict[str, Path], list[str]]:
+        """ROC, PR, calibration and distribution plots; per-case squared error and call at ``t``."""
+        out_dir = self.out_dir
         y, prob = probabilities_from_frame(frame)
-        t = body["threshold"]
+        plot_paths: dict[str, Path] = {}
         plot_paths["roc"] = cls_plots.plot_roc(y, prob, out_dir / "roc.png", threshold=t)
         plot_paths["pr"] = cls_plots.plot_pr(y, prob, out_dir / "pr.png")
         plot_paths["calibration"] = cls_plots.plot_calibration(y, prob, out_dir / "calibration.png")
@@ -194,11 +266,22 @@ def evaluate_study(
             if prob.ndim == 1
             else ["auroc_macro", "balanced_accuracy"]
         )
-    if history is not None and not history.empty:
-        plot_paths["learning_curves"] = plots.plot_learning_curves(history, out_dir / "learning_curves.png")
-    for column in by:
-        result = subgroup_analysis(frame, column, task, patient_key=patient_key, n_boot=n_boot, seed=seed, level=level,
-                                   min_patients=min_patients, threshold=body.get("threshold"))  # fmt: skip
+        return frame, plot_paths, primary
+
+    def add_subgroups(
+        self,
+        frame: pd.DataFrame,
+        column: str,
+        body: dict[str, Any],
+        summary: dict[str, Any],
+        plot_paths: dict[str, Path],
+        primary: list[str],
+    ) -> None:
+        """Subgroup analysis of one column: its result, its flagged gaps and forest plots."""
+        level = self.level
+        result = subgroup_analysis(frame, column, self.task, patient_key=self.patient_key, n_boot=self.n_boot,
+                                   seed=self.seed, level=level, min_patients=self.min_patients,
+                                   threshold=body.get("threshold"))  # fmt: skip
         summary["subgroups"][column] = result
         for metric, gap in result["gaps"].items():
             if gap.get("flagged"):
@@ -210,16 +293,26 @@ def evaluate_study(
             if metric in result["gaps"]:
                 name = f"forest_{_safe_name(column)}_{_safe_name(metric)}"
                 plot_paths[name] = plots.plot_forest(
-                    result, metric, out_dir / f"{name}.png", summary["metrics"].get(metric)
+                    result, metric, self.out_dir / f"{name}.png", summary["metrics"].get(metric)
                 )
-    if compare is not None:
-        compare_frame, _ = drop_identifying_columns(compare.reset_index(drop=True), keep=keys)
-        compare_frame, _ = exclude_unscorable(compare_frame, task, case_key)
-        comparison = paired_comparison(frame, compare_frame, task, case_key=case_key, patient_key=patient_key,
-                                       n_boot=n_boot, seed=seed, level=level)  # fmt: skip
+
+    def add_comparison(
+        self,
+        frame: pd.DataFrame,
+        compare: pd.DataFrame,
+        summary: dict[str, Any],
+        plot_paths: dict[str, Path],
+    ) -> None:
+        """Paired comparison with a second run: its result, its plot and a flag per differing metric."""
+        level = self.level
+        compare_frame, _ = drop_identifying_columns(compare.reset_index(drop=True), keep=self.keys)
+        compare_frame, _ = exclude_unscorable(compare_frame, self.task, self.case_key)
+        comparison = paired_comparison(frame, compare_frame, self.task, case_key=self.case_key,
+                                       patient_key=self.patient_key, n_boot=self.n_boot, seed=self.seed,
+                                       level=level)  # fmt: skip
         summary["comparison"] = comparison
         if comparison["metrics"]:
-            plot_paths["comparison"] = plots.plot_comparison(comparison, out_dir / "comparison.png")
+            plot_paths["comparison"] = plots.plot_comparison(comparison, self.out_dir / "comparison.png")
         for metric, entry in comparison["metrics"].items():
             if entry["better"] != "no difference shown":
                 d = entry["difference"]
@@ -229,12 +322,23 @@ def evaluate_study(
                     f"compare: {metric} differs (run - compare {d['estimate']:.3g}, {level:.0%} CI {d['low']:.3g} to "
                     f"{d['high']:.3g}{p_text}); better: {entry['better']}"
                 )
-    if task == "segmentation":
-        frame = frame.assign(undefined=per_case_notes(frame))
-    per_case_csv = out_dir / "per_case.csv"
-    atomic_write_text(per_case_csv, escape_frame(frame, ("image", "target")).to_csv(index=False))
-    summary["files"] = {"per_case": per_case_csv.name, "plots": {k: p.name for k, p in plot_paths.items()}}
-    summary = json_safe(summary)
-    summary_json = atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
-    report_html = atomic_write_text(out_dir / "report.html", render_report(summary, plot_paths))
-    return StudyResult(out_dir, per_case_csv, summary_json, report_html, plot_paths, summary)
+
+    def write(self, frame: pd.DataFrame, summary: dict[str, Any], plot_paths: dict[str, Path]) -> StudyResult:
+        """Write ``per_case.csv``, ``summary.json`` and ``report.html``."""
+        from medimg.evaluation.html_report import render_report
+
+        out_dir = self.out_dir
+        if self.task == "segmentation":
+            frame = frame.assign(undefined=per_case_notes(frame))
+        per_case_csv = out_dir / "per_case.csv"
+        atomic_write_text(per_case_csv, escape_frame(frame, ("image", "target")).to_csv(index=False))
+        summary["files"] = {
+            "per_case": per_case_csv.name,
+            "plots": {k: p.name for k, p in plot_paths.items()},
+        }
+        summary = json_safe(summary)
+        summary_json = atomic_write_text(
+            out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False)
+        )
+        report_html = atomic_write_text(out_dir / "report.html", render_report(summary, plot_paths))
+        return StudyResult(out_dir, per_case_csv, summary_json, report_html, plot_paths, summary)
