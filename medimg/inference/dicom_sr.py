@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pydicom
 
@@ -66,19 +67,39 @@ def write_sr(
     Example:
         >>> write_sr({1: 812.5}, datasets, {1: "liver"}, "out/sr.dcm", algo, seg="out/seg.dcm")  # doctest: +SKIP
     """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     ordered = sort_source_datasets(source_datasets)
     seg_ds = _load_seg(seg)
     volumes = dict(volumes_ml or {})
     if not volumes and not probabilities:
         raise DataError("write_sr: nothing to report (expected volumes_ml and/or probabilities)")
-    algorithm_id = hd.sr.AlgorithmIdentification(
+    algorithm_id = _algorithm_identification(algorithm)
+    groups = _volume_groups(volumes, labels, seg_ds, algorithm_id)
+    if probabilities:
+        groups.append(_probability_group(probabilities, algorithm_id))
+    sr = _comprehensive_sr(ordered, seg_ds, groups, algorithm, series_number)
+    if probabilities:
+        _add_coding_scheme(sr)
+    with atomic_write(out_path) as tmp:
+        sr.save_as(tmp, enforce_file_format=True)
+    return Path(out_path)
+
+
+def _algorithm_identification(algorithm: AlgorithmInfo) -> Any:
+    """The algorithm identification every measurement carries (name, version, parameters)."""
+    import highdicom as hd
+
+    return hd.sr.AlgorithmIdentification(
         name=algorithm.name[:64],
         version=algorithm.version[:64],
         parameters=[f"{k}={v}" for k, v in algorithm.parameters().items()],
     )
+
+
+def _observation_context(algorithm: AlgorithmInfo) -> Any:
+    """The observer is the model: a device with its name, version and a UID derived from the weights."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=pydicom.uid.generate_uid(
             entropy_srcs=[algorithm.name, algorithm.version, algorithm.weights_sha256]
@@ -87,16 +108,33 @@ def write_sr(
         manufacturer_name=algorithm.manufacturer[:64],
         model_name=f"{algorithm.name} {algorithm.version}"[:64],
     )
-    context = hd.sr.ObservationContext(
+    return hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device, observer_identifying_attributes=device
         )
     )
+
+
+def _segment_numbers(seg_ds: pydicom.Dataset | None) -> dict[str, int]:
+    """Segment label -> segment number in the SEG (empty without one)."""
     segment_by_label: dict[str, int] = {}
     if seg_ds is not None:
         for item in seg_ds.SegmentSequence:
             segment_by_label[str(item.SegmentLabel)] = int(item.SegmentNumber)
+    return segment_by_label
 
+
+def _volume_groups(
+    volumes: Mapping[int, float],
+    labels: Mapping[int, str],
+    seg_ds: pydicom.Dataset | None,
+    algorithm_id: Any,
+) -> list:
+    """One measurement group per labelled volume; TID 1411 referencing its SEG segment when there is one."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    segment_by_label = _segment_numbers(seg_ds)
     groups: list = []
     for value, ml in sorted(volumes.items()):
         name = str(labels.get(value, f"label {value}"))[:64]
@@ -124,28 +162,46 @@ def write_sr(
                     tracking_identifier=tracking, finding_type=codes.SCT.Tissue, measurements=[measurement]
                 )
             )
-    if probabilities:
-        measurements = [
-            hd.sr.Measurement(
-                name=hd.sr.CodedConcept(f"CLSPROB{i}", "99MEDIMG", f"Probability of {name}"[:64]),
-                value=float(p),
-                unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
-                algorithm_id=algorithm_id,
-            )
-            for i, (name, p) in enumerate(probabilities.items(), start=1)
-        ]
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="class probabilities"),
-                measurements=measurements,
-            )
+    return groups
+
+
+def _probability_group(probabilities: Mapping[str, float], algorithm_id: Any) -> Any:
+    """The TID 1501 group of class probabilities (codes of the private 99MEDIMG scheme)."""
+    import highdicom as hd
+
+    measurements = [
+        hd.sr.Measurement(
+            name=hd.sr.CodedConcept(f"CLSPROB{i}", "99MEDIMG", f"Probability of {name}"[:64]),
+            value=float(p),
+            unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+            algorithm_id=algorithm_id,
         )
+        for i, (name, p) in enumerate(probabilities.items(), start=1)
+    ]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="class probabilities"),
+        measurements=measurements,
+    )
+
+
+def _comprehensive_sr(
+    ordered: Sequence[pydicom.Dataset],
+    seg_ds: pydicom.Dataset | None,
+    groups: list,
+    algorithm: AlgorithmInfo,
+    series_number: int,
+) -> Any:
+    """The TID 1500 measurement report in a new Comprehensive 3D SR series."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    context = _observation_context(algorithm)
     modality = str(ordered[0].get("Modality", "CT"))
     procedure = getattr(codes.LN, _PROCEDURE_BY_MODALITY.get(modality, "CTUnspecifiedBodyRegion"))
     report = hd.sr.MeasurementReport(
         observation_context=context, procedure_reported=procedure, imaging_measurements=groups
     )
-    sr = hd.sr.Comprehensive3DSR(
+    return hd.sr.Comprehensive3DSR(
         evidence=[*ordered, *([seg_ds] if seg_ds is not None else [])],
         content=report,
         series_instance_uid=hd.UID(),
@@ -156,15 +212,15 @@ def write_sr(
         is_complete=True,
         series_description=f"SR {algorithm.name}"[:64],
     )
-    if probabilities:
-        scheme = pydicom.Dataset()
-        scheme.CodingSchemeDesignator = "99MEDIMG"
-        scheme.CodingSchemeName = "medimg model outputs"
-        scheme.CodingSchemeResponsibleOrganization = "medimg"
-        sr.CodingSchemeIdentificationSequence = [scheme]
-    with atomic_write(out_path) as tmp:
-        sr.save_as(tmp, enforce_file_format=True)
-    return Path(out_path)
+
+
+def _add_coding_scheme(sr: pydicom.Dataset) -> None:
+    """Declare the private 99MEDIMG coding scheme of the class-probability concepts."""
+    scheme = pydicom.Dataset()
+    scheme.CodingSchemeDesignator = "99MEDIMG"
+    scheme.CodingSchemeName = "medimg model outputs"
+    scheme.CodingSchemeResponsibleOrganization = "medimg"
+    sr.CodingSchemeIdentificationSequence = [scheme]
 
 
 def read_sr_measurements(path: str | os.PathLike[str]) -> list[tuple[str, str, float, str]]:
