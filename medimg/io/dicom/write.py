@@ -12,6 +12,7 @@ import datetime as _dt
 import os
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,29 +99,39 @@ def _series_dataset(
         ds.ConversionType = "WSD"
         ds.PatientOrientation = ""
     if modality == "PT":
-        ds.Units = "BQML"
-        ds.CountsSource = "EMISSION"
-        ds.SeriesType = ["STATIC", "IMAGE"]
-        ds.CorrectedImage = ["ATTN", "DECY"]
-        ds.DecayCorrection = "START"
-        ds.CollimatorType = "NONE"
-        ds.RadiopharmaceuticalInformationSequence = []
-        ds.PatientOrientationCodeSequence = []
-        ds.PatientGantryRelationshipCodeSequence = []
-        del ds.PatientPosition  # replaced by the orientation code sequences in PET
-        ds.AcquisitionDate, ds.AcquisitionTime = ds.StudyDate, ds.StudyTime
-        ds.FrameReferenceTime = 0
-        ds.ActualFrameDuration = 60000
-        ds.DecayFactor = 1
+        _add_pet_tags(ds)
     if modality == "MR":
-        ds.ScanningSequence = "GR"
-        ds.SequenceVariant = "NONE"
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "3D"
-        ds.RepetitionTime = 10.0
-        ds.EchoTime = 4.0
-        ds.EchoTrainLength = 1
+        _add_mr_tags(ds)
     return ds
+
+
+def _add_pet_tags(ds: Dataset) -> None:
+    """The PET image and isotope modules' tags (orientation code sequences replace PatientPosition)."""
+    ds.Units = "BQML"
+    ds.CountsSource = "EMISSION"
+    ds.SeriesType = ["STATIC", "IMAGE"]
+    ds.CorrectedImage = ["ATTN", "DECY"]
+    ds.DecayCorrection = "START"
+    ds.CollimatorType = "NONE"
+    ds.RadiopharmaceuticalInformationSequence = []
+    ds.PatientOrientationCodeSequence = []
+    ds.PatientGantryRelationshipCodeSequence = []
+    del ds.PatientPosition  # replaced by the orientation code sequences in PET
+    ds.AcquisitionDate, ds.AcquisitionTime = ds.StudyDate, ds.StudyTime
+    ds.FrameReferenceTime = 0
+    ds.ActualFrameDuration = 60000
+    ds.DecayFactor = 1
+
+
+def _add_mr_tags(ds: Dataset) -> None:
+    """The MR image module's acquisition tags."""
+    ds.ScanningSequence = "GR"
+    ds.SequenceVariant = "NONE"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "3D"
+    ds.RepetitionTime = 10.0
+    ds.EchoTime = 4.0
+    ds.EchoTrainLength = 1
 
 
 def write_series(
@@ -164,6 +175,28 @@ def write_series(
         >>> vol = Volume(np.zeros((64, 48, 20), np.int16), np.diag([0.8, 0.8, 2.5, 1.0]), "RAS")
         >>> files = write_series(vol, "phantom/ct", rescale=(1.0, -1024.0))  # doctest: +SKIP
     """
+    data, slope, intercept = _checked_data(volume, modality, rescale)
+    geometry = _SliceGeometry.from_affine(volume.affine_in("LPS"))
+    stored = _stored_values(data, slope, intercept)
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    frame_uid = frame_of_reference_uid or generate_uid()
+    base = _series_dataset(modality, study_uid, series_uid, frame_uid, patient_name, patient_id)
+    _describe_series(base, series_number, series_description, stored, geometry)
+    _set_rescale(base, modality, slope, intercept)
+    for key, value in (extra_tags or {}).items():
+        setattr(base, key, value)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_slices(
+        base, modality, stored, geometry, out, UID(transfer_syntax), shuffle_names, file_prefix
+    )
+
+
+def _checked_data(
+    volume: Volume, modality: str, rescale: tuple[float, float]
+) -> tuple[np.ndarray, float, float]:
+    """The voxels as a 3D array (a 2D volume is one slice) and the rescale, checked."""
     if modality not in SOP_CLASS_BY_MODALITY:
         raise DataError(
             f"write_series: modality {modality!r} not supported; expected one of {sorted(SOP_CLASS_BY_MODALITY)}"
@@ -176,65 +209,105 @@ def write_series(
     slope, intercept = float(rescale[0]), float(rescale[1])
     if slope == 0:
         raise DataError("write_series: rescale slope must not be 0")
-    aff = volume.affine_in("LPS")
-    col_step, row_step, slice_step, origin = aff[:3, 0], aff[:3, 1], aff[:3, 2], aff[:3, 3]
-    dc, dr = float(np.linalg.norm(col_step)), float(np.linalg.norm(row_step))
-    if dc == 0 or dr == 0:
-        raise DataError("write_series: the affine has a zero-length in-plane axis")
-    row_dir, col_dir = col_step / dc, row_step / dr
-    if abs(float(row_dir @ col_dir)) > 1e-4:
-        raise DataError("write_series: in-plane axes of the affine are not orthogonal (DICOM needs them so)")
-    normal = np.cross(row_dir, col_dir)
-    thickness = abs(float(slice_step @ normal)) or float(np.linalg.norm(slice_step)) or 1.0
+    return data, slope, intercept
 
-    stored = _stored_values(data, slope, intercept)
-    study_uid = study_uid or generate_uid()
-    series_uid = series_uid or generate_uid()
-    frame_uid = frame_of_reference_uid or generate_uid()
-    base = _series_dataset(modality, study_uid, series_uid, frame_uid, patient_name, patient_id)
+
+@dataclass(frozen=True)
+class _SliceGeometry:
+    """The LPS geometry of the slices: in-plane directions and spacings, slice step and normal."""
+
+    origin: np.ndarray
+    slice_step: np.ndarray
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    dr: float
+    dc: float
+    normal: np.ndarray
+    thickness: float
+
+    @classmethod
+    def from_affine(cls, aff: np.ndarray) -> _SliceGeometry:
+        """Read an LPS affine; its in-plane axes must be non-zero and orthogonal."""
+        col_step, row_step, slice_step, origin = aff[:3, 0], aff[:3, 1], aff[:3, 2], aff[:3, 3]
+        dc, dr = float(np.linalg.norm(col_step)), float(np.linalg.norm(row_step))
+        if dc == 0 or dr == 0:
+            raise DataError("write_series: the affine has a zero-length in-plane axis")
+        row_dir, col_dir = col_step / dc, row_step / dr
+        if abs(float(row_dir @ col_dir)) > 1e-4:
+            raise DataError(
+                "write_series: in-plane axes of the affine are not orthogonal (DICOM needs them so)"
+            )
+        normal = np.cross(row_dir, col_dir)
+        thickness = abs(float(slice_step @ normal)) or float(np.linalg.norm(slice_step)) or 1.0
+        return cls(origin, slice_step, row_dir, col_dir, dr, dc, normal, thickness)
+
+
+def _describe_series(
+    base: Dataset, series_number: int, series_description: str, stored: np.ndarray, geometry: _SliceGeometry
+) -> None:
+    """Series number and description, image size, spacing, orientation and pixel representation."""
     base.SeriesNumber = int(series_number)
     base.SeriesDescription = series_description
-    base.Rows, base.Columns = int(data.shape[1]), int(data.shape[0])
-    base.PixelSpacing = [f"{dr:.10g}", f"{dc:.10g}"]
-    base.SliceThickness = f"{thickness:.10g}"
-    base.ImageOrientationPatient = [f"{v:.10g}" for v in (*row_dir, *col_dir)]
+    base.Rows, base.Columns = int(stored.shape[1]), int(stored.shape[0])
+    base.PixelSpacing = [f"{geometry.dr:.10g}", f"{geometry.dc:.10g}"]
+    base.SliceThickness = f"{geometry.thickness:.10g}"
+    base.ImageOrientationPatient = [f"{v:.10g}" for v in (*geometry.row_dir, *geometry.col_dir)]
     base.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+
+
+def _set_rescale(base: Dataset, modality: str, slope: float, intercept: float) -> None:
+    """Rescale slope, intercept and type (left out of an MR series with the identity rescale)."""
     if modality != "MR" or (slope, intercept) != (1.0, 0.0):
         base.RescaleSlope = f"{slope:.10g}"
         base.RescaleIntercept = f"{intercept:.10g}"
         base.RescaleType = "HU" if modality == "CT" else "US"
-    for key, value in (extra_tags or {}).items():
-        setattr(base, key, value)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ts = UID(transfer_syntax)
+
+def _write_slices(
+    base: Dataset,
+    modality: str,
+    stored: np.ndarray,
+    geometry: _SliceGeometry,
+    out: Path,
+    ts: UID,
+    shuffle_names: bool,
+    file_prefix: str,
+) -> list[Path]:
+    """Write one file per slice (atomically) and return the paths in slice order."""
     paths: list[Path] = []
-    for k in range(data.shape[2]):
-        ds = base.copy()
-        ds.SOPInstanceUID = generate_uid()
-        ds.InstanceNumber = k + 1
-        if modality == "PT":
-            ds.NumberOfSlices = data.shape[2]
-            ds.ImageIndex = k + 1
-        position = origin + k * slice_step
-        ds.ImagePositionPatient = [f"{v:.10g}" for v in position]
-        ds.SliceLocation = f"{float(position @ normal):.10g}"
-        pixels = np.ascontiguousarray(stored[:, :, k].T)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian if ts not in _UNCOMPRESSED else ts
-        meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
-        ds.file_meta = meta
-        ds.PixelData = (
-            pixels.astype(pixels.dtype.newbyteorder(">")) if ts == ExplicitVRBigEndian else pixels
-        ).tobytes()
-        if ts not in _UNCOMPRESSED:
-            ds.compress(ts, pixels)
+    for k in range(stored.shape[2]):
+        ds = _slice_dataset(base, modality, stored, geometry, k, ts)
         name = f"{secrets.token_hex(8)}.dcm" if shuffle_names else f"{file_prefix}{k:04d}.dcm"
         path = out / name
         with atomic_write(path) as tmp:
             ds.save_as(tmp, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _slice_dataset(
+    base: Dataset, modality: str, stored: np.ndarray, geometry: _SliceGeometry, k: int, ts: UID
+) -> Dataset:
+    """Slice ``k``: a copy of the series dataset with its UID, position, file meta and pixels."""
+    ds = base.copy()
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = k + 1
+    if modality == "PT":
+        ds.NumberOfSlices = stored.shape[2]
+        ds.ImageIndex = k + 1
+    position = geometry.origin + k * geometry.slice_step
+    ds.ImagePositionPatient = [f"{v:.10g}" for v in position]
+    ds.SliceLocation = f"{float(position @ geometry.normal):.10g}"
+    pixels = np.ascontiguousarray(stored[:, :, k].T)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian if ts not in _UNCOMPRESSED else ts
+    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    ds.PixelData = (
+        pixels.astype(pixels.dtype.newbyteorder(">")) if ts == ExplicitVRBigEndian else pixels
+    ).tobytes()
+    if ts not in _UNCOMPRESSED:
+        ds.compress(ts, pixels)
+    return ds
