@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -40,7 +41,6 @@ def reproduce_run(run_id: str, tracking_uri: str, out_dir: str | None = None) ->
     """
     import mlflow
 
-    from medimg.training.lineage import changed_files
     from medimg.training.run import run_workflow
 
     client = mlflow.MlflowClient(tracking_uri)
@@ -48,24 +48,20 @@ def reproduce_run(run_id: str, tracking_uri: str, out_dir: str | None = None) ->
         original = client.get_run(run_id)
     except Exception as exc:
         raise DataError(f"MLflow run {run_id} not found at {tracking_uri} ({exc})") from exc
+    raw = _fetch_checked(run_id, tracking_uri, out_dir)
+    wf = parse_workflow(raw, source=f"run {run_id}")
+    res = run_workflow(wf)
+    client.set_tag(res.run_id, "medimg.reproduces", run_id)
+    return Reproduction(run_id, res.run_id, _compare(original.data.metrics, res.metrics))
+
+
+def _fetch_checked(run_id: str, tracking_uri: str, out_dir: str | None) -> dict[str, Any]:
+    """The run's resolved workflow, pointed at a copy of its manifest whose files are hash-checked."""
+    from medimg.training.lineage import changed_files
+
     tmp = Path(tempfile.mkdtemp(prefix="medimg-reproduce-"))
     try:
-        local: dict[str, Path] = {}
-        for art in ("workflow.resolved.yaml", "data/manifest.csv", "data/file_hashes.csv"):
-            try:
-                local[art] = Path(
-                    mlflow.artifacts.download_artifacts(
-                        run_id=run_id,
-                        artifact_path=art,
-                        dst_path=str(tmp / art.replace("/", "_")),
-                        tracking_uri=tracking_uri,
-                    )
-                )
-            except Exception as exc:
-                raise DataError(
-                    f"MLflow run {run_id}: artifact {art!r} missing; it was not made by "
-                    f"medimg run, or its artifacts are gone ({exc})"
-                ) from exc
+        local = _download(run_id, tracking_uri, tmp)
         problems = changed_files(read_csv_unescaped(local["data/file_hashes.csv"]))
         if problems:
             raise DataError(
@@ -82,20 +78,42 @@ def reproduce_run(run_id: str, tracking_uri: str, out_dir: str | None = None) ->
     raw["data"]["split"]["use_manifest_split"] = True  # the run's own split, case for case
     raw["tracking"]["uri"] = tracking_uri
     raw["tracking"]["run_name"] = f"{raw['name']}-reproduce"
-    wf = parse_workflow(raw, source=f"run {run_id}")
-    res = run_workflow(wf)
-    client.set_tag(res.run_id, "medimg.reproduces", run_id)
-    rows = []
-    for key, value in sorted(original.data.metrics.items()):
-        if key.startswith("test_") and key in res.metrics:
-            rows.append(
-                {
-                    "metric": key,
-                    "original": value,
-                    "reproduced": res.metrics[key],
-                    "abs_diff": abs(value - res.metrics[key]),
-                }
+    return raw
+
+
+def _download(run_id: str, tracking_uri: str, tmp: Path) -> dict[str, Path]:
+    """The run's workflow, manifest and file hashes, downloaded into ``tmp``."""
+    import mlflow
+
+    local: dict[str, Path] = {}
+    for art in ("workflow.resolved.yaml", "data/manifest.csv", "data/file_hashes.csv"):
+        try:
+            local[art] = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id,
+                    artifact_path=art,
+                    dst_path=str(tmp / art.replace("/", "_")),
+                    tracking_uri=tracking_uri,
+                )
             )
-    return Reproduction(
-        run_id, res.run_id, pd.DataFrame(rows, columns=["metric", "original", "reproduced", "abs_diff"])
-    )
+        except Exception as exc:
+            raise DataError(
+                f"MLflow run {run_id}: artifact {art!r} missing; it was not made by "
+                f"medimg run, or its artifacts are gone ({exc})"
+            ) from exc
+    return local
+
+
+def _compare(original: dict[str, float], reproduced: dict[str, float]) -> pd.DataFrame:
+    """metric, original, reproduced, abs_diff for every test metric both runs have."""
+    rows = [
+        {
+            "metric": key,
+            "original": value,
+            "reproduced": reproduced[key],
+            "abs_diff": abs(value - reproduced[key]),
+        }
+        for key, value in sorted(original.items())
+        if key.startswith("test_") and key in reproduced
+    ]
+    return pd.DataFrame(rows, columns=["metric", "original", "reproduced", "abs_diff"])

@@ -1,0 +1,80 @@
+"""Stage 2, plan: seeds, the planner's cache mode and batch for this machine, the data loaders."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from medimg.config.schema import Workflow
+from medimg.training.stages.records import PreparedData, StudyPlan
+
+log = logging.getLogger(__name__)
+
+
+def ddp_world_size(wf: Workflow) -> int:
+    """Processes a DDP run will have (1 when not distributed or not known in advance)."""
+    t = wf.trainer
+    if t.strategy in ("ddp", "ddp_spawn") and isinstance(t.devices, int):
+        return t.devices * t.num_nodes
+    return 1
+
+
+def plan_study(wf: Workflow, data: PreparedData) -> StudyPlan:
+    """Seed every generator, plan cache and batch for this machine, build the datasets and loaders.
+
+    When the planner's patch batch cannot hold ``optim.batch_size`` the batch is lowered in a copy
+    of the workflow (so the resolved workflow and its hash record the batch used); under DDP it is
+    kept, with a warning, since every rank must step with the same batch.
+
+    Example:
+        >>> plan = plan_study(wf, prepare(wf))  # doctest: +SKIP
+        >>> plan.wf.optim.batch_size, plan.plan.cache_mode  # doctest: +SKIP
+        (2, 'memory')
+    """
+    from medimg.data.datasets import case_dicts
+    from medimg.data.planner import plan_run
+    from medimg.models.networks import build_model
+    from medimg.training.determinism import configure_determinism
+
+    df, rank = data.df, data.rank
+    caveats = configure_determinism(wf.seed, wf.trainer.deterministic, wf.trainer.accelerator)
+    world = ddp_world_size(wf)
+    train_items = case_dicts(df[df.split == "train"], wf.task)
+    if world > 1:  # each rank caches only its own share: host memory does not multiply with ranks
+        from monai.data import partition_dataset
+
+        train_items = partition_dataset(train_items, num_partitions=world, even_divisible=True)[rank]
+    val_items = case_dicts(df[df.split == "val"], wf.task)
+    plan = plan_run(wf, train_items + val_items, build_model(wf))
+    seg = wf.task == "segmentation"
+    per_case = wf.augmentation.samples_per_volume if seg and wf.augmentation.patch_size else 1
+    assert plan.patch_batch is not None
+    if plan.patch_batch // per_case < wf.optim.batch_size:
+        if world > 1:  # every rank must step with the same batch: say so, do not diverge
+            log.warning("planner: %s (kept: DDP ranks must agree; lower optim.batch_size)", plan.explain())
+        else:  # the study changes, so the resolved workflow (and its hash) records the batch used
+            wf = wf.model_copy(deep=True)
+            wf.optim.batch_size = plan.patch_batch // per_case
+    log.info("planner: %s", plan.explain())
+    train_ds, train_dl, val_dl = _loaders(wf, data, plan.cache_mode, train_items, val_items)
+    return StudyPlan(wf, plan, caveats, train_ds, train_dl, val_dl)
+
+
+def _loaders(
+    wf: Workflow, data: PreparedData, cache_mode: str | None, train_items: list[Any], val_items: list[Any]
+) -> tuple[Any, Any, Any]:
+    """The training dataset, and the training and validation loaders, cached as the plan says."""
+    from medimg.data.datasets import make_dataset, make_loader
+    from medimg.data.loading import raise_medimg_cause
+
+    out, seg = data.out, wf.task == "segmentation"
+    try:  # the memory cache reads every case now: a refused image stops the run here
+        train_ds = make_dataset(wf, train_items, train=True, cache_dir=out / "cache", mode=cache_mode)
+        val_ds = make_dataset(wf, val_items, train=False, cache_dir=out / "cache", mode=cache_mode)
+    except Exception as exc:
+        raise_medimg_cause(exc)
+        raise
+    train_ds.transform.set_random_state(seed=wf.seed + data.rank)  # augmentation draws follow the seed
+    train_dl = make_loader(train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed)
+    val_dl = make_loader(val_ds, 1 if seg else wf.optim.batch_size, False, wf.trainer.num_workers, wf.seed)
+    return train_ds, train_dl, val_dl
