@@ -173,26 +173,39 @@ def paired_comparison(
     patients = merged[patient_key].to_numpy() if patient_key else merged[case_key].to_numpy()
     out: dict[str, Any] = {**counts, "n_patients": len(pd.unique(patients)), "metrics": {}}
     if task == "segmentation":
-        columns = [c for c in seg_quality_columns(run) if c + "__baseline" in merged.columns]
-        diffs = pd.DataFrame({c: merged[c] - merged[c + "__baseline"] for c in columns})
-        diffs["__patient"] = patients
-        point, reps = bootstrap_mean_replicates(
-            diffs, columns, patient_key="__patient", n_boot=n_boot, seed=seed
-        )
-        for c in columns:
-            ok = diffs[c].notna()
-            out["metrics"][c] = _entry(
-                float(merged.loc[ok, c].mean()),
-                float(merged.loc[ok, c + "__baseline"].mean()),
-                percentile_interval(point[c], reps[c], level),
-                wilcoxon_p(_patient_mean(diffs[c].to_numpy(), patients)),
-                "wilcoxon signed-rank, per-patient mean differences",
-                int(ok.sum()),
-                higher_is_better(c),
-            )
+        out["metrics"] = _compare_segmentation(run, merged, patients, n_boot, seed, level)
         return out
     if task != "classification":
         raise DataError(f"task must be 'segmentation' or 'classification'; got '{task}'")
+    out["metrics"] = _compare_classification(merged, patients, n_boot, seed, level)
+    return out
+
+
+def _compare_segmentation(
+    run: pd.DataFrame, merged: pd.DataFrame, patients: np.ndarray, n_boot: int, seed: int, level: float
+) -> dict[str, Any]:
+    """Per quality metric: bootstrap CI of the mean per-case difference, Wilcoxon on patient means."""
+    metrics: dict[str, Any] = {}
+    columns = [c for c in seg_quality_columns(run) if c + "__baseline" in merged.columns]
+    diffs = pd.DataFrame({c: merged[c] - merged[c + "__baseline"] for c in columns})
+    diffs["__patient"] = patients
+    point, reps = bootstrap_mean_replicates(diffs, columns, patient_key="__patient", n_boot=n_boot, seed=seed)
+    for c in columns:
+        ok = diffs[c].notna()
+        metrics[c] = _entry(
+            float(merged.loc[ok, c].mean()),
+            float(merged.loc[ok, c + "__baseline"].mean()),
+            percentile_interval(point[c], reps[c], level),
+            wilcoxon_p(_patient_mean(diffs[c].to_numpy(), patients)),
+            "wilcoxon signed-rank, per-patient mean differences",
+            int(ok.sum()),
+            higher_is_better(c),
+        )
+    return metrics
+
+
+def _paired_probabilities(merged: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and the probabilities of both runs; the runs must agree on every label."""
     y, p_run = probabilities_from_frame(merged)
     y_base, p_base = probabilities_from_frame(
         merged[[c for c in merged.columns if c.endswith("__baseline")]].rename(
@@ -203,6 +216,15 @@ def paired_comparison(
         raise DataError(
             "the two runs disagree on 'label' for some shared cases; compare runs on the same reference"
         )
+    return y, p_run, p_base
+
+
+def _compare_classification(
+    merged: pd.DataFrame, patients: np.ndarray, n_boot: int, seed: int, level: float
+) -> dict[str, Any]:
+    """Cohort metrics of both runs on the same patient resamples, with a test per metric where one applies."""
+    metrics: dict[str, Any] = {}
+    y, p_run, p_base = _paired_probabilities(merged)
     t_run = classification_metrics(y, p_run).get("threshold")
     t_base = classification_metrics(y, p_base).get("threshold")
     idx = pd.DataFrame({"__row": np.arange(len(y)), "__patient": patients})
@@ -218,24 +240,35 @@ def paired_comparison(
         )
 
     point, reps = bootstrap_replicates(idx, difference, patient_key="__patient", n_boot=n_boot, seed=seed)
-    onehot = np.eye(p_run.shape[1])[y] if p_run.ndim == 2 else y
-    sq_run = np.sum((p_run - onehot) ** 2, axis=-1) if p_run.ndim == 2 else (p_run - y) ** 2
-    sq_base = np.sum((p_base - onehot) ** 2, axis=-1) if p_base.ndim == 2 else (p_base - y) ** 2
-    p_brier = wilcoxon_p(_patient_mean(sq_run - sq_base, patients))
+    p_brier = _brier_p(y, p_run, p_base, patients)
     for k in CLS_COMPARED:
         if k not in point:
             continue
-        if k == "auroc" and p_run.ndim == 1:
-            p_value, test = delong_p(y, p_run, p_base), "DeLong test of correlated AUROCs"
-        elif k == "brier":
-            p_value, test = p_brier, "wilcoxon signed-rank, per-patient mean squared error"
-        else:
-            p_value, test = float("nan"), "bootstrap CI only"
-        out["metrics"][k] = _entry(
+        p_value, test = _cls_test(k, y, p_run, p_base, p_brier)
+        metrics[k] = _entry(
             point[f"{k}__run"], point[f"{k}__baseline"], percentile_interval(point[k], reps[k], level),
             p_value, test, len(y), higher_is_better(k),
         )  # fmt: skip
-    return out
+    return metrics
+
+
+def _brier_p(y: np.ndarray, p_run: np.ndarray, p_base: np.ndarray, patients: np.ndarray) -> float:
+    """Wilcoxon p-value of the per-patient mean squared-error (Brier loss) differences."""
+    onehot = np.eye(p_run.shape[1])[y] if p_run.ndim == 2 else y
+    sq_run = np.sum((p_run - onehot) ** 2, axis=-1) if p_run.ndim == 2 else (p_run - y) ** 2
+    sq_base = np.sum((p_base - onehot) ** 2, axis=-1) if p_base.ndim == 2 else (p_base - y) ** 2
+    return wilcoxon_p(_patient_mean(sq_run - sq_base, patients))
+
+
+def _cls_test(
+    k: str, y: np.ndarray, p_run: np.ndarray, p_base: np.ndarray, p_brier: float
+) -> tuple[float, str]:
+    """The p-value and test of metric ``k``: DeLong for a binary AUROC, Wilcoxon for Brier, else none."""
+    if k == "auroc" and p_run.ndim == 1:
+        return delong_p(y, p_run, p_base), "DeLong test of correlated AUROCs"
+    if k == "brier":
+        return p_brier, "wilcoxon signed-rank, per-patient mean squared error"
+    return float("nan"), "bootstrap CI only"
 
 
 def _entry(
