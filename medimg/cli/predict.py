@@ -1,4 +1,7 @@
-"""``medimg predict MODEL INPUT...``: cohort inference, model loaded once, resumable."""
+"""``medimg predict MODEL INPUT...``: cohort inference, model loaded once, resumable.
+
+The work is done by :func:`medimg.inference.predict_cohort.predict_cohort`.
+"""
 
 from __future__ import annotations
 
@@ -72,106 +75,27 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def execute(args: argparse.Namespace) -> int:
-    import hashlib
-    import json
-    import os
+    from medimg.inference.predict_cohort import predict_cohort
 
-    import numpy as np
-
-    from medimg.inference.cases import CaseOutputs, parse_shard
-    from medimg.inference.cohort import run_cohort
-    from medimg.inference.inputs import CollectedInputs, collect_inputs
-    from medimg.inference.model_io import load_trained
-    from medimg.inference.predictor import Predictor
-    from medimg.inference.writers import NiftiMaskWriter
-    from medimg.io.volume import Volume
-
-    if not args.inputs and not args.pacs:
-        from medimg.errors import ConfigError
-
-        raise ConfigError("give INPUT paths or --pacs URL (nothing to predict)")
-    workers = args.workers or min(4, os.cpu_count() or 1)
-    found = collect_inputs(args.inputs, workers=workers) if args.inputs else CollectedInputs()
-    tm = load_trained(args.model, tracking_uri=args.tracking_uri)
-    wf = tm.workflow
-    if args.tta:
-        wf.inference.tta_flips = True
-    if args.overlap is not None:
-        wf.inference.overlap = args.overlap
-    if args.sw_batch_size is not None:
-        wf.inference.sw_batch_size = args.sw_batch_size
-    from pathlib import Path
-
-    from medimg.inference.dicom_seg import AlgorithmInfo
-    from medimg.inference.writers import DicomSegWriter, DicomSrWriter
-
-    predictor = Predictor(tm.model, wf, device=args.device)
-    out_dir = Path(args.out)
-    client = None
-    cases = found.cases
-    if args.pacs:
-        from medimg.inference.pacs import PacsClient
-        from medimg.inference.pacs_cohort import pacs_cases, pacs_set_aside, query_filters
-
-        client = PacsClient(args.pacs)
-        series = client.query_series(
-            args.pacs_study, modality=args.pacs_modality, filters=query_filters(args.pacs_filter) or None
-        )
-        cases = cases + pacs_cases(client, series, out_dir / "pacs_cache")
-        found.set_aside += pacs_set_aside(series)
-    labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
-
-    def load_fn(case):  # runs in background threads
-        return predictor.preprocess(case.meta.get("image") or str(case.paths[0]))
-
-    if client is not None:
-        from medimg.inference.pacs_cohort import retrieving
-
-        load_fn = retrieving(client, load_fn)
-
-    def predict_fn(case, item):
-        pred = predictor.predict_item(item, case.case_id)
-        if wf.task == "segmentation":
-            mask = Volume(pred.mask, pred.source_affine, meta=dict(pred.source_codes))
-            extra = {**pred.timings, **({"input_qa_flags": pred.source_qa} if pred.source_qa else {})}
-            return CaseOutputs(mask=mask, labels=labels, extra=extra)
-        names = [str(i) for i in range(len(pred.probs))]
-        return CaseOutputs(
-            probabilities=dict(zip(names, map(float, pred.probs), strict=True)),
-            extra={"prediction": int(np.argmax(pred.probs)), **pred.timings},
-        )
-
-    settings = json.dumps(wf.inference.model_dump(), sort_keys=True)
-    algo = AlgorithmInfo(
-        name=wf.name, version=__import__("medimg").__version__, weights_sha256=tm.weights_sha256
-    )
-    dicom_in = client is not None or any(c.meta.get("dicom") for c in cases)
-    want_dicom = args.dicom == "on" or (args.dicom == "auto" and dicom_in)
-    writers: list = [NiftiMaskWriter()] if wf.task == "segmentation" else []
-    if want_dicom:
-        writers += ([DicomSegWriter(algo)] if wf.task == "segmentation" else []) + [DicomSrWriter(algo)]
-    if client is not None and not args.no_store:
-        from medimg.inference.pacs_cohort import PacsStoreWriter
-
-        writers.append(PacsStoreWriter(client))
-    report = run_cohort(
-        cases,
-        predict_fn,
-        out_dir,
-        load_fn=load_fn,
-        writers=writers,
-        model_key=tm.weights_sha256,
-        settings_key=hashlib.sha256(settings.encode()).hexdigest()[:16],
+    document, lines, code = predict_cohort(
+        args.model,
+        args.inputs,
+        args.out,
+        tracking_uri=args.tracking_uri,
+        tta=args.tta,
+        overlap=args.overlap,
+        sw_batch_size=args.sw_batch_size,
+        device=args.device,
+        shard=args.shard,
         prefetch=args.prefetch,
+        workers=args.workers,
         progress=not args.no_progress,
-        shard=parse_shard(args.shard) if args.shard else None,
-        set_aside=found.set_aside,
+        dicom=args.dicom,
+        pacs=args.pacs,
+        pacs_study=args.pacs_study,
+        pacs_modality=args.pacs_modality,
+        pacs_filter=args.pacs_filter,
+        store=not args.no_store,
     )
-    counts = {k: getattr(report, k) for k in ("done", "skipped", "failed", "set_aside", "unreadable")}
-    document = {**counts, "out": str(args.out), "summary_csv": str(report.summary_csv)}
-    emit(args, document, [
-        f"done {report.done}, skipped {report.skipped}, failed {report.failed}, set aside {report.set_aside}, "
-        f"unreadable files {report.unreadable} -> {args.out}",
-        f"cohort summary: {report.summary_csv}",
-    ])  # fmt: skip
-    return 1 if report.failed else 0  # medimg.errors.EXIT_SOME_FAILED: the count is printed above
+    emit(args, document, lines)
+    return code

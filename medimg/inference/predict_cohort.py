@@ -1,0 +1,157 @@
+"""Cohort prediction as ``medimg predict`` runs it: inputs (and a PACS) in, masks/probabilities out.
+
+The model is loaded once; writers are chosen from the task and the inputs (NIfTI masks; DICOM SEG
+and SR for DICOM inputs; a PACS store); the inference settings are hashed so that a rerun with
+other settings does not reuse finished cases.
+
+Example::
+
+    from medimg.inference.predict_cohort import predict_cohort
+    document, lines, code = predict_cohort("runs/quickstart_seg/model", ["scans/"], "predictions/")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medimg.inference.cases import CaseInput
+
+
+def settings_key(inference: Any) -> str:
+    """A short hash of the inference settings (a workflow's ``inference`` section)."""
+    settings = json.dumps(inference.model_dump(), sort_keys=True)
+    return hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+
+def choose_writers(task: str, algo: Any, dicom: str, dicom_in: bool, store_client: Any = None) -> list:
+    """The writers of a cohort: NIfTI masks, DICOM SEG + SR (``dicom``: auto/on/off), a PACS store."""
+    from medimg.inference.writers import DicomSegWriter, DicomSrWriter, NiftiMaskWriter
+
+    want_dicom = dicom == "on" or (dicom == "auto" and dicom_in)
+    writers: list = [NiftiMaskWriter()] if task == "segmentation" else []
+    if want_dicom:
+        writers += ([DicomSegWriter(algo)] if task == "segmentation" else []) + [DicomSrWriter(algo)]
+    if store_client is not None:
+        from medimg.inference.pacs_cohort import PacsStoreWriter
+
+        writers.append(PacsStoreWriter(store_client))
+    return writers
+
+
+def predict_cohort(
+    model: str,
+    inputs: Sequence[str],
+    out: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    tta: bool = False,
+    overlap: float | None = None,
+    sw_batch_size: Any = None,
+    device: str | None = None,
+    shard: str | None = None,
+    prefetch: int = 2,
+    workers: int | None = None,
+    progress: bool = True,
+    dicom: str = "auto",
+    pacs: str | None = None,
+    pacs_study: str | None = None,
+    pacs_modality: str | None = None,
+    pacs_filter: Sequence[str] = (),
+    store: bool = True,
+) -> tuple[dict[str, Any], list[str], int]:
+    """Predict every case of ``inputs`` (and of a PACS query) into ``out``; resumable.
+
+    Returns the result document, its text lines and the exit code (1 when some cases failed).
+    """
+    import numpy as np
+
+    from medimg.inference.cases import CaseOutputs, parse_shard
+    from medimg.inference.cohort import run_cohort
+    from medimg.inference.inputs import CollectedInputs, collect_inputs
+    from medimg.inference.model_io import load_trained
+    from medimg.inference.predictor import Predictor
+    from medimg.io.volume import Volume
+
+    if not inputs and not pacs:
+        from medimg.errors import ConfigError
+
+        raise ConfigError("give INPUT paths or --pacs URL (nothing to predict)")
+    workers = workers or min(4, os.cpu_count() or 1)
+    found = collect_inputs(list(inputs), workers=workers) if inputs else CollectedInputs()
+    tm = load_trained(model, tracking_uri=tracking_uri)
+    wf = tm.workflow
+    if tta:
+        wf.inference.tta_flips = True
+    if overlap is not None:
+        wf.inference.overlap = overlap
+    if sw_batch_size is not None:
+        wf.inference.sw_batch_size = sw_batch_size
+    from medimg.inference.dicom_seg import AlgorithmInfo
+
+    predictor = Predictor(tm.model, wf, device=device)
+    out_dir = Path(out)
+    client = None
+    cases: list[CaseInput] = found.cases
+    if pacs:
+        from medimg.inference.pacs import PacsClient
+        from medimg.inference.pacs_cohort import pacs_cases, pacs_set_aside, query_filters
+
+        client = PacsClient(pacs)
+        series = client.query_series(
+            pacs_study, modality=pacs_modality, filters=query_filters(pacs_filter) or None
+        )
+        cases = cases + pacs_cases(client, series, out_dir / "pacs_cache")
+        found.set_aside += pacs_set_aside(series)
+    labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
+
+    def load_fn(case):  # runs in background threads
+        return predictor.preprocess(case.meta.get("image") or str(case.paths[0]))
+
+    if client is not None:
+        from medimg.inference.pacs_cohort import retrieving
+
+        load_fn = retrieving(client, load_fn)
+
+    def predict_fn(case, item):
+        pred = predictor.predict_item(item, case.case_id)
+        if wf.task == "segmentation":
+            mask = Volume(pred.mask, pred.source_affine, meta=dict(pred.source_codes))
+            extra = {**pred.timings, **({"input_qa_flags": pred.source_qa} if pred.source_qa else {})}
+            return CaseOutputs(mask=mask, labels=labels, extra=extra)
+        names = [str(i) for i in range(len(pred.probs))]
+        return CaseOutputs(
+            probabilities=dict(zip(names, map(float, pred.probs), strict=True)),
+            extra={"prediction": int(np.argmax(pred.probs)), **pred.timings},
+        )
+
+    algo = AlgorithmInfo(
+        name=wf.name, version=__import__("medimg").__version__, weights_sha256=tm.weights_sha256
+    )
+    dicom_in = client is not None or any(c.meta.get("dicom") for c in cases)
+    writers = choose_writers(wf.task, algo, dicom, dicom_in, client if store else None)
+    report = run_cohort(
+        cases,
+        predict_fn,
+        out_dir,
+        load_fn=load_fn,
+        writers=writers,
+        model_key=tm.weights_sha256,
+        settings_key=settings_key(wf.inference),
+        prefetch=prefetch,
+        progress=progress,
+        shard=parse_shard(shard) if shard else None,
+        set_aside=found.set_aside,
+    )
+    counts = {k: getattr(report, k) for k in ("done", "skipped", "failed", "set_aside", "unreadable")}
+    document = {**counts, "out": str(out), "summary_csv": str(report.summary_csv)}
+    lines = [
+        f"done {report.done}, skipped {report.skipped}, failed {report.failed}, set aside {report.set_aside}, "
+        f"unreadable files {report.unreadable} -> {out}",
+        f"cohort summary: {report.summary_csv}",
+    ]
+    return document, lines, 1 if report.failed else 0  # medimg.errors.EXIT_SOME_FAILED: the count is printed
