@@ -157,54 +157,85 @@ def subgroup_analysis(
         raise DataError(f"task must be 'segmentation' or 'classification'; got '{task}'")
     groups, order, binning = group_labels(per_case, by)
     names = list(metrics) if metrics is not None else default_metrics(per_case, task)
-    if task == "classification" and threshold is None:
-        y, prob = probabilities_from_frame(per_case)
-        threshold = classification_metrics(y, prob).get("threshold") if prob.ndim == 1 else None
+    threshold = _cohort_threshold(per_case, task, threshold)
     out: dict[str, Any] = {"column": by, "binning": binning, "threshold": threshold, "groups": [], "gaps": {}}
     reps_of: dict[str, dict[str, np.ndarray]] = {}
     point_of: dict[str, dict[str, float]] = {}
     eligible: list[str] = []
     for i, value in enumerate(order):
         sub = per_case[groups.to_numpy() == value]
-        n_patients = sub[patient_key].nunique() if patient_key else len(sub)
-        too_small = n_patients < min_patients
-        if task == "classification":
-            y, prob = probabilities_from_frame(sub)
-            n_classes = prob.shape[1] if prob.ndim == 2 else 2
-            too_small = too_small or int(np.bincount(y.astype(int), minlength=n_classes).min()) < min_events
-        point, reps = _replicates(sub, task, names, threshold, patient_key, n_boot, seed + 1 + i)
-        point_of[value], reps_of[value] = point, reps
-        if not too_small:
+        row, point_of[value], reps_of[value] = _analyse_group(sub, value, task, names, threshold,
+            patient_key, n_boot, seed + 1 + i, level, min_patients, min_events)  # fmt: skip
+        out["groups"].append(row)
+        if not row["too_small"]:
             eligible.append(value)
-        out["groups"].append(
-            {
-                "group": value,
-                "n_cases": len(sub),
-                "n_patients": int(n_patients),
-                "too_small": bool(too_small),
-                "metrics": annotate(
-                    {m: percentile_interval(point[m], reps[m], level).to_dict() for m in names}, sub, task
-                ),
-            }
-        )
     for m in names:
-        candidates = [g for g in eligible if np.isfinite(point_of[g][m])]
-        if len(candidates) < 2:
-            why = "fewer than two groups large enough to conclude"
-            if len(candidates) < len(eligible):
-                why += f" with a defined value ({len(eligible) - len(candidates)} undefined)"
-            out["gaps"][m] = {"flagged": False, "reason": why}
-            continue
-        high = max(candidates, key=lambda g: point_of[g][m])
-        low = min(candidates, key=lambda g: point_of[g][m])
-        gap = percentile_interval(
-            point_of[high][m] - point_of[low][m], reps_of[high][m] - reps_of[low][m], level
-        )
-        out["gaps"][m] = {
-            "highest_group": high,
-            "lowest_group": low,
-            "worse_group": low if higher_is_better(m) else high,
-            "gap": gap.to_dict(),
-            "flagged": gap.excludes(0.0),
-        }
+        out["gaps"][m] = _largest_gap(m, eligible, point_of, reps_of, level)
     return out
+
+
+def _cohort_threshold(per_case: pd.DataFrame, task: str, threshold: float | None) -> float | None:
+    """The operating point of every group: the one given, else the cohort's Youden threshold (binary)."""
+    if task == "classification" and threshold is None:
+        y, prob = probabilities_from_frame(per_case)
+        threshold = classification_metrics(y, prob).get("threshold") if prob.ndim == 1 else None
+    return threshold
+
+
+def _analyse_group(
+    sub: pd.DataFrame,
+    value: str,
+    task: str,
+    names: list[str],
+    threshold: float | None,
+    patient_key: str | None,
+    n_boot: int,
+    seed: int,
+    level: float,
+    min_patients: int,
+    min_events: int,
+) -> tuple[dict[str, Any], dict[str, float], dict[str, np.ndarray]]:
+    """One group's row (sizes, too-small flag, metric intervals) and its bootstrap point and replicates."""
+    n_patients = sub[patient_key].nunique() if patient_key else len(sub)
+    too_small = n_patients < min_patients
+    if task == "classification":
+        y, prob = probabilities_from_frame(sub)
+        n_classes = prob.shape[1] if prob.ndim == 2 else 2
+        too_small = too_small or int(np.bincount(y.astype(int), minlength=n_classes).min()) < min_events
+    point, reps = _replicates(sub, task, names, threshold, patient_key, n_boot, seed)
+    row = {
+        "group": value,
+        "n_cases": len(sub),
+        "n_patients": int(n_patients),
+        "too_small": bool(too_small),
+        "metrics": annotate(
+            {m: percentile_interval(point[m], reps[m], level).to_dict() for m in names}, sub, task
+        ),
+    }
+    return row, point, reps
+
+
+def _largest_gap(
+    m: str,
+    eligible: list[str],
+    point_of: dict[str, dict[str, float]],
+    reps_of: dict[str, dict[str, np.ndarray]],
+    level: float,
+) -> dict[str, Any]:
+    """The gap of metric ``m`` between the highest and lowest groups large enough to conclude."""
+    candidates = [g for g in eligible if np.isfinite(point_of[g][m])]
+    if len(candidates) < 2:
+        why = "fewer than two groups large enough to conclude"
+        if len(candidates) < len(eligible):
+            why += f" with a defined value ({len(eligible) - len(candidates)} undefined)"
+        return {"flagged": False, "reason": why}
+    high = max(candidates, key=lambda g: point_of[g][m])
+    low = min(candidates, key=lambda g: point_of[g][m])
+    gap = percentile_interval(point_of[high][m] - point_of[low][m], reps_of[high][m] - reps_of[low][m], level)
+    return {
+        "highest_group": high,
+        "lowest_group": low,
+        "worse_group": low if higher_is_better(m) else high,
+        "gap": gap.to_dict(),
+        "flagged": gap.excludes(0.0),
+    }
