@@ -1,0 +1,146 @@
+"""Evaluation of a trained model as ``medimg evaluate`` runs it: score, summarise, report, log to MLflow.
+
+The cases come from a manifest (default: the one the run was trained with, its test split); the
+per-case table, patient-level bootstrap CIs, subgroups, a paired comparison and the HTML report are
+written by :func:`medimg.evaluation.report.evaluate_study` and logged to the model's MLflow run.
+
+Example::
+
+    from medimg.inference.evaluate_model import evaluate_model
+    document, lines, code = evaluate_model("runs/quickstart_seg/model", by=["site"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def metric_history(run_id: str, uri: str):
+    """The run's ``train_*``/``val_*`` metrics per epoch (a DataFrame), or None when it logged none."""
+    import mlflow
+    import pandas as pd
+
+    client = mlflow.MlflowClient(uri)
+    step_to_epoch = {m.step: int(m.value) for m in client.get_metric_history(run_id, "epoch")}
+    rows: dict[int, dict[str, float]] = {}
+    for key in client.get_run(run_id).data.metrics:
+        if key.startswith(("train_", "val_")):
+            for m in client.get_metric_history(run_id, key):
+                ep = step_to_epoch.get(m.step)
+                if ep is not None:
+                    rows.setdefault(ep, {"epoch": ep})[key] = m.value
+    return pd.DataFrame(sorted(rows.values(), key=lambda r: r["epoch"])) if rows else None
+
+
+def run_info(model_ref: str, tracking_uri: str | None):
+    """(run_id, tracking_uri, outputs dir) of a model reference, as far as they are known."""
+    import json
+
+    p = Path(model_ref)
+    if p.is_dir() and (p.parent / "run.json").is_file():
+        info = json.loads((p.parent / "run.json").read_text())
+        return info["run_id"], tracking_uri or info["tracking_uri"], p.parent
+    return None, tracking_uri, None
+
+
+def evaluate_model(
+    model: str,
+    *,
+    manifest: str | None = None,
+    split: str = "test",
+    by: Sequence[str] = (),
+    compare: str | None = None,
+    out: str | Path | None = None,
+    tracking_uri: str | None = None,
+    n_boot: int = 1000,
+    log: bool = True,
+) -> tuple[dict[str, Any], list[str], int]:
+    """Score ``model`` on the labelled cases of a manifest; write and log the evaluation.
+
+    Returns the result document, its text lines and the exit code (1 when some cases could not be scored).
+    """
+    import mlflow
+
+    from medimg.data.manifest import read_manifest
+    from medimg.errors import ConfigError, DataError
+    from medimg.evaluation.report import evaluate_study
+    from medimg.evaluation.undefined import format_estimate
+    from medimg.inference.model_io import load_trained
+    from medimg.inference.predictor import Predictor
+    from medimg.inference.score import score_cases
+    from medimg.io.csvsafe import read_csv_unescaped
+
+    tm = load_trained(model, tracking_uri=tracking_uri)
+    wf = tm.workflow
+    run_id, uri, out_root = run_info(model, tracking_uri)
+    run_id = run_id or tm.run_id
+    uri = uri or (mlflow.get_tracking_uri() if run_id else None)
+    if manifest is None:
+        if out_root is not None and (out_root / "manifest.csv").is_file():
+            manifest = str(out_root / "manifest.csv")
+        elif run_id:
+            manifest = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="data/manifest.csv", tracking_uri=uri
+            )
+        else:
+            raise ConfigError(
+                "--manifest is required when MODEL carries no run (a manifest CSV of labelled cases)"
+            )
+    data_cfg = wf.data.model_copy(update={"manifest": manifest, "root": None, "synthetic": None})
+    df = read_manifest(data_cfg, wf.task)
+    if split != "all":
+        if "split" not in df:
+            raise DataError(f"{manifest}: no 'split' column; use --split all to score every row")
+        df = df[df["split"] == split]
+        if df.empty:
+            raise DataError(f"{manifest}: no case in split {split!r}")
+    for col in by:
+        if col not in df:
+            raise DataError(f"{manifest}: --by {col!r} is not a column; columns are {list(df.columns)}")
+    per_case = score_cases(Predictor(tm.model, wf), df)
+    compared = None
+    if compare:
+        if compare.endswith(".csv"):
+            compared = read_csv_unescaped(compare)
+        else:
+            other = load_trained(compare, tracking_uri=tracking_uri)
+            compared = score_cases(Predictor(other.model, other.workflow), df)
+    out = Path(out) if out else (out_root or Path("runs") / wf.name) / "evaluation"
+    history = metric_history(run_id, uri) if run_id and uri else None
+    ok = per_case[per_case["error"].isna()] if "error" in per_case else per_case
+    res = evaluate_study(
+        ok,
+        wf.task,
+        out,
+        by=list(by),
+        compare=compared,
+        history=history,
+        seed=wf.seed,
+        n_boot=n_boot,
+        title=f"{wf.name}: evaluation ({split} split)",
+    )
+    if run_id and uri and log:
+        log_evaluation(mlflow.MlflowClient(uri), run_id, res)
+    metrics = {
+        k: m for k, m in res.summary.get("metrics", {}).items() if isinstance(m, dict) and "estimate" in m
+    }
+    document = {"evaluated": len(ok), "cases": len(per_case), "report_html": str(res.report_html),
+                "summary_json": str(res.summary_json), "metrics": metrics}  # fmt: skip
+    lines = [f"evaluated {len(ok)} of {len(per_case)} cases -> {res.report_html}"]
+    lines += [f"  {name:24s} {format_estimate(m)}" for name, m in metrics.items()]
+    return document, lines, 1 if len(ok) < len(per_case) else 0
+
+
+def log_evaluation(client, run_id: str, res) -> None:
+    """Artifacts, the defined cohort metrics (``eval_*``), and a tag saying why each undefined one is missing."""
+    from medimg.evaluation.summary import flat_metrics
+    from medimg.evaluation.undefined import undefined_tags
+
+    for path in res.artifacts:
+        client.log_artifact(run_id, str(path), "evaluation/report")
+    for key, value in flat_metrics(res.summary).items():
+        client.log_metric(run_id, key, value)
+    for key, reason in undefined_tags(res.summary).items():
+        client.set_tag(run_id, key, reason)
