@@ -9,6 +9,7 @@ left), with the sides labelled.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -91,7 +92,29 @@ def triplanar_png(
     vmin, vmax = float(np.min(ovl)), float(np.max(ovl))
     vmax = vmax if vmax > vmin else vmin + 1.0
     cut = vmin + threshold * (vmax - vmin)
-    # (panel name, 2D image with rows = vertical axis, aspect, horizontal labels)
+    cuts, panels = _triplanar_panels(img, ovl, sp, (x, y, z))
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), dpi=80, layout="constrained")
+    mappable = None
+    for ax, panel in zip(axes, panels, strict=True):
+        contour = None if out is None else out[cuts[panel[0]]]
+        mappable = _draw_panel(ax, panel, (lo, hi), (vmin, vmax, cut), contour)
+    if mappable is not None:
+        bar = fig.colorbar(mappable, ax=list(axes), shrink=0.85)
+        bar.set_label(overlay_label)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _triplanar_panels(
+    img: np.ndarray, ovl: np.ndarray, sp: tuple[float, float, float], point: tuple[int, int, int]
+) -> tuple[dict[str, tuple], list[tuple]]:
+    """The three cuts through ``point`` and, per panel, ``(name, image 2D, overlay 2D, aspect,
+    horizontal side labels, crosshair)`` with rows along the vertical axis."""
+    x, y, z = point
     cuts = {
         "axial": (slice(None), slice(None), z),
         "coronal": (slice(None), y, slice(None)),
@@ -102,42 +125,45 @@ def triplanar_png(
         ("coronal", img[cuts["coronal"]].T, ovl[cuts["coronal"]].T, sp[2] / sp[0], ("R", "L"), (x, z)),
         ("sagittal", img[cuts["sagittal"]].T, ovl[cuts["sagittal"]].T, sp[2] / sp[1], ("P", "A"), (y, z)),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), dpi=80, layout="constrained")
-    mappable = None
-    for ax, (name, base, over, aspect, sides, (cx, cy)) in zip(axes, panels, strict=True):
-        ax.imshow(base, cmap="gray", origin="lower", aspect=aspect, vmin=lo, vmax=hi, interpolation="nearest")
-        masked = np.ma.masked_less(over, cut)
-        mappable = ax.imshow(
-            masked,
-            cmap="inferno",
-            origin="lower",
-            aspect=aspect,
-            vmin=vmin,
-            vmax=vmax,
-            alpha=0.6,
-            interpolation="nearest",
-        )
-        if out is not None and out[cuts[name]].any():
-            ax.contour(out[cuts[name]].T, levels=[0.5], colors="lime", linewidths=0.9, origin="lower")
-        ax.axhline(cy, color="cyan", lw=0.6, alpha=0.7)
-        ax.axvline(cx, color="cyan", lw=0.6, alpha=0.7)
-        if name != "sagittal":
-            ax.invert_xaxis()  # radiological convention: patient right on the viewer's left
-        ax.set_title(name, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        # sides = (label on the viewer's left, label on the viewer's right)
-        ax.text(0.02, 0.5, sides[0], transform=ax.transAxes, color="w")
-        ax.text(0.93, 0.5, sides[1], transform=ax.transAxes, color="w")
-    if mappable is not None:
-        bar = fig.colorbar(mappable, ax=list(axes), shrink=0.85)
-        bar.set_label(overlay_label)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return cuts, panels
+
+
+def _draw_panel(
+    ax: Any,
+    panel: tuple,
+    window: tuple[float, float],
+    overlay_range: tuple[float, float, float],
+    contour: np.ndarray | None,
+) -> Any:
+    """Draw one panel: image, thresholded overlay, outline contour, crosshair, title and side labels."""
+    name, base, over, aspect, sides, (cx, cy) = panel
+    lo, hi = window
+    vmin, vmax, cut = overlay_range
+    ax.imshow(base, cmap="gray", origin="lower", aspect=aspect, vmin=lo, vmax=hi, interpolation="nearest")
+    masked = np.ma.masked_less(over, cut)
+    mappable = ax.imshow(
+        masked,
+        cmap="inferno",
+        origin="lower",
+        aspect=aspect,
+        vmin=vmin,
+        vmax=vmax,
+        alpha=0.6,
+        interpolation="nearest",
+    )
+    if contour is not None and contour.any():
+        ax.contour(contour.T, levels=[0.5], colors="lime", linewidths=0.9, origin="lower")
+    ax.axhline(cy, color="cyan", lw=0.6, alpha=0.7)
+    ax.axvline(cx, color="cyan", lw=0.6, alpha=0.7)
+    if name != "sagittal":
+        ax.invert_xaxis()  # radiological convention: patient right on the viewer's left
+    ax.set_title(name, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    # sides = (label on the viewer's left, label on the viewer's right)
+    ax.text(0.02, 0.5, sides[0], transform=ax.transAxes, color="w")
+    ax.text(0.93, 0.5, sides[1], transform=ax.transAxes, color="w")
+    return mappable
 
 
 def curve_png(fractions: list[float], curves: dict[str, list[float]], title: str = "") -> bytes:
