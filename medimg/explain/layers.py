@@ -201,33 +201,57 @@ def tracing_grid(model: nn.Module, layer: str, x: torch.Tensor) -> Iterator[Call
         >>> grid().stride
         (2.0, 2.0, 2.0)
     """
-    shape = tuple(int(s) for s in x.shape[2:])
-    nd = len(shape)
-    grids: dict[tuple[int, ...], tuple[tuple[float, ...], tuple[float, ...]] | None] = {
-        shape: ((1.0,) * nd, (0.0,) * nd)
-    }
-    target: dict[str, tuple[int, ...]] = {}
+    tracer = _GridTracer(layer, tuple(int(s) for s in x.shape[2:]))
+    handles = [
+        m.register_forward_hook(tracer.hook) for m in model.modules() if isinstance(m, _CONV_TYPES + _POOLS)
+    ]
+    handles.append(find_layer(model, layer).register_forward_hook(tracer.target_hook))
+    try:
+        yield tracer.result
+    finally:
+        for h in handles:
+            h.remove()
 
-    def per_axis(v: Any) -> tuple[float, ...]:
-        return tuple(float(a) for a in v) if isinstance(v, (tuple, list)) else (float(v),) * nd
 
-    def record(out_shape: tuple[int, ...], grid: tuple[tuple[float, ...], tuple[float, ...]] | None) -> None:
+_Grid = tuple[tuple[float, ...], tuple[float, ...]]  # (stride, offset) per axis, in input voxels
+
+
+class _GridTracer:
+    """Forward hooks that follow the input grid through every convolution and pooling layer."""
+
+    def __init__(self, layer: str, shape: tuple[int, ...]) -> None:
+        self.layer = layer
+        self.shape = shape
+        self.nd = len(shape)
+        self.grids: dict[tuple[int, ...], _Grid | None] = {shape: ((1.0,) * self.nd, (0.0,) * self.nd)}
+        self.target: dict[str, tuple[int, ...]] = {}
+
+    def per_axis(self, v: Any) -> tuple[float, ...]:
+        return tuple(float(a) for a in v) if isinstance(v, (tuple, list)) else (float(v),) * self.nd
+
+    def record(self, out_shape: tuple[int, ...], grid: _Grid | None) -> None:
+        grids = self.grids
         if out_shape not in grids:
             grids[out_shape] = grid
         elif grids[out_shape] is not None and grid is not None and not _close(grids[out_shape], grid):
             grids[out_shape] = None  # two grids for one shape: ambiguous
 
-    def hook(m: nn.Module, inputs: Any, out: Any) -> None:
+    def hook(self, m: nn.Module, inputs: Any, out: Any) -> None:
         src = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else None
         out = out[0] if isinstance(out, (tuple, list)) else out
-        if not isinstance(src, torch.Tensor) or not isinstance(out, torch.Tensor) or out.ndim != nd + 2:
+        if not isinstance(src, torch.Tensor) or not isinstance(out, torch.Tensor) or out.ndim != self.nd + 2:
             return
         s_in = tuple(int(v) for v in src.shape[2:])
         s_out = tuple(int(v) for v in out.shape[2:])
-        base = grids.get(s_in)
+        base = self.grids.get(s_in)
         if base is None:
-            record(s_out, None)
+            self.record(s_out, None)
             return
+        self.record(s_out, self.layer_grid(m, base))
+
+    def layer_grid(self, m: nn.Module, base: _Grid) -> _Grid:
+        """The grid of layer ``m``'s output, from the grid of its input, kernel, stride, dilation, padding."""
+        per_axis = self.per_axis
         stride_in, off_in = base
         k, st = per_axis(m.kernel_size), per_axis(m.stride if m.stride is not None else m.kernel_size)
         dil, raw_pad = per_axis(getattr(m, "dilation", 1)), getattr(m, "padding", 0)
@@ -247,31 +271,23 @@ def tracing_grid(model: nn.Module, layer: str, x: torch.Tensor) -> Iterator[Call
                 o + a * (d * (kk - 1) / 2 - p)
                 for o, a, p, d, kk in zip(off_in, stride_in, pad, dil, k, strict=True)
             )
-        record(s_out, (stride, offset))
+        return stride, offset
 
-    def target_hook(_m: nn.Module, _i: Any, out: Any) -> None:
+    def target_hook(self, _m: nn.Module, _i: Any, out: Any) -> None:
         out = out[0] if isinstance(out, (tuple, list)) else out
-        target.setdefault("shape", tuple(int(v) for v in out.shape[2:]))
+        self.target.setdefault("shape", tuple(int(v) for v in out.shape[2:]))
 
-    def result() -> FeatureGrid:
-        if "shape" not in target:
+    def result(self) -> FeatureGrid:
+        if "shape" not in self.target:
             raise RuntimeError(
-                f"layer {layer!r} did not run in the forward pass; choose a layer the network uses"
+                f"layer {self.layer!r} did not run in the forward pass; choose a layer the network uses"
             )
-        n_out = target["shape"]
-        found = grids.get(n_out)
+        n_out = self.target["shape"]
+        found = self.grids.get(n_out)
         if found is not None:
             return FeatureGrid(found[0], found[1], True)
-        stride = tuple(a / b for a, b in zip(shape, n_out, strict=True))
+        stride = tuple(a / b for a, b in zip(self.shape, n_out, strict=True))
         return FeatureGrid(stride, tuple((s - 1) / 2 for s in stride), False)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _CONV_TYPES + _POOLS)]
-    handles.append(find_layer(model, layer).register_forward_hook(target_hook))
-    try:
-        yield result
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _close(

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -162,11 +163,18 @@ def write_seg(
     Example:
         >>> write_seg(mask_volume, datasets, {1: "liver", 2: "tumor"}, "out/seg.dcm", algo)  # doctest: +SKIP
     """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     ordered = sort_source_datasets(source_datasets)
     array = mask_on_source_grid(mask, ordered)
+    values, present, frames = _segment_frames(array, labels)
+    descriptions = _segment_descriptions(values, labels, algorithm)
+    seg = _segmentation(ordered, frames, descriptions, algorithm, series_number, bool(present))
+    with atomic_write(out_path) as tmp:
+        seg.save_as(tmp, enforce_file_format=True)
+    return Path(out_path)
+
+
+def _segment_frames(array: np.ndarray, labels: Mapping[int, str]) -> tuple[list[int], set[int], np.ndarray]:
+    """The labelled mask values, the values present, and the frames of segment numbers (slice, row, col)."""
     values = sorted(int(v) for v in labels if int(v) != 0)
     if not values:
         raise DataError("labels is empty; expected at least one mask value -> name")
@@ -177,6 +185,13 @@ def write_seg(
     lut[values] = np.arange(1, len(values) + 1)
     segment_numbers = lut[array.astype(np.int64)]
     frames = np.ascontiguousarray(np.transpose(segment_numbers, (2, 1, 0))).astype(np.uint16)
+    return values, present, frames
+
+
+def _segment_descriptions(values: list[int], labels: Mapping[int, str], algorithm: AlgorithmInfo) -> list:
+    """One automatic segment per labelled value, numbered from 1, with the algorithm identification."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
 
     identification = hd.AlgorithmIdentificationSequence(
         name=algorithm.name[:64],
@@ -185,7 +200,7 @@ def write_seg(
         source=algorithm.manufacturer[:64],
         parameters=algorithm.parameters(),
     )
-    descriptions = [
+    return [
         hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=str(labels[value])[:64],
@@ -198,7 +213,20 @@ def write_seg(
         )
         for number, value in enumerate(values, start=1)
     ]
-    seg = hd.seg.Segmentation(
+
+
+def _segmentation(
+    ordered: Sequence[pydicom.Dataset],
+    frames: np.ndarray,
+    descriptions: list,
+    algorithm: AlgorithmInfo,
+    series_number: int,
+    omit_empty_frames: bool,
+) -> Any:
+    """The binary SEG instance of a new series referencing the source slices."""
+    import highdicom as hd
+
+    return hd.seg.Segmentation(
         source_images=ordered,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -213,11 +241,8 @@ def write_seg(
         device_serial_number=algorithm.weights_sha256[:16] or "unknown",
         content_description=f"{algorithm.name} {algorithm.version}"[:64],
         series_description=f"SEG {algorithm.name}"[:64],
-        omit_empty_frames=bool(present),
+        omit_empty_frames=omit_empty_frames,
     )
-    with atomic_write(out_path) as tmp:
-        seg.save_as(tmp, enforce_file_format=True)
-    return Path(out_path)
 
 
 def read_seg(
