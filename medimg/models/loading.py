@@ -22,10 +22,10 @@ from torch import nn
 from medimg.config.trust import require_pickle_permission
 from medimg.config.weights import PretrainedSpec
 from medimg.errors import WeightsError
-from medimg.models.checkpoint import detect_format, read_checkpoint
+from medimg.models.checkpoint import Checkpoint, detect_format, read_checkpoint
 from medimg.models.networks import is_under
 from medimg.models.report import LoadReport
-from medimg.models.sources import resolve_weights
+from medimg.models.sources import ResolvedWeights, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,6 @@ def plan_load(
     )
     values: dict[str, torch.Tensor] = {}
     for key in keys:
-        target = state[key]
         in_encoder = is_under(key, encoder)
         if any(p.search(key) for p in excludes):  # deliberately left out: not counted against the encoder
             report.skipped.append((key, "excluded by model.pretrained.exclude"))
@@ -155,21 +154,49 @@ def plan_load(
         if spec.reinit_head and is_under(key, head) and not in_encoder:
             report.skipped.append((key, "head re-initialised (reinit_head)"))
             continue
-        if key not in mapped:
-            report.missing.append(key)
-            continue
-        source = mapped[key]
-        if tuple(source.shape) == tuple(target.shape):
-            values[key] = source.to(dtype=target.dtype)
-            report.matched.append(key)
-        elif _adaptable(key, source, target, state, first_conv, mapped) and spec.adapt_in_channels:
-            values[key] = adapt_input_channels(source.float(), target.shape[1]).to(dtype=target.dtype)
-            report.adapted.append((key, tuple(source.shape), tuple(target.shape)))
-        else:
-            report.shape_mismatched.append((key, tuple(source.shape), tuple(target.shape)))
-            continue
-        report.encoder_loaded += in_encoder
+        if _plan_tensor(key, state, mapped, spec, first_conv, values, report):
+            report.encoder_loaded += in_encoder
     report.unexpected = [k for k in mapped if k not in state]
+    _add_hints(report, mapped, keys, state, first_conv, values)
+    return values, report
+
+
+def _plan_tensor(
+    key: str,
+    state: dict[str, torch.Tensor],
+    mapped: dict[str, torch.Tensor],
+    spec: PretrainedSpec,
+    first_conv: str | None,
+    values: dict[str, torch.Tensor],
+    report: LoadReport,
+) -> bool:
+    """Plan one tensor: matched, adapted (input channels), missing or shape-mismatched; True when loaded."""
+    target = state[key]
+    if key not in mapped:
+        report.missing.append(key)
+        return False
+    source = mapped[key]
+    if tuple(source.shape) == tuple(target.shape):
+        values[key] = source.to(dtype=target.dtype)
+        report.matched.append(key)
+    elif _adaptable(key, source, target, state, first_conv, mapped) and spec.adapt_in_channels:
+        values[key] = adapt_input_channels(source.float(), target.shape[1]).to(dtype=target.dtype)
+        report.adapted.append((key, tuple(source.shape), tuple(target.shape)))
+    else:
+        report.shape_mismatched.append((key, tuple(source.shape), tuple(target.shape)))
+        return False
+    return True
+
+
+def _add_hints(
+    report: LoadReport,
+    mapped: dict[str, torch.Tensor],
+    keys: list[str],
+    state: dict[str, torch.Tensor],
+    first_conv: str | None,
+    values: dict[str, torch.Tensor],
+) -> None:
+    """Hint at a key prefix when little loaded, and at adapt_in_channels when the input convolution differs."""
     if report.encoder_fraction < 0.5 or not values:
         report.hint = _prefix_hint(list(mapped), keys)
     if any(
@@ -178,7 +205,6 @@ def plan_load(
         report.hint = (report.hint + "; " if report.hint else "") + (
             "the input convolution has another channel count: set adapt_in_channels: true"
         )
-    return values, report
 
 
 def _adaptable(
@@ -241,6 +267,29 @@ def load_pretrained(
         >>> report = load_pretrained(net, PretrainedSpec(source="resnet10.safetensors"),
         ...                          encoder_prefixes=encoder_prefixes("resnet10", net))  # doctest: +SKIP
     """
+    resolved, checkpoint = _read_resolved(spec)
+    spec, notes = _unwrap_task_checkpoint(resolved.spec, checkpoint)
+    values, report = plan_load(
+        model, checkpoint.tensors, spec, encoder_prefixes=encoder_prefixes, head_prefixes=head_prefixes
+    )
+    report.notes.extend(notes)
+    report.source = resolved.origin
+    report.path = str(resolved.path)
+    report.file_format = checkpoint.format + (
+        f"[{checkpoint.container_key}]" if checkpoint.container_key else ""
+    )
+    report.sha256 = spec.sha256
+    _check_encoder_fraction(report, spec, resolved.origin)
+    state = model.state_dict()
+    with torch.no_grad():
+        for key, value in values.items():
+            state[key].copy_(value)
+    log.info("%s", report.format())
+    return report
+
+
+def _read_resolved(spec: PretrainedSpec) -> tuple[ResolvedWeights, Checkpoint]:
+    """Resolve the source (download, cache, sha256) and read its tensors; pickle only when allowed."""
     resolved = resolve_weights(spec)
     spec = resolved.spec
     if spec.allow_pickle:
@@ -252,32 +301,26 @@ def load_pretrained(
     checkpoint = read_checkpoint(
         resolved.path, allow_pickle=spec.allow_pickle, checkpoint_key=spec.checkpoint_key
     )
+    return resolved, checkpoint
+
+
+def _unwrap_task_checkpoint(spec: PretrainedSpec, checkpoint: Checkpoint) -> tuple[PretrainedSpec, list[str]]:
+    """A medimg training checkpoint: take the network keys from under the task prefix (unless told)."""
     notes = []
     if _is_medimg_task_checkpoint(checkpoint.metadata, checkpoint.tensors) and not spec.strip_prefix:
         spec = spec.model_copy(update={"strip_prefix": [MEDIMG_TASK_PREFIX]})
         notes.append(f"medimg training checkpoint: network keys taken from under {MEDIMG_TASK_PREFIX!r}")
-    values, report = plan_load(
-        model, checkpoint.tensors, spec, encoder_prefixes=encoder_prefixes, head_prefixes=head_prefixes
-    )
-    report.notes.extend(notes)
-    report.source = resolved.origin
-    report.path = str(resolved.path)
-    report.file_format = checkpoint.format + (
-        f"[{checkpoint.container_key}]" if checkpoint.container_key else ""
-    )
-    report.sha256 = spec.sha256
+    return spec, notes
+
+
+def _check_encoder_fraction(report: LoadReport, spec: PretrainedSpec, origin: str) -> None:
+    """Refuse (before anything is copied) when too few encoder tensors would load."""
     if report.encoder_fraction < spec.min_encoder_fraction:
         raise WeightsError(
-            f"{resolved.origin}: only {report.encoder_loaded} of {report.encoder_total} encoder tensors "
+            f"{origin}: only {report.encoder_loaded} of {report.encoder_total} encoder tensors "
             f"({100 * report.encoder_fraction:.1f}%) were loaded, below min_encoder_fraction "
             f"{spec.min_encoder_fraction:g}; the network was left untouched.\n{report.format()}"
         )
-    state = model.state_dict()
-    with torch.no_grad():
-        for key, value in values.items():
-            state[key].copy_(value)
-    log.info("%s", report.format())
-    return report
 
 
 def build_pretrained_network(

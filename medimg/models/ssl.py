@@ -167,14 +167,7 @@ def pretrain_network(
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    network = build_network(
-        network_name,
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=in_channels,
-        **(network_params or {}),
-    )
-    model = SSLModel(network, encoder_prefixes(network_name, network)[-1])
+    network, model = _ssl_model(network_name, spatial_dims, in_channels, network_params)
     first = patches(generator) if callable(patches) else next(patches)
     model(first[:1])  # materialise the lazy rotation head
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -183,22 +176,41 @@ def pretrain_network(
     for step in range(steps):
         if step:
             batch = patches(generator) if callable(patches) else next(patches)
-        corruption = sample_corruption(tuple(batch.shape), generator)
-        corrupted, target = apply_corruption(batch, corruption)
-        restored, logits = model(corrupted)
-        restore_loss = nn.functional.l1_loss(restored, target)
-        rotation_loss = nn.functional.cross_entropy(logits, corruption.rotations)
-        loss = restore_loss + rotation_weight * rotation_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        losses = _ssl_step(model, optimizer, batch, generator, rotation_weight)
         if log is not None:
-            log(
-                step,
-                {
-                    "loss": float(loss.detach()),
-                    "restore": float(restore_loss.detach()),
-                    "rotation": float(rotation_loss.detach()),
-                },
-            )
+            log(step, {k: float(v.detach()) for k, v in losses.items()})
     return {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+
+
+def _ssl_model(
+    network_name: str, spatial_dims: int, in_channels: int, network_params: dict | None
+) -> tuple[nn.Module, SSLModel]:
+    """The network (restoring as many channels as it reads) and its SSL wrapper on the deepest encoder stage."""
+    network = build_network(
+        network_name,
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        **(network_params or {}),
+    )
+    return network, SSLModel(network, encoder_prefixes(network_name, network)[-1])
+
+
+def _ssl_step(
+    model: SSLModel,
+    optimizer: torch.optim.Optimizer,
+    batch: torch.Tensor,
+    generator: torch.Generator,
+    rotation_weight: float,
+) -> dict[str, torch.Tensor]:
+    """One optimizer step on a freshly corrupted batch: L1 restoration plus weighted rotation loss."""
+    corruption = sample_corruption(tuple(batch.shape), generator)
+    corrupted, target = apply_corruption(batch, corruption)
+    restored, logits = model(corrupted)
+    restore_loss = nn.functional.l1_loss(restored, target)
+    rotation_loss = nn.functional.cross_entropy(logits, corruption.rotations)
+    loss = restore_loss + rotation_weight * rotation_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss, "restore": restore_loss, "rotation": rotation_loss}

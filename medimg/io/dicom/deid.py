@@ -142,37 +142,55 @@ def deidentify_dataset(
     patient_id = str(ds.get("PatientID", ""))
     days = date_offset_days(patient_id, key)
     ds.remove_private_tags()
-
-    def replace_uids(elem: pydicom.DataElement) -> None:
-        if retain_uids or not elem.value:
-            return
-        values = elem.value if isinstance(elem.value, list | pydicom.multival.MultiValue) else [elem.value]
-        new = [v if str(v).startswith(_STANDARD_UID) else pseudonym_uid(str(v), key) for v in values]
-        elem.value = new if len(new) > 1 else new[0]
-
-    def visit(item: Dataset, elem: pydicom.DataElement) -> None:
-        tag, vr = elem.tag, elem.VR
-        action = basic_action(tag)
-        if _is_overlay_or_curve(tag):
-            del item[tag]
-        elif dates != "remove" and (vr in _DATE_VRS or tag == _TIMEZONE_OFFSET) and tag not in _BIRTH:
-            if dates == "shift" and elem.value and vr in _DATE_VRS:
-                elem.value = _shift(str(elem.value), vr, days)  # K (full dates) or C (modified dates)
-        elif action == "X" or (action is None and (vr == "PN" or vr in _DATE_VRS)):
-            del item[tag]
-        elif action == "Z":
-            elem.value = Sequence() if vr == "SQ" else None
-        elif vr == "UI" and action in ("U", "D", None):
-            replace_uids(elem)
-        elif vr == "SQ" and action in ("U", "D"):  # kept: items cleaned on the way up (X/Z/U*: UIDs)
-            _dummy_free_text(elem)
-        elif action == "D":
-            elem.value = _dummy(vr)
-
-    _walk(ds, visit)
+    _walk(ds, lambda item, elem: _deidentify_element(item, elem, key, retain_uids, dates, days))
     ds.PatientName = pseudonym(patient_id, "patient", key)
     ds.PatientID = pseudonym(patient_id, "patient", key)
     ds.PatientIdentityRemoved = "YES"
+    _record_method(ds, retain_uids, dates)
+    if getattr(ds, "file_meta", None) is not None and "SOPInstanceUID" in ds:
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+def _replace_uids(elem: pydicom.DataElement, key: bytes | str | None, retain_uids: bool) -> None:
+    """Replace non-standard UIDs by their keyed pseudonyms (kept with ``retain_uids``)."""
+    if retain_uids or not elem.value:
+        return
+    values = elem.value if isinstance(elem.value, list | pydicom.multival.MultiValue) else [elem.value]
+    new = [v if str(v).startswith(_STANDARD_UID) else pseudonym_uid(str(v), key) for v in values]
+    elem.value = new if len(new) > 1 else new[0]
+
+
+def _deidentify_element(
+    item: Dataset,
+    elem: pydicom.DataElement,
+    key: bytes | str | None,
+    retain_uids: bool,
+    dates: DatePolicy,
+    days: int,
+) -> None:
+    """Apply the basic-profile action (with the date and UID options) to one element of ``item``."""
+    tag, vr = elem.tag, elem.VR
+    action = basic_action(tag)
+    if _is_overlay_or_curve(tag):
+        del item[tag]
+    elif dates != "remove" and (vr in _DATE_VRS or tag == _TIMEZONE_OFFSET) and tag not in _BIRTH:
+        if dates == "shift" and elem.value and vr in _DATE_VRS:
+            elem.value = _shift(str(elem.value), vr, days)  # K (full dates) or C (modified dates)
+    elif action == "X" or (action is None and (vr == "PN" or vr in _DATE_VRS)):
+        del item[tag]
+    elif action == "Z":
+        elem.value = Sequence() if vr == "SQ" else None
+    elif vr == "UI" and action in ("U", "D", None):
+        _replace_uids(elem, key, retain_uids)
+    elif vr == "SQ" and action in ("U", "D"):  # kept: items cleaned on the way up (X/Z/U*: UIDs)
+        _dummy_free_text(elem)
+    elif action == "D":
+        elem.value = _dummy(vr)
+
+
+def _record_method(ds: Dataset, retain_uids: bool, dates: DatePolicy) -> None:
+    """Record the de-identification method (text and codes) and what happened to the dates."""
     options = ["basic"] + (["uids"] if retain_uids else []) + ([dates] if dates != "remove" else [])
     ds.DeidentificationMethod = [f"medimg PS3.15 {EDITION} Annex E"] + [
         _METHOD_CODES[o][1][:64] for o in options
@@ -190,9 +208,6 @@ def deidentify_dataset(
             "shift": "MODIFIED",
             "keep": "UNMODIFIED",
         }[dates]
-    if getattr(ds, "file_meta", None) is not None and "SOPInstanceUID" in ds:
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    return ds
 
 
 def deidentify_folder(
