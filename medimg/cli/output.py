@@ -6,18 +6,21 @@ inside :func:`json_mode`, which sends everything else printed (progress bars, no
 library's ``print``) to stderr, and :func:`emit` writes the document to the real stdout. A
 command that fails with ``--json`` prints ``{"command": ..., "error": ..., "exit_code": ...}``
 instead (:func:`emit_error`), with the same exit code as without ``--json``. NaN and
-infinite numbers become ``null``; paths and other objects are written as text.
+infinite numbers become ``null``; paths and other objects are written as text
+(:func:`medimg.cli.json_text.to_json`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import math
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TextIO
+
+from medimg.cli.json_text import to_json
+
+__all__ = ["add_json_flag", "emit", "emit_error", "json_mode", "to_json", "wants_json"]
 
 JSON_HELP = "print the result as one JSON document on stdout (nothing else; logs go to stderr)"
 
@@ -40,31 +43,6 @@ def wants_json(args: argparse.Namespace) -> bool:
         (True, False)
     """
     return bool(getattr(args, "json", False))
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: NaN/inf -> None, tuples and sets -> lists, NumPy scalars -> Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def to_json(document: Mapping[str, Any]) -> str:
-    """The document as strict JSON text (no NaN), indented.
-
-    Example:
-        >>> to_json({"dice": float("nan"), "n": 3})
-        '{\\n  "dice": null,\\n  "n": 3\\n}'
-    """
-    return json.dumps(_plain(document), indent=2, allow_nan=False)
 
 
 def _stdout(args: argparse.Namespace) -> TextIO:

@@ -57,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="auto",
         help="write DICOM SEG + SR (auto: when the input is a DICOM series)",
     )
+    _pacs_options(p)
+    add_json_flag(p)
+    return p
+
+
+def _pacs_options(p: argparse.ArgumentParser) -> None:
+    """The options of reading cases from (and storing results to) a PACS."""
     p.add_argument(
         "--pacs", default=None, metavar="URL", help="DICOMweb base URL of a PACS to read from and store to"
     )
@@ -70,8 +77,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="extra QIDO-RS filter (repeatable), e.g. StudyDate=20240101-20240131",
     )
     p.add_argument("--no-store", action="store_true", help="with --pacs: do not store results back")
-    add_json_flag(p)
-    return p
 
 
 def execute(args: argparse.Namespace) -> int:

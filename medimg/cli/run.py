@@ -55,41 +55,46 @@ def _failures(per_case) -> list[dict[str, str]]:
     return [{"case_key": str(r.case_key), "reason": str(r.error)} for r in failed.itertuples()]
 
 
+def _check(args: argparse.Namespace, wf) -> int:
+    """``--check``: the workflow's ranges, the manifest, the split column, every image and mask read."""
+    from medimg.config.load import config_hash
+    from medimg.data.checks import check_case_files
+    from medimg.training.run import prepare_data
+
+    df = prepare_data(wf)  # the workflow's ranges, the manifest, the split column
+    check_case_files(wf, df)  # every image and mask read as training reads them
+    counts = df["split"].value_counts().to_dict()
+    digest = config_hash(wf)
+    document = {"workflow": wf.name, "config_hash": digest, "cases": len(df), "splits": counts, "ok": True}
+    emit(args, document, [f"workflow OK ({wf.name}, hash {digest[:12]}); {len(df)} cases: {counts}"])
+    return 0
+
+
+def _repeats(args: argparse.Namespace, wf) -> int:
+    """``--folds``/``--seeds``: child runs under one parent MLflow run."""
+    from medimg.errors import ConfigError
+    from medimg.training.repeats import run_repeats
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [wf.seed]
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+    if args.folds is not None and args.folds < 2:
+        raise ConfigError(f"--folds {args.folds}: expected 2 or more")
+    parent, table = run_repeats(wf, args.folds, seeds)
+    document = {"workflow": wf.name, "parent_run_id": parent, "runs": table.to_dict(orient="records")}
+    emit(args, document, [table.to_string(index=False), f"parent MLflow run: {parent}"])
+    return 0
+
+
 def execute(args: argparse.Namespace) -> int:
-    from medimg.config.load import config_hash, load_workflow
+    from medimg.config.load import load_workflow
 
     wf = load_workflow(args.workflow, args.overrides)
     if args.check:
-        from medimg.data.checks import check_case_files
-        from medimg.training.run import prepare_data
-
-        df = prepare_data(wf)  # the workflow's ranges, the manifest, the split column
-        check_case_files(wf, df)  # every image and mask read as training reads them
-        counts = df["split"].value_counts().to_dict()
-        digest = config_hash(wf)
-        document = {
-            "workflow": wf.name,
-            "config_hash": digest,
-            "cases": len(df),
-            "splits": counts,
-            "ok": True,
-        }
-        emit(args, document, [f"workflow OK ({wf.name}, hash {digest[:12]}); {len(df)} cases: {counts}"])
-        return 0
+        return _check(args, wf)
     if args.folds or args.seeds:
-        from medimg.errors import ConfigError
-        from medimg.training.repeats import run_repeats
-
-        try:
-            seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [wf.seed]
-        except ValueError:
-            raise ConfigError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
-        if args.folds is not None and args.folds < 2:
-            raise ConfigError(f"--folds {args.folds}: expected 2 or more")
-        parent, table = run_repeats(wf, args.folds, seeds)
-        document = {"workflow": wf.name, "parent_run_id": parent, "runs": table.to_dict(orient="records")}
-        emit(args, document, [table.to_string(index=False), f"parent MLflow run: {parent}"])
-        return 0
+        return _repeats(args, wf)
     import json
 
     from medimg.training.run import run_workflow
@@ -98,29 +103,16 @@ def execute(args: argparse.Namespace) -> int:
     info_path = res.out_dir / "run.json"  # what the run recorded: status, weights sha256, model URI
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     per_case_csv = res.out_dir / "test_per_case.csv"
-    failures = _failures(res.per_case)
     document = {
-        "workflow": wf.name,
-        "run_id": res.run_id,
-        "tracking_uri": res.tracking_uri,
-        "status": info.get("status"),
-        "out_dir": str(res.out_dir),
-        "model_dir": str(res.model_dir),
-        "weights_sha256": info.get("weights_sha256"),
-        "per_case_csv": str(per_case_csv) if per_case_csv.is_file() else None,
-        "seconds": round(res.seconds, 3),
-        "metrics": dict(sorted(res.metrics.items())),
-        "failures": failures,
-        "model_uri": info.get("model_uri"),
-    }
+        "workflow": wf.name, "run_id": res.run_id, "tracking_uri": res.tracking_uri, "status": info.get("status"),
+        "out_dir": str(res.out_dir), "model_dir": str(res.model_dir), "weights_sha256": info.get("weights_sha256"),
+        "per_case_csv": str(per_case_csv) if per_case_csv.is_file() else None, "seconds": round(res.seconds, 3),
+        "metrics": dict(sorted(res.metrics.items())), "failures": _failures(res.per_case), "model_uri": info.get("model_uri"),
+    }  # fmt: skip
     lines = [f"\n== {wf.name}: finished in {res.seconds:.0f} s =="]
     lines += [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
-    lines += [
-        f"  outputs:       {res.out_dir}",
-        f"  MLflow run:    {res.run_id}",
-        f"  MLflow store:  {res.tracking_uri}",
-        f"  open the UI:   mlflow ui --backend-store-uri {res.tracking_uri}",
-    ]
+    lines += [f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"]
+    ui = f"mlflow ui --backend-store-uri {res.tracking_uri}"
+    lines += [f"  MLflow store:  {res.tracking_uri}", f"  open the UI:   {ui}"]
     emit(args, document, lines)
-    failed = int(res.metrics.get("n_failed", 0))
-    return 1 if failed else 0
+    return 1 if int(res.metrics.get("n_failed", 0)) else 0
