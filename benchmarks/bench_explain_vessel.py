@@ -187,7 +187,7 @@ def explain(
         "failures": failures,
         "wall_s": round(time.perf_counter() - t0, 1),
         "cpu_s": round(_cpu_s() - cpu, 1),
-        "last_lines": (proc.stdout + proc.stderr).strip().splitlines()[-2:],
+        "stdout_tail": proc.stdout.strip().splitlines()[-3:],
     }
 
 
@@ -366,6 +366,8 @@ def run_vessel(
         record = json.loads(done.read_text()) if done.is_file() else explain(model, manifest, out, target)
         done.write_text(json.dumps(record))
         summary = json.loads((out / "summary.json").read_text())
+        record.pop("last_lines", None)  # stderr's last lines (warnings), kept by an earlier version
+        record["explained"] = sum(c.get("status") == "ok" for c in summary["cases"])
         t0 = time.perf_counter()
         base = baselines(model, manifest, summary, out)
         record["baselines_s"] = round(time.perf_counter() - t0, 1)
