@@ -7,11 +7,14 @@ affine: MedMNIST stores no spacing) and a medimg manifest that keeps the dataset
 train/val/test split (the published test split is the held-out one; nothing is re-split).
 
 ``python -m benchmarks.bench_explain --vessel`` then trains a classifier with ``medimg run`` on a
-workflow written here, reads the run's own test scoring, runs ``medimg explain`` over the test
-cases with every classification method and the sanity checks on, and tables per method the
-deletion and insertion AUCs against a random voxel order (the insertion baseline is computed
-here: ``summary.json`` holds the random order's deletion AUC only) and the model-parameter
-randomisation test (Spearman and SSIM between the trained and the randomised network's maps).
+workflow written here, reads the run's own test scoring, runs ``medimg explain`` with every
+classification method and the sanity checks on over a fixed subset of the test split (all its
+aneurysm cases and as many vessel cases, the first by index), once for class 1 (aneurysm) and
+once for each case's predicted class (the default), and tables per method the deletion and
+insertion AUCs against a random voxel order (the insertion baseline is computed here:
+``summary.json`` holds the random order's deletion AUC only) and against a random order of the
+vessel voxels, and the model-parameter randomisation test (Spearman and SSIM between the
+trained and the randomised network's maps).
 ``docs/explain.md`` ("Real data: VesselMNIST3D classification") quotes it.
 """
 
@@ -34,7 +37,7 @@ SIZE = 28  # the 28^3 release: 64^3 is 12x the voxels for every training step an
 SPACING_MM = 1.0  # MedMNIST volumes carry no spacing: 1 mm isotropic, identity affine (RAS)
 CLASSES = {0: "vessel", 1: "aneurysm"}
 METHODS = ("gradcam", "gradcam++", "occlusion", "integrated-gradients", "smoothgrad")
-EPOCHS = 25  # about 15 minutes of two shared CPU cores (measured, docs/explain.md)
+EPOCHS = 25  # 6 to 15 minutes of two shared CPU cores (measured, docs/explain.md)
 PER_CLASS = 43  # explained: all 43 aneurysm test cases and the first 43 vessel ones
 STEPS = 16  # points on the deletion/insertion curves, as medimg explain draws them
 WORKFLOW = """\
