@@ -75,16 +75,36 @@ def read_manifest(cfg: DataConfig, task: str) -> pd.DataFrame:
         >>> df = read_manifest(workflow.data, "segmentation")  # doctest: +SKIP
     """
     path = Path(cfg.manifest)
+    df = _read_table(path, cfg)
+    df = _standard_columns(df, path, cfg)
+    _check_columns(df, path, cfg)
+    root = Path(cfg.root) if cfg.root else path.parent
+    df = df.copy()
+    df["image"] = [_resolve(root, v) for v in df["image"]]
+    df["patient_key"] = df["patient_key"].astype(str)
+    if task == "segmentation":
+        df["target"] = [_resolve(root, v) for v in df[cfg.label_column]]
+    else:
+        df["target"] = _class_targets(df, path, cfg)
+    _check_files(df, path, task, cfg.check_geometry, cfg.nifti_affine)
+    return df.reset_index(drop=True)
+
+
+def _read_table(path: Path, cfg: DataConfig) -> pd.DataFrame:
+    """The manifest as read: an MSD ``dataset.json`` or a CSV (formula escapes undone)."""
     if not path.exists():
         raise DataError(f"{path}: manifest not found (data.manifest; expected a CSV or a dataset.json)")
     if path.suffix == ".json":
         df = read_msd(path)
-        df = df.rename(columns={"label": cfg.label_column}) if cfg.label_column != "label" else df
-    else:
-        try:
-            df = read_csv_unescaped(path, dtype={cfg.patient_column: str})  # scan escapes formulas
-        except Exception as exc:
-            raise DataError(f"{path}: cannot read manifest CSV ({exc})") from exc
+        return df.rename(columns={"label": cfg.label_column}) if cfg.label_column != "label" else df
+    try:
+        return read_csv_unescaped(path, dtype={cfg.patient_column: str})  # scan escapes formulas
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read manifest CSV ({exc})") from exc
+
+
+def _standard_columns(df: pd.DataFrame, path: Path, cfg: DataConfig) -> pd.DataFrame:
+    """Rename the configured patient and image columns; fill ``case_key`` and ``patient_key`` when absent."""
     if cfg.patient_column != "patient_key" and cfg.patient_column in df:
         df = df.rename(columns={cfg.patient_column: "patient_key"})
     if cfg.image_column != "image":
@@ -99,6 +119,11 @@ def read_manifest(cfg: DataConfig, task: str) -> pd.DataFrame:
         df["case_key"] = [f"case_{i:05d}" for i in range(len(df))]
     if "patient_key" not in df and "case_key" in df:
         df["patient_key"] = df["case_key"]
+    return df
+
+
+def _check_columns(df: pd.DataFrame, path: Path, cfg: DataConfig) -> None:
+    """The required and label columns are there, and no ``case_key`` repeats."""
     missing = [c for c in REQUIRED if c not in df]
     if missing:
         raise DataError(
@@ -113,24 +138,20 @@ def read_manifest(cfg: DataConfig, task: str) -> pd.DataFrame:
     if df["case_key"].duplicated().any():
         dup = df.loc[df["case_key"].duplicated(), "case_key"].iloc[0]
         raise DataError(f"{path}: case_key {dup!r} appears more than once")
-    root = Path(cfg.root) if cfg.root else path.parent
-    df = df.copy()
-    df["image"] = [_resolve(root, v) for v in df["image"]]
-    df["patient_key"] = df["patient_key"].astype(str)
-    if task == "segmentation":
-        df["target"] = [_resolve(root, v) for v in df[cfg.label_column]]
-    else:
-        try:
-            df["target"] = df[cfg.label_column].astype(int)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{path}: column {cfg.label_column!r} must hold integer classes ({exc})") from exc
-        bad = df.loc[(df["target"] < 0) | (df["target"] >= cfg.num_classes), "case_key"]
-        if len(bad):
-            raise DataError(
-                f"{path}: case {bad.iloc[0]!r}: class outside 0..{cfg.num_classes - 1} (data.num_classes)"
-            )
-    _check_files(df, path, task, cfg.check_geometry, cfg.nifti_affine)
-    return df.reset_index(drop=True)
+
+
+def _class_targets(df: pd.DataFrame, path: Path, cfg: DataConfig) -> pd.Series:
+    """The label column as integer classes in ``0..num_classes-1``."""
+    try:
+        target = df[cfg.label_column].astype(int)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: column {cfg.label_column!r} must hold integer classes ({exc})") from exc
+    bad = df.loc[(target < 0) | (target >= cfg.num_classes), "case_key"]
+    if len(bad):
+        raise DataError(
+            f"{path}: case {bad.iloc[0]!r}: class outside 0..{cfg.num_classes - 1} (data.num_classes)"
+        )
+    return target
 
 
 def _header_geometry(path: str, affine_policy: str = "refuse") -> tuple[tuple[int, ...], np.ndarray]:

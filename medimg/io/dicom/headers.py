@@ -79,18 +79,42 @@ def read_header(path: str | os.PathLike[str]) -> SliceHeader:
         >>> h.modality, h.rows, h.columns, h.position  # doctest: +SKIP
     """
     p = Path(path)
+    size = _file_size(p)
+    ds, ts, deflated, (present, offset, length) = _read_dataset(p, size)
+    h = SliceHeader(path=p, transfer_syntax=ts, file_size=size)
+    try:
+        _fill(h, ds)
+    except Exception as exc:
+        raise DataError(f"{p}: invalid value in DICOM header ({type(exc).__name__}: {exc})") from exc
+    if deflated:
+        present = "PixelData" in pydicom.dcmread(p, specific_tags=["PixelData"])
+    h.has_pixels, h.pixel_offset, h.pixel_length = present, offset, length
+    _check_complete(h, ds, p, size)
+    return h
+
+
+def _file_size(p: Path) -> int:
+    """The file's size; an unreadable or empty file is an error naming it."""
     try:
         size = p.stat().st_size
     except OSError as exc:
         raise DataError(f"{p}: cannot read ({exc.strerror})") from exc
     if size == 0:
         raise DataError(f"{p}: empty file (0 bytes)")
+    return size
+
+
+def _read_dataset(
+    p: Path, size: int
+) -> tuple[pydicom.Dataset, str, bool, tuple[bool, int | None, int | None]]:
+    """The header without pixels, its transfer syntax, whether it is deflated, and where the pixel data
+    lies: ``(present, offset, length)`` (unknown for a deflated file)."""
     try:
         with open(p, "rb") as fp:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
             ts = str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)) if ds.file_meta else ""
             deflated = ts == "1.2.840.10008.1.2.1.99"
-            present, offset, length = (
+            pixels = (
                 (False, None, None) if deflated else _pixel_element(fp, ts or ImplicitVRLittleEndian, size)
             )
     except InvalidDicomError as exc:
@@ -102,14 +126,12 @@ def read_header(path: str | os.PathLike[str]) -> SliceHeader:
         raise NotDicomError(f"{p}: not a DICOM file (no 'DICM' prefix after the 128-byte preamble)") from exc
     except Exception as exc:  # pydicom raises many types on corrupt headers
         raise DataError(f"{p}: corrupt or truncated DICOM header ({type(exc).__name__}: {exc})") from exc
-    h = SliceHeader(path=p, transfer_syntax=ts, file_size=size)
-    try:
-        _fill(h, ds)
-    except Exception as exc:
-        raise DataError(f"{p}: invalid value in DICOM header ({type(exc).__name__}: {exc})") from exc
-    if deflated:
-        present = "PixelData" in pydicom.dcmread(p, specific_tags=["PixelData"])
-    h.has_pixels, h.pixel_offset, h.pixel_length = present, offset, length
+    return ds, ts, deflated, pixels
+
+
+def _check_complete(h: SliceHeader, ds: pydicom.Dataset, p: Path, size: int) -> None:
+    """Refuse a DICOMDIR, a header without SOP class or pixels, and truncated or short pixel data."""
+    present, offset, length = h.has_pixels, h.pixel_offset, h.pixel_length
     media_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "")) if ds.file_meta else ""
     if media_class == "1.2.840.10008.1.3.10":
         raise DataError(f"{p}: DICOMDIR (media directory index), not an image")
@@ -131,7 +153,6 @@ def read_header(path: str | os.PathLike[str]) -> SliceHeader:
             f"{p}: pixel data holds {length} bytes, expected {h.expected_pixel_bytes} "
             f"({h.rows}x{h.columns}x{h.number_of_frames} frames, {h.bits_allocated} bits)"
         )
-    return h
 
 
 def _fill(h: SliceHeader, ds: pydicom.Dataset) -> None:
