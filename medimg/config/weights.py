@@ -188,12 +188,15 @@ class FinetuneSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _schedule_lives_in_optim(cls, data: object) -> object:
-        moved = sorted(
-            k for k in ("warmup_epochs", "schedule", "min_lr_ratio") if isinstance(data, dict) and k in data
-        )
+        # Workflows saved with models before the schedule moved to optim carry these keys at
+        # their defaults (no schedule): accepted and dropped, so those models still load.
+        if not isinstance(data, dict):
+            return data
+        defaults = {"warmup_epochs": 0, "schedule": "constant", "min_lr_ratio": 0.0}
+        moved = sorted(k for k, v in defaults.items() if k in data and data[k] != v)
         if moved:
             raise ValueError(
                 f"finetune.{', finetune.'.join(moved)}: the learning-rate schedule is set in "
                 "optim.warmup_epochs and optim.scheduler (one schedule for every study)"
             )
-        return data
+        return {k: v for k, v in data.items() if k not in defaults}

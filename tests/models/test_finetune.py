@@ -138,3 +138,13 @@ def test_schedule_and_freeze_events_are_visible_in_mlflow(tmp_path):
     assert all(e == pytest.approx(h * 0.1) for e, h in zip(enc, head, strict=True))
     frozen = sorted(client.get_metric_history(logger.run_id, "finetune/encoder_frozen"), key=lambda m: m.step)
     assert frozen[0].value == 1.0 and frozen[-1].value == 0.0
+
+
+def test_schedule_keys_of_older_workflows_load_at_defaults_and_refuse_otherwise():
+    """Models saved before the schedule moved to ``optim`` carry the old keys at their defaults."""
+    from pydantic import ValidationError
+
+    old = {"freeze_encoder_epochs": 1, "warmup_epochs": 0, "schedule": "constant", "min_lr_ratio": 0.0}
+    assert FinetuneSpec.model_validate(old).freeze_encoder_epochs == 1
+    with pytest.raises(ValidationError, match="optim.warmup_epochs"):
+        FinetuneSpec.model_validate({"schedule": "cosine"})
