@@ -98,6 +98,33 @@ def make_case(
     world = _world_grid(shape, affine)
     fov = np.array(shape) * np.array(spacing)
     scale = float(min(fov)) / 100.0  # anatomy scales with the field of view
+    body, organ1, organ2, c1, r1 = _anatomy(rng, world, scale)
+    has_lesion = bool(rng.random() < 0.5) if with_lesion is None else with_lesion
+    lesion = np.zeros(shape, bool)
+    if has_lesion:
+        offset = rng.uniform(-0.45, 0.45, size=3) * r1
+        rad = rng.uniform(6.0, 8.0) * scale
+        lesion = _ellipsoid(world, c1 + offset, np.array([rad, rad, rad])) & organ1
+    image = _intensities(rng, world, scale, shape, (body, organ1, organ2, lesion))
+    label = np.zeros(shape, np.uint8)
+    label[organ1] = 1
+    label[organ2] = 2
+    patient = f"P{(index * 5) // 6:04d}"  # about one patient in five has two scans
+    return SyntheticCase(
+        case_key=f"case_{index:04d}",
+        patient_key=patient,
+        image=Volume(image.astype(np.float32), affine),
+        label=Volume(label, affine),
+        lesion=Volume(lesion.astype(np.uint8), affine),
+        cls=int(has_lesion),
+        meta=_case_meta(rng, index),
+    )
+
+
+def _anatomy(
+    rng: np.random.Generator, world: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Body, organ 1 and organ 2 (inside the body, not overlapping), and organ 1's centre and radii."""
     jitter = lambda s: rng.normal(scale=s * scale, size=3)  # noqa: E731
     body = _ellipsoid(world, jitter(2), np.array([46, 40, 60]) * scale)
     c1 = np.array([-14.0, 2.0, 0.0]) * scale + jitter(3)
@@ -106,38 +133,35 @@ def make_case(
     c2 = np.array([22.0, 6.0, -6.0]) * scale + jitter(3)
     r2 = np.array([11.0, 10.0, 15.0]) * scale * (1 + 0.1 * rng.normal(size=3)).clip(0.8, 1.2)
     organ2 = _ellipsoid(world, c2, r2) & body & ~organ1
-    has_lesion = bool(rng.random() < 0.5) if with_lesion is None else with_lesion
-    lesion = np.zeros(shape, bool)
-    if has_lesion:
-        offset = rng.uniform(-0.45, 0.45, size=3) * r1
-        rad = rng.uniform(6.0, 8.0) * scale
-        lesion = _ellipsoid(world, c1 + offset, np.array([rad, rad, rad])) & organ1
+    return body, organ1, organ2, c1, r1
+
+
+def _intensities(
+    rng: np.random.Generator,
+    world: np.ndarray,
+    scale: float,
+    shape: tuple[int, int, int],
+    regions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """CT-like values per region (body, organ 1, organ 2, lesion), a smooth bias field inside the body and noise."""
+    body, organ1, organ2, lesion = regions
     image = np.where(body, 40.0, -900.0).astype(np.float32)
     image[organ1] = 120.0
     image[organ2] = 220.0
     image[lesion] = 320.0
     bias_coef = rng.normal(scale=0.08, size=3)
     bias = 1.0 + (world / (50.0 * scale)) @ bias_coef.astype(np.float32)
-    image = image * np.where(body, bias, 1.0) + rng.normal(scale=18.0, size=shape).astype(np.float32)
-    label = np.zeros(shape, np.uint8)
-    label[organ1] = 1
-    label[organ2] = 2
-    patient = f"P{(index * 5) // 6:04d}"  # about one patient in five has two scans
-    meta = {
+    return image * np.where(body, bias, 1.0) + rng.normal(scale=18.0, size=shape).astype(np.float32)
+
+
+def _case_meta(rng: np.random.Generator, index: int) -> dict[str, object]:
+    """Site (alternating), manufacturer, sex and age, for subgroup analyses."""
+    return {
         "site": SITES[index % 2],
         "manufacturer": MANUFACTURERS[int(rng.random() < 0.5)],
         "sex": "F" if rng.random() < 0.5 else "M",
         "age": int(rng.integers(25, 85)),
     }
-    return SyntheticCase(
-        case_key=f"case_{index:04d}",
-        patient_key=patient,
-        image=Volume(image.astype(np.float32), affine),
-        label=Volume(label, affine),
-        lesion=Volume(lesion.astype(np.uint8), affine),
-        cls=int(has_lesion),
-        meta=meta,
-    )
 
 
 def write_synthetic_study(

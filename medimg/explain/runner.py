@@ -109,35 +109,41 @@ def explain_cohort(
         >>> res.exit_code  # doctest: +SKIP
         0
     """
-    from tqdm.auto import tqdm
+    out = _output_folder(out_dir, methods, task)
+    settings = _Settings.for_model(model_fn, methods, task, target_class, label, method_params, model_info,
+                                   sanity, faithfulness_steps, voxel_budget, workflow)  # fmt: skip
+    run = _explain_cases(cases, settings, preprocess or default_preprocess, out, progress, on_case)
+    return run.write_outputs(sort_by, mlflow_run_id)
 
+
+def _output_folder(out_dir: str | os.PathLike[str], methods: Sequence[str], task: str) -> Path:
+    """Check every method is for this task, then create the output folder."""
     for m in methods:
         _fn, m_task = get_method(m)
         if m_task != task:
             raise ConfigError(f"method {m!r} is for {m_task} models; this is a {task} model")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_fn.eval()
-    prep = preprocess or default_preprocess
-    randomised = randomise_weights(model_fn, seed=0) if sanity else None
-    settings = _Settings(
-        model_fn,
-        randomised,
-        methods,
-        task,
-        target_class,
-        label,
-        method_params or {},
-        model_info or {},
-        sanity,
-        faithfulness_steps,
-        voxel_budget,
-        workflow,
-    )
-    result = CohortResult(out, out / "index.html")
-    entries: list[IndexEntry] = []
-    rows: list[dict[str, Any]] = []
-    for case in tqdm(list(cases), desc="explain", unit="case", disable=not progress):
+    return out
+
+
+@dataclass
+class _CohortRun:
+    """The cohort so far: the result, the index entries and the summary rows."""
+
+    result: CohortResult
+    entries: list[IndexEntry] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def explain(
+        self,
+        case: ExplainCase,
+        prep: Preprocess,
+        settings: _Settings,
+        on_case: Callable[[str, str], None] | None,
+    ) -> None:
+        """Explain one case and write its report; a failure is recorded and the cohort goes on."""
+        out, result = self.result.out_dir, self.result
         key = safe_key(case.key)
         try:
             prepared = prepare_case(case, prep)
@@ -147,23 +153,46 @@ def explain_cohort(
             reason = scrub_paths(failure_reason(exc), case)
             log.warning("case %s failed: %s", case.key, reason)
             result.failures[case.key] = reason
-            entries.append(IndexEntry(case.key, status="failed", reason=reason))
-            rows.append({"case_key": case.key, "status": "failed", "reason": reason})
+            self.entries.append(IndexEntry(case.key, status="failed", reason=reason))
+            self.rows.append({"case_key": case.key, "status": "failed", "reason": reason})
             if on_case:
                 on_case(case.key, reason)
-            continue
+            return
         result.reports[case.key] = report
-        entries.append(_index_entry(case.key, f"{key}/report.html", row))
-        rows.append(row)
+        self.entries.append(_index_entry(case.key, f"{key}/report.html", row))
+        self.rows.append(row)
         if on_case:
             on_case(case.key, "ok")
-    write_cohort_index(entries, result.index, sort_by=sort_by)
-    result.sanity = sanity_summary(rows)
-    atomic_write_text(out / "summary.json", json.dumps({"cases": rows, "sanity": result.sanity}, indent=2))
-    atomic_write_text(out / "failures.json", json.dumps(result.failures, indent=2))
-    if mlflow_run_id:
-        log_to_mlflow(mlflow_run_id, out, result.sanity)
-    return result
+
+    def write_outputs(self, sort_by: str, mlflow_run_id: str | None) -> CohortResult:
+        """Write the index page, ``summary.json`` and ``failures.json``; log them to MLflow when asked."""
+        out, result = self.result.out_dir, self.result
+        write_cohort_index(self.entries, result.index, sort_by=sort_by)
+        result.sanity = sanity_summary(self.rows)
+        atomic_write_text(
+            out / "summary.json", json.dumps({"cases": self.rows, "sanity": result.sanity}, indent=2)
+        )
+        atomic_write_text(out / "failures.json", json.dumps(result.failures, indent=2))
+        if mlflow_run_id:
+            log_to_mlflow(mlflow_run_id, out, result.sanity)
+        return result
+
+
+def _explain_cases(
+    cases: Sequence[ExplainCase],
+    settings: _Settings,
+    prep: Preprocess,
+    out: Path,
+    progress: bool,
+    on_case: Callable[[str, str], None] | None,
+) -> _CohortRun:
+    """Explain every case in turn (with a progress bar on stderr)."""
+    from tqdm.auto import tqdm
+
+    run = _CohortRun(CohortResult(out, out / "index.html"))
+    for case in tqdm(list(cases), desc="explain", unit="case", disable=not progress):
+        run.explain(case, prep, settings, on_case)
+    return run
 
 
 @dataclass
@@ -182,6 +211,39 @@ class _Settings:
     steps: int
     voxel_budget: int
     workflow: Workflow | None
+
+    @classmethod
+    def for_model(
+        cls,
+        model_fn: torch.nn.Module,
+        methods: Sequence[str],
+        task: str,
+        target_class: int | None,
+        label: int,
+        method_params: dict[str, dict[str, Any]] | None,
+        model_info: dict[str, Any] | None,
+        sanity: bool,
+        faithfulness_steps: int,
+        voxel_budget: int,
+        workflow: Workflow | None,
+    ) -> _Settings:
+        """Put the model in eval mode and make its weight-randomised copy (once) when sanity is on."""
+        model_fn.eval()
+        randomised = randomise_weights(model_fn, seed=0) if sanity else None
+        return cls(
+            model_fn,
+            randomised,
+            methods,
+            task,
+            target_class,
+            label,
+            method_params or {},
+            model_info or {},
+            sanity,
+            faithfulness_steps,
+            voxel_budget,
+            workflow,
+        )
 
 
 def _explain_case(

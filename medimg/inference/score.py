@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from medimg.inference.predictor import Predictor
+from medimg.config.schema import Workflow
+from medimg.inference.predictor import Prediction, Predictor
 from medimg.io.load import load_image
 from medimg.io.nifti import save_nifti
 
@@ -31,8 +33,6 @@ def score_cases(predictor: Predictor, cases: pd.DataFrame, masks_dir: Path | Non
     Example:
         >>> per_case = score_cases(Predictor(net, wf), df[df.split == "test"])  # doctest: +SKIP
     """
-    from medimg.evaluation.seg_metrics import segmentation_case_metrics
-
     wf = predictor.wf
     rows = []
     for row in cases.itertuples(index=False):
@@ -44,45 +44,56 @@ def score_cases(predictor: Predictor, cases: pd.DataFrame, masks_dir: Path | Non
         try:
             pred = predictor.predict_path(str(row.image), str(row.case_key))
             if wf.task == "segmentation":
-                ref = load_image(str(row.target)).to_space("RAS")  # the strict reader, as for images
-                if ref.shape != pred.source_shape or not np.allclose(
-                    ref.affine, pred.source_affine, atol=1e-3
-                ):
-                    raise ValueError(f"label {row.target} does not share the image's grid")
-                assert pred.mask is not None
-                labels = [k for k in wf.data.labels if k != 0]
-                m = segmentation_case_metrics(
-                    pred.mask, np.asarray(ref.data).astype(np.int64), ref.spacing, labels
-                )
-                rec.update(m)
-                rec["dice_mean"] = float(np.nanmean([m[f"dice_{k}"] for k in labels]))
-                rec["hd95_mean"] = float(np.nanmean([m[f"hd95_{k}"] for k in labels]))
-                if masks_dir is not None:
-                    save_nifti(
-                        pred.mask,
-                        masks_dir / f"{row.case_key}.nii.gz",
-                        affine=pred.source_affine,
-                        dtype=np.uint8,
-                    )
+                rec.update(_segmentation_scores(pred, row, wf, masks_dir))
             else:
-                assert pred.probs is not None
-                label = int(row.target)
-                rec.update(
-                    {
-                        "label": label,
-                        "prediction": int(pred.probs.argmax()),
-                        "prob": float(pred.probs[1]) if len(pred.probs) == 2 else float(pred.probs.max()),
-                    }
-                )
-                for k, p in enumerate(pred.probs):
-                    rec[f"prob_{k}"] = float(p)
-                rec["correct"] = int(rec["prediction"] == label)
+                rec.update(_classification_scores(pred, row))
         except Exception as exc:  # one bad case never takes the cohort down
             log.error("case %s failed: %s", row.case_key, exc)
             rec["error"] = f"{type(exc).__name__}: {exc}"
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         rows.append(rec)
     return pd.DataFrame(rows)
+
+
+def _segmentation_scores(
+    pred: Prediction, row: Any, wf: Workflow, masks_dir: Path | None
+) -> dict[str, object]:
+    """Per-label metrics against the reference label (same grid), their means; the mask saved if asked."""
+    from medimg.evaluation.seg_metrics import segmentation_case_metrics
+
+    rec: dict[str, object] = {}
+    ref = load_image(str(row.target)).to_space("RAS")  # the strict reader, as for images
+    if ref.shape != pred.source_shape or not np.allclose(ref.affine, pred.source_affine, atol=1e-3):
+        raise ValueError(f"label {row.target} does not share the image's grid")
+    assert pred.mask is not None
+    labels = [k for k in wf.data.labels if k != 0]
+    m = segmentation_case_metrics(pred.mask, np.asarray(ref.data).astype(np.int64), ref.spacing, labels)
+    rec.update(m)
+    rec["dice_mean"] = float(np.nanmean([m[f"dice_{k}"] for k in labels]))
+    rec["hd95_mean"] = float(np.nanmean([m[f"hd95_{k}"] for k in labels]))
+    if masks_dir is not None:
+        save_nifti(
+            pred.mask,
+            masks_dir / f"{row.case_key}.nii.gz",
+            affine=pred.source_affine,
+            dtype=np.uint8,
+        )
+    return rec
+
+
+def _classification_scores(pred: Prediction, row: Any) -> dict[str, object]:
+    """Label, predicted class, probability (of class 1, or the top one), per-class probabilities, correct."""
+    assert pred.probs is not None
+    label = int(row.target)
+    rec: dict[str, object] = {
+        "label": label,
+        "prediction": int(pred.probs.argmax()),
+        "prob": float(pred.probs[1]) if len(pred.probs) == 2 else float(pred.probs.max()),
+    }
+    for k, p in enumerate(pred.probs):
+        rec[f"prob_{k}"] = float(p)
+    rec["correct"] = int(rec["prediction"] == label)
+    return rec
 
 
 def summarise(per_case: pd.DataFrame, task: str) -> dict[str, float]:
