@@ -247,6 +247,15 @@ def log_pyfunc_model(
     wf = parse_workflow(load_yaml_file(model_dir / WORKFLOW_FILE), source=str(model_dir / WORKFLOW_FILE))
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
+    info = _log_in_run(client, run_id, model_dir, wf, registered_name)
+    if not registered_name:
+        return info.model_uri
+    _tag_registered_version(client, registered_name, str(info.registered_model_version), alias, model_dir, wf)
+    return f"models:/{registered_name}@{alias}"
+
+
+def _log_in_run(client: Any, run_id: str, model_dir: Path, wf: Workflow, registered_name: str | None) -> Any:
+    """Log the pyfunc from code into run ``run_id``, which keeps its status (running stays running)."""
     before = client.get_run(run_id).info.status
     active = mlflow.active_run()
     with tempfile.TemporaryDirectory(prefix="medimg-pyfunc-") as tmp:
@@ -277,9 +286,13 @@ def log_pyfunc_model(
                 mlflow.end_run(status=before if before != "RUNNING" else "FINISHED")
                 if before == "RUNNING":
                     client.update_run(run_id, status="RUNNING")
-    if not registered_name:
-        return info.model_uri
-    version = str(info.registered_model_version)
+    return info
+
+
+def _tag_registered_version(
+    client: Any, registered_name: str, version: str, alias: str, model_dir: Path, wf: Workflow
+) -> None:
+    """Point ``alias`` at the new registry version and tag it with the task, workflow and weights hash."""
     client.set_registered_model_alias(registered_name, alias, version)
     for key, value in {
         "medimg.task": wf.task,
@@ -287,4 +300,3 @@ def log_pyfunc_model(
         "medimg.weights_sha256": sha256_file(model_dir / MODEL_FILE),
     }.items():
         client.set_model_version_tag(registered_name, version, key, value)
-    return f"models:/{registered_name}@{alias}"
