@@ -111,8 +111,6 @@ def explain_inputs(
 
     Returns the result document, its text lines and the exit code (1 when some cases failed).
     """
-    import logging
-
     import torch
 
     from medimg.explain.maps import DEFAULT_VOXEL_BUDGET
@@ -125,38 +123,18 @@ def explain_inputs(
     cases = explain_cases(inputs, ref_col, mask_column)
     torch_device = torch.device(device or "cpu")
     net = tm.model.to(torch_device).eval()
-
-    def preprocess(path: str):
-        tensor, meta = tm.preprocess(path)
-        return tensor.to(torch_device), meta
-
-    params: dict[str, dict] = {}
-    if layer:
-        for m in ("gradcam", "gradcam++", "seg-gradcam"):
-            params[m] = {"layer": layer}
-    params["uncertainty"] = {"mode": uncertainty}
-    info = {
-        "model_id": f"{tm.workflow.name} ({tm.workflow.model.name})",
-        "run_id": tm.run_id,
-        "weights_sha256": tm.weights_sha256,
-        "task": task,
-    }
-    run_id = tm.run_id if mlflow else None
-    if run_id:
-        import mlflow as mlflow_module
-
-        mlflow_module.set_tracking_uri(tracking_uri or tm.workflow.tracking.uri)
+    run_id = _mlflow_run_id(tm, mlflow, tracking_uri)
     result = explain_cohort(
         cases,
         net,
         out,
         methods,
         task=task,
-        preprocess=preprocess,
+        preprocess=_preprocess_on(tm, torch_device),
         target_class=target_class,
         label=label,
-        method_params=params,
-        model_info=info,
+        method_params=_method_params(layer, uncertainty),
+        model_info=_model_info(tm),
         sanity=sanity,
         voxel_budget=voxel_budget or DEFAULT_VOXEL_BUDGET,
         sort_by=sort_by,
@@ -164,18 +142,68 @@ def explain_inputs(
         mlflow_run_id=run_id,
         workflow=tm.workflow,
     )
+    document, lines = _summary(result, len(cases), methods, run_id)
+    return document, lines, result.exit_code
+
+
+def _mlflow_run_id(tm: Any, mlflow: bool, tracking_uri: str | None) -> str | None:
+    """The model's run to log the explanations to (tracking URI set), or None."""
+    run_id = tm.run_id if mlflow else None
+    if run_id:
+        import mlflow as mlflow_module
+
+        mlflow_module.set_tracking_uri(tracking_uri or tm.workflow.tracking.uri)
+    return run_id
+
+
+def _preprocess_on(tm: Any, torch_device: Any):
+    """The model's own preprocessing, its tensor moved to ``torch_device``."""
+
+    def preprocess(path: str):
+        tensor, meta = tm.preprocess(path)
+        return tensor.to(torch_device), meta
+
+    return preprocess
+
+
+def _method_params(layer: str | None, uncertainty: str) -> dict[str, dict]:
+    """Per-method parameters: the Grad-CAM layer (when given) and the uncertainty mode."""
+    params: dict[str, dict] = {}
+    if layer:
+        for m in ("gradcam", "gradcam++", "seg-gradcam"):
+            params[m] = {"layer": layer}
+    params["uncertainty"] = {"mode": uncertainty}
+    return params
+
+
+def _model_info(tm: Any) -> dict[str, Any]:
+    """What the reports say about the model explained."""
+    return {
+        "model_id": f"{tm.workflow.name} ({tm.workflow.model.name})",
+        "run_id": tm.run_id,
+        "weights_sha256": tm.weights_sha256,
+        "task": tm.task,
+    }
+
+
+def _summary(
+    result: Any, n_cases: int, methods: list[str], run_id: str | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The result document and its text lines (and a log line when MLflow has the artifacts)."""
+    import logging
+
     log = logging.getLogger("medimg.explain")
     document = {
-        "explained": len(result.reports), "cases": len(cases), "failed": len(result.failures),
+        "explained": len(result.reports), "cases": n_cases, "failed": len(result.failures),
         "failures": [{"case_key": key, "reason": reason} for key, reason in result.failures.items()],
         "index": str(result.index), "reports": {key: str(path) for key, path in result.reports.items()},
         "methods": methods, "mlflow_run_id": run_id,
     }  # fmt: skip
     lines = [
-        f"explained {len(result.reports)} of {len(cases)} cases; {len(result.failures)} failed",
+        f"explained {len(result.reports)} of {n_cases} cases; {len(result.failures)} failed",
         *(f"  FAILED {key}: {reason}" for key, reason in result.failures.items()),
         f"  index: {result.index}",
     ]
     if run_id:
         log.info("logged to MLflow run %s (artifacts: explain/)", run_id)
-    return document, lines, result.exit_code
+    return document, lines
