@@ -58,12 +58,20 @@ def train_model(work: Path) -> Path:
     return work / "runs/batch_real/model"
 
 
+def _short(series_key: str) -> str:
+    return "series-" + series_key.removeprefix("series-")[:12]
+
+
 def check_repo(repo: str, model: Path, work: Path) -> dict:
     import nibabel as nib
     import numpy as np
     import pandas as pd
 
     from medimg.cli.main import main
+    from medimg.inference.inputs import case_id_from_path
+    from medimg.io.dicom.discover import find_files
+    from medimg.io.dicom.pseudonym import pseudonym
+    from medimg.io.load import is_nifti
 
     root = CACHE / repo / "In"
     conv, pred = work / f"{repo}-nifti", work / f"{repo}-pred"
@@ -76,9 +84,15 @@ def check_repo(repo: str, model: Path, work: Path) -> dict:
     by_series = {
         row.case_id.split("_", 1)[1]: row for row in cohort.itertuples() if "_series-" in row.case_id
     }
+    # NIfTI volumes lying in the export: convert names them by a keyed hash of their path,
+    # predict by their file name.
+    by_case = {row.case_id: row for row in cohort.itertuples()}
+    for path in find_files(root):
+        if is_nifti(path) and case_id_from_path(path) in by_case:
+            by_series[_short(pseudonym(str(path), "series"))] = by_case[case_id_from_path(path)]
     problems, agree, refused_4d, derived = [], 0, 0, 0
     for row in manifest.itertuples():
-        short = "series-" + row.series_key.removeprefix("series-")[:12]
+        short = _short(row.series_key)
         img = nib.load(conv / row.image)
         case = by_series.get(short)
         if "derived" in row.qa_flags.split(";"):
