@@ -63,14 +63,10 @@ def evaluate_model(
     """
     import mlflow
 
-    from medimg.data.manifest import read_manifest
-    from medimg.errors import ConfigError, DataError
     from medimg.evaluation.report import evaluate_study
-    from medimg.evaluation.undefined import format_estimate
     from medimg.inference.model_io import load_trained
     from medimg.inference.predictor import Predictor
     from medimg.inference.score import score_cases
-    from medimg.io.csvsafe import read_csv_unescaped
 
     tm = load_trained(model, tracking_uri=tracking_uri)
     wf = tm.workflow
@@ -78,35 +74,10 @@ def evaluate_model(
     run_id = run_id or tm.run_id
     uri = uri or (mlflow.get_tracking_uri() if run_id else None)
     if manifest is None:
-        if out_root is not None and (out_root / "manifest.csv").is_file():
-            manifest = str(out_root / "manifest.csv")
-        elif run_id:
-            manifest = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="data/manifest.csv", tracking_uri=uri
-            )
-        else:
-            raise ConfigError(
-                "--manifest is required when MODEL carries no run (a manifest CSV of labelled cases)"
-            )
-    data_cfg = wf.data.model_copy(update={"manifest": manifest, "root": None, "synthetic": None})
-    df = read_manifest(data_cfg, wf.task)
-    if split != "all":
-        if "split" not in df:
-            raise DataError(f"{manifest}: no 'split' column; use --split all to score every row")
-        df = df[df["split"] == split]
-        if df.empty:
-            raise DataError(f"{manifest}: no case in split {split!r}")
-    for col in by:
-        if col not in df:
-            raise DataError(f"{manifest}: --by {col!r} is not a column; columns are {list(df.columns)}")
+        manifest = _default_manifest(out_root, run_id, uri)
+    df = _select_cases(wf, manifest, split, by)
     per_case = score_cases(Predictor(tm.model, wf), df)
-    compared = None
-    if compare:
-        if compare.endswith(".csv"):
-            compared = read_csv_unescaped(compare)
-        else:
-            other = load_trained(compare, tracking_uri=tracking_uri)
-            compared = score_cases(Predictor(other.model, other.workflow), df)
+    compared = _compared_scores(compare, df, tracking_uri) if compare else None
     out = Path(out) if out else (out_root or Path("runs") / wf.name) / "evaluation"
     history = metric_history(run_id, uri) if run_id and uri else None
     ok = per_case[per_case["error"].isna()] if "error" in per_case else per_case
@@ -123,6 +94,61 @@ def evaluate_model(
     )
     if run_id and uri and log:
         log_evaluation(mlflow.MlflowClient(uri), run_id, res)
+    document, lines = _summary(res, ok, per_case)
+    return document, lines, 1 if len(ok) < len(per_case) else 0
+
+
+def _default_manifest(out_root: Path | None, run_id: str | None, uri: str | None) -> str:
+    """The manifest the run was trained with: beside the model folder, else the run's artifact."""
+    import mlflow
+
+    from medimg.errors import ConfigError
+
+    if out_root is not None and (out_root / "manifest.csv").is_file():
+        return str(out_root / "manifest.csv")
+    if run_id:
+        return mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="data/manifest.csv", tracking_uri=uri
+        )
+    raise ConfigError("--manifest is required when MODEL carries no run (a manifest CSV of labelled cases)")
+
+
+def _select_cases(wf: Any, manifest: str, split: str, by: Sequence[str]):
+    """The manifest's rows of ``split`` (every row for ``all``); each ``by`` column must exist."""
+    from medimg.data.manifest import read_manifest
+    from medimg.errors import DataError
+
+    data_cfg = wf.data.model_copy(update={"manifest": manifest, "root": None, "synthetic": None})
+    df = read_manifest(data_cfg, wf.task)
+    if split != "all":
+        if "split" not in df:
+            raise DataError(f"{manifest}: no 'split' column; use --split all to score every row")
+        df = df[df["split"] == split]
+        if df.empty:
+            raise DataError(f"{manifest}: no case in split {split!r}")
+    for col in by:
+        if col not in df:
+            raise DataError(f"{manifest}: --by {col!r} is not a column; columns are {list(df.columns)}")
+    return df
+
+
+def _compared_scores(compare: str, df: Any, tracking_uri: str | None):
+    """Per-case scores to compare with: a CSV as it is, or another model scored on the same cases."""
+    from medimg.inference.model_io import load_trained
+    from medimg.inference.predictor import Predictor
+    from medimg.inference.score import score_cases
+    from medimg.io.csvsafe import read_csv_unescaped
+
+    if compare.endswith(".csv"):
+        return read_csv_unescaped(compare)
+    other = load_trained(compare, tracking_uri=tracking_uri)
+    return score_cases(Predictor(other.model, other.workflow), df)
+
+
+def _summary(res: Any, ok: Any, per_case: Any) -> tuple[dict[str, Any], list[str]]:
+    """The result document (with the cohort metrics that have an estimate) and its text lines."""
+    from medimg.evaluation.undefined import format_estimate
+
     metrics = {
         k: m for k, m in res.summary.get("metrics", {}).items() if isinstance(m, dict) and "estimate" in m
     }
@@ -130,7 +156,7 @@ def evaluate_model(
                 "summary_json": str(res.summary_json), "metrics": metrics}  # fmt: skip
     lines = [f"evaluated {len(ok)} of {len(per_case)} cases -> {res.report_html}"]
     lines += [f"  {name:24s} {format_estimate(m)}" for name, m in metrics.items()]
-    return document, lines, 1 if len(ok) < len(per_case) else 0
+    return document, lines
 
 
 def log_evaluation(client, run_id: str, res) -> None:
