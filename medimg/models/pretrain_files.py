@@ -148,21 +148,13 @@ def pretrain_files(
     Returns the result document, its text lines, and the exit code: 0, or 1 when some inputs were
     unreadable (their count is in the lines).
     """
-    from safetensors.torch import save_file
-
-    from medimg.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError, DataError
-    from medimg.io.atomic import atomic_write
+    from medimg.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError
     from medimg.models.networks import network_task
-    from medimg.models.ssl import pretrain_network
 
     if network_task(network) != "segmentation":
         raise ConfigError(f"--network {network!r}: pretraining needs a segmentation network")
     network_params = parse_params(params)
-    volumes, failures = read_volumes(find_volumes(inputs), window)
-    for name, reason in failures:
-        log.warning("skipped %s: %s", name, reason)
-    if not volumes:
-        raise DataError(f"no readable 3D NIfTI volume among the inputs ({len(failures)} unreadable)")
+    volumes, failures = _readable_volumes(inputs, window)
     settings = {
         "network": network,
         "params": json.dumps(network_params, sort_keys=True),
@@ -177,6 +169,39 @@ def pretrain_files(
         "inputs_digest": hashlib.sha256("\n".join(sorted(inputs)).encode()).hexdigest()[:16],
     }
     run = start_tracking(settings) if start_tracking is not None else None
+    state = _pretrain_and_save(volumes, out, run, settings, network_params)
+    document, lines = _summary(out, state, len(volumes), failures, run)
+    return document, lines, EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _readable_volumes(
+    inputs: Sequence[str], window: Sequence[float] | None
+) -> tuple[list[torch.Tensor], list[tuple[str, str]]]:
+    """The volumes read from ``inputs`` and the unreadable ones (each logged); none readable is an error."""
+    from medimg.errors import DataError
+
+    volumes, failures = read_volumes(find_volumes(inputs), window)
+    for name, reason in failures:
+        log.warning("skipped %s: %s", name, reason)
+    if not volumes:
+        raise DataError(f"no readable 3D NIfTI volume among the inputs ({len(failures)} unreadable)")
+    return volumes, failures
+
+
+def _pretrain_and_save(
+    volumes: Sequence[torch.Tensor],
+    out: str | Path,
+    run: PretrainTracker | None,
+    settings: dict[str, Any],
+    network_params: dict[str, Any],
+) -> dict[str, torch.Tensor]:
+    """Pretrain on random crops (losses to ``run``), write the weights atomically; the run always ends."""
+    from safetensors.torch import save_file
+
+    from medimg.io.atomic import atomic_write
+    from medimg.models.ssl import pretrain_network
+
+    network, steps = settings["network"], settings["steps"]
 
     def track(step: int, values: dict[str, float]) -> None:
         if run is not None and (step % 10 == 0 or step == steps - 1):
@@ -185,11 +210,11 @@ def pretrain_files(
     try:
         state = pretrain_network(
             network,
-            crop_sampler(volumes, patch, batch),
+            crop_sampler(volumes, settings["patch"], settings["batch"]),
             steps=steps,
             in_channels=1,
-            lr=lr,
-            seed=seed,
+            lr=settings["lr"],
+            seed=settings["seed"],
             network_params=network_params,
             log=track,
         )
@@ -201,15 +226,24 @@ def pretrain_files(
     finally:
         if run is not None:
             run.end()
+    return state
+
+
+def _summary(
+    out: str | Path,
+    state: dict[str, torch.Tensor],
+    n_volumes: int,
+    failures: list[tuple[str, str]],
+    run: PretrainTracker | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The result document and its text lines (the run's ``model.pretrained.source`` first when tracked)."""
     run_id = run.run_id if run is not None else None
     source = f"runs:/{run_id}/weights" if run_id else None
     document = {
-        "out": str(out), "tensors": len(state), "volumes": len(volumes), "unreadable": len(failures),
+        "out": str(out), "tensors": len(state), "volumes": n_volumes, "unreadable": len(failures),
         "failures": [{"file": name, "reason": reason} for name, reason in failures],
         "run_id": run_id, "pretrained_source": source,
     }  # fmt: skip
     lines = [f"MLflow run {run_id}: model.pretrained.source: {source}"] if run_id else []
-    lines.append(
-        f"wrote {out} ({len(state)} tensors) from {len(volumes)} volumes; {len(failures)} unreadable"
-    )
-    return document, lines, EXIT_SOME_FAILED if failures else EXIT_OK
+    lines.append(f"wrote {out} ({len(state)} tensors) from {n_volumes} volumes; {len(failures)} unreadable")
+    return document, lines
