@@ -68,46 +68,83 @@ def predict_cohort(
 
     Returns the result document, its text lines and the exit code (1 when some cases failed).
     """
-    import numpy as np
-
-    from medimg.inference.cases import CaseOutputs, parse_shard
+    from medimg.inference.cases import parse_shard
     from medimg.inference.cohort import run_cohort
-    from medimg.inference.inputs import CollectedInputs, collect_inputs
     from medimg.inference.model_io import load_trained
     from medimg.inference.predictor import Predictor
-    from medimg.io.volume import Volume
 
     if not inputs and not pacs:
         from medimg.errors import ConfigError
 
         raise ConfigError("give INPUT paths or --pacs URL (nothing to predict)")
-    workers = workers or min(4, os.cpu_count() or 1)
-    found = collect_inputs(list(inputs), workers=workers) if inputs else CollectedInputs()
+    found = _collect(inputs, workers)
     tm = load_trained(model, tracking_uri=tracking_uri)
     wf = tm.workflow
+    _override_inference(wf, tta, overlap, sw_batch_size)
+    predictor = Predictor(tm.model, wf, device=device)
+    out_dir = Path(out)
+    client, cases = None, found.cases
+    if pacs:
+        client, cases = _add_pacs_cases(found, pacs, pacs_study, pacs_modality, pacs_filter, out_dir)
+    dicom_in = client is not None or any(c.meta.get("dicom") for c in cases)
+    writers = choose_writers(wf.task, _algorithm_info(tm), dicom, dicom_in, client if store else None)
+    report = run_cohort(
+        cases,
+        _case_predictor(predictor, wf),
+        out_dir,
+        load_fn=_case_loader(predictor, client),
+        writers=writers,
+        model_key=tm.weights_sha256,
+        settings_key=settings_key(wf.inference),
+        prefetch=prefetch,
+        progress=progress,
+        shard=parse_shard(shard) if shard else None,
+        set_aside=found.set_aside,
+    )
+    return _summary(report, out)
+
+
+def _collect(inputs: Sequence[str], workers: int | None) -> Any:
+    """The cases among ``inputs`` (read with ``workers`` threads, default up to 4) and those set aside."""
+    from medimg.inference.inputs import CollectedInputs, collect_inputs
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    return collect_inputs(list(inputs), workers=workers) if inputs else CollectedInputs()
+
+
+def _override_inference(wf: Any, tta: bool, overlap: float | None, sw_batch_size: Any) -> None:
+    """Apply the command line's inference settings (TTA, window overlap, sliding-window batch) to ``wf``."""
     if tta:
         wf.inference.tta_flips = True
     if overlap is not None:
         wf.inference.overlap = overlap
     if sw_batch_size is not None:
         wf.inference.sw_batch_size = sw_batch_size
-    from medimg.inference.dicom_seg import AlgorithmInfo
 
-    predictor = Predictor(tm.model, wf, device=device)
-    out_dir = Path(out)
-    client = None
-    cases: list[CaseInput] = found.cases
-    if pacs:
-        from medimg.inference.pacs import PacsClient
-        from medimg.inference.pacs_cohort import pacs_cases, pacs_set_aside, query_filters
 
-        client = PacsClient(pacs)
-        series = client.query_series(
-            pacs_study, modality=pacs_modality, filters=query_filters(pacs_filter) or None
-        )
-        cases = cases + pacs_cases(client, series, out_dir / "pacs_cache")
-        found.set_aside += pacs_set_aside(series)
-    labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
+def _add_pacs_cases(
+    found: Any,
+    pacs: str,
+    pacs_study: str | None,
+    pacs_modality: str | None,
+    pacs_filter: Sequence[str],
+    out_dir: Path,
+) -> tuple[Any, list[CaseInput]]:
+    """The PACS client and the cases with the queried series added (series set aside join ``found``)."""
+    from medimg.inference.pacs import PacsClient
+    from medimg.inference.pacs_cohort import pacs_cases, pacs_set_aside, query_filters
+
+    client = PacsClient(pacs)
+    series = client.query_series(
+        pacs_study, modality=pacs_modality, filters=query_filters(pacs_filter) or None
+    )
+    cases = found.cases + pacs_cases(client, series, out_dir / "pacs_cache")
+    found.set_aside += pacs_set_aside(series)
+    return client, cases
+
+
+def _case_loader(predictor: Any, client: Any):
+    """Preprocess a case (in background threads); PACS cases are retrieved first."""
 
     def load_fn(case):  # runs in background threads
         return predictor.preprocess(case.meta.get("image") or str(case.paths[0]))
@@ -116,6 +153,17 @@ def predict_cohort(
         from medimg.inference.pacs_cohort import retrieving
 
         load_fn = retrieving(client, load_fn)
+    return load_fn
+
+
+def _case_predictor(predictor: Any, wf: Any):
+    """Predict a loaded case: a mask (segmentation) or class probabilities, with timings and QA flags."""
+    import numpy as np
+
+    from medimg.inference.cases import CaseOutputs
+    from medimg.io.volume import Volume
+
+    labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
 
     def predict_fn(case, item):
         pred = predictor.predict_item(item, case.case_id)
@@ -129,24 +177,20 @@ def predict_cohort(
             extra={"prediction": int(np.argmax(pred.probs)), **pred.timings},
         )
 
-    algo = AlgorithmInfo(
-        name=wf.name, version=__import__("medimg").__version__, weights_sha256=tm.weights_sha256
+    return predict_fn
+
+
+def _algorithm_info(tm: Any) -> Any:
+    """The algorithm the DICOM SEG and SR name: the workflow, medimg's version and the weights hash."""
+    from medimg.inference.dicom_seg import AlgorithmInfo
+
+    return AlgorithmInfo(
+        name=tm.workflow.name, version=__import__("medimg").__version__, weights_sha256=tm.weights_sha256
     )
-    dicom_in = client is not None or any(c.meta.get("dicom") for c in cases)
-    writers = choose_writers(wf.task, algo, dicom, dicom_in, client if store else None)
-    report = run_cohort(
-        cases,
-        predict_fn,
-        out_dir,
-        load_fn=load_fn,
-        writers=writers,
-        model_key=tm.weights_sha256,
-        settings_key=settings_key(wf.inference),
-        prefetch=prefetch,
-        progress=progress,
-        shard=parse_shard(shard) if shard else None,
-        set_aside=found.set_aside,
-    )
+
+
+def _summary(report: Any, out: str | Path) -> tuple[dict[str, Any], list[str], int]:
+    """The result document, its text lines and the exit code (1 when some cases failed)."""
     counts = {k: getattr(report, k) for k in ("done", "skipped", "failed", "set_aside", "unreadable")}
     document = {**counts, "out": str(out), "summary_csv": str(report.summary_csv)}
     lines = [
