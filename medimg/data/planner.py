@@ -15,7 +15,10 @@ import shutil
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medimg.config.schema import Workflow
 
 GIB = 2**30
 TRAIN_FACTOR = 3.0  # activations kept for backward + their gradients + optimiser/temporaries
@@ -338,6 +341,20 @@ def plan_run(
         plan.reasons[1] += f"; optim.batch_size {wf.optim.batch_size} -> {cases}"
     plan.patch_batch = cases * per_case
     return plan
+
+
+def window_roi(workflow: Workflow, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The sliding-window size: ``inference.roi_size``, else ``augmentation.patch_size``, else ``shape``.
+
+    ``shape`` is the volume's spatial shape (one window covers it when neither size is set).
+    Training validation, prediction and explanation all window through this one choice.
+
+    Example:
+        >>> window_roi(wf, (179, 179, 150))  # doctest: +SKIP
+        (48, 48, 32)
+    """
+    roi = workflow.inference.roi_size or workflow.augmentation.patch_size or shape
+    return tuple(int(s) for s in roi)
 
 
 def plan_sw_batch(

@@ -31,7 +31,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from medimg.config.schema import Workflow
-from medimg.data.planner import plan_sw_batch
+from medimg.data.planner import plan_sw_batch, window_roi
 from medimg.errors import ConfigError
 from medimg.explain.maps import get_method
 from medimg.explain.saliency import SaliencyMap
@@ -78,7 +78,7 @@ def window_plan(
         roi = tuple(-(-int(s) // PAD_MULTIPLE) * PAD_MULTIPLE for s in shape)
         return WindowPlan(roi, 0.0, "constant", 1, f"one window, padded to a multiple of {PAD_MULTIPLE}")
     inf = workflow.inference
-    roi = tuple(inf.roi_size or workflow.augmentation.patch_size or shape)
+    roi = window_roi(workflow, tuple(shape))
     sw, why = plan_sw_batch(
         inf.sw_batch_size,
         net,
@@ -89,7 +89,7 @@ def window_plan(
         source_shape,
         in_channels=workflow.data.channels,
     )
-    return WindowPlan(tuple(int(r) for r in roi), inf.overlap, inf.blend, sw, why)
+    return WindowPlan(roi, inf.overlap, inf.blend, sw, why)
 
 
 def _stitch(x: torch.Tensor, plan: WindowPlan, per_window: Any) -> torch.Tensor:

@@ -17,7 +17,7 @@ from monai.inferers import sliding_window_inference
 
 from medimg.config.schema import Workflow
 from medimg.data.loading import raise_medimg_cause
-from medimg.data.planner import plan_sw_batch
+from medimg.data.planner import plan_sw_batch, window_roi
 from medimg.data.transforms import eval_transforms
 from medimg.errors import DataError
 from medimg.inference.resample import resample_labels
@@ -111,12 +111,12 @@ class Predictor:
         if self.wf.task != "segmentation":
             return self.net(x)
         inf = self.wf.inference
-        roi = inf.roi_size or self.wf.augmentation.patch_size or tuple(x.shape[2:])
+        roi = window_roi(self.wf, tuple(x.shape[2:]))
         sw, why = plan_sw_batch(
             inf.sw_batch_size,
             self.net,
             tuple(x.shape[2:]),
-            tuple(roi),
+            roi,
             len(self.wf.data.labels),
             self.device.type,
             source_shape,

@@ -19,7 +19,7 @@ from monai.networks.utils import one_hot
 
 from medimg.config.load import parse_workflow
 from medimg.config.schema import Workflow
-from medimg.data.planner import plan_sw_batch
+from medimg.data.planner import plan_sw_batch, window_roi
 from medimg.models.networks import build_model
 from medimg.training.optim import make_optimizer, warmup_cosine
 
@@ -132,12 +132,12 @@ class SegmentationTask(_Task):
 
     def sliding_window(self, x: torch.Tensor) -> torch.Tensor:
         inf = self.wf.inference
-        roi = inf.roi_size or self.wf.augmentation.patch_size or tuple(x.shape[2:])
+        roi = window_roi(self.wf, tuple(x.shape[2:]))
         sw, _why = plan_sw_batch(
             inf.sw_batch_size,
             self.net,
             tuple(x.shape[2:]),
-            tuple(roi),
+            roi,
             self.n_labels,
             self.device.type,
             in_channels=int(x.shape[1]),
