@@ -158,7 +158,7 @@ def _case(root: Path, shape: tuple[int, int, int], repeat: int, variants: bool) 
         predictor, mask, timings = res[name]["out"]
         item = predictor.preprocess(str(image))
         with torch.no_grad():
-            ours = predictor.logits(item["image"].as_tensor().unsqueeze(0))[0]
+            ours = predictor.probabilities(item["image"].as_tensor().unsqueeze(0))[0]
         label = "medimg" if name == "medimg" else name
         rows.append(
             row(

@@ -85,8 +85,10 @@ class Predictor:
             raise
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor, source_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        """Network output for a (1, C, X, Y, Z) tensor, with flip TTA when configured.
+    def probabilities(self, x: torch.Tensor, source_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Class probabilities (softmax of the network output) for a (1, C, X, Y, Z) tensor.
+
+        With flip TTA configured, the mean of the probabilities over the flips.
 
         ``source_shape`` (the scan's own grid, where the answer is resampled back to) lets the
         planner budget that resampling when it sizes the sliding-window batch.
@@ -155,7 +157,7 @@ class Predictor:
         src_affine = np.asarray(meta["original_affine"], dtype=np.float64)
         src_shape = tuple(int(s) for s in np.asarray(meta["spatial_shape"]).ravel()[:3])
         t0 = time.perf_counter()
-        probs = self.logits(img.as_tensor().unsqueeze(0), src_shape)[0]
+        probs = self.probabilities(img.as_tensor().unsqueeze(0), src_shape)[0]
         t1 = time.perf_counter()
         check_finite_output(probs, case_key)
         pred = Prediction(case_key, src_affine, src_shape)  # type: ignore[arg-type]

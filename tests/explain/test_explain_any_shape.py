@@ -147,13 +147,13 @@ def test_unet_cohort_with_sanity_checks_and_windows_smaller_than_the_volume(tmp_
     assert "16x32x48 window" in page and "deletion AUC" in page
 
 
-def test_windowed_logits_are_the_predictors():
+def test_windowed_probabilities_are_the_predictors():
     tm = _trained("unet", SEGMENTATION["unet"], "segmentation")
     x = torch.randn(1, 1, 41, 29, 35)
     plan = window_plan(tm.workflow, tm.model, tuple(x.shape[2:]))
     assert plan.roi == (32, 32, 32) and plan.overlap == 0.25 and plan.blend == "gaussian"
     ours = torch.softmax(WindowedNetwork(tm.model, plan)(x), 1)
-    theirs = Predictor(tm.model, tm.workflow, device="cpu").logits(x)
+    theirs = Predictor(tm.model, tm.workflow, device="cpu").probabilities(x)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 

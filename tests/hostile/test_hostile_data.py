@@ -483,14 +483,14 @@ def test_network_output_with_nan_fails_the_case(tiny_model: Path, tmp_path: Path
     good = tmp_path / "good.nii.gz"
     nib.save(nib.Nifti1Image(np.full(PHANTOM_SHAPE, 40, np.float32), np.diag([1.6, 1.7, 2.5, 1.0])), good)
     shutil.copy(good, tmp_path / "second.nii.gz")
-    real, calls = Predictor.logits, []
+    real, calls = Predictor.probabilities, []
 
     def poisoned(self, x, source_shape=None):  # the first case's network answer is NaN
         calls.append(1)
         out = real(self, x, source_shape)
         return out * torch.nan if len(calls) == 1 else out
 
-    monkeypatch.setattr(Predictor, "logits", poisoned)
+    monkeypatch.setattr(Predictor, "probabilities", poisoned)
     out = tmp_path / "o"
     assert (
         main(

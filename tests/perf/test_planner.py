@@ -170,13 +170,13 @@ def test_predictor_sizes_the_sliding_window_batch(tiny_unet, caplog) -> None:
     pred = Predictor(tiny_unet, wf, device="cpu")
     x = torch.rand(1, 1, 40, 36, 30)
     with caplog.at_level(logging.INFO, logger="medimg.inference.predictor"):
-        auto = pred.logits(x)
+        auto = pred.probabilities(x)
     assert (
         "sw_batch_size 4 (cap 4 on CPU)" in pred.plan
         and "planner: sw_batch_size=4; sliding window" in caplog.text
     )
     wf.inference.sw_batch_size = 1
     fixed = Predictor(tiny_unet, wf, device="cpu")
-    one = fixed.logits(x)
+    one = fixed.probabilities(x)
     assert fixed.plan == "sw_batch_size=1 (set in the workflow)"
     np.testing.assert_allclose(auto.numpy(), one.numpy(), atol=1e-5)  # the batch does not change the answer
