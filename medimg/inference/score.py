@@ -17,7 +17,7 @@ import pandas as pd
 
 from medimg.config.schema import Workflow
 from medimg.inference.predictor import Prediction, Predictor
-from medimg.io.load import load_image
+from medimg.io.load import check_label_grid, load_image
 from medimg.io.nifti import save_nifti
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,7 @@ def _segmentation_scores(
 
     rec: dict[str, object] = {}
     ref = load_image(str(row.target)).to_space("RAS")  # the strict reader, as for images
-    if ref.shape != pred.source_shape or not np.allclose(ref.affine, pred.source_affine, atol=1e-3):
-        raise ValueError(f"label {row.target} does not share the image's grid")
+    check_label_grid((pred.source_shape, pred.source_affine), ref, str(row.image), str(row.target))
     assert pred.mask is not None
     labels = [k for k in wf.data.labels if k != 0]
     m = segmentation_case_metrics(pred.mask, np.asarray(ref.data).astype(np.int64), ref.spacing, labels)

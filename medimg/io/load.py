@@ -334,19 +334,40 @@ def load_image(
 
 
 def check_label_grid(
-    image: Volume, label: Volume, image_name: str = "image", label_name: str = "label", atol: float = 1e-3
+    image: Volume | tuple[tuple[int, ...], np.ndarray],
+    label: Volume | tuple[tuple[int, ...], np.ndarray],
+    image_name: str = "image",
+    label_name: str = "label",
+    atol: float = 1e-3,
 ) -> None:
     """Raise :class:`GeometryError` unless ``label`` lies on ``image``'s voxel grid (shape and affine).
+
+    The one check of a label against its image: training data checks, the manifest (from the
+    headers alone) and scoring all call it. ``image`` and ``label`` are volumes, or
+    ``(shape, RAS affine)`` pairs read from headers (:func:`read_nifti_geometry`); the message
+    names both files.
 
     Example:
         >>> check_label_grid(load_image("ct.nii.gz"), load_image("mask.nii.gz"))  # doctest: +SKIP
     """
-    if image.shape[:3] != label.shape[:3]:
+    s_img, a_img = _grid(image)
+    s_lab, a_lab = _grid(label)
+    if s_img != s_lab:
         raise GeometryError(
-            f"{label_name}: shape {label.shape[:3]} differs from {image_name} shape {image.shape[:3]}"
+            f"label {label_name} has shape {s_lab} but image {image_name} has shape {s_img}; "
+            "a label must lie on its image's voxel grid"
         )
-    diff = float(np.abs(image.affine_in("RAS") - label.affine_in("RAS")).max())
+    diff = float(np.abs(a_img - a_lab).max())
     if diff > atol:
         raise GeometryError(
-            f"{label_name}: affine differs from {image_name} by up to {diff:.4g} mm (tolerance {atol})"
+            f"label {label_name} affine differs from image {image_name} by up to {diff:.4g} mm "
+            f"(tolerance {atol} mm); a label must lie on its image's voxel grid"
         )
+
+
+def _grid(v: Volume | tuple[tuple[int, ...], np.ndarray]) -> tuple[tuple[int, ...], np.ndarray]:
+    """Spatial shape and RAS affine of a volume, or of a ``(shape, affine)`` pair as given."""
+    if isinstance(v, Volume):
+        return tuple(int(s) for s in v.shape[:3]), np.asarray(v.affine_in("RAS"), dtype=float)
+    shape, affine = v
+    return tuple(int(s) for s in shape[:3]), np.asarray(affine, dtype=float)

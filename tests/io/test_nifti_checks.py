@@ -73,9 +73,11 @@ def test_nan_and_empty_axis_are_named(tmp_path: Path) -> None:
 def test_label_grid_must_match_image() -> None:
     image = Volume(np.zeros((4, 5, 6)), _oblique_affine())
     check_label_grid(image, Volume(np.zeros((4, 5, 6)), _oblique_affine()))
-    with pytest.raises(GeometryError, match="mask.nii.gz: shape"):
+    with pytest.raises(GeometryError, match="mask.nii.gz has shape"):
         check_label_grid(image, Volume(np.zeros((4, 5, 7)), _oblique_affine()), "ct.nii.gz", "mask.nii.gz")
     shifted = _oblique_affine()
     shifted[0, 3] += 0.5
-    with pytest.raises(GeometryError, match="affine differs from ct.nii.gz by up to 0.5 mm"):
+    with pytest.raises(
+        GeometryError, match="mask.nii.gz affine differs from image ct.nii.gz by up to 0.5 mm"
+    ):
         check_label_grid(image, Volume(np.zeros((4, 5, 6)), shifted), "ct.nii.gz", "mask.nii.gz")
