@@ -36,15 +36,11 @@ from medimg.inference.series_inputs import (
     set_aside_entries,
     split_series_ref,
 )
-from medimg.io.dicom.discover import Excluded, find_files
-from medimg.io.load import is_dicom_dir
+from medimg.io.dicom.discover import Excluded
+from medimg.io.load import is_dicom_dir, is_nifti
 from medimg.io.scan import ScanResult
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def _is_nifti(p: Path) -> bool:
-    return p.name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def case_id_from_path(p: Path) -> str:
@@ -123,7 +119,7 @@ def collect_inputs(inputs: list[str], image_column: str = "image", workers: int 
             found.add(*one_series_case(p, key, None, scans(p)))
         elif p.suffix.lower() == ".csv":
             found.add(*_manifest_inputs(p, image_column, scans))
-        elif p.is_file() and _is_nifti(p):
+        elif p.is_file() and is_nifti(p):
             found.cases.append(CaseInput(case_id_from_path(p), (p,), meta={"image": str(p)}))
         elif p.is_dir():
             found.add(*_folder_inputs(p, workers))
@@ -155,10 +151,10 @@ def collect_cases(inputs: list[str], image_column: str = "image", workers: int =
 
 def _folder_inputs(folder: Path, workers: int) -> tuple[list[CaseInput], list[SetAside]]:
     # NIfTI files at any depth, as `medimg convert` and `medimg scan` list them: a volume in a
-    # subfolder of an export is a case (or a failed case with its reason), never skipped.
-    nifti = [f for f in find_files(folder) if _is_nifti(f)]
+    # subfolder of an export is a case (or a failed case with its reason), never skipped. The
+    # DICOM scan's walk of the tree found them.
+    series, set_aside, nifti = folder_series_cases(folder, workers)
     cases = [CaseInput(case_id_from_path(f), (f,), meta={"image": str(f)}) for f in nifti]
-    series, set_aside = folder_series_cases(folder, workers)
     if not cases and not series and not set_aside:
         raise DataError(f"{folder}: no NIfTI files or DICOM series inside")
     return cases + series, set_aside

@@ -107,11 +107,12 @@ def scan_series(folder: Path, workers: int = 1) -> ScanResult:
     return scan(folder, workers=workers, nifti=False)
 
 
-def folder_series_cases(folder: Path, workers: int = 1) -> tuple[list[CaseInput], list[SetAside]]:
-    """One case per usable DICOM series under ``folder`` (any depth), and what was set aside.
+def folder_series_cases(folder: Path, workers: int = 1) -> tuple[list[CaseInput], list[SetAside], list[Path]]:
+    """One case per usable DICOM series under ``folder`` (any depth), what was set aside, and
+    the NIfTI files the same walk found (not read).
 
     Example:
-        >>> cases, set_aside = folder_series_cases(Path("export"))  # doctest: +SKIP
+        >>> cases, set_aside, nifti = folder_series_cases(Path("export"))  # doctest: +SKIP
         >>> [(s.case_id, s.status, s.reason) for s in set_aside][:1]  # doctest: +SKIP
         [('series-77de0a1b9c3d', 'set_aside', 'localizer (ImageType ORIGINAL/PRIMARY/LOCALIZER)')]
     """
@@ -119,7 +120,7 @@ def folder_series_cases(folder: Path, workers: int = 1) -> tuple[list[CaseInput]
     usable, derived = acquired_series(result)
     files = result.files
     cases = [series_case(dicom_case_id(result.keys[k]), result.keys[k], files[k]) for k in usable]
-    return cases, derived + set_aside_entries(result.excluded)
+    return cases, derived + set_aside_entries(result.excluded), result.nifti_files
 
 
 def acquired_series(result: ScanResult) -> tuple[list[str], list[SetAside]]:

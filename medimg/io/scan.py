@@ -70,12 +70,15 @@ class ScanResult:
             for every DICOM series seen (usable, set aside or non-image).
         series: ``series_key`` -> each usable DICOM series of the manifest (its headers), so
             a caller converts or predicts without reading the headers again.
+        nifti_files: the NIfTI files under the root (read and listed in the manifest only
+            when scanned with ``nifti=True``), so a caller does not walk the tree again.
     """
 
     manifest: list[dict] = field(default_factory=list)
     excluded: list[Excluded] = field(default_factory=list)
     keys: dict[str, dict[str, str]] = field(default_factory=dict)
     series: dict[str, Series] = field(default_factory=dict)
+    nifti_files: list[Path] = field(default_factory=list)
 
     @property
     def files(self) -> dict[str, tuple[Path, ...]]:
@@ -207,7 +210,7 @@ def scan(
     nifti_paths = [p for p in files if is_nifti(p)]
     headers, excluded = read_headers([p for p in files if not is_nifti(p)], workers)
     series = [classify(s) for s in group_series(headers)]
-    result = ScanResult(excluded=list(excluded))
+    result = ScanResult(excluded=list(excluded), nifti_files=nifti_paths)
     _set_aside_non_images(result)
     for p in nifti_paths if nifti else []:
         try:
