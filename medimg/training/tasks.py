@@ -20,7 +20,9 @@ from monai.networks.utils import one_hot
 from medimg.config.load import parse_workflow
 from medimg.config.schema import Workflow
 from medimg.data.planner import plan_sw_batch, window_roi
+from medimg.errors import ConfigError
 from medimg.models.networks import build_model
+from medimg.tasks import get_task
 from medimg.training.optim import make_optimizer, warmup_cosine
 
 
@@ -209,6 +211,39 @@ class ClassificationTask(_Task):
         )
 
 
+LIGHTNING_TASKS: dict[str, type[_Task]] = {}
+
+
+def register_lightning_task(name: str, module: type[_Task]) -> type[_Task]:
+    """Train the task registered as ``name`` (:mod:`medimg.tasks`) with ``module``; once per name.
+
+    Example:
+        >>> register_lightning_task("segmentation", SegmentationTask)
+        Traceback (most recent call last):
+        ...
+        medimg.errors.ConfigError: task 'segmentation' already has a Lightning module (SegmentationTask)
+    """
+    get_task(name)  # a known task
+    if name in LIGHTNING_TASKS:
+        raise ConfigError(f"task {name!r} already has a Lightning module ({LIGHTNING_TASKS[name].__name__})")
+    LIGHTNING_TASKS[name] = module
+    return module
+
+
 def task_class(task: str) -> type[_Task]:
-    """The Lightning module class for ``workflow.task``."""
-    return SegmentationTask if task == "segmentation" else ClassificationTask
+    """The Lightning module class for ``workflow.task``.
+
+    Example:
+        >>> task_class("classification").__name__
+        'ClassificationTask'
+    """
+    if get_task(task).name not in LIGHTNING_TASKS:
+        raise ConfigError(
+            f"task {task!r} has no Lightning module; register one with "
+            "medimg.training.tasks.register_lightning_task"
+        )
+    return LIGHTNING_TASKS[task]
+
+
+register_lightning_task("segmentation", SegmentationTask)
+register_lightning_task("classification", ClassificationTask)
