@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medimg.config.duration import parse_duration
 from medimg.config.weights import FinetuneSpec, PretrainedSpec
 
 Triple = tuple[float, float, float]
@@ -100,9 +101,16 @@ class DataConfig(Strict):
 
 
 class IntensityConfig(Strict):
-    mode: Literal["zscore", "ct_window", "minmax", "none"] = "zscore"
-    window: tuple[float, float] = Field((-1000.0, 1000.0), description="HU range for ct_window")
+    mode: Literal["zscore", "ct_window", "clip_zscore", "minmax", "none"] = "zscore"
+    window: tuple[float, float] = Field(
+        (-1000.0, 1000.0), description="HU range for ct_window; clip range for clip_zscore"
+    )
     nonzero: bool = Field(False, description="z-score over non-zero voxels only (brain MRI)")
+    stats: tuple[float, float] | None = Field(
+        None,
+        description="clip_zscore: (mean, std) of the dataset's foreground intensities (nnU-Net's CT "
+        "normalisation); None: each case's own mean and std after clipping",
+    )
 
 
 class CacheConfig(Strict):
@@ -177,7 +185,12 @@ class OptimConfig(Strict):
 
 
 class TrainerConfig(Strict):
-    max_epochs: int = Field(20, ge=1)
+    max_epochs: int = Field(20, ge=1, description="epochs to train (unless max_time is set)")
+    max_time: str | None = Field(
+        None,
+        description="wall-clock training budget, e.g. 90s, 20m, 8h, 1d: training stops at it and the "
+        "learning-rate schedule and validation cadence are fitted to it (max_epochs is then not used)",
+    )
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = "auto"
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
@@ -197,6 +210,13 @@ class TrainerConfig(Strict):
         ),
     )
     gradient_clip: float | None = Field(None, gt=0)
+
+    @field_validator("max_time")
+    @classmethod
+    def _check_max_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)  # a ValueError names the expected form
+        return value
 
 
 class InferenceConfig(Strict):

@@ -51,6 +51,8 @@ def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bo
                 keys="image", a_min=ic.window[0], a_max=ic.window[1], b_min=0.0, b_max=1.0, clip=True
             )
         )
+    elif ic.mode == "clip_zscore":
+        ts += clip_zscore(ic.window, ic.stats)
     elif ic.mode == "minmax":
         ts.append(T.ScaleIntensityd(keys="image"))
     if pp.crop_foreground:
@@ -60,6 +62,30 @@ def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bo
     if with_label and wf.augmentation.patch_size is not None:
         ts.append(T.SpatialPadd(keys=keys, spatial_size=wf.augmentation.patch_size))
     return ts
+
+
+def clip_zscore(window: tuple[float, float], stats: tuple[float, float] | None) -> list[Any]:
+    """Clip to ``window``, then z-score with the dataset's ``stats`` (mean, std) or each case's own.
+
+    With ``stats`` it is one linear map with clipping (nnU-Net's CT normalisation).
+
+    Example:
+        >>> [type(t).__name__ for t in clip_zscore((-100.0, 300.0), (50.0, 100.0))]
+        ['ScaleIntensityRanged']
+    """
+    lo, hi = window
+    if stats is None:
+        return [
+            T.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=lo, b_max=hi, clip=True),
+            T.NormalizeIntensityd(keys="image", channel_wise=True),
+        ]
+    mean, std = stats
+    std = std if std > 0 else 1.0
+    return [
+        T.ScaleIntensityRanged(
+            keys="image", a_min=lo, a_max=hi, b_min=(lo - mean) / std, b_max=(hi - mean) / std, clip=True
+        )
+    ]
 
 
 def random_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bool) -> list[Any]:

@@ -26,7 +26,32 @@ def make_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optim
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.99, nesterov=True)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str = "cosine", min_lr_ratio: float = 0.01):
+class WarmupCosine:
+    """The factor :func:`warmup_cosine` returns; ``total_steps`` may be reset while training.
+
+    A time budget (``trainer.max_time``) resets ``total_steps`` from the measured step time so the
+    schedule ends with the budget (:mod:`medimg.training.budget`). ``LambdaLR`` saves an object's
+    attributes with the checkpoint, so a resumed run keeps the schedule it had.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float) -> None:
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps = int(warmup_steps)
+        self.schedule = schedule
+        self.min_lr_ratio = float(min_lr_ratio)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        t = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def warmup_cosine(
+    total_steps: int, warmup_steps: int, schedule: str = "cosine", min_lr_ratio: float = 0.01
+) -> WarmupCosine:
     """A ``LambdaLR`` factor: linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant).
 
     The one learning-rate schedule of medimg (``optim.warmup_epochs``, ``optim.scheduler``); a
@@ -37,14 +62,4 @@ def warmup_cosine(total_steps: int, warmup_steps: int, schedule: str = "cosine",
         >>> round(f(0), 2), round(f(10), 2), round(f(100), 2)
         (0.1, 1.0, 0.01)
     """
-    total_steps = max(1, total_steps)
-
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return factor
+    return WarmupCosine(total_steps, warmup_steps, schedule, min_lr_ratio)

@@ -62,6 +62,7 @@ def make_trainer(
     from medimg.training.checkpointing import AtomicCheckpointIO
 
     t = wf.trainer
+    budget = budget_callbacks(t)
     precision: Any = t.precision
     if precision == "auto":
         gpu = torch.cuda.is_available() and t.accelerator not in ("cpu",)
@@ -86,7 +87,8 @@ def make_trainer(
         enable_version_counter=False,
     )
     trainer = pl.Trainer(
-        max_epochs=t.max_epochs,
+        max_epochs=-1 if budget else t.max_epochs,  # a time budget replaces the epoch count
+        max_time={"seconds": budget[0].budget_s} if budget else None,
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
@@ -97,7 +99,7 @@ def make_trainer(
         check_val_every_n_epoch=t.val_every_n_epochs,
         gradient_clip_val=t.gradient_clip,
         limit_train_batches=t.limit_train_batches,
-        callbacks=[ckpt, last, LearningRateMonitor("epoch"), *extra_callbacks],
+        callbacks=[ckpt, last, LearningRateMonitor("epoch"), *budget, *extra_callbacks],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=1,
         enable_model_summary=False,
@@ -109,3 +111,13 @@ def make_trainer(
         use_distributed_sampler=ddp_world_size(wf) == 1,
     )
     return trainer, ckpt
+
+
+def budget_callbacks(t: Any) -> list[Any]:
+    """``[TimeBudget]`` when ``trainer.max_time`` is set (see :mod:`medimg.training.budget`), else ``[]``."""
+    if t.max_time is None:
+        return []
+    from medimg.config.duration import parse_duration
+    from medimg.training.budget import TimeBudget
+
+    return [TimeBudget(parse_duration(t.max_time), min_val_every=t.val_every_n_epochs)]

@@ -1,0 +1,169 @@
+"""A wall-clock training budget (``trainer.max_time``) that the schedule and validation fit into.
+
+Lightning's ``Trainer(max_time=...)`` stops training when the budget is spent, but the
+learning-rate schedule was sized in epochs, so a run cut by time ends mid-schedule (at a high
+learning rate) and a run with time to spare ends its schedule early. :class:`TimeBudget`
+closes that gap by measuring:
+
+1. After ``probe_steps`` optimiser steps, and again after every later step, it computes the
+   seconds per training step (wall time since training started, less the time spent in
+   validation, over the steps taken) and the seconds per validation (mean of those run).
+2. Validation cadence: every ``n`` epochs, the smallest ``n`` (at least
+   ``trainer.val_every_n_epochs``) for which validation costs at most ``val_share`` of the
+   training time.
+3. Schedule length: ``total_steps`` of the warm-up/cosine factor
+   (:class:`medimg.training.optim.WarmupCosine`) becomes the steps taken plus the steps that
+   fit into the time left, after a reserve for one last validation and ``reserve`` of the
+   budget (checkpoint writes), at the measured cost of a step plus its share of validation.
+4. When the step count reaches ``total_steps`` the schedule is complete (learning rate at its
+   minimum): it asks for a last validation and stops. Lightning's ``Timer`` (from
+   ``max_time``) stays as the hard limit.
+
+Resume keeps the remaining budget: Lightning's ``Timer`` saves the elapsed training time in
+every checkpoint and counts on from it, and the schedule's ``total_steps`` is saved with the
+learning-rate scheduler. The time between the last checkpoint and a kill is not counted (it is
+lost work, redone after the resume).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback, Timer
+
+from medimg.training.optim import WarmupCosine
+
+log = logging.getLogger(__name__)
+
+
+class TimeBudget(Callback):
+    """Fit the learning-rate schedule and validation cadence to ``budget_s`` seconds of training.
+
+    Args:
+        budget_s: the budget (``trainer.max_time`` in seconds); the trainer must have the same
+            ``max_time`` (its ``Timer`` measures the elapsed time, resume included).
+        min_val_every: validation at most this often (``trainer.val_every_n_epochs``).
+        probe_steps: steps measured before the first estimate.
+        val_share: largest share of the training time validation may take.
+        reserve: share of the budget kept free for checkpoint writes at the end.
+
+    Example:
+        >>> cb = TimeBudget(1200.0)
+        >>> pl.Trainer(max_time={"seconds": 1200}, callbacks=[cb])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        budget_s: float,
+        min_val_every: int = 1,
+        probe_steps: int = 3,
+        val_share: float = 0.1,
+        reserve: float = 0.02,
+    ) -> None:
+        self.budget_s = float(budget_s)
+        self.min_val_every = max(1, int(min_val_every))
+        self.probe_steps = max(1, int(probe_steps))
+        self.val_share = float(val_share)
+        self.reserve = float(reserve)
+        self.total_steps: int | None = None
+        self.step_s: float | None = None
+        self.val_every = self.min_val_every
+        self._start = 0.0
+        self._start_step = 0
+        self._val_started: float | None = None
+        self._val_times: list[float] = []
+
+    def _timer(self, trainer: Any) -> Timer:
+        for cb in trainer.callbacks:
+            if isinstance(cb, Timer):
+                return cb
+        raise RuntimeError(
+            "TimeBudget needs the trainer's max_time (Lightning's Timer) to measure the budget"
+        )
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._start, self._start_step = time.monotonic(), trainer.global_step
+        remaining = self._timer(trainer).time_remaining()
+        log.info(
+            "time budget %.0f s, %.0f s left at step %d", self.budget_s, remaining or 0, trainer.global_step
+        )
+        _log_metrics(trainer, {"budget_s": self.budget_s, "budget_remaining_s": float(remaining or 0.0)})
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self._val_started = time.monotonic()
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._val_started is not None:
+            self._val_times.append(time.monotonic() - self._val_started)
+            self._val_started = None
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        steps = trainer.global_step - self._start_step
+        if steps < self.probe_steps:
+            return
+        self._replan(trainer, steps)
+        if self.total_steps is not None and trainer.global_step >= self.total_steps:
+            trainer.check_val_every_n_epoch = 1  # validate the final weights, then stop
+            trainer.should_stop = True
+
+    def _replan(self, trainer: Any, steps: int) -> None:
+        """Re-estimate the step cost, the validation cadence and the schedule's length."""
+        now = time.monotonic()
+        val_total = sum(self._val_times)
+        self.step_s = max(1e-6, (now - self._start - val_total) / steps)
+        val_each = val_total / len(self._val_times) if self._val_times else 0.0
+        per_epoch = max(1, _steps_per_epoch(trainer))
+        if val_each > 0:
+            self.val_every = max(
+                self.min_val_every, math.ceil(val_each / (self.val_share * per_epoch * self.step_s))
+            )
+            trainer.check_val_every_n_epoch = self.val_every
+        cost = self.step_s + val_each / (per_epoch * self.val_every)
+        left = (self._timer(trainer).time_remaining() or 0.0) - val_each - self.reserve * self.budget_s
+        total = trainer.global_step + max(0, int(left / cost))
+        total = int(trainer.strategy.broadcast(total, src=0))  # every rank stops at the same step
+        self.total_steps = total
+        for factor in _schedule_factors(trainer):
+            factor.total_steps = max(1, total)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        elapsed = self._timer(trainer).time_elapsed()
+        metrics = {"budget_elapsed_s": float(elapsed), "budget_val_every_n_epochs": float(self.val_every)}
+        if self.total_steps is not None:
+            metrics["budget_schedule_steps"] = float(self.total_steps)
+        if self.step_s is not None:
+            metrics["budget_step_s"] = float(self.step_s)
+        log.info(
+            "time budget: trained %.1f s of %.0f s; schedule %s steps (at step %d); validation every %d epoch(s)",
+            elapsed, self.budget_s, self.total_steps, trainer.global_step, self.val_every,
+        )  # fmt: skip
+        _log_metrics(trainer, metrics)
+
+
+def _steps_per_epoch(trainer: Any) -> int:
+    """Optimiser steps per epoch (training batches over gradient accumulation)."""
+    batches = trainer.num_training_batches
+    if not isinstance(batches, int | float) or math.isinf(batches):
+        return 1
+    return max(1, int(batches) // max(1, int(trainer.accumulate_grad_batches)))
+
+
+def _schedule_factors(trainer: Any) -> list[WarmupCosine]:
+    """Every warm-up/cosine factor of the trainer's ``LambdaLR`` schedulers."""
+    factors = []
+    for config in trainer.lr_scheduler_configs:
+        for fn in getattr(config.scheduler, "lr_lambdas", []):
+            if isinstance(fn, WarmupCosine):
+                factors.append(fn)
+    return factors
+
+
+def _log_metrics(trainer: Any, metrics: dict[str, float]) -> None:
+    """Log to the run's logger (MLflow) from rank zero, at the current step."""
+    if trainer.logger is not None and trainer.is_global_zero:
+        trainer.logger.log_metrics(metrics, step=trainer.global_step)
