@@ -17,6 +17,7 @@ import pandas as pd
 from medimg.config.schema import Workflow
 from medimg.errors import ConfigError, DataError, MedimgError
 from medimg.io.volume import Volume
+from medimg.tasks import get_task
 
 MAX_LISTED = 20
 
@@ -47,7 +48,8 @@ def check_ranges(wf: Workflow) -> None:
     if negative:
         problems.append(f"data.labels: value(s) {negative} are negative; label values are 0, 1, 2, ...")
     values = sorted(int(k) for k in wf.data.labels)
-    if wf.task == "segmentation" and values and not negative and values != list(range(len(values))):
+    one_channel_per_label = get_task(wf.task).channels == "labels"
+    if one_channel_per_label and values and not negative and values != list(range(len(values))):
         problems.append(
             f"data.labels values {values}: expected 0 (background) to {len(values) - 1} with no gap; "
             "the network has one output channel per label"
@@ -92,7 +94,7 @@ def _check_case(wf: Workflow, row: Any) -> None:
 
     image_path = str(row.image)
     image = _read(wf, image_path, wf.data.channels)
-    if wf.task != "segmentation":
+    if get_task(wf.task).target != "mask":  # a class needs no file
         return
     label_path = str(row.target)
     label = _read(wf, label_path)

@@ -12,6 +12,7 @@ from monai.data.utils import list_data_collate
 
 from medimg.config.schema import Workflow
 from medimg.data.transforms import eval_transforms, train_transforms
+from medimg.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,9 @@ def case_dicts(df: pd.DataFrame, task: str) -> list[dict[str, Any]]:
         dict_keys(['image', 'label', 'case_key'])
     """
     out = []
+    mask = get_task(task).target == "mask"
     for row in df.itertuples():
-        label: Any = row.target if task == "segmentation" else int(row.target)
+        label: Any = row.target if mask else int(row.target)
         out.append({"image": row.image, "label": label, "case_key": row.case_key})
     return out
 

@@ -19,6 +19,7 @@ from medimg.config.schema import DataConfig
 from medimg.errors import DataError, GeometryError
 from medimg.io.csvsafe import read_csv_unescaped
 from medimg.io.load import check_label_grid, split_series_path
+from medimg.tasks import get_task
 
 REQUIRED = ("case_key", "patient_key", "image")
 
@@ -82,7 +83,7 @@ def read_manifest(cfg: DataConfig, task: str) -> pd.DataFrame:
     df = df.copy()
     df["image"] = [_resolve(root, v) for v in df["image"]]
     df["patient_key"] = df["patient_key"].astype(str)
-    if task == "segmentation":
+    if get_task(task).target == "mask":  # a label image, its path resolved like the image's
         df["target"] = [_resolve(root, v) for v in df[cfg.label_column]]
     else:
         df["target"] = _class_targets(df, path, cfg)
@@ -164,14 +165,15 @@ def _header_geometry(path: str, affine_policy: str = "refuse") -> tuple[tuple[in
 def _check_files(
     df: pd.DataFrame, manifest: Path, task: str, check_geometry: bool, affine_policy: str = "refuse"
 ) -> None:
-    cols = ["image", "target"] if task == "segmentation" else ["image"]
+    mask = get_task(task).target == "mask"
+    cols = ["image", "target"] if mask else ["image"]
     for row in df.itertuples():
         for col in cols:
             p, _key = split_series_path(getattr(row, col))  # a scan manifest's folder#series_key
             if not p.exists():
                 what = "label" if col == "target" else col
                 raise DataError(f"{manifest}: case {row.case_key!r}: {what} file not found: {p}")
-        if task == "segmentation" and check_geometry and not split_series_path(row.image)[0].is_dir():
+        if mask and check_geometry and not split_series_path(row.image)[0].is_dir():
             try:
                 image = _header_geometry(row.image, affine_policy)
                 label = _header_geometry(row.target, affine_policy)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medimg.tasks import get_task
+
 if TYPE_CHECKING:
     from medimg.config.schema import Workflow
 
@@ -317,7 +319,7 @@ def plan_run(
     """
     machine = machine or Machine.detect(wf.preprocessing.cache.dir or wf.outputs.dir)
     pp, aug = wf.preprocessing, wf.augmentation
-    seg = wf.task == "segmentation"
+    seg = get_task(wf.task).dense
     case_voxels = _largest_case_voxels(wf, items)
     per_case = aug.samples_per_volume if seg and aug.patch_size else 1
     # what one batch item holds: a patch, or the whole (resized) volume
@@ -407,13 +409,13 @@ def resolve_cache_mode(
     if not items:
         return "memory", "cache: no cases -> memory"
     machine = machine or Machine.detect(wf.preprocessing.cache.dir or wf.outputs.dir)
-    seg = wf.task == "segmentation"
+    seg = get_task(wf.task).dense
     return choose_cache_mode(len(items), _largest_case_voxels(wf, items), machine, 1, seg)
 
 
 def _largest_case_voxels(wf: Any, items: list[dict[str, Any]]) -> int:
     """Voxels of the largest of three sampled cases after the workflow's preprocessing."""
     pp = wf.preprocessing
-    size = None if wf.task == "segmentation" else pp.spatial_size
+    size = None if get_task(wf.task).dense else pp.spatial_size
     images = _sample([str(it["image"]) for it in items])
     return max((preprocessed_voxels(p, pp.spacing, size) for p in images), default=1)

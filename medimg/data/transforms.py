@@ -13,6 +13,7 @@ from monai import transforms as T
 
 from medimg.config.schema import Workflow
 from medimg.data.loading import CheckLabelValuesd, LoadStrictd
+from medimg.tasks import get_task
 
 
 def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bool) -> list[Any]:
@@ -166,7 +167,7 @@ FG_INDICES, BG_INDICES = "label_fg_indices", "label_bg_indices"
 
 def train_transforms(wf: Workflow) -> T.Compose:
     """The full training pipeline (deterministic half first, then random half)."""
-    seg = wf.task == "segmentation"
+    seg = get_task(wf.task).dense
     keys = ("image", "label") if seg else ("image",)
     return T.Compose(
         deterministic_transforms(wf, keys, seg)
@@ -177,7 +178,7 @@ def train_transforms(wf: Workflow) -> T.Compose:
 
 def eval_transforms(wf: Workflow, with_label: bool = True) -> T.Compose:
     """Deterministic pipeline for validation and prediction (no patches, no augmentation)."""
-    seg = wf.task == "segmentation" and with_label
+    seg = get_task(wf.task).dense and with_label
     keys = ("image", "label") if seg else ("image",)
     ts = deterministic_transforms(wf, keys, seg)
     if not seg:

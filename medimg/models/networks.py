@@ -18,17 +18,18 @@ import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from medimg.errors import ConfigError
 from medimg.models.registry import Registry
+from medimg.tasks import get_task
 
 if TYPE_CHECKING:
     from medimg.config.schema import Workflow
 
-Task = Literal["segmentation", "classification"]
+Task = str  # a task name registered in medimg.tasks (``"segmentation"``, ``"classification"``)
 
 _BUILTIN_MODULES = (
     "medimg.models.segmentation_nets",
@@ -44,7 +45,7 @@ class NetworkInfo:
 
     Attributes:
         name: Registry name (``"unet"``).
-        task: ``"segmentation"`` or ``"classification"``.
+        task: The task it is built for, a name registered in :mod:`medimg.tasks`.
         build: ``build(spatial_dims, in_channels, out_channels, **params) -> nn.Module``.
         defaults: Every accepted parameter with medimg's default value.
         head: Module paths (no trailing dot) that form the task head, the layers whose shape
@@ -88,6 +89,7 @@ def register_network(
 
     def _register(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _load_builtins()
+        get_task(task)  # a known task, or ConfigError naming the known ones
         info = NetworkInfo(name, task, build, dict(defaults or {}), tuple(head), encoder, description)
         NETWORKS.register(name, info, task=task)
         return build
@@ -130,11 +132,16 @@ def available_networks(task: Task | None = None) -> list[str]:
         True
     """
     _load_builtins()
-    return [n for n in NETWORKS.names() if task is None or NETWORKS.get(n).task == task]
+    if task is None:
+        return NETWORKS.names()
+    by_task: dict[str, list[str]] = {}
+    for n in NETWORKS.names():
+        by_task.setdefault(NETWORKS.get(n).task, []).append(n)
+    return by_task.get(task, [])
 
 
 def network_task(name: str) -> Task:
-    """Return ``"segmentation"`` or ``"classification"`` for a registered network.
+    """Return the task (``"segmentation"``, ``"classification"``, ...) a registered network is for.
 
     Example:
         >>> network_task("densenet121")
@@ -219,7 +226,7 @@ def build_model(wf: Workflow) -> nn.Module:
         >>> build_model(wf).out_channels
         2
     """
-    out = len(wf.data.labels) if wf.task == "segmentation" else wf.data.num_classes
+    out = get_task(wf.task).out_channels(wf.data.labels, wf.data.num_classes)
     return build_network(
         wf.model.name, spatial_dims=3, in_channels=wf.data.channels, out_channels=out, **wf.model.params
     )
