@@ -25,10 +25,28 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "With --pacs, cases come from a DICOMweb query (QIDO-RS), are retrieved (WADO-RS) and the SEG and "
         "SR are stored back (STOW-RS); credentials come from MEDIMG_PACS_USER/MEDIMG_PACS_PASSWORD or "
         "MEDIMG_PACS_TOKEN, never from the command line. Exit code 0 when no case failed (objects set aside "
-        "are not failures), 1 when some cases failed (the summary line gives the counts).",
-        epilog="example: medimg predict runs/quickstart_seg/model scans/ --out predictions/",
+        "are not failures), 1 when some cases failed (the summary line gives the counts). "
+        "An ensemble averages the class probabilities of several models: repeat --model (then every "
+        "positional argument is an input), or give the output folder or parent MLflow run of a "
+        "`medimg run --folds k` study; ensemble.json, the DICOM SEG and SR name every member.",
+        epilog="example: medimg predict runs/quickstart_seg/model scans/ --out predictions/ ; "
+        "an ensemble: medimg predict --model runs/cv/fold0_seed0/model --model runs/cv/fold1_seed0/model "
+        "scans/ --out predictions/",
     )
-    p.add_argument("model", help="model folder (workflow.yaml + model.safetensors), MLflow run id, or .ckpt")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="model folder (workflow.yaml + model.safetensors), MLflow run id, .ckpt, or a --folds study "
+        "(its output folder or parent run: an ensemble of its members)",
+    )
+    p.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a member of an ensemble (repeatable); with it, every positional argument is an input",
+    )
     p.add_argument(
         "inputs",
         nargs="*",
@@ -80,11 +98,17 @@ def _pacs_options(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from medimg.errors import ConfigError
     from medimg.inference.predict_cohort import predict_cohort
 
+    models, inputs = args.models, list(args.inputs)
+    if models and args.model:
+        inputs.insert(0, args.model)
+    if not models and not args.model:
+        raise ConfigError("give a MODEL (or --model, repeatable, for an ensemble)")
     document, lines, code = predict_cohort(
-        args.model,
-        args.inputs,
+        models or args.model,
+        inputs,
         args.out,
         tracking_uri=args.tracking_uri,
         tta=args.tta,

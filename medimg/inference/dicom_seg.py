@@ -41,9 +41,11 @@ class AlgorithmInfo:
     version: str
     weights_sha256: str
     manufacturer: str = "medimg"
+    members: tuple[str, ...] = ()  # an ensemble: every member's weights sha256
 
     def parameters(self) -> dict[str, str]:
-        return {"weights_sha256": self.weights_sha256}
+        members = {f"member{i}_weights_sha256": sha for i, sha in enumerate(self.members, start=1)}
+        return {"weights_sha256": self.weights_sha256, **members}
 
     @property
     def software_versions(self) -> str:

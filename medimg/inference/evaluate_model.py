@@ -59,27 +59,33 @@ def evaluate_model(
 ) -> tuple[dict[str, Any], list[str], int]:
     """Score ``model`` on the labelled cases of a manifest; write and log the evaluation.
 
+    ``model`` may be the output folder or the parent MLflow run of a ``--folds`` study: its members
+    are scored as an ensemble (:mod:`medimg.inference.ensemble`) on the test split they share, and
+    the evaluation is logged to the parent run with every member named.
+
     Returns the result document, its text lines and the exit code (1 when some cases could not be scored).
     """
     import mlflow
 
     from medimg.evaluation.report import evaluate_study
-    from medimg.inference.model_io import load_trained
-    from medimg.inference.predictor import Predictor
+    from medimg.inference.ensemble import load_ensemble, make_predictor
     from medimg.inference.score import score_cases
 
-    tm = load_trained(model, tracking_uri=tracking_uri)
-    wf = tm.workflow
-    run_id, uri, out_root = run_info(model, tracking_uri)
-    run_id = run_id or tm.run_id
+    tm = load_ensemble([model], tracking_uri=tracking_uri)
+    wf, several = tm.workflow, len(tm.members) > 1
+    run_id, uri, out_root = run_info(tm.members[0].source if several else model, tracking_uri)
+    run_id = run_id or tm.members[0].run_id
     uri = uri or (mlflow.get_tracking_uri() if run_id else None)
     if manifest is None:
         manifest = _default_manifest(out_root, run_id, uri)
     df = _select_cases(wf, manifest, split, by)
-    per_case = score_cases(Predictor(tm.model, wf), df)
+    per_case = score_cases(make_predictor(tm), df)
     compared = _compared_scores(compare, df, tracking_uri) if compare else None
+    if several:  # the ensemble's own folder and run: the study's, not its first member's
+        out_root = Path(model) if Path(model).is_dir() else None
+        run_id = tm.parent_run_id or _parent_run(run_id, uri)
     out = Path(out) if out else (out_root or Path("runs") / wf.name) / "evaluation"
-    history = metric_history(run_id, uri) if run_id and uri else None
+    history = metric_history(run_id, uri) if run_id and uri and not several else None
     ok = per_case[per_case["error"].isna()] if "error" in per_case else per_case
     res = evaluate_study(
         ok,
@@ -95,7 +101,41 @@ def evaluate_model(
     if run_id and uri and log:
         log_evaluation(mlflow.MlflowClient(uri), run_id, res)
     document, lines = _summary(res, ok, per_case)
+    if several:
+        document["ensemble"] = _log_members(tm, out, run_id if log else None, uri)
+        lines.append(f"ensemble of {len(tm.members)} models: {out / 'ensemble.json'}")
     return document, lines, 1 if len(ok) < len(per_case) else 0
+
+
+def _parent_run(run_id: str | None, uri: str | None) -> str | None:
+    """The parent run of ``run_id`` (a ``--folds`` child), or None."""
+    import mlflow
+
+    if not run_id or not uri:
+        return None
+    return mlflow.MlflowClient(uri).get_run(run_id).data.tags.get("mlflow.parentRunId")
+
+
+def _log_members(ens: Any, out: Path, run_id: str | None, uri: str | None) -> list[dict[str, Any]]:
+    """``ensemble.json`` (every member's source, run, weights hash) in ``out``; logged and tagged in the run."""
+    import json
+
+    import mlflow
+
+    from medimg.io.atomic import atomic_write_text
+
+    members = ens.records()
+    doc = {"weights_sha256": ens.weights_sha256, "parent_run_id": run_id, "members": members}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "ensemble.json", json.dumps(doc, indent=2) + "\n")
+    if run_id and uri:
+        client = mlflow.MlflowClient(uri)
+        client.log_artifact(run_id, str(out / "ensemble.json"), "evaluation")
+        client.set_tag(
+            run_id, "medimg.ensemble_members", ",".join(m["run_id"] or m["source"] for m in members)
+        )
+        client.set_tag(run_id, "medimg.ensemble_weights_sha256", ens.weights_sha256)
+    return members
 
 
 def _default_manifest(out_root: Path | None, run_id: str | None, uri: str | None) -> str:
@@ -142,7 +182,7 @@ def _compared_scores(compare: str, df: Any, tracking_uri: str | None):
     if compare.endswith(".csv"):
         return read_csv_unescaped(compare)
     other = load_trained(compare, tracking_uri=tracking_uri)
-    return score_cases(Predictor(other.model, other.workflow), df)
+    return score_cases(Predictor(other.model, other.workflow, postprocessing=other.postprocessing), df)
 
 
 def _summary(res: Any, ok: Any, per_case: Any) -> tuple[dict[str, Any], list[str]]:

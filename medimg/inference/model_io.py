@@ -22,6 +22,7 @@ from medimg.config.load import parse_workflow, workflow_to_yaml
 from medimg.config.schema import Workflow
 from medimg.config.yaml_strict import load_yaml_file, load_yaml_text
 from medimg.errors import ConfigError, MedimgError, WeightsError
+from medimg.inference.postprocess import POSTPROCESS_FILE, Postprocessing, read_postprocessing
 from medimg.io.atomic import atomic_write, atomic_write_text
 from medimg.models.download import sha256_of as sha256_file  # one streamed file hash for medimg
 from medimg.models.record import WEIGHTS_FILE, Expected, read_record, read_verified, write_record
@@ -38,6 +39,7 @@ def save_trained(net: torch.nn.Module, wf: Workflow, out_dir: str | Path) -> Pat
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / POSTPROCESS_FILE).unlink(missing_ok=True)  # chosen for earlier weights: no longer theirs
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     with atomic_write(out / MODEL_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})  # one key: a byte-stable header
@@ -55,6 +57,7 @@ class TrainedModel:
     run_id: str | None
     weights_sha256: str
     source: str
+    postprocessing: Postprocessing | None = None  # chosen on validation (postprocessing.json)
 
     @property
     def task(self) -> str:
@@ -101,7 +104,8 @@ def _from_folder(
     )
     net = build_model(wf)
     load_state_exactly(net, safetensors_from_bytes(weights, str(w_path)), str(w_path))
-    return TrainedModel(net.eval(), wf, run_id, weights_sha, source)
+    post = read_postprocessing(folder, record, shown)
+    return TrainedModel(net.eval(), wf, run_id, weights_sha, source, post)
 
 
 def _run_expected(run_id: str) -> Expected | None:

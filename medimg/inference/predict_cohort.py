@@ -44,7 +44,7 @@ def choose_writers(task: str, algo: Any, dicom: str, dicom_in: bool, store_clien
 
 
 def predict_cohort(
-    model: str,
+    model: str | Sequence[str],
     inputs: Sequence[str],
     out: str | Path,
     *,
@@ -66,22 +66,25 @@ def predict_cohort(
 ) -> tuple[dict[str, Any], list[str], int]:
     """Predict every case of ``inputs`` (and of a PACS query) into ``out``; resumable.
 
+    ``model`` is one model or several (an ensemble: their probabilities are averaged; a ``--folds``
+    study's output folder or parent run stands for all its members, see :mod:`medimg.inference.ensemble`).
+
     Returns the result document, its text lines and the exit code (1 when some cases failed).
     """
     from medimg.inference.cases import parse_shard
     from medimg.inference.cohort import run_cohort
-    from medimg.inference.model_io import load_trained
-    from medimg.inference.predictor import Predictor
+    from medimg.inference.ensemble import load_ensemble, make_predictor
 
     if not inputs and not pacs:
         from medimg.errors import ConfigError
 
         raise ConfigError("give INPUT paths or --pacs URL (nothing to predict)")
     found = _collect(inputs, workers)
-    tm = load_trained(model, tracking_uri=tracking_uri)
+    tm = load_ensemble([model] if isinstance(model, str) else list(model), tracking_uri=tracking_uri)
     wf = tm.workflow
-    _override_inference(wf, tta, overlap, sw_batch_size)
-    predictor = Predictor(tm.model, wf, device=device)
+    for member in tm.members:
+        _override_inference(member.workflow, tta, overlap, sw_batch_size)
+    predictor = make_predictor(tm, device=device)
     out_dir = Path(out)
     client, cases = None, found.cases
     if pacs:
@@ -101,7 +104,22 @@ def predict_cohort(
         shard=parse_shard(shard) if shard else None,
         set_aside=found.set_aside,
     )
-    return _summary(report, out)
+    document, lines, code = _summary(report, out)
+    if len(tm.members) > 1:
+        document["ensemble"] = _record_members(tm, out_dir)
+        lines.append(f"ensemble of {len(tm.members)} models: {out_dir / 'ensemble.json'}")
+    return document, lines, code
+
+
+def _record_members(ens: Any, out_dir: Path) -> list[dict[str, Any]]:
+    """Write ``ensemble.json`` (every member's source, run and weights hash) beside the cohort summary."""
+    from medimg.io.atomic import atomic_write_text
+
+    members = ens.records()
+    doc = {"weights_sha256": ens.weights_sha256, "parent_run_id": ens.parent_run_id, "members": members}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "ensemble.json", json.dumps(doc, indent=2) + "\n")
+    return members
 
 
 def _collect(inputs: Sequence[str], workers: int | None) -> Any:
@@ -184,8 +202,12 @@ def _algorithm_info(tm: Any) -> Any:
     """The algorithm the DICOM SEG and SR name: the workflow, medimg's version and the weights hash."""
     from medimg.inference.dicom_seg import AlgorithmInfo
 
+    members = tuple(m.weights_sha256 for m in tm.members) if len(tm.members) > 1 else ()
     return AlgorithmInfo(
-        name=tm.workflow.name, version=__import__("medimg").__version__, weights_sha256=tm.weights_sha256
+        name=tm.workflow.name + (f"-ensemble{len(members)}" if members else ""),
+        version=__import__("medimg").__version__,
+        weights_sha256=tm.weights_sha256,
+        members=members,
     )
 
 

@@ -20,6 +20,7 @@ from medimg.data.loading import raise_medimg_cause
 from medimg.data.planner import plan_sw_batch, window_roi
 from medimg.data.transforms import eval_transforms
 from medimg.errors import DataError
+from medimg.inference.postprocess import Postprocessing, voxel_volume
 from medimg.inference.resample import resample_labels
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,15 @@ class Predictor:
         True
     """
 
-    def __init__(self, net: torch.nn.Module, wf: Workflow, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        wf: Workflow,
+        device: str | torch.device | None = None,
+        postprocessing: Postprocessing | None = None,
+    ) -> None:
         self.wf = wf
+        self.postprocessing = postprocessing  # steps chosen on validation, applied to every mask
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.net = net.to(self.device).eval()
         self.transform = eval_transforms(wf, with_label=False)
@@ -168,6 +176,8 @@ class Predictor:
         if self.wf.task == "segmentation":
             pre_affine = np.asarray(img.affine, dtype=np.float64)
             pred.mask = resample_labels(probs, pre_affine, src_shape, src_affine)  # type: ignore[arg-type]
+            if self.postprocessing is not None:
+                pred.mask = self.postprocessing.apply(pred.mask, voxel_volume(src_affine))
         else:
             pred.probs = probs.float().cpu().numpy()
         pred.timings = {"network_s": t1 - t0, "resample_s": time.perf_counter() - t1}

@@ -147,7 +147,10 @@ class MedimgPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
 
         self.trained = load_trained(context.artifacts[ARTIFACT_KEY])
         self.predictor = Predictor(
-            self.trained.model, self.trained.workflow, device=os.environ.get("MEDIMG_DEVICE")
+            self.trained.model,
+            self.trained.workflow,
+            device=os.environ.get("MEDIMG_DEVICE"),
+            postprocessing=self.trained.postprocessing,
         )
 
     def predict(

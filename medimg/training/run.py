@@ -19,6 +19,7 @@ from medimg.training.stages.build import build
 from medimg.training.stages.export import export
 from medimg.training.stages.fit import fit
 from medimg.training.stages.plan import plan_study
+from medimg.training.stages.postprocess import postprocess
 from medimg.training.stages.prepare import prepare, prepare_data
 from medimg.training.stages.records import RunResult
 from medimg.training.stages.register import register
@@ -48,6 +49,6 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
         return RunResult(
             "", run.uri, data.out, {}, pd.DataFrame(), data.out / "model", time.perf_counter() - t0
         )
-    exported = export(plan.wf, data, run, fitted)
+    exported = postprocess(plan.wf, data, run, export(plan.wf, data, run, fitted))
     scores = score(plan.wf, data, run, exported)
     return register(plan.wf, data, run, exported, scores, t0)

@@ -86,6 +86,7 @@ class ExportedModel:
     net: Any  # the network with the best weights, in the default memory layout
     model_dir: Path
     weights_sha256: str
+    postprocessing: Any = None  # medimg.inference.postprocess.Postprocessing chosen on validation
 
 
 @dataclass

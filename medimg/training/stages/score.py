@@ -30,7 +30,8 @@ def score(wf: Workflow, data: PreparedData, run: TrackedRun, exported: ExportedM
     metrics: dict[str, float] = {}
     if len(test):
         seg = wf.task == "segmentation"
-        predictor = Predictor(exported.net, wf, device="cpu" if wf.trainer.accelerator == "cpu" else None)
+        device = "cpu" if wf.trainer.accelerator == "cpu" else None
+        predictor = Predictor(exported.net, wf, device=device, postprocessing=exported.postprocessing)
         per_case = score_cases(predictor, test, masks_dir=out / "test_predictions" if seg else None)
         atomic_write_text(
             out / "test_per_case.csv", escape_frame(per_case, ("image", "target")).to_csv(index=False)
