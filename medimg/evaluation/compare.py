@@ -27,6 +27,7 @@ from medimg.errors import DataError
 from medimg.evaluation.bootstrap import bootstrap_mean_replicates, bootstrap_replicates, percentile_interval
 from medimg.evaluation.cls_metrics import auroc, classification_metrics, probabilities_from_frame
 from medimg.evaluation.seg_metrics import HIGHER_IS_BETTER
+from medimg.tasks import get_task
 
 CLS_COMPARED: dict[str, bool] = {
     "auroc": True,
@@ -172,12 +173,10 @@ def paired_comparison(
         raise DataError(f"run per-case table has no '{patient_key}' column; the bootstrap resamples patients")
     patients = merged[patient_key].to_numpy() if patient_key else merged[case_key].to_numpy()
     out: dict[str, Any] = {**counts, "n_patients": len(pd.unique(patients)), "metrics": {}}
-    if task == "segmentation":
+    if get_task(task).target == "mask":
         out["metrics"] = _compare_segmentation(run, merged, patients, n_boot, seed, level)
-        return out
-    if task != "classification":
-        raise DataError(f"task must be 'segmentation' or 'classification'; got '{task}'")
-    out["metrics"] = _compare_classification(merged, patients, n_boot, seed, level)
+    else:
+        out["metrics"] = _compare_classification(merged, patients, n_boot, seed, level)
     return out
 
 

@@ -38,6 +38,7 @@ from medimg.evaluation.summary import (
 from medimg.evaluation.undefined import annotate, per_case_notes
 from medimg.io.atomic import atomic_write_text
 from medimg.io.csvsafe import escape_frame
+from medimg.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,7 @@ class _Study:
 
     def checked_frame(self, per_case: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         """The per-case table without identifying columns (and their names), checked before any write."""
-        if self.task not in ("segmentation", "classification"):
-            raise DataError(f"task must be 'segmentation' or 'classification'; got '{self.task}'")
+        get_task(self.task)  # a registered task, or ConfigError naming the known ones
         if per_case.empty:
             raise DataError("per-case table is empty; nothing to evaluate")
         for key in self.keys:
@@ -188,12 +188,11 @@ class _Study:
             "seed": self.seed,
             "level": self.level,
         }
-        body = (segmentation_summary if self.task == "segmentation" else classification_summary)(
-            frame, **opts
-        )
+        masks = get_task(self.task).target == "mask"  # scored by overlap, else by discrimination
+        body = (segmentation_summary if masks else classification_summary)(frame, **opts)
         annotate(body["metrics"], frame, self.task)
         summary = self.summary_head(frame, dropped, excluded, body)
-        if self.task == "segmentation":
+        if masks:
             frame, plot_paths, primary = self.segmentation_plots(frame)
         else:
             frame, plot_paths, primary = self.classification_plots(frame, body["threshold"])
@@ -328,7 +327,7 @@ class _Study:
         from medimg.evaluation.html_report import render_report
 
         out_dir = self.out_dir
-        if self.task == "segmentation":
+        if get_task(self.task).target == "mask":
             frame = frame.assign(undefined=per_case_notes(frame))
         per_case_csv = out_dir / "per_case.csv"
         atomic_write_text(per_case_csv, escape_frame(frame, ("image", "target")).to_csv(index=False))

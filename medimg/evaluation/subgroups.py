@@ -32,6 +32,7 @@ from medimg.evaluation.bootstrap import (
 from medimg.evaluation.cls_metrics import classification_metrics, probabilities_from_frame
 from medimg.evaluation.compare import CLS_COMPARED, higher_is_better, seg_quality_columns
 from medimg.evaluation.undefined import annotate
+from medimg.tasks import get_task
 
 MISSING_GROUP = "(missing)"
 
@@ -80,7 +81,7 @@ def _replicates(
     frame: pd.DataFrame, task: str, metrics: Sequence[str], threshold: float | None, patient_key: str | None,
     n_boot: int, seed: int,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
-    if task == "segmentation":
+    if get_task(task).target == "mask":  # per-case overlap: the mean of each column
         return bootstrap_mean_replicates(frame, metrics, patient_key=patient_key, n_boot=n_boot, seed=seed)
     y_all, p_all = probabilities_from_frame(frame)
     rows = pd.DataFrame({"__row": np.arange(len(frame))})
@@ -101,7 +102,7 @@ def default_metrics(frame: pd.DataFrame, task: str) -> list[str]:
         >>> default_metrics(pd.DataFrame({"label": [0, 1], "prob": [0.2, 0.7]}), "classification")[:2]
         ['auroc', 'auprc']
     """
-    if task == "segmentation":
+    if get_task(task).target == "mask":
         return seg_quality_columns(frame)
     _, prob = probabilities_from_frame(frame)
     names = (
@@ -153,8 +154,7 @@ def subgroup_analysis(
         >>> res["gaps"]["dice_1"]["worse_group"], res["gaps"]["dice_1"]["flagged"]
         ('B', True)
     """
-    if task not in ("segmentation", "classification"):
-        raise DataError(f"task must be 'segmentation' or 'classification'; got '{task}'")
+    get_task(task)  # a registered task, or ConfigError naming the known ones
     groups, order, binning = group_labels(per_case, by)
     names = list(metrics) if metrics is not None else default_metrics(per_case, task)
     threshold = _cohort_threshold(per_case, task, threshold)
@@ -176,7 +176,7 @@ def subgroup_analysis(
 
 def _cohort_threshold(per_case: pd.DataFrame, task: str, threshold: float | None) -> float | None:
     """The operating point of every group: the one given, else the cohort's Youden threshold (binary)."""
-    if task == "classification" and threshold is None:
+    if get_task(task).target == "class" and threshold is None:
         y, prob = probabilities_from_frame(per_case)
         threshold = classification_metrics(y, prob).get("threshold") if prob.ndim == 1 else None
     return threshold
@@ -198,7 +198,7 @@ def _analyse_group(
     """One group's row (sizes, too-small flag, metric intervals) and its bootstrap point and replicates."""
     n_patients = sub[patient_key].nunique() if patient_key else len(sub)
     too_small = n_patients < min_patients
-    if task == "classification":
+    if get_task(task).target == "class":  # every class needs enough cases
         y, prob = probabilities_from_frame(sub)
         n_classes = prob.shape[1] if prob.ndim == 2 else 2
         too_small = too_small or int(np.bincount(y.astype(int), minlength=n_classes).min()) < min_events

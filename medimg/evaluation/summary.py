@@ -27,6 +27,7 @@ from medimg.errors import DataError
 from medimg.evaluation.bootstrap import bootstrap_ci, bootstrap_replicates, percentile_interval
 from medimg.evaluation.cls_metrics import classification_metrics, probabilities_from_frame
 from medimg.evaluation.seg_metrics import METRIC_PREFIXES
+from medimg.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def exclude_unscorable(
     reasons: dict[str, pd.Series] = {}
     if "error" in frame.columns:
         reasons["failed"] = frame["error"].notna() & (frame["error"].astype(str).str.strip() != "")
-    if task == "classification":
+    if get_task(task).target == "class":
         columns = [c for c in frame.columns if c in ("label", "prob") or re.fullmatch(r"prob_\d+", str(c))]
         missing = frame[columns].isna().any(axis=1)
         reasons["no label or probability"] = missing & ~reasons.get(

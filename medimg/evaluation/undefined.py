@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medimg.tasks import get_task
+
 UNDEFINED = "undefined"
 _SEG = re.compile(r"(hd95|assd|rvd|dice|iou|nsd|vol_ref_ml|vol_pred_ml|avd_ml)_(.+)")
 
@@ -86,7 +88,7 @@ def cohort_reason(frame: pd.DataFrame, metric: str, task: str) -> str:
         >>> cohort_reason(df, "hd95_2", "segmentation")
         'no case defines it: prediction empty in 3 of 3 cases'
     """
-    if task == "classification":
+    if get_task(task).target == "class":
         return _classification_reason(frame, metric)
     m = _SEG.fullmatch(metric)
     if not m or metric not in frame:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medimg.errors import DataError
+from medimg.errors import ConfigError, DataError
 from medimg.evaluation.report import evaluate_study
 
 PHI = {"PatientName": "DOE^JANE", "PatientBirthDate": "19450317", "AccessionNumber": "ACC99887766"}
@@ -110,8 +110,10 @@ def test_bad_tables_are_clear_errors(tmp_path: Path, seg_cohort) -> None:
     df = seg_cohort(n=4)
     with pytest.raises(DataError, match="patient_key"):
         evaluate_study(df.drop(columns="patient_key"), "segmentation", tmp_path)
-    with pytest.raises(DataError, match="task"):
-        evaluate_study(df, "detection", tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"task 'no-such-task' is not known; known tasks are \['segmentation'"
+    ):
+        evaluate_study(df, "no-such-task", tmp_path)
     with pytest.raises(DataError, match="'scanner'"):
         evaluate_study(df, "segmentation", tmp_path / "typo", by=["scanner"], n_boot=10)
     assert not (tmp_path / "typo").exists()  # nothing half-written
