@@ -61,10 +61,23 @@ class Ensemble:
     def records(self) -> list[dict[str, Any]]:
         """One row per member: where it came from, its MLflow run, its weights hash, its postprocessing."""
         return [
-            {"source": m.source, "run_id": m.run_id, "weights_sha256": m.weights_sha256,
+            {"source": m.source, "run_id": _run_id(m), "weights_sha256": m.weights_sha256,
              "postprocessing": {str(k): v for k, v in (m.postprocessing.steps if m.postprocessing else {}).items()}}
             for m in self.members
         ]  # fmt: skip
+
+
+def _run_id(tm: TrainedModel) -> str | None:
+    """The member's MLflow run: loaded from it, or named by ``run.json`` beside its model folder."""
+    import json
+
+    info = Path(tm.source).parent / "run.json"
+    if tm.run_id or not info.is_file():
+        return tm.run_id
+    try:
+        return str(json.loads(info.read_text(encoding="utf-8"))["run_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class EnsemblePredictor(Predictor):
