@@ -17,6 +17,7 @@ from medimg.errors import EXIT_USAGE
 # Order is the order shown in ``medimg --help``.
 COMMANDS: tuple[str, ...] = (
     "synth",
+    "plan",
     "run",
     "evaluate",
     "predict",

@@ -85,6 +85,32 @@ def build_unet(spatial_dims: int, in_channels: int, out_channels: int, **params:
     return nets.UNet(spatial_dims, in_channels, out_channels, **params)
 
 
+class DynUNet(nets.DynUNet):
+    """MONAI's ``DynUNet`` with every weight once in its state dict.
+
+    MONAI's ``skip_layers`` only re-references the encoder and decoder blocks, so its state dict
+    holds every weight twice, under two names, and safetensors refuses to save tensors that share
+    memory (a trained model folder could not be written). Here ``skip_layers`` is a plain
+    attribute, not a submodule; state dicts that still carry ``skip_layers.*`` keys (MONAI's, older
+    checkpoints) load, those keys being the same tensors again.
+
+    Example:
+        >>> net = DynUNet(3, 1, 2, kernel_size=[3, 3, 3], strides=[1, 2, 2], upsample_kernel_size=[2, 2])
+        >>> any(k.startswith("skip_layers.") for k in net.state_dict())
+        False
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.__dict__["skip_layers"] = self._modules.pop("skip_layers")
+        self._register_load_state_dict_pre_hook(_drop_skip_layer_keys)
+
+
+def _drop_skip_layer_keys(state_dict: dict[str, Any], prefix: str, *_args: Any) -> None:
+    for key in [k for k in state_dict if k.startswith(f"{prefix}skip_layers.")]:
+        del state_dict[key]
+
+
 def _dynunet_encoder(model: nn.Module) -> list[str]:
     # ``skip_layers`` only re-references the same modules (aliases), so it is not listed.
     return ["input_block.", "downsamples.", "bottleneck."]
@@ -114,7 +140,7 @@ def build_dynunet(spatial_dims: int, in_channels: int, out_channels: int, **para
     """Build MONAI's ``DynUNet``; ``upsample_kernel_size`` defaults to ``strides[1:]``."""
     if params["upsample_kernel_size"] is None:
         params["upsample_kernel_size"] = list(params["strides"])[1:]
-    return nets.DynUNet(spatial_dims, in_channels, out_channels, **params)
+    return DynUNet(spatial_dims, in_channels, out_channels, **params)
 
 
 @register_network(

@@ -139,12 +139,28 @@ def test_unknown_parameter_names_network_and_allowed_ones():
         build_network("unet", in_channels=1, out_channels=2, channels=[4, 8, 16], strides=[2])
 
 
-def test_dynunet_alias_keys_are_not_counted_twice():
+def test_dynunet_alias_keys_are_not_counted_twice(tmp_path):
+    from monai.networks import nets
+    from safetensors.torch import load_file, save_file
+
     from medimg.models.loading import unique_state_keys
 
-    net = build_network("dynunet", in_channels=1, out_channels=2, **SMALL["dynunet"])
-    assert len(unique_state_keys(net)) < len(net.state_dict())
-    assert not any(k.startswith("skip_layers.") for k in unique_state_keys(net))
+    net = build_network("dynunet", in_channels=1, out_channels=2, **SMALL["dynunet"]).eval()
+    # MONAI's skip_layers re-reference the blocks: medimg's DynUNet lists each weight once
+    assert unique_state_keys(net) == list(net.state_dict())
+    assert not any(k.startswith("skip_layers.") for k in net.state_dict())
+    # so safetensors saves it (it refuses tensors that share memory) and it loads back exactly
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    again = build_network("dynunet", in_channels=1, out_channels=2, **SMALL["dynunet"]).eval()
+    again.load_state_dict(load_file(str(tmp_path / "w.safetensors")))
+    x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(again(x), net(x))
+    # MONAI's own state dict (with the skip_layers aliases) loads too, and the outputs agree
+    monai_net = nets.DynUNet(3, 1, 2, upsample_kernel_size=[2, 2], **SMALL["dynunet"]).eval()
+    net.load_state_dict(monai_net.state_dict())
+    with torch.no_grad():
+        assert torch.equal(net(x), monai_net(x))
 
 
 def test_resnet_output_stride_keeps_weights_and_refines_layer4():
