@@ -1,0 +1,200 @@
+"""medimg plan: the fingerprint and the planned workflow on synthetic datasets of very different grids.
+
+Three datasets: MR-like isotropic 1 mm (declared MR in the manifest), CT-like 0.7 x 0.7 x 5 mm
+with a few 2.5 mm scans (Hounsfield units, modality recognised from the intensities) and tiny
+28^3 volumes. Every derived value is asserted, the plan is deterministic for a fingerprint and
+a machine, and the YAML loads with the strict schema.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from medimg.cli.main import main
+from medimg.config.load import load_workflow
+from medimg.data.fingerprint import fingerprint_dataset, fingerprint_json
+from medimg.data.planner import GIB, Machine
+from medimg.data.recipe import plan_dataset, plan_workflow
+from medimg.data.recipe_rules import divisors, target_spacing
+from medimg.data.synthetic import write_synthetic_study
+
+CPU = Machine(ram_available=16 * GIB, disk_free=100 * GIB, cpu_count=2)
+GPU = Machine(ram_available=64 * GIB, disk_free=500 * GIB, cpu_count=16, device="cuda", vram_free=80 * GIB)
+
+
+def _study(root, shape, spacing, cases, seed=0, modality=None):
+    manifest = write_synthetic_study(
+        root, cases=cases, seed=seed, shape=shape, spacing=spacing, oblique_deg=0
+    )
+    if modality:
+        df = pd.read_csv(manifest)
+        df["modality"] = modality
+        df.to_csv(manifest, index=False)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan")
+    mr = _study(root / "mr", (48, 48, 48), (1.0, 1.0, 1.0), 6, modality="MR")
+    # CT-like: six 5 mm scans and two 2.5 mm scans of 64 x 64 x 12 voxels in one manifest
+    thick = _study(root / "ct", (64, 64, 12), (0.7, 0.7, 5.0), 6, seed=1)
+    thin = _study(root / "ct_thin", (64, 64, 12), (0.7, 0.7, 2.5), 2, seed=2)
+    both = pd.concat([pd.read_csv(thick), pd.read_csv(thin).assign(image=lambda d: "../ct_thin/" + d.image,
+                                                                   label=lambda d: "../ct_thin/" + d.label,
+                                                                   lesion=lambda d: "../ct_thin/" + d.lesion,
+                                                                   case_key=lambda d: "thin_" + d.case_key,
+                                                                   patient_key=lambda d: "thin_" + d.patient_key)])  # fmt: skip
+    ct = root / "ct" / "all.csv"
+    both.to_csv(ct, index=False)
+    tiny = _study(root / "tiny", (28, 28, 28), (1.5, 1.5, 1.5), 8, seed=3)
+    return {"mr": mr, "ct": ct, "tiny": tiny}
+
+
+@pytest.fixture(scope="module")
+def fingerprints(datasets):
+    return {k: fingerprint_dataset(v, "segmentation") for k, v in datasets.items()}
+
+
+def test_fingerprint_reads_every_header_and_the_foreground(fingerprints):
+    ct = fingerprints["ct"]
+    assert ct["n_cases"] == 8 and len(ct["cases"]) == 8
+    assert ct["spacing"]["median"] == [0.7, 0.7, 5.0] and ct["spacing"]["min"] == [0.7, 0.7, 2.5]
+    assert ct["shape"]["median"] == [64.0, 64.0, 12.0]
+    assert ct["modality"] == "CT" and ct["modality_from"].startswith("intensities")
+    # synthetic organs are 120 and 220 HU, the lesion 320, with noise and a bias field: the foreground
+    # percentiles lie around them, far from the -900 HU air outside the body
+    p = ct["intensity"]["percentiles"]
+    assert 40 < p["p00_5"] < 120 and 220 < p["p99_5"] < 400 and ct["intensity"]["image_p00_5_median"] < -800
+    assert set(ct["labels"]) == {"1", "2"}
+    for label in ct["labels"].values():
+        assert label["present_fraction"] == 1.0 and label["components"]["max"] >= 1
+        assert 0 < label["volume_ml"]["min"] <= label["volume_ml"]["median"] <= label["volume_ml"]["max"]
+    mr = fingerprints["mr"]
+    assert mr["modality"] == "MR" and mr["modality_from"] == "declared"
+    assert mr["spacing"]["median"] == [1.0, 1.0, 1.0] and mr["shape"]["median"] == [48.0, 48.0, 48.0]
+    # no path of any file in the fingerprint: case keys only
+    text = fingerprint_json(ct)
+    assert "nii" not in text and "/" not in text.replace("label > 0", "")
+
+
+def test_anisotropy_rule():
+    thick = np.array([[0.7, 0.7, 5.0]] * 6 + [[0.7, 0.7, 2.5]] * 2)
+    few = np.array([[64, 64, 12]] * 8)
+    spacing, why = target_spacing(thick, few)
+    assert spacing == [0.7, 0.7, 2.5] and "10th percentile" in why
+    many = np.array([[64, 64, 200]] * 8)  # thick but many slices: nnU-Net keeps the median
+    assert target_spacing(thick, many)[0] == [0.7, 0.7, 5.0]
+    assert target_spacing(np.array([[1.0, 1.0, 2.0]] * 8), few)[0] == [1.0, 1.0, 2.0]  # ratio 2 <= 3
+
+
+def test_plan_mr_isotropic(fingerprints):
+    r = plan_workflow(fingerprints["mr"], "segmentation", CPU, 1200, manifest="mr.csv")
+    assert r.get("preprocessing.spacing") == [1.0, 1.0, 1.0]
+    assert r.get("preprocessing.intensity") == {"mode": "zscore", "nonzero": False}
+    assert r.get("augmentation.patch_size") == [48, 48, 48]  # the whole median case fits 48^3
+    p = r.get("model.params")
+    assert p["strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert p["kernel_size"] == [[3, 3, 3]] * 4 and p["filters"] == [16, 32, 64, 128]
+    assert r.get("model.name") == "dynunet" and r.get("optim.optimizer") == "adamw"
+    assert r.get("augmentation.spatial")["prob"] == 0.0  # a short CPU budget: no random affine
+    assert r.get("trainer.max_time") == "20m" and r.get("trainer.accelerator") == "cpu"
+    assert r.get("data.labels") == {0: "background", 1: "label_1", 2: "label_2"}
+
+
+def test_plan_ct_anisotropic(fingerprints):
+    fp = fingerprints["ct"]
+    r = plan_workflow(fp, "segmentation", CPU, 1200, manifest="ct.csv")
+    assert r.get("preprocessing.spacing") == [0.7, 0.7, 2.5]
+    assert "anisotropy" in r.reasons["preprocessing.spacing"]
+    p = fp["intensity"]["percentiles"]
+    assert r.get("preprocessing.intensity") == {
+        "mode": "clip_zscore",
+        "window": [p["p00_5"], p["p99_5"]],
+        "stats": [fp["intensity"]["mean"], fp["intensity"]["std"]],
+    }
+    # median resampled case: 64 x 64 x 24 (twelve 5 mm slices at 2.5 mm): 98304 voxels <= 48^3
+    patch = r.get("augmentation.patch_size")
+    assert patch == [64, 64, 24]
+    params = r.get("model.params")
+    assert params["kernel_size"][0] == [3, 3, 1]  # the coarse axis convolves in-plane first
+    assert params["strides"][1] == [2, 2, 1]  # and is not pooled while 3.6x coarser
+    assert all(n % d == 0 for n, d in zip(patch, divisors(params["strides"]), strict=True))
+    assert r.get("augmentation.pos_fraction") == 0.67  # small organs
+
+
+def test_plan_tiny_volumes(fingerprints):
+    r = plan_workflow(fingerprints["tiny"], "segmentation", CPU, None, manifest="tiny.csv")
+    assert r.get("preprocessing.spacing") == [1.5, 1.5, 1.5]
+    assert r.get("augmentation.patch_size") == [28, 28, 28]
+    assert r.get("model.params")["strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
+    # no budget: about 10000 steps; 8 cases, 5 for training at batch 2 -> 3 steps per epoch
+    assert r.get("optim.batch_size") == 2
+    assert r.get("trainer.max_epochs") == 1000 and r.get("trainer.val_every_n_epochs") == 50
+    assert "max_time" not in r.workflow["trainer"]
+
+
+def test_plan_follows_the_machine_and_budget(fingerprints):
+    fp = fingerprints["ct"]
+    cpu_long = plan_workflow(fp, "segmentation", CPU, 8 * 3600, manifest="ct.csv")
+    gpu = plan_workflow(fp, "segmentation", GPU, 8 * 3600, manifest="ct.csv")
+    assert cpu_long.get("augmentation.spatial")["prob"] == 0.2
+    assert gpu.get("model.params")["filters"][0] == 32 and gpu.get("optim.optimizer") == "sgd"
+    assert gpu.get("trainer.accelerator") == "gpu" and gpu.get("inference.overlap") == 0.5
+    assert gpu.get("optim.batch_size") >= cpu_long.get("optim.batch_size")
+
+
+def test_plan_is_deterministic_and_loads_strictly(datasets, tmp_path):
+    texts = []
+    for i in range(2):
+        planned = plan_dataset(
+            datasets["ct"], "segmentation", tmp_path / f"run{i}" / "ct.yaml", "20m", machine=CPU
+        )
+        texts.append((planned.workflow_path.read_text(), planned.fingerprint_path.read_text()))
+        wf = load_workflow(planned.workflow_path)
+        assert wf.preprocessing.spacing == (0.7, 0.7, 2.5) and wf.trainer.max_time == "20m"
+        assert wf.model.name == "dynunet" and wf.augmentation.patch_size == (64, 64, 24)
+        assert wf.data.manifest == str(datasets["ct"].resolve())
+    assert texts[0] == texts[1]
+    yaml_text = texts[0][0]
+    # every derived value carries its reason as a comment on its line
+    for key, why in planned.recipe.reasons.items():
+        assert f"{key.split('.')[-1]}:" in yaml_text and f"# {why}" in yaml_text, key
+    assert yaml.safe_load(yaml_text)["optim"]["weight_decay"] == 3e-05  # a float, not the text '3e-05'
+
+
+def test_plan_classification(datasets):
+    fp = fingerprint_dataset(datasets["tiny"], "classification", label_column="class")
+    assert fp["classes"] == {"0": 4, "1": 4} and "labels" not in fp
+    r = plan_workflow(fp, "classification", CPU, 1200, manifest="tiny.csv", label_column="class")
+    assert r.get("data.num_classes") == 2 and r.get("data.label_column") == "class"
+    assert r.get("preprocessing.spatial_size") == [32, 32, 32]  # 28^3 rounded up to a multiple of 8
+    assert r.get("model.name") == "patchnet" and r.get("augmentation.patch_size") is None
+
+
+def test_cli_plan_json_and_missing_data(datasets, tmp_path, capsys):
+    out = tmp_path / "mr_plan.yaml"
+    assert main(["plan", str(datasets["mr"]), "--task", "segmentation", "--out", str(out), "--budget", "90s",
+                 "--json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["workflow"] == str(out) and doc["n_cases"] == 6 and doc["modality"] == "MR"
+    assert doc["values"]["trainer"]["max_time"] == "90s"
+    assert doc["values"]["preprocessing"]["spacing"] == [1.0, 1.0, 1.0]
+    assert "preprocessing.spacing" in doc["reasons"]
+    assert json.loads((tmp_path / "mr_plan.fingerprint.json").read_text())["n_cases"] == 6
+    assert load_workflow(out).name == "mr_plan"
+
+    missing = tmp_path / "nowhere" / "manifest.csv"
+    code = main(["plan", str(missing), "--task", "segmentation", "--out", str(tmp_path / "x.yaml")])
+    err = capsys.readouterr().err
+    assert code == 3 and str(missing) in err and "Traceback" not in err
+    assert not (tmp_path / "x.yaml").exists()
+    code = main(["plan", str(datasets["mr"]), "--task", "segmentation", "--out", str(tmp_path / "y.yaml"),
+                 "--budget", "20 minutes"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 3 and "--budget" in err and "20m" in err and "Traceback" not in err
