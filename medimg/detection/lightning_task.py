@@ -1,0 +1,105 @@
+"""The Lightning module and the training data of a detector.
+
+Training samples are the cases on the plan grid (z-scored) with their true box corners. Each draw
+flips the volume along every axis with probability 1/2 (boxes flipped with it) and, when the case
+is larger than the plan's patch, crops a patch around a random lesion (or anywhere, one time in
+three); boxes whose centre falls outside the crop are dropped, the others clipped to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medimg.detection.plan import DetectionPlan
+
+
+class BoxDataset(Dataset):
+    """Random flips and lesion-centred crops of (array, corners) training pairs."""
+
+    def __init__(
+        self, arrays: Sequence[np.ndarray], corners: Sequence[np.ndarray], plan: DetectionPlan, seed: int = 0
+    ) -> None:
+        self.arrays = list(arrays)
+        self.corners = [np.asarray(c, np.float32).reshape(-1, 6) for c in corners]
+        self.patch = np.asarray(plan.patch_size)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def _crop(self, data: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shape = np.asarray(data.shape)
+        if np.all(shape <= self.patch):
+            return data, boxes
+        size = np.minimum(shape, self.patch)
+        if len(boxes) and self.rng.random() < 2 / 3:
+            centre = (boxes[self.rng.integers(len(boxes))][:3] + boxes[self.rng.integers(len(boxes))][3:]) / 2
+            start = np.round(centre - size / 2 + self.rng.uniform(-0.3, 0.3, 3) * size).astype(int)
+        else:
+            start = np.array([self.rng.integers(0, s - w + 1) for s, w in zip(shape, size, strict=True)])
+        start = np.clip(start, 0, shape - size)
+        sl = tuple(slice(int(a), int(a + w)) for a, w in zip(start, size, strict=True))
+        moved = boxes - np.concatenate([start, start]).astype(np.float32)
+        centres = (moved[:, :3] + moved[:, 3:]) / 2
+        inside = np.all((centres >= -0.5) & (centres <= size - 0.5), axis=1)
+        moved = moved[inside]
+        moved[:, :3] = np.maximum(moved[:, :3], -0.5)
+        moved[:, 3:] = np.minimum(moved[:, 3:], size - 0.5)
+        return data[sl], moved
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        data, boxes = self._crop(self.arrays[index], self.corners[index].copy())
+        for axis in range(3):
+            if self.rng.random() < 0.5:
+                data = np.flip(data, axis)
+                n = data.shape[axis]
+                lo, hi = boxes[:, axis].copy(), boxes[:, axis + 3].copy()
+                boxes[:, axis], boxes[:, axis + 3] = (n - 1) - hi, (n - 1) - lo
+        return torch.from_numpy(np.ascontiguousarray(data))[None], torch.from_numpy(boxes)
+
+
+def collate_boxes(
+    batch: list[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Lists, not stacks: cases may differ in size and box count."""
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+class DetectionTask(pl.LightningModule):
+    """RetinaNet training: classification (focal) + box regression loss from the detector itself."""
+
+    def __init__(
+        self, detector: Any, lr: float = 1e-3, weight_decay: float = 1e-4, max_epochs: int = 20
+    ) -> None:
+        super().__init__()
+        self.detector = detector
+        self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
+
+    def training_step(
+        self, batch: tuple[list[torch.Tensor], list[torch.Tensor]], batch_idx: int
+    ) -> torch.Tensor:
+        images, boxes = batch
+        targets = [
+            {"boxes": b, "labels": torch.zeros(len(b), dtype=torch.long, device=b.device)} for b in boxes
+        ]
+        self.detector.train()
+        losses = self.detector(images, targets)
+        loss = losses["classification"] + losses["box_regression"]
+        n = len(images)
+        self.log("train_loss", loss, on_epoch=True, on_step=False, batch_size=n)
+        self.log("train_cls_loss", losses["classification"], on_epoch=True, on_step=False, batch_size=n)
+        self.log("train_box_loss", losses["box_regression"], on_epoch=True, on_step=False, batch_size=n)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.detector.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=self.lr, total_steps=max(1, self.max_epochs), pct_start=0.15
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

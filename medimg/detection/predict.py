@@ -1,0 +1,93 @@
+"""Boxes for one scan: the plan's grid, sliding windows (or the whole volume), NMS across windows.
+
+The scan is resampled along its own axes to the plan spacing and z-scored. A volume no larger
+than the plan's patch runs in one pass; a larger one runs as overlapping windows of the patch size,
+each through the detector on its own, and the boxes of all windows (shifted to the volume) are
+merged by non-maximum suppression (``monai.data.box_utils.non_max_suppression``), so a lesion seen
+by two windows is reported once. Boxes are returned on the *input* scan's grid (through world mm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from medimg.detection.boxes import VoxelBox
+from medimg.detection.grid import move_boxes, normalise, to_grid
+from medimg.detection.plan import DetectionPlan
+from medimg.io.volume import Volume
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Start indices of windows of ``window`` covering ``size`` with about ``overlap`` overlap.
+
+    Example:
+        >>> window_starts(100, 64, 0.25)
+        [0, 36]
+    """
+    if size <= window:
+        return [0]
+    step = max(1, int(window * (1 - overlap)))
+    starts = list(range(0, size - window, step))
+    return [*starts, size - window]
+
+
+def _detect(detector: Any, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        out = detector([torch.from_numpy(np.ascontiguousarray(data))[None]], use_inferer=False)[0]
+    return out["boxes"].float().numpy().reshape(-1, 6), out["labels_scores"].float().numpy().reshape(-1)
+
+
+def detect_array(
+    detector: Any, data: np.ndarray, plan: DetectionPlan, overlap: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """Corners ``(N, 6)`` and scores ``(N,)`` for a normalised array on the plan grid.
+
+    Example:
+        >>> corners, scores = detect_array(detector, np.zeros((64, 64, 32), np.float32), plan)  # doctest: +SKIP
+    """
+    from monai.data.box_utils import non_max_suppression
+
+    detector.eval()
+    shape = data.shape
+    patch = plan.patch_size
+    if all(s <= p for s, p in zip(shape, patch, strict=True)):
+        return _detect(detector, data)
+    all_boxes, all_scores = [], []
+    for x in window_starts(shape[0], patch[0], overlap):
+        for y in window_starts(shape[1], patch[1], overlap):
+            for z in window_starts(shape[2], patch[2], overlap):
+                window = data[x : x + patch[0], y : y + patch[1], z : z + patch[2]]
+                boxes, scores = _detect(detector, window)
+                all_boxes.append(boxes + np.array([x, y, z, x, y, z], np.float32))
+                all_scores.append(scores)
+    boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
+    if len(boxes) == 0:
+        return boxes, scores
+    keep = non_max_suppression(boxes, scores, nms_thresh=plan.nms_iou, max_proposals=plan.max_detections)
+    keep = np.asarray(keep, int)
+    return boxes[keep], scores[keep]
+
+
+def predict_boxes(
+    detector: Any, plan: DetectionPlan, volume: Volume, overlap: float = 0.25
+) -> list[VoxelBox]:
+    """The detector's boxes for ``volume``, on ``volume``'s own voxel grid, best score first.
+
+    Example:
+        >>> boxes = predict_boxes(detector, plan, load_image("scan.nii.gz"))  # doctest: +SKIP
+        >>> voxel_to_world(boxes[0], volume).centre_mm  # doctest: +SKIP
+    """
+    grid = to_grid(volume, plan.spacing)
+    corners, scores = detect_array(detector, normalise(grid.data), plan, overlap)
+    on_grid = [VoxelBox.from_corners(c, float(s)) for c, s in zip(corners, scores, strict=True)]
+    moved = move_boxes(on_grid, grid, volume) if grid is not volume else on_grid
+    return sorted(moved, key=lambda b: -b.score)
+
+
+def corners_array(boxes: Sequence[VoxelBox]) -> np.ndarray:
+    """``(N, 6)`` corners of ``boxes``."""
+    return np.array([b.corners() for b in boxes], np.float32).reshape(-1, 6)
