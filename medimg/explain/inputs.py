@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medimg.tasks import get_task
+
 
 def load_model(
     run: str | None = None,
@@ -118,8 +120,9 @@ def explain_inputs(
 
     tm = load_model(run, model, checkpoint, workflow, tracking_uri)
     task = tm.task
-    methods = list(methods or []) or (["gradcam"] if task == "classification" else ["seg-gradcam"])
-    ref_col = reference_column or (tm.workflow.data.label_column if task == "classification" else None)
+    spec = get_task(task)
+    methods = list(methods or []) or list(spec.explain_methods)
+    ref_col = reference_column or (tm.workflow.data.label_column if spec.reference_is_label else None)
     cases = explain_cases(inputs, ref_col, mask_column)
     torch_device = torch.device(device or "cpu")
     net = tm.model.to(torch_device).eval()

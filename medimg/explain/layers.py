@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from medimg.errors import ConfigError
+from medimg.tasks import get_task
 
 _CONV_TYPES = (nn.Conv3d, nn.ConvTranspose3d, nn.Conv2d)
 # Per family, the preferred layer first, then shallower (larger) fallbacks.
@@ -72,7 +73,7 @@ def default_target_layer(
     convs = [n for n, m in names.items() if isinstance(m, _CONV_TYPES)]
     if not convs:
         raise ConfigError(f"{type(model).__name__} has no convolution layer; pass a layer name explicitly")
-    if task == "segmentation":
+    if get_task(task).dense:  # a map per voxel: the bottleneck that still localises
         if x is None:
             raise ValueError("default_target_layer needs an example input for segmentation networks")
         shapes = _output_shapes(model, x, convs)

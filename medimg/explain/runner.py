@@ -32,6 +32,7 @@ from medimg.explain.sanity import deletion_insertion, randomisation_test, random
 from medimg.explain.tracking import log_to_mlflow, sanity_summary
 from medimg.explain.windows import windowed_saliency
 from medimg.io.atomic import atomic_write_text
+from medimg.tasks import get_task
 
 log = logging.getLogger("medimg.explain")
 
@@ -117,10 +118,11 @@ def explain_cohort(
 
 
 def _output_folder(out_dir: str | os.PathLike[str], methods: Sequence[str], task: str) -> Path:
-    """Check every method is for this task, then create the output folder."""
+    """Check every method fits this model's answer (a map per voxel or one per image), then create the folder."""
+    dense = get_task(task).dense
     for m in methods:
         _fn, m_task = get_method(m)
-        if m_task != task:
+        if get_task(m_task).dense is not dense:
             raise ConfigError(f"method {m!r} is for {m_task} models; this is a {task} model")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +253,7 @@ def _explain_case(
 ) -> tuple[CaseExplanation, dict[str, Any]]:
     x = prepared.tensor
     row: dict[str, Any] = {"case_key": prepared.key, "status": "ok", "reference": prepared.reference}
-    if s.task == "classification":
+    if not get_task(s.task).dense:  # one answer per image: explain a class
         t = classification_target(prepared, s.model, s.target_class, row)
     else:
         t = segmentation_target(prepared, s.model, s.workflow, s.label, row)

@@ -35,6 +35,7 @@ from medimg.data.planner import plan_sw_batch, window_roi
 from medimg.errors import ConfigError
 from medimg.explain.maps import get_method
 from medimg.explain.saliency import SaliencyMap
+from medimg.tasks import get_task
 
 #: Methods that only run the network forward: they see the stitched network, not single windows.
 FORWARD_ONLY = frozenset({"uncertainty"})
@@ -149,7 +150,7 @@ def windowed_saliency(
         >>> m = windowed_saliency(unet, x, "seg-gradcam", window_plan(wf, unet, x.shape[2:]), label=1)  # doctest: +SKIP
     """
     fn, task = get_method(method)
-    if task != "segmentation":
+    if not get_task(task).dense:
         raise ConfigError(f"method {method!r} is for {task} models; windows are for segmentation networks")
     if x.ndim != 5 or x.shape[0] != 1:
         raise ValueError(f"expected an input of shape (1, C, D, H, W), got {tuple(x.shape)}")

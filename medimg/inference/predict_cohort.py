@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medimg.inference.cases import CaseInput
+from medimg.tasks import get_task
 
 
 def settings_key(inference: Any) -> str:
@@ -29,13 +30,12 @@ def settings_key(inference: Any) -> str:
 
 
 def choose_writers(task: str, algo: Any, dicom: str, dicom_in: bool, store_client: Any = None) -> list:
-    """The writers of a cohort: NIfTI masks, DICOM SEG + SR (``dicom``: auto/on/off), a PACS store."""
-    from medimg.inference.writers import DicomSegWriter, DicomSrWriter, NiftiMaskWriter
+    """The writers of a cohort: the task's files, its DICOM objects (``dicom``: auto/on/off), a PACS store."""
+    from medimg.inference.writers import make_writers
 
+    spec = get_task(task)
     want_dicom = dicom == "on" or (dicom == "auto" and dicom_in)
-    writers: list = [NiftiMaskWriter()] if task == "segmentation" else []
-    if want_dicom:
-        writers += ([DicomSegWriter(algo)] if task == "segmentation" else []) + [DicomSrWriter(algo)]
+    writers: list = make_writers(spec.writers + (spec.dicom_writers if want_dicom else ()), algo)
     if store_client is not None:
         from medimg.inference.pacs_cohort import PacsStoreWriter
 
@@ -182,10 +182,11 @@ def _case_predictor(predictor: Any, wf: Any):
     from medimg.io.volume import Volume
 
     labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
+    dense = get_task(wf.task).dense  # a mask on the source grid, else class probabilities
 
     def predict_fn(case, item):
         pred = predictor.predict_item(item, case.case_id)
-        if wf.task == "segmentation":
+        if dense:
             mask = Volume(pred.mask, pred.source_affine, meta=dict(pred.source_codes))
             extra = {**pred.timings, **({"input_qa_flags": pred.source_qa} if pred.source_qa else {})}
             return CaseOutputs(mask=mask, labels=labels, extra=extra)

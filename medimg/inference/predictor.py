@@ -22,6 +22,7 @@ from medimg.data.transforms import eval_transforms
 from medimg.errors import DataError
 from medimg.inference.postprocess import Postprocessing, voxel_volume
 from medimg.inference.resample import resample_labels
+from medimg.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class Predictor:
         return out / len(flips)
 
     def _forward(self, x: torch.Tensor, source_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        if self.wf.task != "segmentation":
+        if not get_task(self.wf.task).dense:  # one answer per image
             return self.net(x)
         inf = self.wf.inference
         roi = window_roi(self.wf, tuple(x.shape[2:]))
@@ -173,7 +174,7 @@ class Predictor:
         pred.source_qa = [f for f in str(meta.get("qa", "")).split(";") if f]
         if int(meta.get("nonfinite_zeroed", 0) or 0):  # data.nonfinite: zero replaced some voxels
             pred.source_qa.append(f"nonfinite_zeroed_{int(meta['nonfinite_zeroed'])}")
-        if self.wf.task == "segmentation":
+        if get_task(self.wf.task).dense:  # a mask, back on the source grid
             pre_affine = np.asarray(img.affine, dtype=np.float64)
             pred.mask = resample_labels(probs, pre_affine, src_shape, src_affine)  # type: ignore[arg-type]
             if self.postprocessing is not None:

@@ -33,6 +33,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from medimg.config.schema import Workflow
 from medimg.inference.model_io import ARTIFACT_KEY, MODEL_FILE, WORKFLOW_FILE, load_trained, sha256_file
+from medimg.tasks import get_task
 
 MODEL_NAME = "pyfunc"
 _SCRIPT = '''"""medimg model for MLflow pyfunc, logged from code (no pickle)."""
@@ -72,7 +73,7 @@ def output_columns(wf: Workflow) -> list[str]:
         >>> output_columns(wf)  # doctest: +SKIP
         ['image', 'mask_path', 'volume_ml_organ', 'volume_ml_kidney', 'status', 'error']
     """
-    if wf.task == "segmentation":
+    if get_task(wf.task).dense:  # a mask: its path and each label's volume
         labels = [f"volume_ml_{_column(n)}" for v, n in sorted(wf.data.labels.items()) if int(v) != 0]
         return ["image", "mask_path", *labels, "status", "error"]
     probs = [f"prob_{k}" for k in range(wf.data.num_classes)]
@@ -186,7 +187,7 @@ class MedimgPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
                     f"{image}: not found (expected a NIfTI file or a DICOM series folder)"
                 )
             pred = self.predictor.predict_path(image, case_id)
-            if wf.task == "segmentation":
+            if get_task(wf.task).dense:
                 labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
                 mask = Volume(pred.mask, pred.source_affine)
                 volumes = label_volumes_ml(mask, labels)

@@ -19,6 +19,7 @@ from medimg.config.schema import Workflow
 from medimg.inference.predictor import Prediction, Predictor
 from medimg.io.load import check_label_grid, load_image
 from medimg.io.nifti import save_nifti
+from medimg.tasks import get_task
 
 log = logging.getLogger(__name__)
 META_SKIP = {"image", "label", "target", "lesion", "class", "split"}
@@ -34,6 +35,7 @@ def score_cases(predictor: Predictor, cases: pd.DataFrame, masks_dir: Path | Non
         >>> per_case = score_cases(Predictor(net, wf), df[df.split == "test"])  # doctest: +SKIP
     """
     wf = predictor.wf
+    masks = get_task(wf.task).target == "mask"  # scored by overlap with the label image, else by class
     rows = []
     for row in cases.itertuples(index=False):
         rec: dict[str, object] = {"case_key": row.case_key, "patient_key": row.patient_key}
@@ -43,7 +45,7 @@ def score_cases(predictor: Predictor, cases: pd.DataFrame, masks_dir: Path | Non
         t0 = time.perf_counter()
         try:
             pred = predictor.predict_path(str(row.image), str(row.case_key))
-            if wf.task == "segmentation":
+            if masks:
                 rec.update(_segmentation_scores(pred, row, wf, masks_dir))
             else:
                 rec.update(_classification_scores(pred, row))
@@ -99,7 +101,7 @@ def summarise(per_case: pd.DataFrame, task: str) -> dict[str, float]:
     """Headline numbers of a scored split (mean Dice/HD95, or AUROC/accuracy)."""
     ok = per_case[per_case["error"].isna()] if "error" in per_case else per_case
     out: dict[str, float] = {"n_cases": float(len(per_case)), "n_failed": float(len(per_case) - len(ok))}
-    if task == "segmentation":
+    if get_task(task).target == "mask":
         for col in [c for c in ok.columns if c.startswith(("dice_", "hd95_"))]:
             out[f"test_{col}"] = float(np.nanmean(ok[col].astype(float))) if len(ok) else float("nan")
     else:

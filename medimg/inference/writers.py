@@ -8,13 +8,13 @@ it wrote. The runner marks a case done only after every writer has returned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from medimg.errors import DataError
+from medimg.errors import ConfigError, DataError
 from medimg.inference.cases import CaseInput, CaseOutputs
 
 
@@ -145,3 +145,28 @@ class DicomSrWriter:
         )
         outputs.written[self.name] = path
         return [path]
+
+
+WRITERS: dict[str, Callable[[Any], Writer]] = {
+    NiftiMaskWriter.name: lambda algorithm: NiftiMaskWriter(),
+    DicomSegWriter.name: DicomSegWriter,
+    DicomSrWriter.name: DicomSrWriter,
+}
+
+
+def make_writers(names: Sequence[str], algorithm: Any) -> list[Writer]:
+    """The writers a task names (``Task.writers``, ``Task.dicom_writers``), in that order.
+
+    Raises:
+        ConfigError: a name is not in :data:`WRITERS` (the message lists the known ones).
+
+    Example:
+        >>> [w.name for w in make_writers(("nifti", "dicom_sr"), algorithm=None)]
+        ['nifti', 'dicom_sr']
+    """
+    unknown = [n for n in names if n not in WRITERS]
+    if unknown:
+        raise ConfigError(
+            f"writer(s) {unknown} not known; medimg.inference.writers.WRITERS has {sorted(WRITERS)}"
+        )
+    return [WRITERS[n](algorithm) for n in names]

@@ -38,9 +38,10 @@ class Task:
         channels: Where the head's output channels come from: ``"labels"`` (one per
             ``data.labels`` value, background included; the values must be 0, 1, 2, ... with no
             gap) or ``"classes"`` (``data.num_classes``).
-        writers: The files ``medimg predict`` writes per case, by writer name (``"nifti-mask"``).
+        writers: The files ``medimg predict`` writes per case, by writer name (``"nifti"``: the
+            mask; names from ``medimg.inference.writers.WRITERS``).
         dicom_writers: The DICOM objects written per case when DICOM output is on
-            (``"dicom-seg"``, ``"dicom-sr"``).
+            (``"dicom_seg"``, ``"dicom_sr"``), in order.
         explain_methods: The saliency methods ``medimg explain`` runs when none is asked for.
         reference_is_label: ``medimg explain`` compares each map with the manifest's label
             column (the class) by default; otherwise with a mask column the user names.
@@ -58,7 +59,7 @@ class Task:
     dense: bool
     channels: Channels
     writers: tuple[str, ...] = ()
-    dicom_writers: tuple[str, ...] = ("dicom-sr",)
+    dicom_writers: tuple[str, ...] = ("dicom_sr",)
     explain_methods: tuple[str, ...] = ()
     reference_is_label: bool = False
 

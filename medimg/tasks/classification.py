@@ -11,7 +11,7 @@ CLASSIFICATION = Task(
     dense=False,
     channels="classes",
     writers=(),
-    dicom_writers=("dicom-sr",),
+    dicom_writers=("dicom_sr",),
     explain_methods=("gradcam",),
     reference_is_label=True,
 )

@@ -10,7 +10,7 @@ SEGMENTATION = Task(
     target="mask",
     dense=True,
     channels="labels",
-    writers=("nifti-mask",),
-    dicom_writers=("dicom-seg", "dicom-sr"),
+    writers=("nifti",),
+    dicom_writers=("dicom_seg", "dicom_sr"),
     explain_methods=("seg-gradcam",),
 )

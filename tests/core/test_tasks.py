@@ -22,8 +22,8 @@ def test_builtin_facts():
     assert (cls.target, cls.dense, cls.channels) == ("class", False, "classes")
     assert seg.out_channels({0: "bg", 1: "organ", 2: "kidney"}, num_classes=7) == 3
     assert cls.out_channels({0: "bg"}, num_classes=4) == 4
-    assert seg.writers == ("nifti-mask",) and seg.dicom_writers == ("dicom-seg", "dicom-sr")
-    assert cls.writers == () and cls.dicom_writers == ("dicom-sr",)
+    assert seg.writers == ("nifti",) and seg.dicom_writers == ("dicom_seg", "dicom_sr")
+    assert cls.writers == () and cls.dicom_writers == ("dicom_sr",)
 
 
 def test_unknown_task_names_the_known_ones():

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from medimg.config.schema import Workflow
+from medimg.tasks import get_task
 from medimg.training.stages.records import PreparedData, StudyPlan
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def plan_study(wf: Workflow, data: PreparedData) -> StudyPlan:
         train_items = partition_dataset(train_items, num_partitions=world, even_divisible=True)[rank]
     val_items = case_dicts(df[df.split == "val"], wf.task)
     plan = plan_run(wf, train_items + val_items, build_model(wf))
-    seg = wf.task == "segmentation"
+    seg = get_task(wf.task).dense
     per_case = wf.augmentation.samples_per_volume if seg and wf.augmentation.patch_size else 1
     assert plan.patch_batch is not None
     if plan.patch_batch // per_case < wf.optim.batch_size:
@@ -67,7 +68,7 @@ def _loaders(
     from medimg.data.datasets import make_dataset, make_loader
     from medimg.data.loading import raise_medimg_cause
 
-    out, seg = data.out, wf.task == "segmentation"
+    out, seg = data.out, get_task(wf.task).dense
     try:  # the memory cache reads every case now: a refused image stops the run here
         train_ds = make_dataset(wf, train_items, train=True, cache_dir=out / "cache", mode=cache_mode)
         val_ds = make_dataset(wf, val_items, train=False, cache_dir=out / "cache", mode=cache_mode)

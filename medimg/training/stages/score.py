@@ -9,6 +9,7 @@ import pandas as pd
 from medimg.config.schema import Workflow
 from medimg.io.atomic import atomic_write_text
 from medimg.io.csvsafe import escape_frame
+from medimg.tasks import get_task
 from medimg.training.stages.records import ExportedModel, PreparedData, Scores, TrackedRun
 
 
@@ -29,7 +30,7 @@ def score(wf: Workflow, data: PreparedData, run: TrackedRun, exported: ExportedM
     per_case = pd.DataFrame()
     metrics: dict[str, float] = {}
     if len(test):
-        seg = wf.task == "segmentation"
+        seg = get_task(wf.task).dense  # the masks of the test split are kept
         device = "cpu" if wf.trainer.accelerator == "cpu" else None
         predictor = Predictor(exported.net, wf, device=device, postprocessing=exported.postprocessing)
         per_case = score_cases(predictor, test, masks_dir=out / "test_predictions" if seg else None)

@@ -21,6 +21,7 @@ from medimg.config.schema import Workflow
 from medimg.errors import ConfigError
 from medimg.io.atomic import atomic_write_text
 from medimg.io.csvsafe import escape_frame
+from medimg.tasks import get_task
 from medimg.training.stages.records import PreparedData, StudyPlan, TrackedRun
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ def _log_lineage(
     client.log_batch(run_id, tags=[mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()])
     atomic_write_text(out / "workflow.resolved.yaml", workflow_to_yaml(wf))
     saved = df.drop(columns=["target"])
-    if wf.task == "segmentation":  # label paths resolved like image paths, so the saved manifest stands alone
+    # label paths resolved like image paths, so the saved manifest stands alone
+    if get_task(wf.task).target == "mask":
         saved[wf.data.label_column] = df["target"]
     atomic_write_text(out / "manifest.csv", escape_frame(saved, ("image", "target")).to_csv(index=False))
     atomic_write_text(out / "file_hashes.csv", escape_frame(hashes, ("path",)).to_csv(index=False))
