@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "synth",
     "plan",
     "run",
+    "tune",
     "evaluate",
     "predict",
     "scan",
@@ -31,7 +32,7 @@ COMMANDS: tuple[str, ...] = (
     "schema",
 )
 # Commands that read a study workflow, which may ask for model.pretrained.allow_pickle.
-WORKFLOW_COMMANDS: tuple[str, ...] = ("run", "reproduce")
+WORKFLOW_COMMANDS: tuple[str, ...] = ("run", "reproduce", "tune")
 ALLOW_PICKLE_HELP = (
     "permit model.pretrained.allow_pickle in the workflow: unpickle the pretrained weights file, which "
     "runs any code inside it (only for files you trust; same as MEDIMG_ALLOW_PICKLE=1)"

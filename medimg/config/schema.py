@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medimg.config.duration import parse_duration
+from medimg.config.search import TuneSpace
 from medimg.config.weights import FinetuneSpec, PretrainedSpec
 
 Triple = tuple[float, float, float]
@@ -265,6 +266,9 @@ class Workflow(Strict):
     inference: InferenceConfig = InferenceConfig()
     tracking: TrackingConfig = TrackingConfig()
     outputs: OutputsConfig = OutputsConfig()
+    tune: TuneSpace | None = Field(
+        None, description="search space of `medimg tune` (null: the default space)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Workflow:

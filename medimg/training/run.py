@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -31,8 +33,12 @@ __all__ = ["RunResult", "prepare_data", "run_workflow"]
 log = logging.getLogger(__name__)
 
 
-def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None = None) -> RunResult:
+def run_workflow(
+    wf: Workflow, resume: bool = False, parent_run_id: str | None = None, callbacks: Sequence[Any] = ()
+) -> RunResult:
     """Train and score the study described by ``wf``; return the MLflow run and test metrics.
+
+    ``callbacks`` are extra Lightning callbacks for the fit (``medimg tune`` prunes with one).
 
     Example:
         >>> res = run_workflow(load_workflow("workflows/quickstart_seg.yaml"))  # doctest: +SKIP
@@ -44,7 +50,7 @@ def run_workflow(wf: Workflow, resume: bool = False, parent_run_id: str | None =
     plan = plan_study(wf, data)
     run = track(plan, data, resume, parent_run_id)
     built = build(plan, data, run, resume)
-    fitted = fit(plan, data, run, built, resume)
+    fitted = fit(plan, data, run, built, resume, callbacks)
     if fitted.rank != 0:  # only rank 0 exports, scores and registers
         return RunResult(
             "", run.uri, data.out, {}, pd.DataFrame(), data.out / "model", time.perf_counter() - t0

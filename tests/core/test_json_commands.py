@@ -217,7 +217,7 @@ def test_errors_are_json_documents_with_the_documented_exit_codes(
     assert usage.value.code == EXIT_USAGE
     doc = _json_out(capsys)
     assert (
-        doc["command"] == "predict" and doc["exit_code"] == EXIT_USAGE and "required: model" in doc["error"]
+        doc["command"] == "predict" and doc["exit_code"] == EXIT_USAGE and "required: --out" in doc["error"]
     )
 
     def interrupted(args):

@@ -175,3 +175,8 @@ def test_evaluate_scores_the_ensemble_of_a_folds_parent(tmp_path: Path) -> None:
     assert from_run["parent_run_id"] == parent_id
     assert [m["run_id"] for m in from_run["members"]] == list(children["run_id"])
     assert from_run["weights_sha256"] == record["weights_sha256"]
+
+
+def test_predict_without_any_model_says_what_to_give(capsys: pytest.CaptureFixture) -> None:
+    assert main(["predict", "--out", "p"]) == 3
+    assert "give a MODEL (or --model, repeatable, for an ensemble)" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,17 @@ from medimg.training.stages.track import mark_failed
 log = logging.getLogger(__name__)
 
 
-def fit(plan: StudyPlan, data: PreparedData, run: TrackedRun, built: BuiltModel, resume: bool) -> FitResult:
+def fit(
+    plan: StudyPlan,
+    data: PreparedData,
+    run: TrackedRun,
+    built: BuiltModel,
+    resume: bool,
+    callbacks: Sequence[Any] = (),
+) -> FitResult:
     """Train ``built.module``; with ``resume``, from ``last.ckpt`` when there is one.
+
+    ``callbacks`` are extra Lightning callbacks (``medimg tune``'s pruning on validation).
 
     Raises:
         MedimgError: The cause of a failed fit (a refused case, a NaN loss), after the run is
@@ -35,7 +45,11 @@ def fit(plan: StudyPlan, data: PreparedData, run: TrackedRun, built: BuiltModel,
     rng = RngState(plan.train_ds.transform, getattr(plan.train_dl, "generator", None))
     finetune = FinetuneScheduler(wf.finetune, module.encoder_prefixes(), network_attr="net")
     trainer, ckpt = make_trainer(
-        wf, run.logger, data.out / "checkpoints", (module.monitor, module.monitor_mode), [rng, finetune]
+        wf,
+        run.logger,
+        data.out / "checkpoints",
+        (module.monitor, module.monitor_mode),
+        [rng, finetune, *callbacks],
     )
     if resume and not last.is_file():
         log.warning("--resume: no checkpoint in %s yet; training from the start", last.parent)
