@@ -73,8 +73,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     import torch
 
     from benchmarks.common import row
+    from benchmarks.lesion_cases import synthetic_lesion_cases
     from medimg.explain import compute_saliency
-    from medimg.explain.caseprep import synthetic_lesion_cases
     from medimg.explain.layers import default_target_layer
     from medimg.explain.targets import class_probabilities
     from medimg.inference.model_io import load_trained

@@ -2,7 +2,8 @@
 
 Preprocessing reorients and resamples (e.g. RAS, 1.5 mm isotropic); a map computed there must
 land on the scan's own voxels so it opens over the scan in 3D Slicer or ITK-SNAP. The
-resampling goes through the two affines: source voxel -> millimetres -> model voxel.
+resampling goes through the two affines: source voxel -> millimetres -> model voxel, by the
+same function that puts predictions back (:func:`medimg.inference.resample.resample_to_grid`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
+import torch
 
 from medimg.errors import GeometryError
+from medimg.inference.resample import resample_to_grid
 from medimg.io.nifti import save_nifti
 from medimg.io.volume import Space, Volume
 
@@ -35,7 +37,7 @@ def map_to_source_grid(
         map_affine: 4x4 affine of that grid.
         source_shape: spatial shape of the source image.
         source_affine: 4x4 affine of the source image.
-        order: spline order (1 = trilinear; 0 = nearest, for label maps).
+        order: 1 = trilinear; 0 = nearest, for label maps.
 
     Returns:
         float32 array of shape ``source_shape``.
@@ -53,21 +55,15 @@ def map_to_source_grid(
         raise GeometryError(
             f"expected 3D map and source shape, got {np.asarray(map_array).shape} and {tuple(source_shape)}"
         )
-    try:
-        source_to_map = np.linalg.inv(map_affine) @ source_affine
-    except np.linalg.LinAlgError as exc:
-        raise GeometryError(f"map affine is singular:\n{map_affine}") from exc
-    out = ndimage.affine_transform(
-        np.asarray(map_array, dtype=np.float32),
-        source_to_map[:3, :3],
-        offset=source_to_map[:3, 3],
-        output_shape=tuple(int(s) for s in source_shape),
-        order=order,
-        mode="constant",
-        cval=0.0,
-        prefilter=False,
-    )
-    return out.astype(np.float32)
+    if abs(np.linalg.det(map_affine)) < 1e-12:
+        raise GeometryError(f"map affine is singular:\n{map_affine}")
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 (nearest) or 1 (trilinear), got {order}")
+    values = torch.from_numpy(np.ascontiguousarray(map_array, dtype=np.float32))[None]
+    shape = tuple(int(s) for s in source_shape)
+    mode = "bilinear" if order == 1 else "nearest"
+    out = resample_to_grid(values, map_affine, shape, source_affine, mode, fill_background=False)  # type: ignore[arg-type]
+    return out[0].numpy()
 
 
 def save_map_in_source_geometry(

@@ -55,8 +55,8 @@ def test_classification_quickstart_maps_peak_inside_the_lesion(cls_model, tmp_pa
     """
     import torch
 
+    from benchmarks.lesion_cases import synthetic_lesion_cases
     from medimg.explain import compute_saliency
-    from medimg.explain.caseprep import synthetic_lesion_cases
     from medimg.inference.model_io import load_trained
 
     torch.set_num_threads(2)
