@@ -30,6 +30,7 @@ from medimg.errors import ConfigError
 from medimg.inference.model_io import TrainedModel, load_trained
 from medimg.inference.postprocess import Postprocessing, common_postprocessing
 from medimg.inference.predictor import Predictor
+from medimg.tasks import get_task
 
 REPEATS_TABLE = "repeats.csv"
 FOLDS_PARAM = "repeats.folds"
@@ -198,7 +199,7 @@ def check_compatible(members: Sequence[TrainedModel]) -> None:
             ("preprocessing", first.preprocessing.model_dump(exclude={"cache"}),
              wf.preprocessing.model_dump(exclude={"cache"})),
         ):  # fmt: skip
-            if key == "data.num_classes" and first.task == "segmentation":
+            if key == "data.num_classes" and get_task(first.task).dense:  # classes are the labels
                 continue
             if a != b:
                 raise ConfigError(

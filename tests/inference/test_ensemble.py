@@ -161,6 +161,18 @@ def test_evaluate_scores_the_ensemble_of_a_folds_parent(tmp_path: Path) -> None:
     ref = np.asarray(load_nifti(label).data)
     dice1 = 2 * ((mask == 1) & (ref == 1)).sum() / ((mask == 1).sum() + (ref == 1).sum())
     assert per_case.set_index("case_key").loc[row["case_key"], "dice_1"] == pytest.approx(dice1, abs=1e-6)
+    # each fold chose its postprocessing on its validation split, logged it, and its own test scoring
+    # applied it exactly as predict does
+    fold0 = study / "fold0_seed1"
+    member = load_trained(fold0 / "model")
+    assert member.postprocessing is not None and member.postprocessing.validation["n_cases"] >= 1
+    child = mlflow.MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db").get_run(children["run_id"][0])
+    for k in (1, 2):
+        assert child.data.params[f"postprocess.label_{k}"] == member.postprocessing.steps.get(k, "none")
+    scored = np.asarray(load_nifti(fold0 / "test_predictions" / f"{row['case_key']}.nii.gz").data)
+    np.testing.assert_array_equal(
+        scored, make_predictor(load_ensemble([str(fold0 / "model")]), "cpu").predict_path(str(image)).mask
+    )
     # logged to the parent run, naming both child runs
     uri = f"sqlite:///{tmp_path}/runs/mlflow.db"
     client = mlflow.MlflowClient(uri)

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 def postprocess(wf: Workflow, data: PreparedData, run: TrackedRun, exported: ExportedModel) -> ExportedModel:
     """Choose the postprocessing on the validation split and save it with the model.
 
-    Nothing is chosen (``exported`` comes back as it is) for classification or without validation
-    cases.
+    Nothing is chosen (``exported`` comes back as it is) for a task without masks (classification)
+    or without validation cases.
 
     Example:
         >>> exported = postprocess(plan.wf, data, run, exported)  # doctest: +SKIP
@@ -40,9 +40,10 @@ def postprocess(wf: Workflow, data: PreparedData, run: TrackedRun, exported: Exp
     )
     from medimg.inference.predictor import Predictor
     from medimg.io.load import check_label_grid, load_image
+    from medimg.tasks import get_task
 
     val = data.df[data.df.split == "val"]
-    if wf.task != "segmentation" or val.empty:
+    if not get_task(wf.task).dense or val.empty:  # per-label masks only
         return exported
     labels = [int(k) for k in wf.data.labels if int(k) != 0]
     predictor = Predictor(exported.net, wf, device="cpu" if wf.trainer.accelerator == "cpu" else None)
