@@ -221,7 +221,11 @@ def tune_workflow(
         return value
 
     t0 = time.perf_counter()
-    study.optimize(objective, n_trials=trials, timeout=budget_s, catch=())
+    try:
+        study.optimize(objective, n_trials=trials, timeout=budget_s, catch=())
+    except BaseException:  # a refused case, a NaN loss, Ctrl-C: the search is FAILED, its cause shown
+        client.set_terminated(parent, "FAILED")
+        raise
     table = pd.DataFrame(rows)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:

@@ -53,7 +53,13 @@ def test_run_logs_full_lineage_to_mlflow(finished_run):
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"workflow.resolved.yaml", "model", "data", "evaluation", "checkpoints"} <= arts
     model_arts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert model_arts == {"model/model.json", "model/model.safetensors", "model/workflow.yaml"}
+    # the model folder, with the postprocessing chosen on the validation split (docs/tuning.md)
+    assert model_arts == {
+        "model/model.json",
+        "model/model.safetensors",
+        "model/workflow.yaml",
+        "model/postprocessing.json",
+    }
     per_case = pd.read_csv(out / "test_per_case.csv")
     assert {"dice_1", "hd95_1", "dice_2", "site", "patient_key"} <= set(per_case.columns)
     assert set(per_case.case_key) <= set(pd.read_csv(out / "manifest.csv").query("split == 'test'").case_key)

@@ -203,7 +203,13 @@ def test_study_runs_against_team_server(mlflow_server, tmp_path):
             assert run.data.metrics[key] == pytest.approx(value)
 
     names = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert names == {"model/model.json", "model/model.safetensors", "model/workflow.yaml"}
+    # the model folder, with the postprocessing chosen on the validation split (docs/tuning.md)
+    assert names == {
+        "model/model.json",
+        "model/model.safetensors",
+        "model/workflow.yaml",
+        "model/postprocessing.json",
+    }
     assert run_info["model_uri"] == "models:/team_tiny_seg@candidate"
     assert client.get_model_version_by_alias("team_tiny_seg", "candidate").run_id == run.info.run_id
     local = Path(

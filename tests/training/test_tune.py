@@ -130,3 +130,18 @@ def test_a_trial_below_the_median_is_stopped_at_its_validation_and_marked_pruned
     validate(cb, trainer, 0, 0.1)  # below the median of the completed trial at epoch 0 (0.6)
     assert cb.pruned and trainer.should_stop and cb.values == [pytest.approx(0.1)]
     assert bad.storage.get_trial(bad._trial_id).intermediate_values == {0: pytest.approx(0.1)}
+
+
+def test_a_trial_refused_by_the_data_stops_the_search_naming_the_file_and_fails_its_parent(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import mlflow
+
+    data = {**TINY["data"], "manifest": "nowhere/manifest.csv", "synthetic": None}  # type: ignore[dict-item]
+    path = write_wf(tmp_path / "tiny.yaml", tiny_workflow(data=data))
+    assert main(["tune", str(path), "--trials", "2", "--out", "best.yaml"]) == 3
+    assert "nowhere/manifest.csv" in capsys.readouterr().err
+    assert not (tmp_path / "best.yaml").exists()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db")
+    (parent,) = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    assert parent.info.run_name == "tiny_seg-tune" and parent.info.status == "FAILED"
