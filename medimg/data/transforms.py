@@ -12,7 +12,7 @@ from typing import Any
 from monai import transforms as T
 
 from medimg.config.schema import Workflow
-from medimg.data.loading import CheckLabelValuesd, LoadStrictd
+from medimg.data.loading import CheckLabelValuesd, LoadStrictd, raise_medimg_cause
 from medimg.tasks import get_task
 
 
@@ -184,3 +184,29 @@ def eval_transforms(wf: Workflow, with_label: bool = True) -> T.Compose:
     if not seg:
         ts = [t for t in ts if not isinstance(t, T.SpatialPadd)]
     return T.Compose(ts)
+
+
+def preprocess_image(wf: Workflow, path: str, transform: T.Compose | None = None) -> dict[str, Any]:
+    """One image through the workflow's deterministic pipeline, as validation saw it (no label).
+
+    The one preprocessing for inference: the predictor and a loaded model's ``preprocess`` both
+    call it. ``transform`` is :func:`eval_transforms` built once by a caller that reuses it.
+
+    Returns:
+        MONAI's dictionary; ``image`` is a MetaTensor carrying the grid affine and the source
+        image's ``original_affine`` and ``spatial_shape``.
+
+    Raises:
+        MedimgError: the image is refused by medimg's reader (the reason ``medimg convert``
+            gives), not MONAI's "applying transform" wrapper.
+
+    Example:
+        >>> item = preprocess_image(wf, "scan.nii.gz")  # doctest: +SKIP
+        >>> item["image"].shape  # doctest: +SKIP
+        torch.Size([1, 96, 96, 64])
+    """
+    try:
+        return (transform or eval_transforms(wf, with_label=False))({"image": path})
+    except Exception as exc:
+        raise_medimg_cause(exc)
+        raise

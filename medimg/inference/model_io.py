@@ -65,15 +65,9 @@ class TrainedModel:
 
     def preprocess(self, path: str) -> tuple[torch.Tensor, dict[str, Any]]:
         """Preprocess one image the way training did: (C, X, Y, Z) tensor + geometry meta."""
-        from medimg.data.loading import raise_medimg_cause
-        from medimg.data.transforms import eval_transforms
+        from medimg.data.transforms import preprocess_image
 
-        try:
-            item = eval_transforms(self.workflow, with_label=False)({"image": path})
-        except Exception as exc:  # the reader's reason, not MONAI's "applying transform" wrapper
-            raise_medimg_cause(exc)
-            raise
-        img = item["image"]
+        img = preprocess_image(self.workflow, path)["image"]
         meta = {
             "affine": img.affine.numpy(),
             "source_affine": img.meta["original_affine"],

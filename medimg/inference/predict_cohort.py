@@ -179,7 +179,6 @@ def _case_predictor(predictor: Any, wf: Any):
     import numpy as np
 
     from medimg.inference.cases import CaseOutputs
-    from medimg.io.volume import Volume
 
     labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
     dense = get_task(wf.task).dense  # a mask on the source grid, else class probabilities
@@ -187,7 +186,7 @@ def _case_predictor(predictor: Any, wf: Any):
     def predict_fn(case, item):
         pred = predictor.predict_item(item, case.case_id)
         if dense:
-            mask = Volume(pred.mask, pred.source_affine, meta=dict(pred.source_codes))
+            mask = pred.mask_volume()
             extra = {**pred.timings, **({"input_qa_flags": pred.source_qa} if pred.source_qa else {})}
             return CaseOutputs(mask=mask, labels=labels, extra=extra)
         names = [str(i) for i in range(len(pred.probs))]

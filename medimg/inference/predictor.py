@@ -16,12 +16,12 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from medimg.config.schema import Workflow
-from medimg.data.loading import raise_medimg_cause
 from medimg.data.planner import plan_sw_batch, window_roi
-from medimg.data.transforms import eval_transforms
+from medimg.data.transforms import eval_transforms, preprocess_image
 from medimg.errors import DataError
 from medimg.inference.postprocess import Postprocessing, voxel_volume
 from medimg.inference.resample import resample_labels
+from medimg.io.volume import Volume
 from medimg.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,18 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     source_codes: dict[str, int] = field(default_factory=dict)  # NIfTI qform/sform codes to keep
     source_qa: list[str] = field(default_factory=list)  # the reader's QA flags (e.g. which NIfTI affine)
+
+    def mask_volume(self) -> Volume:
+        """The mask as a Volume on the source grid, keeping the source's NIfTI qform/sform codes.
+
+        Example:
+            >>> p = Prediction("c", np.eye(4), (2, 2, 2), mask=np.zeros((2, 2, 2), np.uint8))
+            >>> p.mask_volume().shape
+            (2, 2, 2)
+        """
+        if self.mask is None:
+            raise DataError(f"case {self.case_key}: the prediction holds no mask (a per-image task)")
+        return Volume(self.mask, self.source_affine, meta=dict(self.source_codes))
 
 
 def check_finite_output(probs: torch.Tensor, case_key: str) -> None:
@@ -87,11 +99,7 @@ class Predictor:
             MedimgError: the image is refused by medimg's reader (the same reason
                 ``medimg convert`` gives), not MONAI's "applying transform" wrapper.
         """
-        try:
-            return self.transform({"image": image_path})
-        except Exception as exc:
-            raise_medimg_cause(exc)
-            raise
+        return preprocess_image(self.wf, image_path, self.transform)
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor, source_shape: tuple[int, ...] | None = None) -> torch.Tensor:

@@ -176,7 +176,6 @@ class MedimgPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
 
         from medimg.inference.cases import CaseInput, CaseOutputs, label_volumes_ml
         from medimg.inference.writers import NiftiMaskWriter
-        from medimg.io.volume import Volume
 
         wf = self.trained.workflow
         row: dict[str, Any] = {"image": image, "status": "done", "error": ""}
@@ -189,7 +188,7 @@ class MedimgPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
             pred = self.predictor.predict_path(image, case_id)
             if get_task(wf.task).dense:
                 labels = {int(k): v for k, v in wf.data.labels.items() if int(k) != 0}
-                mask = Volume(pred.mask, pred.source_affine)
+                mask = pred.mask_volume()
                 volumes = label_volumes_ml(mask, labels)
                 row.update({f"volume_ml_{_column(n)}": float(volumes.get(n, 0.0)) for n in labels.values()})
                 target = _mask_target(image, output, output_dir)

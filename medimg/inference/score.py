@@ -17,8 +17,8 @@ import pandas as pd
 
 from medimg.config.schema import Workflow
 from medimg.inference.predictor import Prediction, Predictor
+from medimg.inference.writers import write_mask
 from medimg.io.load import check_label_grid, load_image
-from medimg.io.nifti import save_nifti
 from medimg.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,7 @@ def _segmentation_scores(
     rec["dice_mean"] = float(np.nanmean([m[f"dice_{k}"] for k in labels]))
     rec["hd95_mean"] = float(np.nanmean([m[f"hd95_{k}"] for k in labels]))
     if masks_dir is not None:
-        save_nifti(
-            pred.mask,
-            masks_dir / f"{row.case_key}.nii.gz",
-            affine=pred.source_affine,
-            dtype=np.uint8,
-        )
+        write_mask(pred.mask_volume(), masks_dir / f"{row.case_key}.nii.gz")
     return rec
 
 

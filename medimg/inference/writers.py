@@ -40,15 +40,26 @@ class NiftiMaskWriter:
         self.filename = filename
 
     def __call__(self, case: CaseInput, outputs: CaseOutputs, case_dir: Path) -> list[Path]:
-        from medimg.io.nifti import save_nifti
-
         if outputs.mask is None:
             raise DataError(f"case {case.case_id}: the predictor returned no mask for the NIfTI writer")
-        data = np.asarray(outputs.mask.data)
-        dtype = np.uint8 if data.size == 0 or int(data.max(initial=0)) < 256 else np.uint16
-        path = save_nifti(outputs.mask, case_dir / self.filename, dtype=dtype)
+        path = write_mask(outputs.mask, case_dir / self.filename)
         outputs.written[self.name] = path
         return [path]
+
+
+def write_mask(mask: Any, path: Path) -> Path:
+    """Write a label mask (a :class:`~medimg.io.volume.Volume`) as NIfTI: uint8, or uint16 past 255.
+
+    The one NIfTI mask writer: ``medimg predict``, the pyfunc and the test split's predictions.
+
+    Example:
+        >>> write_mask(Volume(mask, affine), Path("out/mask.nii.gz"))  # doctest: +SKIP
+    """
+    from medimg.io.nifti import save_nifti
+
+    data = np.asarray(mask.data)
+    dtype = np.uint8 if data.size == 0 or int(data.max(initial=0)) < 256 else np.uint16
+    return save_nifti(mask, path, dtype=dtype)
 
 
 def _source_datasets(case: CaseInput, outputs: CaseOutputs) -> list[Any]:
