@@ -87,9 +87,29 @@ def _repeats(args: argparse.Namespace, wf) -> int:
     return 0
 
 
+def _detection(args: argparse.Namespace) -> int:
+    """``task: detection`` runs medimg.detection's study (not yet a registered task; docs/detection.md)."""
+    from medimg.config.detection import load_detection_workflow
+    from medimg.detection.study import run_detection_study
+    from medimg.errors import ConfigError
+
+    if args.check or args.folds or args.seeds or args.resume:
+        raise ConfigError("a detection workflow does not take --check, --folds, --seeds or --resume yet")
+    res = run_detection_study(load_detection_workflow(args.workflow, args.overrides))
+    document = {"workflow": str(args.workflow), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
+                "out_dir": str(res.out_dir), "model_dir": str(res.model_dir), "seconds": round(res.wall_s, 3),
+                "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip
+    lines = [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
+    emit(args, document, [*lines, f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"])
+    return 0
+
+
 def execute(args: argparse.Namespace) -> int:
+    from medimg.config.detection import is_detection_workflow
     from medimg.config.load import load_workflow
 
+    if is_detection_workflow(args.workflow):
+        return _detection(args)
     wf = load_workflow(args.workflow, args.overrides)
     if args.check:
         return _check(args, wf)

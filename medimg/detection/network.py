@@ -154,6 +154,9 @@ def build_detector(plan: DetectionPlan, *, debug: bool = False) -> Any:
         feature_extractor=feature_extractor,
         size_divisible=size_divisible(plan),
     )
+    for head in (network.classification_head, network.regression_head):
+        # MONAI's heads stack four conv blocks (conv, GroupNorm, ReLU); the plan keeps the first few
+        head.conv = nn.Sequential(*list(head.conv)[: 3 * plan.head_layers])
     detector = _atss_detector_class()(network=network, anchor_generator=anchors, debug=debug)
     detector.set_atss_matcher(num_candidates=4, center_in_gt=False)
     detector.set_hard_negative_sampler(

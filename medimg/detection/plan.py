@@ -30,6 +30,7 @@ class DetectionPlan:
     returned_layers: tuple[int, ...] = (1, 2)
     block_inplanes: tuple[int, ...] = (8, 16, 32, 64)
     fpn_channels: int = 16
+    head_layers: int = 2
     score_thresh: float = 0.02
     nms_iou: float = 0.22
     max_detections: int = 50
@@ -51,6 +52,7 @@ class DetectionPlan:
             returned_layers=tup(raw["returned_layers"]),
             block_inplanes=tup(raw["block_inplanes"]),
             fpn_channels=int(raw["fpn_channels"]),
+            head_layers=int(raw.get("head_layers", 4)),
             score_thresh=float(raw["score_thresh"]),
             nms_iou=float(raw["nms_iou"]),
             max_detections=int(raw["max_detections"]),
