@@ -6,18 +6,22 @@ learning rate) and a run with time to spare ends its schedule early. :class:`Tim
 closes that gap by measuring:
 
 1. After ``probe_steps`` optimiser steps, and again after every later step, it computes the
-   seconds per training step (wall time since training started, less the time spent in
-   validation, over the steps taken) and the seconds per validation (mean of those run).
+   seconds per training step (wall time less the time spent in validation, over the steps
+   taken since the first ``probe_steps``, which warm up) and the seconds per validation (the
+   median of the last three).
 2. Validation cadence: every ``n`` epochs, the smallest ``n`` (at least
    ``trainer.val_every_n_epochs``) for which validation costs at most ``val_share`` of the
    training time.
 3. Schedule length: ``total_steps`` of the warm-up/cosine factor
    (:class:`medimg.training.optim.WarmupCosine`) becomes the steps taken plus the steps that
-   fit into the time left, after a reserve for one last validation and ``reserve`` of the
-   budget (checkpoint writes), at the measured cost of a step plus its share of validation.
+   fit into the time left, at the measured cost of a step plus its share of validation, after a
+   reserve: one validation (the final one), one step and ``reserve`` of the budget (checkpoint
+   writes).
 4. When the step count reaches ``total_steps`` the schedule is complete (learning rate at its
    minimum): it asks for a last validation and stops. Lightning's ``Timer`` (from
-   ``max_time``) stays as the hard limit.
+   ``max_time``) stays as the hard limit; a step that ends past the budget stops training
+   without another validation, so a slow machine overruns by one step and a checkpoint write
+   at most.
 
 Resume keeps the remaining budget: Lightning's ``Timer`` saves the elapsed training time in
 every checkpoint and counts on from it, and the schedule's ``total_steps`` is saved with the
@@ -37,6 +41,7 @@ from lightning.pytorch.callbacks import Callback, Timer
 from medimg.training.optim import WarmupCosine
 
 log = logging.getLogger(__name__)
+NEVER = 2**31 - 1  # a validation cadence no epoch reaches
 
 
 class TimeBudget(Callback):
@@ -74,6 +79,7 @@ class TimeBudget(Callback):
         self._start = 0.0
         self._start_step = 0
         self._val_started: float | None = None
+        self._mark: tuple[float, int, float] | None = None
         self._val_times: list[float] = []
 
     def _timer(self, trainer: Any) -> Timer:
@@ -85,7 +91,7 @@ class TimeBudget(Callback):
         )
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self._start, self._start_step = time.monotonic(), trainer.global_step
+        self._start, self._start_step, self._mark = time.monotonic(), trainer.global_step, None
         remaining = self._timer(trainer).time_remaining()
         log.info(
             "time budget %.0f s, %.0f s left at step %d", self.budget_s, remaining or 0, trainer.global_step
@@ -103,20 +109,44 @@ class TimeBudget(Callback):
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if (self._timer(trainer).time_remaining() or 0.0) <= 0:  # past the budget: no more validation
+            trainer.check_val_every_n_epoch = NEVER
+            trainer.should_stop = True
+            return
         steps = trainer.global_step - self._start_step
         if steps < self.probe_steps:
             return
+        if self._mark is None:  # the first steps (warm-up, first allocations) are not measured
+            self._mark = (time.monotonic(), trainer.global_step, sum(self._val_times))
         self._replan(trainer, steps)
-        if self.total_steps is not None and trainer.global_step >= self.total_steps:
+        if (
+            self.total_steps is not None
+            and trainer.global_step >= self.total_steps
+            and not trainer.should_stop
+        ):
+            log.info(
+                "time budget: schedule complete at step %d with %.1f s left (a step %.2f s, a validation %.2f s)",
+                trainer.global_step, self._timer(trainer).time_remaining() or 0.0, self.step_s or 0.0,
+                self._val_mean(),
+            )  # fmt: skip
             trainer.check_val_every_n_epoch = 1  # validate the final weights, then stop
             trainer.should_stop = True
+
+    def _val_mean(self) -> float:
+        """Seconds of one validation: the median of the last three (the first one warms up)."""
+        recent = sorted(self._val_times[-3:])
+        return recent[len(recent) // 2] if recent else 0.0
 
     def _replan(self, trainer: Any, steps: int) -> None:
         """Re-estimate the step cost, the validation cadence and the schedule's length."""
         now = time.monotonic()
         val_total = sum(self._val_times)
-        self.step_s = max(1e-6, (now - self._start - val_total) / steps)
-        val_each = val_total / len(self._val_times) if self._val_times else 0.0
+        since, step0, val0 = self._mark or (self._start, self._start_step, 0.0)
+        if trainer.global_step - step0 >= self.probe_steps:  # steps after the warm-up ones
+            self.step_s = max(1e-6, (now - since - (val_total - val0)) / (trainer.global_step - step0))
+        else:
+            self.step_s = max(1e-6, (now - self._start - val_total) / steps)
+        val_each = self._val_mean()
         per_epoch = max(1, _steps_per_epoch(trainer))
         if val_each > 0:
             self.val_every = max(
@@ -124,12 +154,14 @@ class TimeBudget(Callback):
             )
             trainer.check_val_every_n_epoch = self.val_every
         cost = self.step_s + val_each / (per_epoch * self.val_every)
-        left = (self._timer(trainer).time_remaining() or 0.0) - val_each - self.reserve * self.budget_s
+        # kept back: one validation (the final one), one step and ``reserve`` of the budget (the last
+        # checkpoint writes)
+        held = val_each + self.step_s + self.reserve * self.budget_s
+        left = (self._timer(trainer).time_remaining() or 0.0) - held
         total = trainer.global_step + max(0, int(left / cost))
         total = int(trainer.strategy.broadcast(total, src=0))  # every rank stops at the same step
         self.total_steps = total
-        for factor in _schedule_factors(trainer):
-            factor.total_steps = max(1, total)
+        _set_schedule_length(trainer, max(1, total))
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         elapsed = self._timer(trainer).time_elapsed()
@@ -153,14 +185,24 @@ def _steps_per_epoch(trainer: Any) -> int:
     return max(1, int(batches) // max(1, int(trainer.accumulate_grad_batches)))
 
 
-def _schedule_factors(trainer: Any) -> list[WarmupCosine]:
-    """Every warm-up/cosine factor of the trainer's ``LambdaLR`` schedulers."""
-    factors = []
+def _set_schedule_length(trainer: Any, total: int) -> None:
+    """Set ``total_steps`` of every warm-up/cosine factor and apply the rate it gives now.
+
+    Lightning steps the scheduler before ``on_train_batch_end``, so the rate for the next step
+    was computed with the old length; it is recomputed here (and is the schedule's minimum
+    once the step count reaches ``total``).
+    """
     for config in trainer.lr_scheduler_configs:
-        for fn in getattr(config.scheduler, "lr_lambdas", []):
-            if isinstance(fn, WarmupCosine):
-                factors.append(fn)
-    return factors
+        sched = config.scheduler
+        factors = getattr(sched, "lr_lambdas", [])
+        if not factors or not all(isinstance(f, WarmupCosine) for f in factors):
+            continue
+        for factor in factors:
+            factor.total_steps = total
+        groups = sched.optimizer.param_groups
+        for group, base, factor in zip(groups, sched.base_lrs, factors, strict=True):
+            group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in groups]
 
 
 def _log_metrics(trainer: Any, metrics: dict[str, float]) -> None:
