@@ -134,7 +134,7 @@ def _folds_folder(folder: Path) -> list[str]:
 
 
 def _children(run_id: str, tracking_uri: str | None) -> list[str] | None:
-    """``runs:/<child>`` of a ``--folds`` parent run (by run name), or None for any other run."""
+    """``runs:/<child>`` of a ``--folds`` parent run (finished ones), or None for any other run."""
     import mlflow
 
     from medimg.errors import WeightsError
@@ -149,9 +149,14 @@ def _children(run_id: str, tracking_uri: str | None) -> list[str] | None:
     children = client.search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
     )
-    done = sorted((c for c in children if c.info.status == "FINISHED"), key=lambda c: c.info.run_name or "")
-    if not done:
-        raise ConfigError(f"MLflow run {run_id}: a --folds/--seeds parent without a finished child run")
+    unfinished = [f"{c.info.run_id} ({c.info.status})" for c in children if c.info.status != "FINISHED"]
+    if unfinished or not children:
+        raise ConfigError(
+            f"MLflow run {run_id}: a --folds/--seeds parent whose child runs are not all FINISHED "
+            f"({', '.join(unfinished) or 'it has none'}); name the members to use with --model"
+        )
+    # in the order they ran, which is repeats.csv's (a run name would put fold10 before fold2)
+    done = sorted(children, key=lambda c: c.info.start_time)
     return [f"runs:/{c.info.run_id}" for c in done]
 
 

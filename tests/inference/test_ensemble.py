@@ -192,3 +192,24 @@ def test_evaluate_scores_the_ensemble_of_a_folds_parent(tmp_path: Path) -> None:
 def test_predict_without_any_model_says_what_to_give(capsys: pytest.CaptureFixture) -> None:
     assert main(["predict", "--out", "p"]) == 3
     assert "give a MODEL (or --model, repeatable, for an ensemble)" in capsys.readouterr().err
+
+
+def test_a_folds_parent_run_with_an_unfinished_child_is_refused_naming_it(tmp_path: Path) -> None:
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("cv")
+    parent = client.create_run(exp, run_name="cv-repeats").info.run_id
+    client.log_param(parent, "repeats.folds", "2")
+    ids = []
+    for fold, status in ((0, "FINISHED"), (1, "FAILED")):
+        child = client.create_run(exp, run_name=f"cv-fold{fold}", tags={"mlflow.parentRunId": parent})
+        client.set_terminated(child.info.run_id, status)
+        ids.append(child.info.run_id)
+    with pytest.raises(
+        ConfigError, match=rf"MLflow run {parent}: .*not all FINISHED \({ids[1]} \(FAILED\)\)"
+    ):
+        expand_members([parent], uri)
+    plain = client.create_run(exp, run_name="single").info.run_id  # not a parent: a member as it is
+    assert expand_members([plain], uri) == ([plain], None)
