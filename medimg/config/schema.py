@@ -89,6 +89,11 @@ class DataConfig(Strict):
         description="image channels the network reads: 1 for 3D images; N to read 4D images "
         "(multi-echo, multi-contrast, a short time series) with exactly N volumes as N channels",
     )
+    fingerprint: str | None = Field(
+        None,
+        description="dataset fingerprint JSON written by `medimg plan`: logged with the run (artifact "
+        "data/, tag medimg.fingerprint_sha256)",
+    )
     check_geometry: bool = Field(True, description="refuse a label whose shape/affine differs from its image")
     nonfinite: Literal["refuse", "zero"] = Field(
         "refuse",

@@ -269,9 +269,9 @@ def read_fingerprint(path: str | Path) -> dict[str, Any]:
     try:
         fp = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{p}: cannot read the fingerprint JSON ({exc})") from exc
+        raise DataError(f"{p}: cannot read the fingerprint JSON (data.fingerprint; {exc})") from exc
     if not isinstance(fp, dict) or fp.get("format") != FORMAT:
-        raise DataError(f"{p}: not a medimg fingerprint (expected 'format': {FORMAT})")
+        raise DataError(f"{p}: not a medimg fingerprint (data.fingerprint; expected 'format': {FORMAT})")
     return fp
 
 

@@ -113,6 +113,7 @@ def plan_workflow(
     label_column: str = "label",
     image_column: str = "image",
     name: str = "planned",
+    fingerprint_path: str | None = None,
 ) -> Recipe:
     """The workflow for the fingerprinted data on ``machine`` within ``budget_s`` seconds (None: no budget).
 
@@ -135,6 +136,8 @@ def plan_workflow(
         "every derived value says why after '#'; edit freely, `medimg run --check` validates",
     ]
     _data(r, fp, task, manifest, label_column, image_column)
+    if fingerprint_path:
+        r.set("data.fingerprint", fingerprint_path, "what this plan was derived from; logged with the run")
     spacing, why = target_spacing(spacings, shapes)
     median_shape = [float(v) for v in np.median(shapes * spacings / np.asarray(spacing), axis=0)]
     if dense:
@@ -427,11 +430,11 @@ def plan_dataset(
     source = Path(data)
     manifest = source / "dataset.json" if source.is_dir() else source
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", out.name.split(".")[0]) or "planned"
+    fp_path = Path(fingerprint_path) if fingerprint_path else out.with_name(f"{name}.fingerprint.json")
     recipe = plan_workflow(
         fp, task, machine or Machine.detect(out.parent), budget_s, str(manifest.resolve()),
-        label_column, image_column, name,
+        label_column, image_column, name, str(fp_path.resolve()),
     )  # fmt: skip
-    fp_path = Path(fingerprint_path) if fingerprint_path else out.with_name(f"{name}.fingerprint.json")
     write_fingerprint(fp, fp_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, recipe.yaml())

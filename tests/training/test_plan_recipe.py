@@ -151,10 +151,8 @@ def test_plan_follows_the_machine_and_budget(fingerprints):
 
 def test_plan_is_deterministic_and_loads_strictly(datasets, tmp_path):
     texts = []
-    for i in range(2):
-        planned = plan_dataset(
-            datasets["ct"], "segmentation", tmp_path / f"run{i}" / "ct.yaml", "20m", machine=CPU
-        )
+    for _ in range(2):
+        planned = plan_dataset(datasets["ct"], "segmentation", tmp_path / "ct.yaml", "20m", machine=CPU)
         texts.append((planned.workflow_path.read_text(), planned.fingerprint_path.read_text()))
         wf = load_workflow(planned.workflow_path)
         assert wf.preprocessing.spacing == (0.7, 0.7, 2.5) and wf.trainer.max_time == "20m"
@@ -188,6 +186,7 @@ def test_cli_plan_json_and_missing_data(datasets, tmp_path, capsys):
     assert "preprocessing.spacing" in doc["reasons"]
     assert json.loads((tmp_path / "mr_plan.fingerprint.json").read_text())["n_cases"] == 6
     assert load_workflow(out).name == "mr_plan"
+    assert load_workflow(out).data.fingerprint == str(tmp_path / "mr_plan.fingerprint.json")
 
     missing = tmp_path / "nowhere" / "manifest.csv"
     code = main(["plan", str(missing), "--task", "segmentation", "--out", str(tmp_path / "x.yaml")])
@@ -198,3 +197,30 @@ def test_cli_plan_json_and_missing_data(datasets, tmp_path, capsys):
                  "--budget", "20 minutes"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 3 and "--budget" in err and "20m" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_planned_workflow_trains_and_logs_its_fingerprint(datasets, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from medimg.data.fingerprint import fingerprint_hash, read_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "tiny_plan.yaml"
+    assert (
+        main(["plan", str(datasets["tiny"]), "--task", "segmentation", "--out", str(out), "--budget", "15s"])
+        == 0
+    )
+    wf = load_workflow(out)
+    fp_path = tmp_path / "tiny_plan.fingerprint.json"
+    assert wf.data.fingerprint == str(fp_path) and wf.model.name == "dynunet"
+    assert main(["run", str(out)]) == 0  # the planned DynUNet trains, exports (safetensors) and scores
+    info = json.loads((tmp_path / "runs/tiny_plan/run.json").read_text())
+    client = mlflow.MlflowClient(info["tracking_uri"])
+    run = client.get_run(info["run_id"])
+    assert run.data.tags["medimg.fingerprint_sha256"] == fingerprint_hash(read_fingerprint(fp_path))
+    assert "tiny_plan.fingerprint.json" in {
+        a.path.split("/")[-1] for a in client.list_artifacts(info["run_id"], "data")
+    }
+    assert run.data.metrics["budget_s"] == 15.0 and "test_dice_mean" in run.data.metrics
+    assert (tmp_path / "runs/tiny_plan/model/model.safetensors").is_file()

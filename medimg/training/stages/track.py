@@ -133,10 +133,21 @@ def _log_lineage(
         client.log_artifact(run_id, str(out / name), "data")
     for name in ("environment.json", "requirements.txt"):
         client.log_artifact(run_id, str(out / name), "environment")
+    if wf.data.fingerprint:
+        _log_fingerprint(client, run_id, Path(wf.data.fingerprint))
     try:
         _log_datasets(client, run_id, wf, saved, hashes)
     except Exception as exc:  # pragma: no cover - older/limited tracking servers
         log.warning("could not log the manifest as MLflow datasets: %s", exc)
+
+
+def _log_fingerprint(client: Any, run_id: str, path: Path) -> None:
+    """The dataset fingerprint of ``data.fingerprint``: artifact ``data/<name>``, tag ``medimg.fingerprint_sha256``."""
+    from medimg.data.fingerprint import fingerprint_hash, read_fingerprint
+
+    fingerprint = read_fingerprint(path)  # a missing or foreign file is refused, naming it
+    client.log_artifact(run_id, str(path), "data")
+    client.set_tag(run_id, "medimg.fingerprint_sha256", fingerprint_hash(fingerprint))
 
 
 def _log_datasets(client: Any, run_id: str, wf: Workflow, saved: pd.DataFrame, hashes: pd.DataFrame) -> None:
