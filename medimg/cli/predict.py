@@ -97,6 +97,11 @@ def _pacs_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-store", action="store_true", help="with --pacs: do not store results back")
 
 
+# the options predict_cohort takes under the name and with the value the parser gives them
+PASSED_AS_IS = ("tracking_uri", "tta", "overlap", "sw_batch_size", "device", "shard", "prefetch", "workers",
+                "dicom", "pacs", "pacs_study", "pacs_modality", "pacs_filter")  # fmt: skip
+
+
 def execute(args: argparse.Namespace) -> int:
     from medimg.errors import ConfigError
     from medimg.inference.predict_cohort import predict_cohort
@@ -106,25 +111,8 @@ def execute(args: argparse.Namespace) -> int:
         inputs.insert(0, args.model)
     if not models and not args.model:
         raise ConfigError("give a MODEL (or --model, repeatable, for an ensemble)")
-    document, lines, code = predict_cohort(
-        models or args.model,
-        inputs,
-        args.out,
-        tracking_uri=args.tracking_uri,
-        tta=args.tta,
-        overlap=args.overlap,
-        sw_batch_size=args.sw_batch_size,
-        device=args.device,
-        shard=args.shard,
-        prefetch=args.prefetch,
-        workers=args.workers,
-        progress=not args.no_progress,
-        dicom=args.dicom,
-        pacs=args.pacs,
-        pacs_study=args.pacs_study,
-        pacs_modality=args.pacs_modality,
-        pacs_filter=args.pacs_filter,
-        store=not args.no_store,
-    )
+    options = {name: getattr(args, name) for name in PASSED_AS_IS}
+    options.update(progress=not args.no_progress, store=not args.no_store)
+    document, lines, code = predict_cohort(models or args.model, inputs, args.out, **options)
     emit(args, document, lines)
     return code

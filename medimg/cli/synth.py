@@ -18,22 +18,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder (created)")
     p.add_argument("--cases", type=int, default=24, help="number of cases (default 24)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument(
-        "--shape",
-        type=int,
-        nargs=3,
-        default=(64, 64, 40),
-        metavar=("I", "J", "K"),
-        help="voxels per case (default 64 64 40)",
-    )
-    p.add_argument(
-        "--spacing",
-        type=float,
-        nargs=3,
-        default=(1.6, 1.6, 2.5),
-        metavar=("DX", "DY", "DZ"),
-        help="voxel size in mm (default 1.6 1.6 2.5)",
-    )
+    for flag, kind, default, names, what in (
+        ("--shape", int, (64, 64, 40), ("I", "J", "K"), "voxels per case"),
+        ("--spacing", float, (1.6, 1.6, 2.5), ("DX", "DY", "DZ"), "voxel size in mm"),
+    ):
+        what += f" (default {' '.join(map(str, default))})"
+        p.add_argument(flag, type=kind, nargs=3, default=default, metavar=names, help=what)
     p.add_argument("--oblique", type=float, default=12.0, help="grid rotation in degrees (default 12)")
     add_json_flag(p)
     return p

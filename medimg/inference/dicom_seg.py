@@ -53,6 +53,25 @@ class AlgorithmInfo:
 
         return f"medimg {__version__}"
 
+    def new_instance(self, kind: str, series_number: int) -> dict[str, Any]:
+        """The identity of a new object (``kind``: SEG, SR) in a series of its own, as highdicom keywords.
+
+        Example:
+            >>> ids = AlgorithmInfo("liver-unet", "1.2.0", "ab" * 32).new_instance("SR", 901)
+            >>> ids["series_description"], ids["instance_number"]
+            ('SR liver-unet', 1)
+        """
+        import highdicom as hd
+
+        return {
+            "series_instance_uid": hd.UID(),
+            "series_number": series_number,
+            "sop_instance_uid": hd.UID(),
+            "instance_number": 1,
+            "manufacturer": self.manufacturer[:64],
+            "series_description": f"{kind} {self.name}"[:64],
+        }
+
 
 def sort_source_datasets(datasets: Sequence[pydicom.Dataset]) -> list[pydicom.Dataset]:
     """Single-frame slices of one series sorted along their normal (ascending).
@@ -233,16 +252,11 @@ def _segmentation(
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=algorithm.manufacturer[:64],
+        **algorithm.new_instance("SEG", series_number),
         manufacturer_model_name=f"{algorithm.name} {algorithm.version}"[:64],
         software_versions=algorithm.software_versions,
         device_serial_number=algorithm.weights_sha256[:16] or "unknown",
         content_description=f"{algorithm.name} {algorithm.version}"[:64],
-        series_description=f"SEG {algorithm.name}"[:64],
         omit_empty_frames=omit_empty_frames,
     )
 

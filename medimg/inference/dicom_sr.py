@@ -204,13 +204,8 @@ def _comprehensive_sr(
     return hd.sr.Comprehensive3DSR(
         evidence=[*ordered, *([seg_ds] if seg_ds is not None else [])],
         content=report,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=algorithm.manufacturer[:64],
         is_complete=True,
-        series_description=f"SR {algorithm.name}"[:64],
+        **algorithm.new_instance("SR", series_number),
     )
 
 

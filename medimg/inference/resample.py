@@ -136,19 +136,21 @@ def _grid_sample_slabs(
 def resampled_slabs(
     values: torch.Tensor,
     values_affine: np.ndarray,
-    target_shape: tuple[int, int, int],
-    target_affine: np.ndarray,
-    mode: str = "bilinear",
-    fill_background: bool = True,
-    slab: int = 32,
+    target: tuple[tuple[int, int, int], np.ndarray],
+    mode: str,
+    fill_background: bool,
+    slab: int,
 ) -> Iterator[_Slab]:
-    """Yield ``(x0, x1, slab_values)``: the target grid, ``slab`` X-planes at a time (see :func:`resample_to_grid`).
+    """Yield ``(x0, x1, slab_values)``: the ``target`` grid (shape, affine), ``slab`` X-planes at a time.
+
+    The arguments are those of :func:`resample_to_grid`.
 
     Example:
         >>> p = torch.rand(2, 8, 8, 8)
-        >>> [(x0, x1, tuple(s.shape)) for x0, x1, s in resampled_slabs(p, np.eye(4), (8, 8, 8), np.eye(4), slab=5)]
+        >>> [(x0, x1, tuple(s.shape)) for x0, x1, s in resampled_slabs(p, np.eye(4), ((8, 8, 8), np.eye(4)), "bilinear", True, 5)]
         [(0, 5, (2, 5, 8, 8)), (5, 8, (2, 3, 8, 8))]
     """
+    target_shape, target_affine = target
     vals = values.float()
     mapping = np.linalg.inv(np.asarray(values_affine, np.float64)) @ np.asarray(target_affine, np.float64)
     aligned = axis_aligned_mapping(mapping) if mode == "bilinear" and min(vals.shape[1:]) > 1 else None
@@ -190,7 +192,7 @@ def resample_to_grid(
     """
     out = torch.empty((values.shape[0], *target_shape), dtype=torch.float32, device=values.device)
     for x0, x1, res in resampled_slabs(
-        values, values_affine, target_shape, target_affine, mode, fill_background, slab
+        values, values_affine, (target_shape, target_affine), mode, fill_background, slab
     ):
         out[:, x0:x1] = res
     return out
@@ -215,7 +217,7 @@ def resample_labels(
     """
     out = np.empty(target_shape, dtype=np.uint8)
     for x0, x1, res in resampled_slabs(
-        probs, probs_affine, target_shape, target_affine, "bilinear", True, slab
+        probs, probs_affine, (target_shape, target_affine), "bilinear", True, slab
     ):
         out[x0:x1] = argmax_channels(res).cpu().numpy()
     return out

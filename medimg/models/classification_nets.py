@@ -18,6 +18,7 @@ finding is and a Grad-CAM map points there (see :class:`PatchNet`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -117,6 +118,13 @@ def _dilate(layer: nn.Sequential, dilation: int) -> None:
             block.downsample = partial(ds.func, *ds.args, **{**ds.keywords, "stride": 1})
 
 
+def _register_generated(name: str, build: Callable[..., nn.Module], doc: str, **info: Any) -> None:
+    """Name and document a builder made in a loop (``build_<name>``), then register it as ``name``."""
+    build.__name__ = build.__qualname__ = "build_" + name.replace("-", "_")
+    build.__doc__ = doc
+    register_network(name, task="classification", **info)(build)
+
+
 def _register_resnet(depth: int) -> None:
     block, layers = RESNET_LAYERS[depth]
 
@@ -131,11 +139,10 @@ def _register_resnet(depth: int) -> None:
             **params,
         )
 
-    build.__name__ = build.__qualname__ = f"build_resnet{depth}"
-    build.__doc__ = f"Build a MONAI ResNet-{depth} with MedicalNet-compatible module names."
-    register_network(
+    _register_generated(
         f"resnet{depth}",
-        task="classification",
+        build,
+        f"Build a MONAI ResNet-{depth} with MedicalNet-compatible module names.",
         defaults={
             "conv1_t_size": 7,
             "conv1_t_stride": 1,
@@ -148,7 +155,7 @@ def _register_resnet(depth: int) -> None:
         },
         head=("fc",),
         description=f"MONAI ResNet-{depth}, MedicalNet-compatible keys ({block} blocks {layers}).",
-    )(build)
+    )
 
 
 for _depth in RESNET_LAYERS:
@@ -168,15 +175,14 @@ def _register_efficientnet(variant: str) -> None:
             **params,
         )
 
-    build.__name__ = build.__qualname__ = f"build_efficientnet_{variant}"
-    build.__doc__ = f"Build MONAI's EfficientNet-{variant.upper()} (never downloads)."
-    register_network(
+    _register_generated(
         model_name,
-        task="classification",
+        build,
+        f"Build MONAI's EfficientNet-{variant.upper()} (never downloads).",
         defaults={"norm": ("batch", {"eps": 0.001, "momentum": 0.01})},
         head=("_fc",),
         description=f"MONAI EfficientNet-{variant.upper()} (2D or 3D).",
-    )(build)
+    )
 
 
 for _variant in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"):

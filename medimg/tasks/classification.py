@@ -7,11 +7,9 @@ from medimg.tasks.base import Task
 CLASSIFICATION = Task(
     name="classification",
     description="one class per image (finding present or not, grade, ...)",
+    dense=False,  # one answer per image: resized to preprocessing.spatial_size, no sliding window
     target="class",
-    dense=False,
     channels="classes",
-    writers=(),
-    dicom_writers=("dicom_sr",),
     explain_methods=("gradcam",),
-    reference_is_label=True,
+    reference_is_label=True,  # writers: none; dicom_writers: the SR (the defaults)
 )
