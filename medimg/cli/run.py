@@ -104,12 +104,34 @@ def _detection(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generative(args: argparse.Namespace) -> int:
+    """``task: anomaly`` / ``task: superres`` run medimg.generative's study (docs/generative.md)."""
+    from medimg.config.generative import load_generative_workflow
+    from medimg.errors import ConfigError
+    from medimg.generative.run import run_generative
+
+    if args.check or args.folds or args.seeds or args.resume:
+        raise ConfigError(
+            "an anomaly or superres workflow does not take --check, --folds, --seeds or --resume yet"
+        )
+    res = run_generative(load_generative_workflow(args.workflow, args.overrides))
+    document = {"workflow": str(args.workflow), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
+                "out_dir": str(res.out_dir), "seconds": round(res.seconds, 3),
+                "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip
+    lines = [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
+    emit(args, document, [*lines, f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"])
+    return 0
+
+
 def execute(args: argparse.Namespace) -> int:
     from medimg.config.detection import is_detection_workflow
+    from medimg.config.generative import GENERATIVE_TASKS, workflow_task
     from medimg.config.load import load_workflow
 
     if is_detection_workflow(args.workflow):
         return _detection(args)
+    if workflow_task(args.workflow) in GENERATIVE_TASKS:
+        return _generative(args)
     wf = load_workflow(args.workflow, args.overrides)
     if args.check:
         return _check(args, wf)

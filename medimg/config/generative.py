@@ -81,10 +81,12 @@ class SuperresConfig(_Strict):
     """
 
     factor: int = Field(4, ge=2, le=8, description="thin slices per thick slice")
-    axis: int | Literal["auto"] = Field(
-        "auto",
-        description="voxel axis (0, 1, 2) of the slices; auto: the axis with the largest spacing "
-        "(the first axis on ties) of each scan",
+    axis: int = Field(
+        2,
+        ge=0,
+        le=2,
+        description="voxel axis (0, 1, 2) along which slices are thick: the acquisition axis of the thick "
+        "series to be super-resolved",
     )
     profile: Literal["box", "gaussian"] = Field(
         "box",
