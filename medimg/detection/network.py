@@ -163,10 +163,8 @@ def build_detector(plan: DetectionPlan, *, debug: bool = False) -> Any:
         batch_size_per_image=64, positive_fraction=0.3, pool_size=20, min_neg=16
     )
     detector.set_target_keys(box_key="boxes", label_key="labels")
+    # the detector keeps overlapping boxes (NMS off); medimg.detection.predict.merge_boxes merges them
     detector.set_box_selector_parameters(
-        score_thresh=plan.score_thresh,
-        topk_candidates_per_level=1000,
-        nms_thresh=plan.nms_iou,
-        detections_per_img=plan.max_detections,
+        score_thresh=plan.score_thresh, topk_candidates_per_level=1000, nms_thresh=1.0, detections_per_img=300
     )
     return detector

@@ -1,0 +1,137 @@
+"""A detection cohort killed with SIGKILL resumes: each case done exactly once, boxes.json and boxes.csv complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medimg.config.detection import parse_detection_workflow
+from medimg.data.synthetic import oblique_affine
+from medimg.detection.model_folder import save_detector
+from medimg.detection.network import build_detector
+from medimg.detection.plan import plan_detection
+from medimg.inference.ledger import Ledger
+from medimg.io.nifti import save_nifti
+from medimg.io.volume import Volume
+
+pytestmark = pytest.mark.slow  # three worker processes start torch and MONAI (about 30 s of CPU)
+
+N_CASES = 6
+
+WORKER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import medimg.detection.cohort as cohort
+    from medimg.inference.cases import CaseInput
+
+    root = Path(sys.argv[1])
+    log = root / "computations.log"
+    real = cohort.predict_boxes
+
+    def logged(detector, plan, volume, overlap=0.25):
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{volume.meta['case']} {os.getpid()}\\n".encode())
+        os.fsync(fd)
+        os.close(fd)
+        return real(detector, plan, volume, overlap)
+
+    cohort.predict_boxes = logged
+    real_load = cohort.load_scan
+
+    def load(case):
+        scan = real_load(case)
+        scan.volume.meta["case"] = case.case_id
+        return scan
+
+    cohort.load_scan = load
+    cases = [CaseInput(p.name.split(".")[0], (p,)) for p in sorted((root / "in").glob("*.nii.gz"))]
+    report = cohort.predict_detection_cohort(root / "model", cases, root / "out")
+    sys.exit(report.exit_code)
+    """
+)
+
+
+def _start(root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(root / "worker.py"), str(root)], env=env)
+
+
+def _done(out: Path) -> set[str]:
+    if not out.exists():
+        return set()
+    return {e["case_id"] for e in Ledger(out).latest().values() if e["status"] == "done"}
+
+
+def _kill_when_done(root: Path, k: int) -> set[str]:
+    proc = _start(root)
+    deadline = time.monotonic() + 240
+    while len(_done(root / "out")) < k:
+        assert proc.poll() is None, "the worker ended before it could be killed"
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return _done(root / "out")
+
+
+def test_sigkilled_detection_cohort_resumes_each_case_once(tmp_path: Path) -> None:
+    plan = plan_detection([(6, 6, 6), (10, 10, 10)], [(1.5, 1.5, 3.0)] * 2, [(32, 32, 16)] * 2)
+    wf = parse_detection_workflow(
+        {"task": "detection", "data": {"manifest": "m.csv"}, "detection": {"box_file": "b.csv"}}
+    )
+    save_detector(build_detector(plan), plan, wf, tmp_path / "model")
+    rng = np.random.default_rng(0)
+    for i in range(N_CASES):
+        affine = oblique_affine((32, 32, 16), (1.5, 1.5, 3.0), 10.0 + i)
+        save_nifti(
+            Volume(rng.normal(size=(32, 32, 16)).astype(np.float32), affine),
+            tmp_path / "in" / f"case{i:02d}.nii.gz",
+        )
+    (tmp_path / "worker.py").write_text(WORKER)
+
+    done1 = _kill_when_done(tmp_path, 2)
+    done2 = _kill_when_done(tmp_path, 4)
+    assert 2 <= len(done1) < N_CASES and done1 <= done2
+    assert _start(tmp_path).wait(timeout=300) == 0
+
+    runs = [tuple(line.split()) for line in (tmp_path / "computations.log").read_text().splitlines()]
+    pids = list(dict.fromkeys(pid for _, pid in runs))
+    by_run = [[case for case, pid in runs if pid == p] for p in pids]
+    assert len(by_run) == 3
+    for computed in by_run:
+        assert len(computed) == len(set(computed)), "a case was computed twice within one run"
+    assert not {c for computed in by_run[1:] for c in computed} & done1
+    assert not {c for computed in by_run[2:] for c in computed} & done2
+    counts = Counter(case for case, _ in runs)
+    assert set(counts) == {f"case{i:02d}" for i in range(N_CASES)}
+    assert all(counts[c] == 1 for c in done1)  # done before the first kill: never computed again
+    done_entries = Counter(e["case_id"] for e in Ledger(tmp_path / "out").entries() if e["status"] == "done")
+    assert done_entries == Counter({f"case{i:02d}": 1 for i in range(N_CASES)})  # each case done exactly once
+
+    out = tmp_path / "out"
+    assert _done(out) == set(counts)
+    for i in range(N_CASES):
+        folder = out / "cases" / f"case{i:02d}"
+        assert sorted(p.name for p in folder.iterdir()) == ["boxes.json", "case.json"]
+        doc = json.loads((folder / "boxes.json").read_text())
+        assert doc["case_id"] == f"case{i:02d}" and isinstance(doc["boxes"], list)
+        assert json.loads((folder / "case.json").read_text())["status"] == "done"
+    table = pd.read_csv(out / "boxes.csv")
+    assert list(table.columns[:5]) == ["case_key", "space", "x", "y", "z"]
+    n_boxes = sum(
+        len(json.loads((out / "cases" / f"case{i:02d}" / "boxes.json").read_text())["boxes"])
+        for i in range(N_CASES)
+    )
+    assert len(table) == n_boxes
