@@ -8,7 +8,8 @@ closes that gap by measuring:
 1. After ``probe_steps`` optimiser steps, and again after every later step, it computes the
    seconds per training step (wall time less the time spent in validation, over the steps
    taken since the first ``probe_steps``, which warm up) and the seconds per validation (the
-   median of the last three).
+   median of the last three; before the first one, a training step's time per validation case).
+   The warm-up of the schedule is cut to a tenth of its length at most.
 2. Validation cadence: every ``n`` epochs, the smallest ``n`` (at least
    ``trainer.val_every_n_epochs``) for which validation costs at most ``val_share`` of the
    training time.
@@ -137,6 +138,12 @@ class TimeBudget(Callback):
         recent = sorted(self._val_times[-3:])
         return recent[len(recent) // 2] if recent else 0.0
 
+    def _val_guess(self, trainer: Any) -> float:
+        """Before the first validation: a training step's time per validation case (a whole volume)."""
+        batches = getattr(trainer, "num_val_batches", None) or [0]
+        n = sum(b for b in batches if isinstance(b, int | float) and not math.isinf(b))
+        return float(n) * (self.step_s or 0.0)
+
     def _replan(self, trainer: Any, steps: int) -> None:
         """Re-estimate the step cost, the validation cadence and the schedule's length."""
         now = time.monotonic()
@@ -146,9 +153,10 @@ class TimeBudget(Callback):
             self.step_s = max(1e-6, (now - since - (val_total - val0)) / (trainer.global_step - step0))
         else:
             self.step_s = max(1e-6, (now - self._start - val_total) / steps)
-        val_each = self._val_mean()
+        measured = self._val_mean()
+        val_each = measured or self._val_guess(trainer)
         per_epoch = max(1, _steps_per_epoch(trainer))
-        if val_each > 0:
+        if measured > 0:
             self.val_every = max(
                 self.min_val_every, math.ceil(val_each / (self.val_share * per_epoch * self.step_s))
             )
@@ -199,6 +207,7 @@ def _set_schedule_length(trainer: Any, total: int) -> None:
             continue
         for factor in factors:
             factor.total_steps = total
+            factor.warmup_steps = min(factor.warmup_steps, total // 10)  # a short budget: short warm-up
         groups = sched.optimizer.param_groups
         for group, base, factor in zip(groups, sched.base_lrs, factors, strict=True):
             group["lr"] = base * factor(sched.last_epoch)
