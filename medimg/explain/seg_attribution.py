@@ -5,6 +5,11 @@ The target is Seg-Grad-CAM's (:func:`medimg.explain.targets.region_label_score`)
 default the voxels the network predicts as ``label`` on the unchanged input), so every point of
 the integration path or every noisy copy explains the same voxels. Over a whole case these run
 window by window (:mod:`medimg.explain.windows`), like prediction.
+
+Every method here takes the same target arguments first: ``model`` (a segmentation network
+returning ``(B, K, D, H, W)`` logits), ``x`` (the input, ``(1, C, D, H, W)``), ``label`` (the
+output channel to explain) and ``region`` (a boolean ``(D, H, W)`` mask; ``None``: the voxels
+predicted as ``label``).
 """
 
 from __future__ import annotations
@@ -57,11 +62,9 @@ def seg_integrated_gradients(
 ) -> SaliencyMap:
     """Integrated gradients (Sundararajan et al. 2017) of ``label``'s logits summed inside ``region``.
 
+    ``model``, ``x``, ``label`` and ``region`` are the target's, as for every method here.
+
     Args:
-        model: segmentation network returning ``(B, K, D, H, W)`` logits.
-        x: input ``(1, C, D, H, W)``.
-        label: output channel to explain.
-        region: boolean ``(D, H, W)`` mask; ``None``: the voxels predicted as ``label``.
         steps: points on the straight path from the baseline image to ``x`` (midpoint rule).
         baseline: intensity of the reference image (0 = the mean after z-scoring).
         batch_size: path points per forward pass (memory bound).
@@ -89,11 +92,9 @@ def seg_smoothgrad(
 ) -> SaliencyMap:
     """SmoothGrad (Smilkov et al. 2017) of ``label``'s logits summed inside ``region``.
 
+    ``model``, ``x``, ``label`` and ``region`` are the target's, as for every method here.
+
     Args:
-        model: segmentation network returning ``(B, K, D, H, W)`` logits.
-        x: input ``(1, C, D, H, W)``.
-        label: output channel to explain.
-        region: boolean ``(D, H, W)`` mask; ``None``: the voxels predicted as ``label``.
         samples: number of noisy copies.
         noise_level: noise standard deviation as a fraction of the input's intensity range.
         batch_size: copies per forward pass.
