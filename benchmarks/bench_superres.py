@@ -62,12 +62,12 @@ def workflow(manifest_path: Path, work: Path, epochs: int) -> Any:
                 "factor": 4,
                 "axis": 2,
                 "profile": "box",
-                "features": 24,
-                "layers": 6,
+                "features": 16,
+                "layers": 5,
                 "patch_size": [32, 32, 32],
                 "patches_per_epoch": 48,
             },  # fmt: skip
-            "optim": {"lr": 0.001, "batch_size": 4},
+            "optim": {"lr": 0.002, "batch_size": 4},
             "trainer": {"max_epochs": epochs},
             "tracking": {"uri": f"sqlite:///{work}/mlflow.db", "experiment": "superres"},
             "outputs": {"dir": str(work / "run")},
@@ -75,13 +75,16 @@ def workflow(manifest_path: Path, work: Path, epochs: int) -> Any:
     )
 
 
-def run(work: Path, epochs: int = 30) -> dict[str, Any]:
+def run(work: Path, epochs: int = 20) -> dict[str, Any]:
     """Train and measure; the result dictionary (or ``{"skipped": reason}``)."""
     import datetime
+    import logging
     import resource
 
     import pandas as pd
     import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from medimg.generative.run import run_generative
 
@@ -139,7 +142,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument(
         "--work", default=None, help="manifest, MLflow store and outputs (default: in the cache)"
     )

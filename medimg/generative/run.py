@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -32,16 +34,57 @@ class GenerativeResult:
     seconds: float
 
 
+def _anomaly_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
+    """``data.label_column`` is each case's class: 0 normal, 1 abnormal."""
+    from medimg.data.manifest import read_manifest
+
+    return read_manifest(wf.data, "classification")
+
+
+def _superres_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
+    """Images only: the image column stands in for the label column the reader requires."""
+    from medimg.data.manifest import read_manifest
+
+    cfg = wf.data.model_copy(update={"label_column": "image", "check_geometry": False})
+    return read_manifest(cfg, "segmentation").assign(target=0)
+
+
+def _run_anomaly(wf: GenerativeWorkflow, df: pd.DataFrame, out: Path, run: Any) -> Any:
+    from medimg.generative.anomaly_study import run_anomaly
+
+    return run_anomaly(wf, df, out, run)
+
+
+def _run_superres(wf: GenerativeWorkflow, df: pd.DataFrame, out: Path, run: Any) -> Any:
+    from medimg.generative.superres_study import run_superres
+
+    return run_superres(wf, df, out, run)
+
+
+@dataclass(frozen=True)
+class GenerativeStudy:
+    """What one generative task does: how its cases are read, and its study."""
+
+    read: Callable[[GenerativeWorkflow], pd.DataFrame]
+    run: Callable[[GenerativeWorkflow, pd.DataFrame, Path, Any], tuple[dict[str, float], pd.DataFrame]]
+
+
+STUDIES: dict[str, GenerativeStudy] = {
+    "anomaly": GenerativeStudy(_anomaly_cases, _run_anomaly),
+    "superres": GenerativeStudy(_superres_cases, _run_superres),
+}
+
+
 def read_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
     """The study's cases with their patient-level split, read by medimg's manifest reader.
 
     ``task: anomaly`` reads ``data.label_column`` as the case's class (0 normal, 1 abnormal);
-    ``task: superres`` needs images only (no label column).
+    ``task: superres`` needs images only (no label column). A missing manifest with
+    ``data.synthetic`` set is generated first.
 
     Example:
         >>> df = read_cases(load_generative_workflow("workflows/quickstart-anomaly.yaml"))  # doctest: +SKIP
     """
-    from medimg.data.manifest import read_manifest
     from medimg.data.splits import assign_splits
 
     manifest = Path(wf.data.manifest)
@@ -51,12 +94,7 @@ def read_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
         s = wf.data.synthetic
         log.info("generating a synthetic study of %d cases in %s", s.cases, manifest.parent)
         write_synthetic_study(manifest.parent, s.cases, s.seed, s.shape, s.spacing, s.oblique_deg)
-    if wf.task == "anomaly":
-        df = read_manifest(wf.data, "classification")
-    else:  # images only: the image column stands in for the label column the reader requires
-        cfg = wf.data.model_copy(update={"label_column": "image", "check_geometry": False})
-        df = read_manifest(cfg, "segmentation").assign(target=0)
-    df = assign_splits(df, wf.data.split)
+    df = assign_splits(STUDIES[wf.task].read(wf), wf.data.split)
     if not (df["split"] == "train").any():
         raise DataError(f"{manifest}: no case in the 'train' split (data.split)")
     return df
@@ -77,14 +115,7 @@ def run_generative(wf: GenerativeWorkflow) -> GenerativeResult:
     df = read_cases(wf)
     run = start_run(wf, df, out)
     try:
-        if wf.task == "anomaly":
-            from medimg.generative.anomaly_study import run_anomaly
-
-            metrics, per_case = run_anomaly(wf, df, out, run)
-        else:
-            from medimg.generative.superres_study import run_superres
-
-            metrics, per_case = run_superres(wf, df, out, run)
+        metrics, per_case = STUDIES[wf.task].run(wf, df, out, run)
     except BaseException as exc:
         run.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise
