@@ -351,7 +351,6 @@ def _classification(
     r.set(
         "optim.batch_size", batch, f"whole images of {voxels} voxels; the run's planner lowers it if needed"
     )
-    r.set("optim.loss", "dice_ce", "unused for classification (cross-entropy)")
     _optimiser(r, gpu, budget_s)
 
 
