@@ -9,8 +9,9 @@ test scan compares its output with the real thin scan against the two named base
 the same run on the same thick scans: trilinear and cubic B-spline interpolation. The goal
 (issue 22): PSNR at least 1 dB above both.
 
-Run: ``python -m benchmarks.bench_superres`` (``--epochs``, ``--work``). Skips, saying why, when
-the Hippocampus cache is absent. The result goes to ``benchmarks/results/superres-<UTC>.json``.
+Run: ``python -m benchmarks.bench_superres`` (``--epochs``, ``--work``); the runner
+(``python -m benchmarks``) lists it as skipped (its own command line, like ``bench_io``). Skips,
+saying why, when the Hippocampus cache is absent. The result goes to ``benchmarks/results/superres-<UTC>.json``.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def workflow(manifest_path: Path, work: Path, epochs: int) -> Any:
     )
 
 
-def run(work: Path, epochs: int = 20) -> dict[str, Any]:
+def measure(work: Path, epochs: int = 20) -> dict[str, Any]:
     """Train and measure; the result dictionary (or ``{"skipped": reason}``)."""
     import datetime
     import logging
@@ -147,7 +148,7 @@ if __name__ == "__main__":
         "--work", default=None, help="manifest, MLflow store and outputs (default: in the cache)"
     )
     args = parser.parse_args()
-    result = run(Path(args.work or CACHE / "bench-superres"), args.epochs)
+    result = measure(Path(args.work or CACHE / "bench-superres"), args.epochs)
     print(json.dumps(result, indent=2))
     if "skipped" not in result:
         print(f"saved: {save(result)}")
