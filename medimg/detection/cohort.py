@@ -41,19 +41,23 @@ class LoadedScan:
 def load_scan(case: CaseInput) -> LoadedScan:
     """Read the case's image strictly; a DICOM folder also gives its headers (for the SR)."""
     import pydicom
+    from pydicom.misc import is_dicom
 
     path = Path(case.paths[0])
     volume = load_image(path)
     datasets: list[Any] = []
     if path.is_dir():
-        uid = volume.meta.get("series_instance_uid")
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        by_series: dict[str, list[Any]] = {}
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and is_dicom(p)):
             try:
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
             except Exception:
-                continue
-            if "ImagePositionPatient" in ds and (uid is None or str(ds.SeriesInstanceUID) == str(uid)):
-                datasets.append(ds)
+                continue  # not DICOM (a README, a DICOMDIR's companions)
+            if "ImagePositionPatient" in ds:
+                by_series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+        # the series the reader assembled: the one with as many slices as the volume
+        fitting = [v for v in by_series.values() if len(v) == volume.shape[2]]
+        datasets = fitting[0] if len(fitting) == 1 else []
     return LoadedScan(volume, datasets)
 
 
