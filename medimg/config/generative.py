@@ -50,7 +50,10 @@ class AnomalyConfig(_Strict):
         (2, 2, 2), min_length=1, max_length=6, description="autoencoder strides per level"
     )
     smoothing_mm: float = Field(
-        4.0, ge=0, le=50, description="Gaussian sigma (mm) applied to the voxel-wise reconstruction error"
+        4.0,
+        ge=0,
+        le=50,
+        description="Gaussian sigma (mm) of the smoothing of the residual (image - reconstruction), before its magnitude",
     )
     score: Literal["max", "p99", "mean"] = Field(
         "max", description="case score from the anomaly map: maximum, 99th percentile or mean"
@@ -97,12 +100,9 @@ class SuperresConfig(_Strict):
     layers: int = Field(6, ge=2, le=32, description="convolution layers of the residual network")
     patch_size: tuple[int, int, int] = Field(
         (32, 32, 32),
-        description="training patch on the thin grid (the slice axis is rounded to a multiple of factor)",
+        description="training patch on the thin grid (voxels)",
     )
     patches_per_epoch: int = Field(64, ge=1, le=100000, description="random patches drawn per epoch")
-    apply_to: Literal["test", "none"] = Field(
-        "test", description="super-resolve the test split's simulated thick scans (test) or only train"
-    )
 
 
 class GenerativeWorkflow(Workflow):

@@ -18,12 +18,12 @@ from medimg.io.load import load_image
 @pytest.mark.slow
 def test_unseen_lesions_are_found_and_mapped_in_the_source_geometry(tmp_path, capsys):
     wf = anomaly_workflow(tmp_path)
-    load0, t0 = os.getloadavg()[0], time.perf_counter()
+    load0, t0, cpu0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
     res = run_generative(wf)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     with capsys.disabled():
         print(
-            f"\nanomaly study: {wall:.0f} s wall (load average {load0:.1f} -> {os.getloadavg()[0]:.1f}); "
+            f"\nanomaly study: {wall:.0f} s wall, {cpu:.0f} s CPU (load average {load0:.1f} -> {os.getloadavg()[0]:.1f}); "
             f"metrics {dict(sorted(res.metrics.items()))}"
         )
     per_case = pd.read_csv(res.out_dir / "test_per_case.csv")
@@ -34,7 +34,7 @@ def test_unseen_lesions_are_found_and_mapped_in_the_source_geometry(tmp_path, ca
     assert res.metrics["test_peak_in_lesion_rate"] >= 0.8
     assert per_case["target"].sum() >= 5 and (per_case["target"] == 0).sum() >= 3
     assert 0 <= res.metrics["test_voxel_auprc"] <= 1
-    assert res.metrics["test_voxel_auprc"] > 10 * per_case.shape[0] ** 0 * 0.01  # far above the lesion share
+    assert res.metrics["test_voxel_auprc"] > 0.3  # chance is the lesion voxels' share, under 1 %
     # every map lies on its input's grid: same shape, same affine
     manifest = pd.read_csv(res.out_dir / "manifest.csv").set_index("case_key")
     for row in per_case.itertuples():

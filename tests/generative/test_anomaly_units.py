@@ -115,3 +115,35 @@ def test_report_escapes_case_keys(tmp_path):
     html = write_anomaly_report(tmp_path / "r.html", "s", {"test_auroc": 0.91234}, per_case, 2.0).read_text()
     assert "<script>x" not in html and "&lt;script&gt;x" in html
     assert "0.9123" in html and 'class="flagged"' in html and "<td>yes</td>" in html
+
+
+def test_a_saved_model_folder_maps_new_scans_as_the_study_did(tmp_path):
+    import torch
+
+    from medimg.data.synthetic import write_synthetic_study
+    from medimg.generative.anomaly import AnomalyModel, preprocess
+    from medimg.generative.anomaly_study import save_model
+    from medimg.generative.apply import anomaly_maps
+    from medimg.generative.autoencoder import build_autoencoder
+    from medimg.io.load import load_image
+
+    wf = anomaly_workflow(tmp_path)
+    wf = wf.model_copy(
+        update={"preprocessing": wf.preprocessing.model_copy(update={"spatial_size": (16, 16, 16)})}
+    )
+    manifest = write_synthetic_study(
+        tmp_path / "data", cases=4, seed=1, shape=(20, 20, 12), spacing=(4.0, 4.0, 6.0)
+    )
+    image = str(manifest.parent / "cases/case_0000/image.nii.gz")
+    torch.manual_seed(0)
+    net = build_autoencoder(wf.anomaly).eval()
+    sd = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
+    model = AnomalyModel(net, sd, 0.05, 4.0, "max", threshold=0.5)
+    save_model(model, wf, tmp_path / "model")
+    expected = model.source_map(preprocess(wf, image, "c"))
+    table = anomaly_maps(tmp_path / "model", [image], tmp_path / "maps")
+    written = load_image(table["map"].iloc[0])
+    np.testing.assert_allclose(written.data, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(written.affine, load_image(image).affine, atol=1e-5)
+    assert table["score"].iloc[0] == pytest.approx(float(expected.max()), rel=1e-5)
+    assert table["flagged"].iloc[0] == (table["score"].iloc[0] > 0.5)
