@@ -427,6 +427,15 @@ def plan_dataset(
     out = Path(out)
     fp = fingerprint_dataset(data, task, label_column, image_column, max_intensity_cases)
     source = Path(data)
+    if source.is_dir() and not (source / "dataset.json").is_file():  # a DICOM folder: images only
+        fp_path = (
+            Path(fingerprint_path) if fingerprint_path else out.with_name(f"{out.stem}.fingerprint.json")
+        )
+        write_fingerprint(fp, fp_path)
+        raise DataError(
+            f"{source}: a DICOM folder has no labels or classes to plan a study on (its fingerprint is in "
+            f"{fp_path}); run `medimg scan {source}`, add a label column to its manifest, then plan the manifest"
+        )
     manifest = source / "dataset.json" if source.is_dir() else source
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", out.name.split(".")[0]) or "planned"
     fp_path = Path(fingerprint_path) if fingerprint_path else out.with_name(f"{name}.fingerprint.json")

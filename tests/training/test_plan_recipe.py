@@ -224,3 +224,24 @@ def test_planned_workflow_trains_and_logs_its_fingerprint(datasets, tmp_path, mo
     }
     assert run.data.metrics["budget_s"] == 15.0 and "test_dice_mean" in run.data.metrics
     assert (tmp_path / "runs/tiny_plan/model/model.safetensors").is_file()
+
+
+def test_dicom_root_is_fingerprinted_and_refused_for_planning(tmp_path, capsys):
+    from medimg.io.dicom.write import write_series
+    from medimg.io.volume import Volume
+
+    rng = np.random.default_rng(0)
+    for i, thickness in enumerate((2.5, 3.0)):
+        data = np.where(rng.random((32, 32, 10)) > 0.5, 40, -900).astype(np.int16)
+        write_series(Volume(data, np.diag([0.8, 0.8, thickness, 1.0]), "LPS"), tmp_path / "dicom" / f"s{i}",
+                     series_number=i + 1)  # fmt: skip
+    fp = fingerprint_dataset(tmp_path / "dicom", "classification")
+    assert fp["n_cases"] == 2 and fp["modality"] == "CT" and fp["modality_from"] == "declared"
+    assert fp["spacing"]["median"] == [0.8, 0.8, 2.75] and fp["shape"]["median"] == [32.0, 32.0, 10.0]
+    assert fp["classes"] == {} and "PHANTOM" not in fingerprint_json(fp)  # series keys are pseudonyms
+    code = main(
+        ["plan", str(tmp_path / "dicom"), "--task", "classification", "--out", str(tmp_path / "d.yaml")]
+    )
+    err = capsys.readouterr().err
+    assert code == 3 and str(tmp_path / "dicom") in err and "medimg scan" in err and "Traceback" not in err
+    assert (tmp_path / "d.fingerprint.json").is_file() and not (tmp_path / "d.yaml").exists()
