@@ -36,7 +36,7 @@ def _read_folder(folder: Path, task: str) -> tuple[GenerativeWorkflow, dict, dic
             raise ConfigError(f"{folder}: {name} not found (expected a medimg {task} model folder)")
     wf = load_generative_workflow(folder / "workflow.yaml")
     info = json.loads((folder / "model.json").read_text())
-    if wf.task != info.get("task") or info.get("task") != task:
+    if (wf.task, info.get("task")) != (task, task):  # the folder holds the model the caller asked for
         raise ConfigError(f"{folder}: a {info.get('task')!r} model folder, expected task {task!r}")
     return wf, info, load_file(str(folder / "model.safetensors"))
 
