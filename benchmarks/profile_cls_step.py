@@ -1,0 +1,236 @@
+"""Where the classification training step goes (issue 24): one process, parts interleaved.
+
+``python -m benchmarks.profile_cls_step [--cases 32] [--rounds 2] [--steps 2]`` on VesselMNIST3D
+64^3 (``~/.cache/medimg-data/vesselmnist3d_64``), DenseNet121, batch 8. Each part is timed in
+every round, parts alternating, and the median per step is printed as JSON lines:
+
+* ``batch_script`` / ``batch_medimg``: one batch from the cached script's DataLoader / medimg's
+  loader (augmentation + collation), alone;
+* ``net_*``: forward + backward + optimiser step of the same network on a fixed batch, as a
+  MetaTensor (``meta``) or a plain tensor (``plain``), contiguous or ``channels_last_3d``,
+  torch with its default threads;
+* ``step_script``: the script's loop (its loader, MetaTensor in, contiguous);
+* ``step_medimg_loop``: medimg's loader (ThreadDataLoader) with a plain loop (channels_last);
+* ``step_medimg_lightning``: medimg's loader and ``ClassificationTask`` under Lightning;
+* ``step_medimg_sync``: medimg's loader made synchronous (no augmentation thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+VESSEL = Path.home() / ".cache/medimg-data/vesselmnist3d_64"
+
+
+def workflow(manifest: Path, batch: int) -> Any:
+    from medimg.config.load import parse_workflow
+
+    return parse_workflow(
+        {
+            "name": "profile_cls",
+            "task": "classification",
+            "seed": 0,
+            "data": {"manifest": str(manifest), "label_column": "aneurysm", "num_classes": 2},
+            "preprocessing": {
+                "orientation": "RAS",
+                "spacing": None,
+                "intensity": {"mode": "zscore"},
+                "spatial_size": [64, 64, 64],
+                "cache": {"mode": "memory"},
+            },
+            "augmentation": {
+                "patch_size": None,
+                "flip_prob": 0.5,
+                "spatial": {"prob": 0.0},
+                "intensity": {"prob": 0.15, "shift": 0.1, "scale": 0.1, "noise_std": 0.1},
+            },
+            "model": {"name": "densenet121"},
+            "optim": {"optimizer": "adam", "lr": 1e-4, "batch_size": batch, "scheduler": "constant"},
+            "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
+        },
+        source="profile",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+    from monai.data import CacheDataset, DataLoader
+    from monai.networks.nets import DenseNet121
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        EnsureTyped,
+        LoadImaged,
+        RandFlipd,
+        RandRotate90d,
+        ScaleIntensityd,
+    )
+
+    from medimg.data.datasets import make_dataset, make_loader
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--cases", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8)
+    a = p.parse_args(argv)
+    import pandas as pd
+
+    df = pd.read_csv(VESSEL / "manifest.csv")
+    df = df[df.split == "train"].head(a.cases)
+    items = [
+        {"image": str(VESSEL / r.image), "label": int(r.aneurysm), "case_key": r.case_key}
+        for r in df.itertuples()
+    ]
+    t0 = time.perf_counter()
+    script_ds = CacheDataset(
+        [{"image": it["image"], "label": it["label"]} for it in items],
+        Compose(
+            [
+                LoadImaged(keys="image"),
+                EnsureChannelFirstd(keys="image"),
+                ScaleIntensityd(keys="image"),
+                EnsureTyped(keys="image"),
+                RandFlipd(keys="image", prob=0.5, spatial_axis=0),
+                RandRotate90d(keys="image", prob=0.5, spatial_axes=(0, 1)),
+            ]
+        ),
+        cache_rate=1.0,
+        num_workers=0,
+        progress=False,
+    )
+    script_cache_s = time.perf_counter() - t0
+    wf = workflow(VESSEL / "manifest.csv", a.batch)
+    t0 = time.perf_counter()
+    med_ds = make_dataset(wf, items, train=True, mode="memory")
+    med_cache_s = time.perf_counter() - t0
+    print(json.dumps({"cache_s": {"script": round(script_cache_s, 2), "medimg": round(med_cache_s, 2)}}))
+
+    script_dl = DataLoader(script_ds, batch_size=a.batch, shuffle=True, num_workers=0)
+    med_dl = make_loader(med_ds, a.batch, True, 0, 0)
+
+    def batches(dl: Any) -> Any:
+        while True:
+            yield from dl
+
+    script_it, med_it = batches(script_dl), batches(med_dl)
+    fixed = next(iter(script_dl))
+    torch.manual_seed(0)
+    nets = {
+        "contig": DenseNet121(spatial_dims=3, in_channels=1, out_channels=2),
+        "cl": DenseNet121(spatial_dims=3, in_channels=1, out_channels=2).to(
+            memory_format=torch.channels_last_3d
+        ),
+    }
+    opts = {k: torch.optim.Adam(n.parameters(), 1e-4) for k, n in nets.items()}
+    ce = torch.nn.CrossEntropyLoss()
+
+    def step(layout: str, x: Any, y: Any) -> None:
+        if layout == "cl":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        opts[layout].zero_grad()
+        ce(nets[layout](x), y.long().view(-1)).backward()
+        opts[layout].step()
+
+    def net_part(layout: str, plain: bool) -> Any:
+        def f() -> None:
+            x = fixed["image"].as_tensor() if plain else fixed["image"]
+            step(layout, x, torch.as_tensor(fixed["label"]))
+
+        return f
+
+    def loop(it: Any, layout: str, plain: bool) -> Any:
+        def f() -> None:
+            b = next(it)
+            x = b["image"].as_tensor() if plain else b["image"]
+            step(layout, x, torch.as_tensor(b["label"]))
+
+        return f
+
+    def lightning_steps(n: int) -> float:
+        import lightning.pytorch as pl
+
+        from medimg.training.tasks import ClassificationTask
+
+        times: list[float] = []
+
+        class Clock(pl.Callback):
+            def on_train_batch_start(self, *args: Any) -> None:
+                self.t = time.perf_counter()
+
+            def on_train_batch_end(self, *args: Any) -> None:
+                times.append(time.perf_counter() - self.t)
+
+        if not hasattr(lightning_steps, "module"):
+            lightning_steps.module = ClassificationTask(wf.model_dump(mode="json"), steps_per_epoch=4)  # type: ignore[attr-defined]
+        trainer = pl.Trainer(
+            max_epochs=1,
+            limit_train_batches=n + 1,
+            limit_val_batches=0,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            callbacks=[Clock()],
+        )
+        trainer.fit(lightning_steps.module, med_dl)  # type: ignore[attr-defined]
+        return statistics.median(times[1:]) if len(times) > 1 else times[0]
+
+    batch_parts = {
+        "batch_script": lambda: next(script_it),
+        "batch_medimg": lambda: next(med_it),
+    }
+    net_parts = {
+        "net_meta_contig": net_part("contig", False),
+        "net_plain_contig": net_part("contig", True),
+        "net_meta_cl": net_part("cl", False),
+        "net_plain_cl": net_part("cl", True),
+    }
+    loop_parts = {
+        "step_script": loop(script_it, "contig", False),
+        "step_medimg_loop": loop(med_it, "cl", False),
+        "step_medimg_plain_cl": loop(med_it, "cl", True),
+    }
+    res: dict[str, list[float]] = {}
+    load: list[float] = []
+    for _ in range(1):  # warm-up
+        for f in list(net_parts.values()):
+            f()
+    for r in range(a.rounds):
+        load.append(os.getloadavg()[0])
+        for name, f in batch_parts.items():
+            for _ in range(3):
+                t = time.perf_counter()
+                f()
+                res.setdefault(name, []).append(time.perf_counter() - t)
+        parts = {**net_parts, **loop_parts}
+        order = list(parts) if r % 2 == 0 else list(parts)[::-1]
+        for name in order:
+            for _ in range(a.steps):
+                t = time.perf_counter()
+                parts[name]()
+                res.setdefault(name, []).append(time.perf_counter() - t)
+        res.setdefault("step_medimg_lightning", []).append(lightning_steps(a.steps))
+        print(
+            json.dumps(
+                {"round": r, "load": load[-1], **{k: round(statistics.median(v), 3) for k, v in res.items()}}
+            ),
+            flush=True,
+        )
+    out = {k: round(statistics.median(v), 4) for k, v in res.items()}
+    out["load_avg"] = load
+    out["threads"] = torch.get_num_threads()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
