@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -140,10 +140,7 @@ def plan_workflow(
         r.set("data.fingerprint", fingerprint_path, "what this plan was derived from; logged with the run")
     spacing, why = target_spacing(spacings, shapes)
     median_shape = [float(v) for v in np.median(shapes * spacings / np.asarray(spacing), axis=0)]
-    if dense:
-        _segmentation(r, fp, machine, budget_s, spacing, why, median_shape)
-    else:
-        _classification(r, fp, machine, budget_s, spacing, why, median_shape)
+    (_segmentation if dense else _classification)(r, fp, machine, budget_s, Grid(spacing, why, median_shape))
     _trainer(r, fp, machine, budget_s)
     r.set("outputs.dir", f"runs/{name}")
     return r
@@ -202,15 +199,18 @@ def _intensity(r: Recipe, fp: dict[str, Any]) -> None:
     )
 
 
+class Grid(NamedTuple):
+    """The target grid a plan starts from: spacing (mm), why, and the median case on it (voxels)."""
+
+    spacing: list[float]
+    why: str
+    median_shape: list[float]
+
+
 def _segmentation(
-    r: Recipe,
-    fp: dict[str, Any],
-    machine: Machine,
-    budget_s: float | None,
-    spacing: list[float],
-    why_spacing: str,
-    median_shape: list[float],
+    r: Recipe, fp: dict[str, Any], machine: Machine, budget_s: float | None, grid: Grid
 ) -> None:
+    spacing, why_spacing, median_shape = grid
     gpu = machine.vram_free is not None
     r.set("preprocessing.orientation", "RAS")
     r.set("preprocessing.spacing", spacing, why_spacing)
@@ -316,14 +316,9 @@ def _optimiser(r: Recipe, gpu: bool, budget_s: float | None) -> None:
 
 
 def _classification(
-    r: Recipe,
-    fp: dict[str, Any],
-    machine: Machine,
-    budget_s: float | None,
-    spacing: list[float],
-    why_spacing: str,
-    median_shape: list[float],
+    r: Recipe, fp: dict[str, Any], machine: Machine, budget_s: float | None, grid: Grid
 ) -> None:
+    spacing, why_spacing, median_shape = grid
     gpu = machine.vram_free is not None
     cap = CLS_INPUT_VOXELS["gpu" if gpu else "cpu"]
     factor = max(1.0, (math.prod(median_shape) / cap) ** (1 / 3))
