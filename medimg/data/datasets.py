@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from monai.data import CacheDataset, Dataset, PersistentDataset, ThreadDataLoader
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, ThreadDataLoader
 from monai.data.utils import list_data_collate
 
 from medimg.config.schema import Workflow
@@ -70,12 +70,28 @@ def make_dataset(
     return Dataset(items, transform)
 
 
-def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> ThreadDataLoader:
-    """A loader that overlaps loading with compute (a thread when ``num_workers`` is 0)."""
+def make_loader(
+    ds: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, prefetch: bool = True
+) -> DataLoader:
+    """A loader that overlaps loading with compute (a thread when ``num_workers`` is 0).
+
+    ``prefetch=False`` (the thread plan on a machine with few cores,
+    :func:`medimg.data.threads.plan_threads`): no background thread; each batch is prepared in
+    the training thread, with the same random draws in the same order.
+    """
     import torch
 
     gen = torch.Generator()
     gen.manual_seed(seed)
+    if not prefetch and num_workers == 0:
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=0,
+            collate_fn=list_data_collate,
+            generator=gen,
+        )
     return ThreadDataLoader(
         ds,
         batch_size=batch_size,

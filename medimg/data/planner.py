@@ -10,13 +10,13 @@ with the reason, so a run can log what it chose and why (``Plan.explain``).
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medimg.data.threads import ThreadPlan, plan_threads, usable_cores
 from medimg.tasks import get_task
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class Machine:
         vram = None
         if device.startswith("cuda") and torch.cuda.is_available():
             vram = int(torch.cuda.mem_get_info(torch.device(device))[0])
-        return cls(ram, disk, os.cpu_count() or 1, device, vram)
+        return cls(ram, disk, usable_cores(), device, vram)
 
     @property
     def model_memory(self) -> int:
@@ -75,6 +75,7 @@ class Plan:
     patch_batch: int | None = None
     sw_batch_size: int | None = None
     reasons: list[str] = field(default_factory=list)
+    threads: ThreadPlan | None = None  # training's thread plan (its reason is among ``reasons``)
 
     def explain(self) -> str:
         """One line per choice, for logs and reports.
@@ -303,7 +304,7 @@ def plan_run(
     machine: Machine | None = None,
     budget_fraction: float = 0.5,
 ) -> Plan:
-    """What a training run should use on this machine: cache mode and patch batch.
+    """What a training run should use on this machine: cache mode, patch batch and threads.
 
     ``items`` are the cases the run caches (training and validation). The case size is the
     largest of three of them after preprocessing (header-only for NIfTI).
@@ -342,6 +343,9 @@ def plan_run(
     if cases < wf.optim.batch_size:
         plan.reasons[1] += f"; optim.batch_size {wf.optim.batch_size} -> {cases}"
     plan.patch_batch = cases * per_case
+    device = "cpu" if wf.trainer.accelerator == "cpu" else machine.device
+    plan.threads = plan_threads(wf, device, machine.cpu_count)
+    plan.reasons.append(plan.threads.explain())
     return plan
 
 

@@ -41,6 +41,9 @@ class _Task(pl.LightningModule):
         return self.device.type == "cpu" if setting == "auto" else bool(setting)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # plain tensors in: a MetaTensor runs MONAI's metadata bookkeeping on every operation of
+        # the network (benchmarks/profile_cls_step.py); the values are the same
+        x = x.as_subclass(torch.Tensor)
         if x.dim() == 5 and self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         # plain tensors out: MONAI's MetaTensor would reach the logged metrics and, through the
@@ -122,7 +125,7 @@ class SegmentationTask(_Task):
         self.n_labels = len(self.wf.data.labels)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        x, y = batch["image"], batch["label"]
+        x, y = batch["image"], batch["label"].as_subclass(torch.Tensor)
         logits = self(x)
         loss = (
             self.loss(logits, y[:, 0].long())

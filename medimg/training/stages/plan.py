@@ -57,14 +57,22 @@ def plan_study(wf: Workflow, data: PreparedData) -> StudyPlan:
             wf = wf.model_copy(deep=True)
             wf.optim.batch_size = plan.patch_batch // per_case
     log.info("planner: %s", plan.explain())
-    train_ds, train_dl, val_dl = _loaders(wf, data, plan.cache_mode, train_items, val_items)
+    prefetch = plan.threads.prefetch if plan.threads else True
+    if plan.threads:
+        plan.threads.apply()
+    train_ds, train_dl, val_dl = _loaders(wf, data, plan.cache_mode, train_items, val_items, prefetch)
     return StudyPlan(wf, plan, caveats, train_ds, train_dl, val_dl)
 
 
 def _loaders(
-    wf: Workflow, data: PreparedData, cache_mode: str | None, train_items: list[Any], val_items: list[Any]
+    wf: Workflow,
+    data: PreparedData,
+    cache_mode: str | None,
+    train_items: list[Any],
+    val_items: list[Any],
+    prefetch: bool = True,
 ) -> tuple[Any, Any, Any]:
-    """The training dataset, and the training and validation loaders, cached as the plan says."""
+    """The training dataset, and the training and validation loaders, cached and threaded as planned."""
     from medimg.data.datasets import make_dataset, make_loader
     from medimg.data.loading import raise_medimg_cause
 
@@ -76,6 +84,8 @@ def _loaders(
         raise_medimg_cause(exc)
         raise
     train_ds.transform.set_random_state(seed=wf.seed + data.rank)  # augmentation draws follow the seed
-    train_dl = make_loader(train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed)
-    val_dl = make_loader(val_ds, 1 if seg else wf.optim.batch_size, False, wf.trainer.num_workers, wf.seed)
+    train_dl = make_loader(train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed, prefetch)
+    val_dl = make_loader(
+        val_ds, 1 if seg else wf.optim.batch_size, False, wf.trainer.num_workers, wf.seed, prefetch
+    )
     return train_ds, train_dl, val_dl
