@@ -26,6 +26,7 @@ def test_unseen_lesions_are_found_and_mapped_in_the_source_geometry(tmp_path, ca
             f"\nanomaly study: {wall:.0f} s wall, {cpu:.0f} s CPU (load average {load0:.1f} -> {os.getloadavg()[0]:.1f}); "
             f"metrics {dict(sorted(res.metrics.items()))}"
         )
+    assert cpu < 300, "the whole study (preprocessing, training, maps) within 5 minutes of CPU time"
     per_case = pd.read_csv(res.out_dir / "test_per_case.csv")
     assert set(per_case["case_key"]) == set(
         pd.read_csv(res.out_dir / "manifest.csv").query("split == 'test'")["case_key"]
