@@ -76,7 +76,7 @@ def workflow(manifest_path: Path, work: Path, epochs: int) -> Any:
     )
 
 
-def measure(work: Path, epochs: int = 20) -> dict[str, Any]:
+def measure(work: Path, epochs: int = 40) -> dict[str, Any]:
     """Train and measure; the result dictionary (or ``{"skipped": reason}``)."""
     import datetime
     import logging
@@ -143,7 +143,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument(
         "--work", default=None, help="manifest, MLflow store and outputs (default: in the cache)"
     )
