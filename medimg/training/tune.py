@@ -173,29 +173,16 @@ def tune_workflow(
         ConfigError: A space that does not fit the workflow, or no trial that finished with a
             validation value (names the parent run).
     """
-    import mlflow
     import optuna
 
-    from medimg.config.load import parse_workflow, workflow_to_yaml
-    from medimg.io.atomic import atomic_write_text
+    from medimg.config.load import parse_workflow
     from medimg.training.run import run_workflow
-    from medimg.training.tracking import make_logger, resolve_tracking_uri
 
     if trials < 1:
         raise ConfigError(f"--trials {trials}: expected 1 or more")
     space = resolve_space(wf)
-    uri = resolve_tracking_uri(wf.tracking.uri)
-    parent = make_logger(uri, wf.tracking.experiment, f"{wf.tracking.run_name or wf.name}-tune").run_id
-    client = mlflow.MlflowClient(uri)
-    client.log_param(parent, "tune.trials", str(trials))
-    client.log_param(parent, "tune.budget_s", str(budget_s))
-    client.log_param(parent, "tune.space", json.dumps(space.model_dump()))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction=_direction(wf),
-        sampler=optuna.samplers.TPESampler(seed=wf.seed if seed is None else seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
-    )
+    parent, client = _start_parent_run(wf, trials, budget_s, space)
+    study = _create_study(wf, seed)
     base = Path(wf.outputs.dir)
     rows: list[dict[str, Any]] = []
 
@@ -231,6 +218,50 @@ def tune_workflow(
     if not done:
         client.set_terminated(parent, "FAILED")
         raise ConfigError(f"tune (MLflow run {parent}): no trial completed; every one was pruned or failed")
+    return _record_best(wf, study, table, client, parent, out, base, t0)
+
+
+def _start_parent_run(wf: Workflow, trials: int, budget_s: float | None, space: TuneSpace) -> tuple[str, Any]:
+    """Start the search's parent MLflow run and log its settings; return its id and a client."""
+    import mlflow
+
+    from medimg.training.tracking import make_logger, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(wf.tracking.uri)
+    parent = make_logger(uri, wf.tracking.experiment, f"{wf.tracking.run_name or wf.name}-tune").run_id
+    client = mlflow.MlflowClient(uri)
+    client.log_param(parent, "tune.trials", str(trials))
+    client.log_param(parent, "tune.budget_s", str(budget_s))
+    client.log_param(parent, "tune.space", json.dumps(space.model_dump()))
+    return parent, client
+
+
+def _create_study(wf: Workflow, seed: int | None) -> Any:
+    """An Optuna study in the workflow's direction: a seeded TPE sampler and a median pruner."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        direction=_direction(wf),
+        sampler=optuna.samplers.TPESampler(seed=wf.seed if seed is None else seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+    )
+
+
+def _record_best(
+    wf: Workflow,
+    study: Any,
+    table: pd.DataFrame,
+    client: Any,
+    parent: str,
+    out: str | Path,
+    base: Path,
+    t0: float,
+) -> TuneResult:
+    """Write the best trial's workflow to ``out`` and the trials table; log both and finish the parent run."""
+    from medimg.config.load import parse_workflow, workflow_to_yaml
+    from medimg.io.atomic import atomic_write_text
+
     best = study.best_trial
     raw = apply_params(wf, best.params)
     best_wf = parse_workflow(raw, source="best trial")  # the strict schema, as `medimg run` reads it
