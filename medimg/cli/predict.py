@@ -53,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="NIfTI files, folders (DICOM exports, NIfTI), folder#series_key, or a manifest CSV",
     )
     p.add_argument("--out", required=True, help="output folder (cases/<case>/..., cohort summary CSV)")
+    _run_options(p)
+    add_json_flag(p)
+    return p
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """How the cases are predicted and written, and read from (and stored to) a PACS."""
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI when MODEL is a run id")
     p.add_argument("--tta", action="store_true", help="average over axis flips (test-time augmentation)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: workflow's)")
@@ -75,13 +82,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="auto",
         help="write DICOM SEG + SR (auto: when the input is a DICOM series)",
     )
-    _pacs_options(p)
-    add_json_flag(p)
-    return p
-
-
-def _pacs_options(p: argparse.ArgumentParser) -> None:
-    """The options of reading cases from (and storing results to) a PACS."""
     p.add_argument(
         "--pacs", default=None, metavar="URL", help="DICOMweb base URL of a PACS to read from and store to"
     )

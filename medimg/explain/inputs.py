@@ -120,9 +120,7 @@ def explain_inputs(
 
     tm = load_model(run, model, checkpoint, workflow, tracking_uri)
     task = tm.task
-    spec = get_task(task)
-    methods = list(methods or []) or list(spec.explain_methods)
-    ref_col = reference_column or (tm.workflow.data.label_column if spec.reference_is_label else None)
+    methods, ref_col = _methods_and_reference(tm, methods, reference_column)
     cases = explain_cases(inputs, ref_col, mask_column)
     torch_device = torch.device(device or "cpu")
     net = tm.model.to(torch_device).eval()
@@ -147,6 +145,17 @@ def explain_inputs(
     )
     document, lines = _summary(result, len(cases), methods, run_id)
     return document, lines, result.exit_code
+
+
+def _methods_and_reference(
+    tm: Any, methods: Sequence[str] | None, reference_column: str | None
+) -> tuple[list[str], str | None]:
+    """The methods to run (default: the task's) and the reference column (default: the label, where
+    the task's reference is its label)."""
+    spec = get_task(tm.task)
+    chosen = list(methods or []) or list(spec.explain_methods)
+    ref_col = reference_column or (tm.workflow.data.label_column if spec.reference_is_label else None)
+    return chosen, ref_col
 
 
 def _mlflow_run_id(tm: Any, mlflow: bool, tracking_uri: str | None) -> str | None:

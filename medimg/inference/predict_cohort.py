@@ -73,17 +73,12 @@ def predict_cohort(
     """
     from medimg.inference.cases import parse_shard
     from medimg.inference.cohort import run_cohort
-    from medimg.inference.ensemble import load_ensemble, make_predictor
+    from medimg.inference.ensemble import make_predictor
 
-    if not inputs and not pacs:
-        from medimg.errors import ConfigError
-
-        raise ConfigError("give INPUT paths or --pacs URL (nothing to predict)")
+    _require_inputs(inputs, pacs)
     found = _collect(inputs, workers)
-    tm = load_ensemble([model] if isinstance(model, str) else list(model), tracking_uri=tracking_uri)
+    tm = _load_models(model, tracking_uri, tta, overlap, sw_batch_size)
     wf = tm.workflow
-    for member in tm.members:
-        _override_inference(member.workflow, tta, overlap, sw_batch_size)
     predictor = make_predictor(tm, device=device)
     out_dir = Path(out)
     client, cases = None, found.cases
@@ -105,10 +100,35 @@ def predict_cohort(
         set_aside=found.set_aside,
     )
     document, lines, code = _summary(report, out)
+    _add_ensemble(document, lines, tm, out_dir)
+    return document, lines, code
+
+
+def _require_inputs(inputs: Sequence[str], pacs: str | None) -> None:
+    """Refuse a call with neither input paths nor a PACS to query."""
+    if not inputs and not pacs:
+        from medimg.errors import ConfigError
+
+        raise ConfigError("give INPUT paths or --pacs URL (nothing to predict)")
+
+
+def _load_models(
+    model: str | Sequence[str], tracking_uri: str | None, tta: bool, overlap: float | None, sw_batch_size: Any
+) -> Any:
+    """Load the model or ensemble and apply the command's inference overrides to every member."""
+    from medimg.inference.ensemble import load_ensemble
+
+    tm = load_ensemble([model] if isinstance(model, str) else list(model), tracking_uri=tracking_uri)
+    for member in tm.members:
+        _override_inference(member.workflow, tta, overlap, sw_batch_size)
+    return tm
+
+
+def _add_ensemble(document: dict[str, Any], lines: list[str], tm: Any, out_dir: Path) -> None:
+    """For an ensemble, record its members (``ensemble.json``) in the document and the text."""
     if len(tm.members) > 1:
         document["ensemble"] = _record_members(tm, out_dir)
         lines.append(f"ensemble of {len(tm.members)} models: {out_dir / 'ensemble.json'}")
-    return document, lines, code
 
 
 def _record_members(ens: Any, out_dir: Path) -> list[dict[str, Any]]:
