@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -233,31 +233,14 @@ def _segmentation(
         patch,
         f"median resampled case {[round(v) for v in median_shape]} ({why_cap}), a multiple of the strides",
     )
-    want = max(2, min(8, (2 * cap) // voxels))
-    data_cap = max(2, int(0.05 * fp["n_cases"] * median_voxels // voxels))
-    fits = max(1, int(memory // per_patch))
-    batch = max(1, min(want, data_cap, fits))
+    batch = _batch_size(fp, cap, voxels, median_voxels, memory, per_patch)
     r.set("augmentation.samples_per_volume", 1, "one patch per case per step: a batch mixes cases (nnU-Net)")
     r.set(
         "augmentation.pos_fraction",
         *_pos_fraction(fp, median_voxels * math.prod(spacing) / 1000.0),
     )
     _augmentation(r, gpu, kind)
-    r.set(
-        "model.name", "dynunet", "DynUNet, nnU-Net's network: kernels and strides from the patch and spacing"
-    )
-    r.set(
-        "model.params",
-        {
-            "kernel_size": kernels,
-            "strides": strides,
-            "filters": filters,
-            "deep_supervision": False,
-        },
-        f"{len(strides) - 1} poolings, axes pooled while within 2x the finest spacing and >= 4 voxels; "
-        f"filters from {filters_base} doubling to {filters_cap}; no deep supervision (medimg trains on the "
-        "full-resolution output)",
-    )
+    _dynunet(r, kernels, strides, filters, filters_base, filters_cap)
     r.set(
         "optim.batch_size",
         batch,
@@ -273,6 +256,37 @@ def _segmentation(
     )
     r.set("inference.sw_batch_size", "auto")
     _optimiser(r, gpu, budget_s)
+
+
+def _batch_size(
+    fp: dict[str, Any], cap: int, voxels: int, median_voxels: float, memory: float, per_patch: float
+) -> int:
+    """Patches per step: 2-8 by the voxel cap, at most 5% of the dataset's voxels, within the memory."""
+    want = max(2, min(8, (2 * cap) // voxels))
+    data_cap = max(2, int(0.05 * fp["n_cases"] * median_voxels // voxels))
+    fits = max(1, int(memory // per_patch))
+    return max(1, min(want, data_cap, fits))
+
+
+def _dynunet(
+    r: Recipe, kernels: Any, strides: Any, filters: Any, filters_base: int, filters_cap: int
+) -> None:
+    """The network: nnU-Net's DynUNet with the kernels, strides and filters planned for the patch."""
+    r.set(
+        "model.name", "dynunet", "DynUNet, nnU-Net's network: kernels and strides from the patch and spacing"
+    )
+    r.set(
+        "model.params",
+        {
+            "kernel_size": kernels,
+            "strides": strides,
+            "filters": filters,
+            "deep_supervision": False,
+        },
+        f"{len(strides) - 1} poolings, axes pooled while within 2x the finest spacing and >= 4 voxels; "
+        f"filters from {filters_base} doubling to {filters_cap}; no deep supervision (medimg trains on the "
+        "full-resolution output)",
+    )
 
 
 def _pos_fraction(fp: dict[str, Any], case_ml: float) -> tuple[float, str]:
@@ -423,14 +437,7 @@ def plan_dataset(
     fp = fingerprint_dataset(data, task, label_column, image_column, max_intensity_cases)
     source = Path(data)
     if source.is_dir() and not (source / "dataset.json").is_file():  # a DICOM folder: images only
-        fp_path = (
-            Path(fingerprint_path) if fingerprint_path else out.with_name(f"{out.stem}.fingerprint.json")
-        )
-        write_fingerprint(fp, fp_path)
-        raise DataError(
-            f"{source}: a DICOM folder has no labels or classes to plan a study on (its fingerprint is in "
-            f"{fp_path}); run `medimg scan {source}`, add a label column to its manifest, then plan the manifest"
-        )
+        _refuse_dicom_folder(fp, source, out, fingerprint_path)
     manifest = source / "dataset.json" if source.is_dir() else source
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", out.name.split(".")[0]) or "planned"
     fp_path = Path(fingerprint_path) if fingerprint_path else out.with_name(f"{name}.fingerprint.json")
@@ -443,3 +450,21 @@ def plan_dataset(
     atomic_write_text(out, recipe.yaml())
     load_workflow(out)  # the plan must pass the strict schema it is written for
     return PlannedDataset(recipe, fp, out, fp_path)
+
+
+def _refuse_dicom_folder(
+    fp: dict[str, Any], source: Path, out: Path, fingerprint_path: str | Path | None
+) -> NoReturn:
+    """A DICOM folder has images only: write its fingerprint, then refuse to plan on it.
+
+    Raises:
+        DataError: Always, naming the fingerprint and the way to a manifest with labels.
+    """
+    from medimg.data.fingerprint import write_fingerprint
+
+    fp_path = Path(fingerprint_path) if fingerprint_path else out.with_name(f"{out.stem}.fingerprint.json")
+    write_fingerprint(fp, fp_path)
+    raise DataError(
+        f"{source}: a DICOM folder has no labels or classes to plan a study on (its fingerprint is in "
+        f"{fp_path}); run `medimg scan {source}`, add a label column to its manifest, then plan the manifest"
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -60,58 +61,69 @@ def write_detection_sr(
     Example:
         >>> write_detection_sr(boxes, volume, datasets, "out/boxes_sr.dcm", algo)  # doctest: +SKIP
     """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     ordered = sort_source_datasets(source_datasets)
     frame = str(ordered[0].get("FrameOfReferenceUID", ""))
     if not frame:
         raise DataError("write_detection_sr: the source series has no FrameOfReferenceUID")
     algorithm_id = _algorithm_identification(algorithm)
-    groups = []
-    for n, box in enumerate(boxes, start=1):
-        size = voxel_to_world(box, volume).size_mm
-        surface = hd.sr.VolumeSurface(
-            graphic_type=hd.sr.GraphicTypeValues3D.ELLIPSOID,
-            graphic_data=ellipsoid_points(box, volume),
-            frame_of_reference_uid=frame,
-            source_series=hd.sr.SourceSeriesForSegmentation(str(ordered[0].SeriesInstanceUID)),
-        )
-        measurements = [
-            hd.sr.Measurement(
-                name=hd.sr.CodedConcept(*SCORE_CODE),
-                value=float(box.score),
-                unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
-                algorithm_id=algorithm_id,
-            ),
-            hd.sr.Measurement(
-                name=codes.SCT.Diameter,
-                value=float(max(size)),
-                unit=hd.sr.CodedConcept("mm", "UCUM", "millimeter"),
-                algorithm_id=algorithm_id,
-            ),
-        ]
-        groups.append(
-            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"lesion {n}"),
-                referenced_volume_surface=surface,
-                finding_type=codes.SCT.Lesion,
-                algorithm_id=algorithm_id,
-                measurements=measurements,
-            )
-        )
+    groups = [
+        _box_group(n, box, volume, frame, ordered, algorithm_id) for n, box in enumerate(boxes, start=1)
+    ]
     if not groups:
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="no lesion detected"),
-                finding_type=codes.SCT.Lesion,
-            )
-        )
+        groups.append(_no_lesion_group())
     sr = _comprehensive_sr(ordered, None, groups, algorithm, series_number)
     _add_coding_scheme(sr)
     with atomic_write(out_path) as tmp:
         sr.save_as(tmp, enforce_file_format=True)
     return Path(out_path)
+
+
+def _box_group(
+    n: int, box: VoxelBox, volume: Volume, frame: str, ordered: Sequence[pydicom.Dataset], algorithm_id: Any
+) -> Any:
+    """Box ``n`` as a volumetric ROI: an ellipsoid surface with its score and diameter (mm)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    size = voxel_to_world(box, volume).size_mm
+    surface = hd.sr.VolumeSurface(
+        graphic_type=hd.sr.GraphicTypeValues3D.ELLIPSOID,
+        graphic_data=ellipsoid_points(box, volume),
+        frame_of_reference_uid=frame,
+        source_series=hd.sr.SourceSeriesForSegmentation(str(ordered[0].SeriesInstanceUID)),
+    )
+    measurements = [
+        hd.sr.Measurement(
+            name=hd.sr.CodedConcept(*SCORE_CODE),
+            value=float(box.score),
+            unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+            algorithm_id=algorithm_id,
+        ),
+        hd.sr.Measurement(
+            name=codes.SCT.Diameter,
+            value=float(max(size)),
+            unit=hd.sr.CodedConcept("mm", "UCUM", "millimeter"),
+            algorithm_id=algorithm_id,
+        ),
+    ]
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"lesion {n}"),
+        referenced_volume_surface=surface,
+        finding_type=codes.SCT.Lesion,
+        algorithm_id=algorithm_id,
+        measurements=measurements,
+    )
+
+
+def _no_lesion_group() -> Any:
+    """The one group of an SR without boxes: no lesion detected."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="no lesion detected"),
+        finding_type=codes.SCT.Lesion,
+    )
 
 
 def read_detection_sr(path: str | os.PathLike[str]) -> list[WorldBox]:
