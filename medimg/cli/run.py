@@ -47,14 +47,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _failures(per_case) -> list[dict[str, str]]:
-    """Test cases that could not be scored, with their reason (the ``error`` column of the per-case table)."""
-    if per_case is None or "error" not in per_case:
-        return []
-    failed = per_case[per_case["error"].notna()]
-    return [{"case_key": str(r.case_key), "reason": str(r.error)} for r in failed.itertuples()]
-
-
 def _check(args: argparse.Namespace, wf) -> int:
     """``--check``: the workflow's ranges, the manifest, the split column, every image and mask read."""
     from medimg.config.load import config_hash
@@ -87,40 +79,9 @@ def _repeats(args: argparse.Namespace, wf) -> int:
     return 0
 
 
-def _detection(args: argparse.Namespace) -> int:
-    """``task: detection`` runs medimg.detection's study (not yet a registered task; docs/detection.md)."""
-    from medimg.config.detection import load_detection_workflow
-    from medimg.detection.study import run_detection_study
-    from medimg.errors import ConfigError
-
-    if args.check or args.folds or args.seeds or args.resume:
-        raise ConfigError("a detection workflow does not take --check, --folds, --seeds or --resume yet")
-    res = run_detection_study(load_detection_workflow(args.workflow, args.overrides))
-    document = {"workflow": str(args.workflow), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
-                "out_dir": str(res.out_dir), "model_dir": str(res.model_dir), "seconds": round(res.wall_s, 3),
-                "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip
-    lines = [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
-    emit(args, document, [*lines, f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"])
-    return 0
-
-
-def _generative(args: argparse.Namespace) -> int:
-    """``task: anomaly`` / ``task: superres`` run medimg.generative's study (docs/generative.md)."""
-    from medimg.config.generative import load_generative_workflow
-    from medimg.errors import ConfigError
-    from medimg.generative.run import run_generative
-
-    if args.check or args.folds or args.seeds or args.resume:
-        raise ConfigError(
-            "an anomaly or superres workflow does not take --check, --folds, --seeds or --resume yet"
-        )
-    res = run_generative(load_generative_workflow(args.workflow, args.overrides))
-    document = {"workflow": str(args.workflow), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
-                "out_dir": str(res.out_dir), "seconds": round(res.seconds, 3),
-                "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip
-    lines = [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
-    emit(args, document, [*lines, f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"])
-    return 0
+def _emit(args: argparse.Namespace, document: dict, lines: list[str], code: int) -> int:
+    emit(args, document, lines)
+    return code
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -128,33 +89,20 @@ def execute(args: argparse.Namespace) -> int:
     from medimg.config.generative import GENERATIVE_TASKS, workflow_task
     from medimg.config.load import load_workflow
 
-    if is_detection_workflow(args.workflow):
-        return _detection(args)
-    if workflow_task(args.workflow) in GENERATIVE_TASKS:
-        return _generative(args)
+    flags = {"check": args.check, "folds": args.folds, "seeds": args.seeds, "resume": args.resume}
+    if is_detection_workflow(args.workflow):  # medimg.detection's study (docs/detection.md)
+        from medimg.detection.study import run_detection_workflow
+
+        return _emit(args, *run_detection_workflow(args.workflow, args.overrides, **flags))
+    if workflow_task(args.workflow) in GENERATIVE_TASKS:  # anomaly / superres (docs/generative.md)
+        from medimg.generative.run import run_generative_workflow
+
+        return _emit(args, *run_generative_workflow(args.workflow, args.overrides, **flags))
     wf = load_workflow(args.workflow, args.overrides)
     if args.check:
         return _check(args, wf)
     if args.folds or args.seeds:
         return _repeats(args, wf)
-    import json
+    from medimg.training.run import run_and_report
 
-    from medimg.training.run import run_workflow
-
-    res = run_workflow(wf, resume=args.resume)
-    info_path = res.out_dir / "run.json"  # what the run recorded: status, weights sha256, model URI
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    per_case_csv = res.out_dir / "test_per_case.csv"
-    document = {
-        "workflow": wf.name, "run_id": res.run_id, "tracking_uri": res.tracking_uri, "status": info.get("status"),
-        "out_dir": str(res.out_dir), "model_dir": str(res.model_dir), "weights_sha256": info.get("weights_sha256"),
-        "per_case_csv": str(per_case_csv) if per_case_csv.is_file() else None, "seconds": round(res.seconds, 3),
-        "metrics": dict(sorted(res.metrics.items())), "failures": _failures(res.per_case), "model_uri": info.get("model_uri"),
-    }  # fmt: skip
-    lines = [f"\n== {wf.name}: finished in {res.seconds:.0f} s =="]
-    lines += [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
-    lines += [f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"]
-    ui = f"mlflow ui --backend-store-uri {res.tracking_uri}"
-    lines += [f"  MLflow store:  {res.tracking_uri}", f"  open the UI:   {ui}"]
-    emit(args, document, lines)
-    return 1 if int(res.metrics.get("n_failed", 0)) else 0
+    return _emit(args, *run_and_report(wf, resume=args.resume))

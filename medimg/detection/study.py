@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,12 +170,8 @@ def run_detection_study(wf: DetectionWorkflow) -> DetectionResult:
         >>> res = run_detection_study(load_detection_workflow("workflows/quickstart-detection.yaml"))  # doctest: +SKIP
         >>> res.metrics["test_froc"]  # doctest: +SKIP
     """
-    import mlflow
-
     from medimg.data.splits import assign_splits
     from medimg.detection.model_folder import save_detector
-    from medimg.training.lineage import sha256_path
-    from medimg.training.tracking import flatten, make_logger, resolve_tracking_uri
 
     t0 = time.perf_counter()
     out = Path(wf.outputs.dir)
@@ -191,24 +188,8 @@ def run_detection_study(wf: DetectionWorkflow) -> DetectionResult:
     }
     plan = _plan(wf, by_split["train"])
     atomic_write_text(out / "plan.json", json.dumps(plan.to_dict(), indent=2))
-    uri = resolve_tracking_uri(wf.tracking.uri)
-    logger = make_logger(
-        uri, wf.tracking.experiment, wf.tracking.run_name or wf.name, tags={"medimg.task": "detection"}
-    )
-    client = mlflow.MlflowClient(uri)
+    logger, client, uri = _start_run(wf, plan, out, manifest)
     run_id = logger.run_id
-    atomic_write_text(
-        out / "run.json", json.dumps({"run_id": run_id, "tracking_uri": uri, "status": "running"})
-    )
-    client.log_param(run_id, "config_hash", config_hash(wf))
-    client.log_param(run_id, "manifest_sha256", sha256_path(manifest))
-    for key, value in flatten(
-        {"plan": {k: v for k, v in plan.to_dict().items() if k != "box_stats"}}
-    ).items():
-        client.log_param(run_id, key, str(value)[:6000])
-    client.log_text(run_id, workflow_to_yaml(wf), "workflow.yaml")
-    client.log_dict(run_id, plan.to_dict(), "plan.json")
-    client.log_text(run_id, (out / "splits.csv").read_text(), "splits.csv")
     detector = _fit(wf, plan, by_split["train"], logger)
     model_dir = save_detector(detector, plan, wf, out / "model")
     report = _score(wf, detector, plan, by_split["test"], out)
@@ -229,3 +210,63 @@ def run_detection_study(wf: DetectionWorkflow) -> DetectionResult:
         f"{report['lesions']} lesions in {report['scans']} scans, {wall:.0f} s"
     )
     return DetectionResult(run_id, uri, out, model_dir, metrics, report, wall)
+
+
+def _start_run(wf: DetectionWorkflow, plan: DetectionPlan, out: Path, manifest: Path) -> tuple[Any, Any, str]:
+    """Start the study's MLflow run (``run.json``: running) and log its workflow, plan and splits.
+
+    Returns the Lightning logger, an MLflow client and the tracking URI.
+    """
+    import mlflow
+
+    from medimg.training.lineage import sha256_path
+    from medimg.training.tracking import flatten, make_logger, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(wf.tracking.uri)
+    logger = make_logger(
+        uri, wf.tracking.experiment, wf.tracking.run_name or wf.name, tags={"medimg.task": "detection"}
+    )
+    client = mlflow.MlflowClient(uri)
+    run_id = logger.run_id
+    atomic_write_text(
+        out / "run.json", json.dumps({"run_id": run_id, "tracking_uri": uri, "status": "running"})
+    )
+    client.log_param(run_id, "config_hash", config_hash(wf))
+    client.log_param(run_id, "manifest_sha256", sha256_path(manifest))
+    for key, value in flatten(
+        {"plan": {k: v for k, v in plan.to_dict().items() if k != "box_stats"}}
+    ).items():
+        client.log_param(run_id, key, str(value)[:6000])
+    client.log_text(run_id, workflow_to_yaml(wf), "workflow.yaml")
+    client.log_dict(run_id, plan.to_dict(), "plan.json")
+    client.log_text(run_id, (out / "splits.csv").read_text(), "splits.csv")
+    return logger, client, uri
+
+
+def run_detection_workflow(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    check: bool = False,
+    folds: int | None = None,
+    seeds: str | None = None,
+    resume: bool = False,
+) -> tuple[dict[str, Any], list[str], int]:
+    """Load the detection workflow at ``path`` (with ``overrides``) and run its study, as ``medimg run`` does.
+
+    Returns the result document, its text lines and the exit code (0).
+
+    Raises:
+        ConfigError: ``check``, ``folds``, ``seeds`` or ``resume`` given (not supported yet).
+    """
+    from medimg.config.detection import load_detection_workflow
+    from medimg.errors import ConfigError
+
+    if check or folds or seeds or resume:
+        raise ConfigError("a detection workflow does not take --check, --folds, --seeds or --resume yet")
+    res = run_detection_study(load_detection_workflow(path, overrides))
+    document = {"workflow": str(path), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
+                "out_dir": str(res.out_dir), "model_dir": str(res.model_dir), "seconds": round(res.wall_s, 3),
+                "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip
+    lines = [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
+    return document, [*lines, f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"], 0

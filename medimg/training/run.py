@@ -58,3 +58,37 @@ def run_workflow(
     exported = postprocess(plan.wf, data, run, export(plan.wf, data, run, fitted))
     scores = score(plan.wf, data, run, exported)
     return register(plan.wf, data, run, exported, scores, t0)
+
+
+def _failures(per_case: pd.DataFrame | None) -> list[dict[str, str]]:
+    """Test cases that could not be scored, with their reason (the ``error`` column of the per-case table)."""
+    if per_case is None or "error" not in per_case:
+        return []
+    failed = per_case[per_case["error"].notna()]
+    return [{"case_key": str(r.case_key), "reason": str(r.error)} for r in failed.itertuples()]
+
+
+def run_and_report(wf: Workflow, *, resume: bool = False) -> tuple[dict[str, Any], list[str], int]:
+    """Run the study ``wf`` (:func:`run_workflow`), as ``medimg run`` does.
+
+    Returns the result document (run, status, weights, metrics, failed cases), its text lines and
+    the exit code (1 when some test cases could not be scored).
+    """
+    import json
+
+    res = run_workflow(wf, resume=resume)
+    info_path = res.out_dir / "run.json"  # what the run recorded: status, weights sha256, model URI
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    per_case_csv = res.out_dir / "test_per_case.csv"
+    document = {
+        "workflow": wf.name, "run_id": res.run_id, "tracking_uri": res.tracking_uri, "status": info.get("status"),
+        "out_dir": str(res.out_dir), "model_dir": str(res.model_dir), "weights_sha256": info.get("weights_sha256"),
+        "per_case_csv": str(per_case_csv) if per_case_csv.is_file() else None, "seconds": round(res.seconds, 3),
+        "metrics": dict(sorted(res.metrics.items())), "failures": _failures(res.per_case), "model_uri": info.get("model_uri"),
+    }  # fmt: skip
+    lines = [f"\n== {wf.name}: finished in {res.seconds:.0f} s =="]
+    lines += [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
+    lines += [f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"]
+    ui = f"mlflow ui --backend-store-uri {res.tracking_uri}"
+    lines += [f"  MLflow store:  {res.tracking_uri}", f"  open the UI:   {ui}"]
+    return document, lines, 1 if int(res.metrics.get("n_failed", 0)) else 0
