@@ -88,16 +88,20 @@ def execute(args: argparse.Namespace) -> int:
     from medimg.config.detection import is_detection_workflow
     from medimg.config.generative import GENERATIVE_TASKS, workflow_task
     from medimg.config.load import load_workflow
+    from medimg.errors import ConfigError
 
-    flags = {"check": args.check, "folds": args.folds, "seeds": args.seeds, "resume": args.resume}
-    if is_detection_workflow(args.workflow):  # medimg.detection's study (docs/detection.md)
-        from medimg.detection.study import run_detection_workflow
-
-        return _emit(args, *run_detection_workflow(args.workflow, args.overrides, **flags))
-    if workflow_task(args.workflow) in GENERATIVE_TASKS:  # anomaly / superres (docs/generative.md)
-        from medimg.generative.run import run_generative_workflow
-
-        return _emit(args, *run_generative_workflow(args.workflow, args.overrides, **flags))
+    kind = "detection" if is_detection_workflow(args.workflow) else workflow_task(args.workflow)
+    if kind == "detection" or kind in GENERATIVE_TASKS:  # docs/detection.md, docs/generative.md
+        flags = {"--check": args.check, "--folds": args.folds, "--seeds": args.seeds, "--resume": args.resume}
+        if any(flags.values()):
+            used = ", ".join(k for k, v in flags.items() if v)
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ConfigError(f"{args.workflow}: {article} {kind} workflow does not take {used} yet")
+        if kind == "detection":
+            from medimg.detection.study import run_detection_workflow as run_kind
+        else:
+            from medimg.generative.run import run_generative_workflow as run_kind
+        return _emit(args, *run_kind(args.workflow, args.overrides))
     wf = load_workflow(args.workflow, args.overrides)
     if args.check:
         return _check(args, wf)

@@ -244,29 +244,17 @@ def _start_run(wf: DetectionWorkflow, plan: DetectionPlan, out: Path, manifest: 
 
 
 def run_detection_workflow(
-    path: str | Path,
-    overrides: Sequence[str] = (),
-    *,
-    check: bool = False,
-    folds: int | None = None,
-    seeds: str | None = None,
-    resume: bool = False,
+    path: str | Path, overrides: Sequence[str] = ()
 ) -> tuple[dict[str, Any], list[str], int]:
     """Load the detection workflow at ``path`` (with ``overrides``) and run its study, as ``medimg run`` does.
 
     Returns the result document, its text lines and the exit code (0).
-
-    Raises:
-        ConfigError: ``check``, ``folds``, ``seeds`` or ``resume`` given (not supported yet).
     """
     from medimg.config.detection import load_detection_workflow
-    from medimg.errors import ConfigError
+    from medimg.training.run import study_lines
 
-    if check or folds or seeds or resume:
-        raise ConfigError("a detection workflow does not take --check, --folds, --seeds or --resume yet")
     res = run_detection_study(load_detection_workflow(path, overrides))
     document = {"workflow": str(path), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
                 "out_dir": str(res.out_dir), "model_dir": str(res.model_dir), "seconds": round(res.wall_s, 3),
                 "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip
-    lines = [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
-    return document, [*lines, f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"], 0
+    return document, study_lines(res.metrics, res.out_dir, res.run_id, res.tracking_uri), 0

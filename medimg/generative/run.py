@@ -126,31 +126,17 @@ def run_generative(wf: GenerativeWorkflow) -> GenerativeResult:
 
 
 def run_generative_workflow(
-    path: str | Path,
-    overrides: Sequence[str] = (),
-    *,
-    check: bool = False,
-    folds: int | None = None,
-    seeds: str | None = None,
-    resume: bool = False,
+    path: str | Path, overrides: Sequence[str] = ()
 ) -> tuple[dict[str, Any], list[str], int]:
     """Load the anomaly or superres workflow at ``path`` (with ``overrides``) and run it, as ``medimg run`` does.
 
     Returns the result document, its text lines and the exit code (0).
-
-    Raises:
-        ConfigError: ``check``, ``folds``, ``seeds`` or ``resume`` given (not supported yet).
     """
     from medimg.config.generative import load_generative_workflow
-    from medimg.errors import ConfigError
+    from medimg.training.run import study_lines
 
-    if check or folds or seeds or resume:
-        raise ConfigError(
-            "an anomaly or superres workflow does not take --check, --folds, --seeds or --resume yet"
-        )
     res = run_generative(load_generative_workflow(path, overrides))
     document = {"workflow": str(path), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
                 "out_dir": str(res.out_dir), "seconds": round(res.seconds, 3),
                 "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip
-    lines = [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
-    return document, [*lines, f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"], 0
+    return document, study_lines(res.metrics, res.out_dir, res.run_id, res.tracking_uri), 0

@@ -87,8 +87,18 @@ def run_and_report(wf: Workflow, *, resume: bool = False) -> tuple[dict[str, Any
         "metrics": dict(sorted(res.metrics.items())), "failures": _failures(res.per_case), "model_uri": info.get("model_uri"),
     }  # fmt: skip
     lines = [f"\n== {wf.name}: finished in {res.seconds:.0f} s =="]
-    lines += [f"  {key:28s} {res.metrics[key]:.4f}" for key in sorted(res.metrics)]
-    lines += [f"  outputs:       {res.out_dir}", f"  MLflow run:    {res.run_id}"]
-    ui = f"mlflow ui --backend-store-uri {res.tracking_uri}"
-    lines += [f"  MLflow store:  {res.tracking_uri}", f"  open the UI:   {ui}"]
+    lines += study_lines(res.metrics, res.out_dir, res.run_id, res.tracking_uri)
     return document, lines, 1 if int(res.metrics.get("n_failed", 0)) else 0
+
+
+def study_lines(metrics: dict[str, float], out_dir: Any, run_id: str, tracking_uri: str) -> list[str]:
+    """The text ``medimg run`` prints after a study: its metrics, outputs and MLflow run.
+
+    Example:
+        >>> study_lines({"x": 0.5}, "runs/a", "r1", "sqlite:///m.db")[:2]
+        ['  x                            0.5000', '  outputs:       runs/a']
+    """
+    lines = [f"  {key:28s} {metrics[key]:.4f}" for key in sorted(metrics)]
+    lines += [f"  outputs:       {out_dir}", f"  MLflow run:    {run_id}"]
+    ui = f"mlflow ui --backend-store-uri {tracking_uri}"
+    return [*lines, f"  MLflow store:  {tracking_uri}", f"  open the UI:   {ui}"]
