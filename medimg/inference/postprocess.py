@@ -35,8 +35,10 @@ from typing import Any
 import numpy as np
 
 from medimg.errors import WeightsError
+from medimg.models.record import (
+    POSTPROCESS_FILE as POSTPROCESS_FILE,  # the folder's file names: models.record
+)
 
-POSTPROCESS_FILE = "postprocessing.json"
 FORMAT = "medimg-postprocessing/1"
 STEPS = ("none", "remove_small", "keep_largest")
 SIZE_FACTOR = 0.5

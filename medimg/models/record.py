@@ -27,6 +27,7 @@ RECORD_FILE = "model.json"
 RECORD_FORMAT = "medimg-model/1"
 WEIGHTS_FILE = "model.safetensors"
 WORKFLOW_FILE = "workflow.yaml"
+POSTPROCESS_FILE = "postprocessing.json"  # chosen on validation; recorded when the folder has one
 MAX_RECORDED_BYTES = 64 * 2**30
 """Largest file a record may name (read whole into memory to hash and load the same bytes)."""
 

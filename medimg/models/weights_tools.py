@@ -195,9 +195,9 @@ def verify_file(path: str | Path, sha256: str | None = None) -> Result:
 
 
 def record_folder(folder: str | Path, force: bool = False) -> Result:
-    """Write model.json (sha256 of weights and workflow) for a trained model folder you trust."""
+    """Write model.json (sha256 of weights, workflow and any postprocessing) for a model folder you trust."""
     from medimg.errors import WeightsError
-    from medimg.models.record import RECORD_FILE, WEIGHTS_FILE, WORKFLOW_FILE, write_record
+    from medimg.models.record import POSTPROCESS_FILE, RECORD_FILE, WEIGHTS_FILE, WORKFLOW_FILE, write_record
 
     folder = Path(folder)
     for name in (WEIGHTS_FILE, WORKFLOW_FILE):
@@ -210,7 +210,8 @@ def record_folder(folder: str | Path, force: bool = False) -> Result:
             f"{folder / RECORD_FILE}: already exists; its hashes are what every load checks. Replace it "
             f"only if you trust the folder's current files (--force)"
         )
-    record = write_record(folder)
+    optional = (POSTPROCESS_FILE,) if (folder / POSTPROCESS_FILE).is_file() else ()
+    record = write_record(folder, (WEIGHTS_FILE, WORKFLOW_FILE, *optional))
     files = {str(folder / name): digest for name, digest in record["files"].items()}
     lines = [f"{digest}  {path}" for path, digest in files.items()]
     return {"record": str(folder / RECORD_FILE), "files": files}, [*lines, f"wrote {folder / RECORD_FILE}"]
