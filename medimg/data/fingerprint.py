@@ -57,7 +57,7 @@ def ras_grid(shape: tuple[int, ...], affine: np.ndarray) -> tuple[list[int], lis
         >>> ras_grid((10, 20, 30), np.diag([0.7, 5.0, 0.8, 1.0]))
         ([10, 20, 30], [0.7, 5.0, 0.8])
         >>> ras_grid((10, 20, 30), np.array([[0, 0, 2.0, 0], [1.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 0, 1]]))
-        ([20, 30, 10], [1.0, 3.0, 2.0])
+        ([30, 10, 20], [2.0, 1.0, 3.0])
     """
     from nibabel.orientations import io_orientation
 
