@@ -154,36 +154,12 @@ def main(argv: list[str] | None = None) -> None:
         return f
 
     def lightning_steps(n: int) -> float:
-        import lightning.pytorch as pl
-
+        from benchmarks.bench_train_cached import medimg_steps
         from medimg.training.tasks import ClassificationTask
-
-        times: list[float] = []
-
-        class Clock(pl.Callback):
-            def on_train_batch_start(self, *args: Any) -> None:
-                self.t = time.perf_counter()
-
-            def on_train_batch_end(self, *args: Any) -> None:
-                times.append(time.perf_counter() - self.t)
 
         if not hasattr(lightning_steps, "module"):
             lightning_steps.module = ClassificationTask(wf.model_dump(mode="json"), steps_per_epoch=4)  # type: ignore[attr-defined]
-        trainer = pl.Trainer(
-            max_epochs=1,
-            limit_train_batches=n + 1,
-            limit_val_batches=0,
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            log_every_n_steps=1,
-            callbacks=[Clock()],
-        )
-        trainer.fit(lightning_steps.module, med_dl)  # type: ignore[attr-defined]
-        return statistics.median(times[1:]) if len(times) > 1 else times[0]
+        return statistics.median(medimg_steps(lightning_steps.module, med_dl, n))  # type: ignore[attr-defined]
 
     batch_parts = {
         "batch_script": lambda: next(script_it),
