@@ -20,9 +20,11 @@ closes that gap by measuring:
    writes).
 4. When the step count reaches ``total_steps`` the schedule is complete (learning rate at its
    minimum): it asks for a last validation and stops. Lightning's ``Timer`` (from
-   ``max_time``) stays as the hard limit; a step that ends past the budget stops training
-   without another validation, so a slow machine overruns by one step and a checkpoint write
-   at most.
+   ``max_time``) stays as the hard limit. A step that ends past the budget, or with less than
+   one more step's time left, stops training without another validation and ends the schedule
+   at that step (when the machine slowed down, the estimate was a few steps long: in one CI
+   run 351 of 358 planned steps fit), so a slow machine overruns by one step and a checkpoint
+   write at most and the weights still end at the schedule's minimum rate.
 
 Resume keeps the remaining budget: Lightning's ``Timer`` saves the elapsed training time in
 every checkpoint and counts on from it, and the schedule's ``total_steps`` is saved with the
@@ -110,9 +112,7 @@ class TimeBudget(Callback):
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if (self._timer(trainer).time_remaining() or 0.0) <= 0:  # past the budget: no more validation
-            trainer.check_val_every_n_epoch = NEVER
-            trainer.should_stop = True
+        if self._end_if_spent(trainer):
             return
         steps = trainer.global_step - self._start_step
         if steps < self.probe_steps:
@@ -132,6 +132,28 @@ class TimeBudget(Callback):
             )  # fmt: skip
             trainer.check_val_every_n_epoch = 1  # validate the final weights, then stop
             trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._end_if_spent(trainer)  # a validation at the epoch's end may have spent the budget
+
+    def _end_if_spent(self, trainer: Any) -> bool:
+        """Stop when the budget is spent or another step would overrun it; the schedule ends here.
+
+        The weights were last trained at the schedule's minimum rate only if the schedule ends at
+        this step, so its length is cut to the step count; no validation follows.
+        """
+        if (self._timer(trainer).time_remaining() or 0.0) > (self.step_s or 0.0):
+            return False
+        trainer.check_val_every_n_epoch = NEVER
+        trainer.should_stop = True
+        if self.total_steps is not None and trainer.global_step < self.total_steps:
+            log.info(
+                "time budget: spent at step %d, %d steps before the planned end; the schedule ends here",
+                trainer.global_step, self.total_steps - trainer.global_step,
+            )  # fmt: skip
+            self.total_steps = trainer.global_step
+            _set_schedule_length(trainer, max(1, trainer.global_step))
+        return True
 
     def _val_mean(self) -> float:
         """Seconds of one validation: the median of the last three (the first one warms up)."""

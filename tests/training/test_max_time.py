@@ -129,3 +129,47 @@ def test_resume_keeps_the_remaining_budget(tmp_path):
     remaining = [m.value for m in client.get_metric_history(run_id, "budget_remaining_s")]
     assert remaining[0] == pytest.approx(budget, abs=0.5)  # the first start had the whole budget
     assert remaining[-1] == pytest.approx(budget - spent, abs=0.5)  # the resumed one what was left
+
+
+class _Timer:  # Lightning's Timer as TimeBudget reads it
+    def __init__(self, remaining: float) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float:
+        return self.remaining
+
+
+def _trainer_at(step: int, planned: int, remaining: float):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    from medimg.training.optim import warmup_cosine
+
+    timer = _Timer(remaining)
+    timer.__class__ = type("T", (_Timer, Timer), {})  # isinstance(.., Timer) without its set-up
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(planned, 0))
+    for _ in range(step):
+        opt.step()
+        sched.step()
+    return SimpleNamespace(
+        callbacks=[timer], global_step=step, should_stop=False, check_val_every_n_epoch=1,
+        lr_scheduler_configs=[SimpleNamespace(scheduler=sched)],
+    ), sched  # fmt: skip
+
+
+def test_a_budget_spent_before_the_planned_end_ends_the_schedule_at_that_step():
+    from medimg.training.budget import NEVER, TimeBudget
+
+    cb = TimeBudget(20.0)
+    cb.total_steps, cb.step_s = 358, 0.05
+    trainer, sched = _trainer_at(351, 358, remaining=0.03)  # less than one more step's time left
+    cb.on_train_epoch_end(trainer, None)  # a validation at the epoch's end spent the budget
+    assert trainer.should_stop and trainer.check_val_every_n_epoch == NEVER
+    assert cb.total_steps == 351 and sched.lr_lambdas[0].total_steps == 351
+    assert sched.get_last_lr() == pytest.approx([MIN_LR])  # the weights ended at the minimum rate
+    trainer, sched = _trainer_at(200, 358, remaining=5.0)  # time left: nothing changes
+    cb.total_steps = 358
+    cb.on_train_epoch_end(trainer, None)
+    assert not trainer.should_stop and cb.total_steps == 358 and sched.get_last_lr()[0] > 10 * MIN_LR
