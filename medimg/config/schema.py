@@ -188,6 +188,19 @@ class OptimConfig(Strict):
     loss: Literal["dice_ce", "dice", "ce"] = Field(
         "dice_ce", description="segmentation loss (classification uses ce)"
     )
+    class_weights: Literal["auto", "none"] | list[float] = Field(
+        "none",
+        description="classification: cross-entropy weight per class; auto: n / (classes x count) from the "
+        "training split's class counts (resolved at run time, the resolved workflow records the list); "
+        "none: unweighted",
+    )
+
+    @field_validator("class_weights")
+    @classmethod
+    def _check_class_weights(cls, value: str | list[float]) -> str | list[float]:
+        if isinstance(value, list) and (len(value) < 2 or not all(0 < w < float("inf") for w in value)):
+            raise ValueError(f"expected auto, none or one positive finite weight per class, got {value}")
+        return value
 
 
 class TrainerConfig(Strict):
@@ -281,4 +294,12 @@ class Workflow(Strict):
             raise ValueError("data.labels is required for segmentation (e.g. {0: background, 1: organ})")
         if self.task == "segmentation" and 0 not in self.data.labels:
             raise ValueError("data.labels must include 0 (background)")
+        weights = self.optim.class_weights
+        if weights != "none" and self.task != "classification":
+            raise ValueError(f"optim.class_weights is for classification, not {self.task} (expected none)")
+        if isinstance(weights, list) and len(weights) != self.data.num_classes:
+            raise ValueError(
+                f"optim.class_weights has {len(weights)} weights, expected one per class "
+                f"(data.num_classes: {self.data.num_classes})"
+            )
         return self

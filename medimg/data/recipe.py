@@ -32,6 +32,7 @@ CPU_PATCH_VOXELS = {"short": 48**3, "medium": 64**3, "long": 96**3}
 GPU_PATCH_VOXELS = 128**3
 CLS_INPUT_VOXELS = {"cpu": 64**3, "gpu": 128**3}
 STEPS_WITHOUT_BUDGET = 10000
+CLASS_WEIGHTS_EVIDENCE = "docs/plan.md"
 
 
 @dataclass
@@ -356,11 +357,30 @@ def _classification(
     else:
         depth = 10 if n < 2000 else 18
         r.set("model.name", f"resnet{depth}", f"{n} cases of {size} voxels: ResNet-{depth}")
+    _class_balance(r, fp)
     batch = max(2, min(32, int(0.5 * machine.model_memory // max(1, voxels * 4 * 2000))))
     r.set(
         "optim.batch_size", batch, f"whole images of {voxels} voxels; the run's planner lowers it if needed"
     )
     _optimiser(r, gpu, budget_s)
+
+
+IMBALANCE_RATIO = 1.5  # the largest class over the smallest above which the loss is class-weighted
+
+
+def _class_balance(r: Recipe, fp: dict[str, Any]) -> None:
+    """``optim.class_weights: auto`` when the classes are imbalanced (largest > 1.5x the smallest)."""
+    counts = [int(v) for v in (fp.get("classes") or {}).values()]
+    if len(counts) < 2 or max(counts) <= IMBALANCE_RATIO * min(counts):
+        r.set("optim.class_weights", "none", f"classes balanced within {IMBALANCE_RATIO}x: unweighted loss")
+        return
+    n, k = sum(counts), min(counts)
+    r.set(
+        "optim.class_weights",
+        "auto",
+        f"the smallest class has {k} of {n} cases ({k / n:.1%}): cross-entropy weighted n / (classes x count) of "
+        f"the training split; {CLASS_WEIGHTS_EVIDENCE}",
+    )
 
 
 def _trainer(r: Recipe, fp: dict[str, Any], machine: Machine, budget_s: float | None) -> None:

@@ -155,3 +155,21 @@ def round_up(values: Any, multiple: int) -> list[int]:
         [32, 64, 64]
     """
     return [int(math.ceil(float(v) / multiple) * multiple) for v in values]
+
+
+def balanced_class_weights(counts: list[int]) -> list[float]:
+    """Cross-entropy weight per class: ``n / (classes x count)`` (scikit-learn's ``balanced``).
+
+    Every class then carries the same total weight, and a case of the average class weighs 1, so
+    the loss keeps the scale of the unweighted one. A class with no case gets weight 1 (it adds
+    nothing to the loss either way), rounded to six significant digits so the resolved workflow
+    reads the same on every machine.
+
+    Example:
+        >>> balanced_class_weights([1185, 150])
+        [0.563291, 4.45]
+    """
+    from medimg.data.fingerprint import round_sig
+
+    n, present = sum(counts), [c for c in counts if c > 0]
+    return [round_sig(n / (len(present) * c)) if c > 0 else 1.0 for c in counts]

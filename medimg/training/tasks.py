@@ -177,7 +177,7 @@ class ClassificationTask(_Task):
 
     def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1) -> None:
         super().__init__(workflow, steps_per_epoch)
-        self.loss = torch.nn.CrossEntropyLoss()
+        self.loss = class_weighted_ce(self.wf)
         self._probs: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
 
@@ -212,6 +212,46 @@ class ClassificationTask(_Task):
         self.log(
             "val_auroc", cohort_auroc(labels, probs[:, 1] if probs.shape[1] == 2 else probs), prog_bar=True
         )
+
+
+class WeightedCrossEntropy(torch.nn.Module):
+    """Cross-entropy with a fixed weight per class, kept out of the state dict.
+
+    ``torch.nn.CrossEntropyLoss(weight=...)`` registers the weights as a buffer, which would add a
+    ``loss.weight`` entry to every checkpoint; here they are plain data of the workflow.
+    """
+
+    def __init__(self, weights: list[float]) -> None:
+        super().__init__()
+        self.weights = torch.tensor(weights, dtype=torch.float32)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = self.weights.to(device=logits.device, dtype=logits.dtype)
+        return torch.nn.functional.cross_entropy(logits, target, weight=weight)
+
+
+def class_weighted_ce(wf: Workflow) -> torch.nn.Module:
+    """The classification loss: cross-entropy, weighted per class by ``optim.class_weights``.
+
+    Raises:
+        ConfigError: ``optim.class_weights`` is still ``auto`` (the run's plan stage resolves it
+            from the training split's class counts).
+
+    Example:
+        >>> wf = parse_workflow({"task": "classification", "data": {"manifest": "m.csv"},
+        ...                      "optim": {"class_weights": [0.5, 2.0]}}, source="example")
+        >>> class_weighted_ce(wf).weights.tolist()
+        [0.5, 2.0]
+    """
+    weights = wf.optim.class_weights
+    if weights == "none":
+        return torch.nn.CrossEntropyLoss()
+    if weights == "auto":
+        raise ConfigError(
+            "optim.class_weights: auto is resolved from the training split's class counts by `medimg run`; "
+            "to build the task directly, give one weight per class (or none)"
+        )
+    return WeightedCrossEntropy(list(weights))
 
 
 LIGHTNING_TASKS: dict[str, type[_Task]] = {}

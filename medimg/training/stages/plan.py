@@ -41,6 +41,7 @@ def plan_study(wf: Workflow, data: PreparedData) -> StudyPlan:
     caveats = configure_determinism(wf.seed, wf.trainer.deterministic, wf.trainer.accelerator)
     world = ddp_world_size(wf)
     train_items = case_dicts(df[df.split == "train"], wf.task)
+    wf = resolve_class_weights(wf, train_items)  # before DDP's partition: every rank weighs the same
     if world > 1:  # each rank caches only its own share: host memory does not multiply with ranks
         from monai.data import partition_dataset
 
@@ -62,6 +63,34 @@ def plan_study(wf: Workflow, data: PreparedData) -> StudyPlan:
         plan.threads.apply()
     train_ds, train_dl, val_dl = _loaders(wf, data, plan.cache_mode, train_items, val_items, prefetch)
     return StudyPlan(wf, plan, caveats, train_ds, train_dl, val_dl)
+
+
+def resolve_class_weights(wf: Workflow, train_items: list[dict[str, Any]]) -> Workflow:
+    """``optim.class_weights: auto`` made the list the training split's class counts imply.
+
+    The list goes into a copy of the workflow, so the resolved workflow (logged, hashed, saved in
+    the checkpoint) records the weights the loss used. Other values are returned unchanged.
+
+    Example:
+        >>> wf = resolve_class_weights(wf, [{"label": 0}] * 3 + [{"label": 1}])  # doctest: +SKIP
+        >>> wf.optim.class_weights  # doctest: +SKIP
+        [0.666667, 2.0]
+    """
+    from medimg.data.recipe_rules import balanced_class_weights
+
+    if wf.optim.class_weights != "auto":
+        return wf
+    counts = [0] * wf.data.num_classes
+    for item in train_items:
+        counts[int(item["label"])] += 1
+    wf = wf.model_copy(deep=True)
+    wf.optim.class_weights = balanced_class_weights(counts)
+    log.info(
+        "optim.class_weights auto: %s from the training split's class counts %s",
+        wf.optim.class_weights,
+        counts,
+    )
+    return wf
 
 
 def _loaders(

@@ -1,0 +1,113 @@
+"""Class imbalance: ``optim.class_weights`` (schema, resolution from the training split, the loss)
+and the plan that writes it for an imbalanced fingerprint and not for a balanced one."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from medimg.config.load import parse_workflow
+from medimg.data.fingerprint import fingerprint_dataset
+from medimg.data.planner import GIB, Machine
+from medimg.data.recipe import plan_workflow
+from medimg.data.recipe_rules import balanced_class_weights
+from medimg.data.synthetic import write_synthetic_study
+from medimg.errors import ConfigError
+from medimg.training.stages.plan import resolve_class_weights
+from medimg.training.tasks import ClassificationTask
+
+CPU = Machine(ram_available=16 * GIB, disk_free=100 * GIB, cpu_count=2)
+
+
+def _cls(**optim):
+    return {"task": "classification", "data": {"manifest": "m.csv", "num_classes": 3}, "optim": optim}
+
+
+@pytest.mark.parametrize("counts", [[1185, 150], [6, 2, 4], [10, 10]])
+def test_balanced_weights_give_every_class_the_same_total(counts):
+    weights = balanced_class_weights(counts)
+    n, k = sum(counts), len(counts)
+    totals = [w * c for w, c in zip(weights, counts, strict=True)]
+    assert totals == pytest.approx([n / k] * k, rel=1e-5)  # each class carries n / k
+    assert sum(totals) / n == pytest.approx(1.0, rel=1e-5)  # an average case weighs 1
+    assert (weights[0] < weights[1]) == (counts[0] > counts[1])
+
+
+def test_balanced_weights_with_an_absent_class():
+    assert balanced_class_weights([6, 0, 2]) == pytest.approx([8 / 12, 1.0, 8 / 4], rel=1e-6)
+
+
+def test_auto_is_resolved_from_the_training_split_counts():
+    wf = parse_workflow(_cls(class_weights="auto"), source="wf.yaml")
+    items = [{"label": 0}] * 6 + [{"label": 1}] * 2 + [{"label": 2}] * 4
+    resolved = resolve_class_weights(wf, items)
+    assert resolved.optim.class_weights == pytest.approx([12 / 18, 12 / 6, 12 / 12])
+    assert wf.optim.class_weights == "auto"  # a copy: the caller's workflow is unchanged
+    explicit = parse_workflow(_cls(class_weights=[1.0, 2.0, 3.0]), source="wf.yaml")
+    assert resolve_class_weights(explicit, items).optim.class_weights == [1.0, 2.0, 3.0]
+
+
+def test_weighted_loss_is_the_weighted_mean_of_case_losses():
+    weights = [0.5, 2.0, 1.0]
+    task = ClassificationTask(parse_workflow(_cls(class_weights=weights), source="wf.yaml").model_dump())
+    logits = torch.tensor([[2.0, 0.1, -1.0], [0.3, 0.2, 0.1], [-1.0, 1.5, 0.0], [0.0, 0.0, 3.0]])
+    target = torch.tensor([0, 1, 1, 2])
+    per_case = -torch.log_softmax(logits, 1)[torch.arange(4), target]
+    w = torch.tensor(weights)[target]
+    expected = float((w * per_case).sum() / w.sum())
+    assert float(task.loss(logits, target)) == pytest.approx(expected, rel=1e-6)
+    assert expected != pytest.approx(float(per_case.mean()), rel=1e-3)  # the weights change the loss
+    assert not any(k.startswith("loss") for k in task.state_dict())  # weights are workflow data only
+    plain = ClassificationTask(parse_workflow(_cls(), source="wf.yaml").model_dump())
+    assert float(plain.loss(logits, target)) == pytest.approx(float(per_case.mean()), rel=1e-6)
+
+
+def test_unresolved_auto_is_refused_by_the_task():
+    with pytest.raises(ConfigError, match="optim.class_weights: auto"):
+        ClassificationTask(parse_workflow(_cls(class_weights="auto"), source="wf.yaml").model_dump())
+
+
+@pytest.mark.parametrize(
+    ("optim", "task", "expected"),
+    [
+        ({"class_weights": [1.0, 2.0]}, "classification", "2 weights, expected one per class"),
+        ({"class_weights": [1.0, 0.0, 2.0]}, "classification", "positive finite weight per class"),
+        ({"class_weights": "balanced"}, "classification", "'auto' or 'none'"),
+        ({"class_weights": "auto"}, "segmentation", "for classification, not segmentation"),
+    ],
+)
+def test_bad_class_weights_are_refused_naming_the_key(optim, task, expected):
+    doc = _cls(**optim) | {"task": task}
+    if task == "segmentation":
+        doc["data"] = {"manifest": "m.csv", "labels": {0: "background", 1: "organ"}}
+    with pytest.raises(ConfigError) as err:
+        parse_workflow(doc, source="study.yaml")
+    assert "study.yaml" in str(err.value) and "class_weights" in str(err.value)
+    assert expected in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return write_synthetic_study(
+        tmp_path_factory.mktemp("cls"), cases=8, seed=3, shape=(16, 16, 16), spacing=(1.5, 1.5, 1.5)
+    )
+
+
+def test_plan_weights_an_imbalanced_fingerprint_only(study):
+    balanced = fingerprint_dataset(study, "classification", label_column="class")
+    assert balanced["classes"] == {"0": 4, "1": 4}
+    r = plan_workflow(balanced, "classification", CPU, 600, label_column="class")
+    assert r.get("optim.class_weights") == "none" and "balanced" in r.reasons["optim.class_weights"]
+
+    df = pd.read_csv(study)
+    df["class"] = [1] + [0] * 7  # one case of eight in class 1
+    skewed_csv = study.with_name("skewed.csv")
+    df.to_csv(skewed_csv, index=False)
+    skewed = fingerprint_dataset(skewed_csv, "classification", label_column="class")
+    assert skewed["classes"] == {"0": 7, "1": 1}
+    r = plan_workflow(skewed, "classification", CPU, 600, label_column="class")
+    assert r.get("optim.class_weights") == "auto"
+    assert "the smallest class has 1 of 8 cases (12.5%)" in r.reasons["optim.class_weights"]
+    assert 'class_weights: "auto"  # the smallest class has 1 of 8' in r.yaml()
+    assert parse_workflow(r.workflow, source="plan").optim.class_weights == "auto"
