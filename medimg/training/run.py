@@ -23,10 +23,12 @@ from medimg.training.stages.fit import fit
 from medimg.training.stages.plan import plan_study
 from medimg.training.stages.postprocess import postprocess
 from medimg.training.stages.prepare import prepare, prepare_data
-from medimg.training.stages.records import RunResult
+from medimg.training.stages.records import PreparedData, RunResult, TrackedRun
 from medimg.training.stages.register import register
 from medimg.training.stages.score import score
-from medimg.training.stages.track import track
+from medimg.training.stages.track import mark_failed, track
+from medimg.training.stages.track_background import BackgroundError, WaitBeforeCheckpoint, warm_store
+from medimg.training.tracking import resolve_tracking_uri
 
 __all__ = ["RunResult", "prepare_data", "run_workflow"]
 
@@ -47,10 +49,13 @@ def run_workflow(
     t0 = time.perf_counter()
     log.info("medimg %s: study %s (%s)", __version__, wf.name, wf.task)
     data = prepare(wf)
+    store = warm_store(resolve_tracking_uri(wf.tracking.uri))  # beside the caching of the plan stage
     plan = plan_study(wf, data)
-    run = track(plan, data, resume, parent_run_id)
+    run = track(plan, data, resume, parent_run_id, store, background=True)  # lineage beside the fit
     built = build(plan, data, run, resume)
-    fitted = fit(plan, data, run, built, resume, callbacks)
+    fitted = fit(plan, data, run, built, resume, [*callbacks, WaitBeforeCheckpoint(run.lineage)])
+    if run.lineage is not None:  # complete (or its error raised) before anything is exported
+        _wait_lineage(run, data)
     if fitted.rank != 0:  # only rank 0 exports, scores and registers
         return RunResult(
             "", run.uri, data.out, {}, pd.DataFrame(), data.out / "model", time.perf_counter() - t0
@@ -58,6 +63,15 @@ def run_workflow(
     exported = postprocess(plan.wf, data, run, export(plan.wf, data, run, fitted))
     scores = score(plan.wf, data, run, exported)
     return register(plan.wf, data, run, exported, scores, t0)
+
+
+def _wait_lineage(run: TrackedRun, data: PreparedData) -> None:
+    """Wait for the lineage recorded beside the fit; its error marks the run FAILED and is raised."""
+    try:
+        run.lineage.wait()
+    except BackgroundError as exc:
+        mark_failed(run, data.out, exc)
+        raise
 
 
 def _failures(per_case: pd.DataFrame | None) -> list[dict[str, str]]:

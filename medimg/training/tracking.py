@@ -109,6 +109,27 @@ def source_tags(cwd: str | Path | None = None) -> dict[str, str]:
     return tags
 
 
+def open_store(uri: str) -> Any:
+    """An ``MlflowClient`` on ``uri``; a local SQLite store is opened now (its schema created if new).
+
+    MLflow keeps the opened store for the process, so the client :func:`make_logger` makes later
+    reuses it. A tracking server is not contacted here.
+
+    Example:
+        >>> open_store("sqlite:///" + str(tmp / "mlflow.db")).search_experiments()  # doctest: +SKIP
+        [<Experiment: ... name='Default' ...>]
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    telemetry_off_by_default()
+    import mlflow
+    from lightning.pytorch.loggers import MLFlowLogger  # noqa: F401  (imported now, used by make_logger)
+
+    client = mlflow.MlflowClient(uri)
+    if uri.startswith("sqlite:///"):
+        client.search_experiments(max_results=1)  # opens the store: SQLite schema created or checked
+    return client
+
+
 def make_logger(
     uri: str,
     experiment: str,
@@ -124,10 +145,8 @@ def make_logger(
     import mlflow
     from lightning.pytorch.loggers import MLFlowLogger
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    telemetry_off_by_default()
+    client = open_store(uri)
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
     if client.get_experiment_by_name(experiment) is None:
         client.create_experiment(experiment, artifact_location=artifact_location(uri, experiment))
     return MLFlowLogger(

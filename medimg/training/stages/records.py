@@ -61,6 +61,7 @@ class TrackedRun:
     logger: Any  # Lightning's MLFlowLogger
     client: Any  # mlflow.MlflowClient
     run_id: str | None  # None on ranks other than 0
+    lineage: Any = None  # the lineage being recorded beside training (track_background.Background), or None
 
 
 @dataclass
