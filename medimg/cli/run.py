@@ -84,24 +84,33 @@ def _emit(args: argparse.Namespace, document: dict, lines: list[str], code: int)
     return code
 
 
-def execute(args: argparse.Namespace) -> int:
-    from medimg.config.detection import is_detection_workflow
-    from medimg.config.generative import GENERATIVE_TASKS, workflow_task
-    from medimg.config.load import load_workflow
+def _own_study(args: argparse.Namespace) -> int | None:
+    """A task with its own study (detection, anomaly, superres: ``Task.study``) runs it; else ``None``."""
+    from medimg.config.load import workflow_task_name
     from medimg.errors import ConfigError
+    from medimg.tasks import get_task, task_entry, task_names
 
-    kind = "detection" if is_detection_workflow(args.workflow) else workflow_task(args.workflow)
-    if kind == "detection" or kind in GENERATIVE_TASKS:  # docs/detection.md, docs/generative.md
-        flags = {"--check": args.check, "--folds": args.folds, "--seeds": args.seeds, "--resume": args.resume}
-        if any(flags.values()):
-            used = ", ".join(k for k, v in flags.items() if v)
-            article = "an" if kind[0] in "aeiou" else "a"
-            raise ConfigError(f"{args.workflow}: {article} {kind} workflow does not take {used} yet")
-        if kind == "detection":
-            from medimg.detection.study import run_detection_workflow as run_kind
-        else:
-            from medimg.generative.run import run_generative_workflow as run_kind
-        return _emit(args, *run_kind(args.workflow, args.overrides))
+    name = workflow_task_name(args.workflow)
+    if name not in task_names() or get_task(name).study is None:
+        return None  # the common stages (or the schema's error naming the known tasks)
+    task = get_task(name)
+    flags = {"check": args.check, "folds": args.folds, "seeds": args.seeds, "resume": args.resume}
+    refused = [f"--{k}" for k, v in flags.items() if v and k not in task.run_flags]
+    if refused:
+        article = "an" if name[0] in "aeiou" else "a"
+        raise ConfigError(
+            f"{args.workflow}: {article} {name} workflow does not take {', '.join(refused)} yet"
+        )
+    taken = {k: v for k, v in flags.items() if k in task.run_flags}
+    return _emit(args, *task_entry(task, "study")(args.workflow, args.overrides, **taken))
+
+
+def execute(args: argparse.Namespace) -> int:
+    from medimg.config.load import load_workflow
+
+    code = _own_study(args)  # docs/detection.md, docs/generative.md
+    if code is not None:
+        return code
     wf = load_workflow(args.workflow, args.overrides)
     if args.check:
         return _check(args, wf)

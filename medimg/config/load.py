@@ -33,6 +33,25 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+def workflow_task_name(path: str | os.PathLike[str]) -> str | None:
+    """The ``task:`` a workflow file names, read before any schema (``None`` when the file cannot
+    be read as a mapping: the schema's reader then says why).
+
+    ``medimg run`` reads it to find the task's strategy (``medimg.tasks``): a task with a study of
+    its own has its own schema.
+
+    Example:
+        >>> workflow_task_name("workflows/quickstart-detection.yaml")  # doctest: +SKIP
+        'detection'
+    """
+    try:
+        raw = _read_yaml(Path(path))
+    except ConfigError:
+        return None
+    task = raw.get("task")
+    return task if isinstance(task, str) else None
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str = "--set") -> dict[str, Any]:
     """Apply ``key.path=value`` overrides (values parsed as YAML) to a nested dict.
 

@@ -99,9 +99,26 @@ def predict_cohort(
         shard=parse_shard(shard) if shard else None,
         set_aside=found.set_aside,
     )
-    document, lines, code = _summary(report, out)
+    document, lines, code = cohort_result(report, out)
     _add_ensemble(document, lines, tm, out_dir)
     return document, lines, code
+
+
+def options_not_taken(options: dict[str, Any], taken: Sequence[str]) -> list[str]:
+    """The options of :func:`predict_cohort` set away from their defaults that a runner does not take.
+
+    A task's own cohort runner (``medimg.tasks.Task.cohort``) refuses them by name rather than
+    ignoring them.
+
+    Example:
+        >>> options_not_taken({"tta": True, "overlap": 0.5, "prefetch": 2}, ["overlap"])
+        ['tta']
+    """
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(predict_cohort).parameters.items()}
+    return [k for k, v in options.items() if k not in taken and k in defaults and v != defaults[k]
+            and not (v in ((), []) and defaults[k] in ((), []))]  # fmt: skip
 
 
 def _require_inputs(inputs: Sequence[str], pacs: str | None) -> None:
@@ -231,7 +248,7 @@ def _algorithm_info(tm: Any) -> Any:
     )
 
 
-def _summary(report: Any, out: str | Path) -> tuple[dict[str, Any], list[str], int]:
+def cohort_result(report: Any, out: str | Path) -> tuple[dict[str, Any], list[str], int]:
     """The result document, its text lines and the exit code (1 when some cases failed)."""
     counts = {k: getattr(report, k) for k in ("done", "skipped", "failed", "set_aside", "unreadable")}
     document = {**counts, "out": str(out), "summary_csv": str(report.summary_csv)}

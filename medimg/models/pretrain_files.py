@@ -150,9 +150,12 @@ def pretrain_files(
     """
     from medimg.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError
     from medimg.models.networks import network_task
+    from medimg.tasks import get_task
 
-    if network_task(network) != "segmentation":
-        raise ConfigError(f"--network {network!r}: pretraining needs a segmentation network")
+    if not get_task(network_task(network)).dense:
+        raise ConfigError(
+            f"--network {network!r}: pretraining needs a network that answers per voxel (a segmentation one)"
+        )
     network_params = parse_params(params)
     volumes, failures = _readable_volumes(inputs, window)
     settings = {

@@ -3,16 +3,22 @@
 Example:
     >>> from medimg.tasks import get_task, task_names
     >>> task_names()
-    ['segmentation', 'classification']
+    ['segmentation', 'classification', 'detection', 'anomaly', 'superres', 'synthesis']
     >>> get_task("segmentation").dense
     True
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from typing import Any, Literal
+
 from medimg.errors import ConfigError
 from medimg.tasks.base import Task
 from medimg.tasks.classification import CLASSIFICATION
+from medimg.tasks.detection import DETECTION
+from medimg.tasks.generative import ANOMALY, SUPERRES, SYNTHESIS
 from medimg.tasks.segmentation import SEGMENTATION
 
 _TASKS: dict[str, Task] = {}
@@ -64,5 +70,35 @@ def task_names() -> list[str]:
     return list(_TASKS)
 
 
-for _builtin in (SEGMENTATION, CLASSIFICATION):
+def task_entry(task: Task, which: Literal["study", "cohort"]) -> Callable[..., Any]:
+    """The function a task names as its own ``study`` or ``cohort`` runner, imported now.
+
+    Raises:
+        ConfigError: the task has none (it uses the common stages or cohort inference), or the
+            module or the function named is not there (a plug-in's mistake).
+
+    Example:
+        >>> task_entry(get_task("detection"), "study").__name__
+        'run_detection_workflow'
+        >>> task_entry(get_task("segmentation"), "study")
+        Traceback (most recent call last):
+        ...
+        medimg.errors.ConfigError: task 'segmentation' has no study runner of its own (it uses the common one)
+    """
+    entry = getattr(task, which)
+    if entry is None:
+        raise ConfigError(f"task {task.name!r} has no {which} runner of its own (it uses the common one)")
+    module_name, function_name = entry.split(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"task {task.name!r}: its {which} runner {entry!r} cannot be loaded ({exc})"
+        ) from None
+    if not callable(function):
+        raise ConfigError(f"task {task.name!r}: its {which} runner {entry!r} is not a function")
+    return function
+
+
+for _builtin in (SEGMENTATION, CLASSIFICATION, DETECTION, ANOMALY, SUPERRES, SYNTHESIS):
     register_task(_builtin)

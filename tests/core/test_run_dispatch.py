@@ -32,3 +32,33 @@ def test_unsupported_options_are_refused_by_name(workflow: str, options: list[st
     assert proc.returncode == 3, proc.stderr
     assert f"{path}: {message}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+CALLS: list[tuple] = []
+
+
+def toy_study(path, overrides, **flags):
+    """A plug-in task's own study, as the registry calls it."""
+    CALLS.append((str(path), list(overrides), flags))
+    return {"ran": True, "flags": flags}, ["toy study ran"], 0
+
+
+def test_a_registered_task_with_its_own_study_is_run_by_medimg_run(tmp_path, monkeypatch, capsys):
+    from medimg.cli.main import main
+    from medimg.tasks import Task, registry
+
+    toy = Task("toy", "a plug-in", target="boxes", dense=True, channels="classes",
+               study="test_run_dispatch:toy_study", run_flags=("resume",))  # fmt: skip
+    monkeypatch.setitem(registry._TASKS, "toy", toy)
+    wf = tmp_path / "toy.yaml"
+    wf.write_text("task: toy\nanything: the task's own schema reads it\n")
+    CALLS.clear()
+    assert main(["run", str(wf), "--resume", "--set", "a.b=1"]) == 0
+    assert CALLS == [(str(wf), ["a.b=1"], {"resume": True})]  # the flag it takes, and only that one
+    assert "toy study ran" in capsys.readouterr().out
+    assert main(["run", str(wf), "--folds", "3"]) == 3  # a flag it does not take: refused by name
+    assert f"{wf}: a toy workflow does not take --folds yet" in capsys.readouterr().err
+    assert len(CALLS) == 1
+    wf.write_text("task: segmentaton\ndata: {manifest: m.csv}\n")  # not registered: the schema says what is
+    assert main(["run", str(wf)]) == 3
+    assert "segmentaton" in capsys.readouterr().err and len(CALLS) == 1
