@@ -104,7 +104,7 @@ PASSED_AS_IS = ("tracking_uri", "tta", "overlap", "sw_batch_size", "device", "sh
 
 def execute(args: argparse.Namespace) -> int:
     from medimg.errors import ConfigError
-    from medimg.inference.predict_cohort import predict_cohort
+    from medimg.inference.predict_cohort import cohort_runner
 
     models, inputs = args.models, list(args.inputs)
     if models and args.model:
@@ -113,6 +113,7 @@ def execute(args: argparse.Namespace) -> int:
         raise ConfigError("give a MODEL (or --model, repeatable, for an ensemble)")
     options = {name: getattr(args, name) for name in PASSED_AS_IS}
     options.update(progress=not args.no_progress, store=not args.no_store)
-    document, lines, code = predict_cohort(models or args.model, inputs, args.out, **options)
+    run = cohort_runner(models or args.model)  # predict_cohort, or the model's task's own (medimg.tasks)
+    document, lines, code = run(models or args.model, inputs, args.out, **options)
     emit(args, document, lines)
     return code

@@ -87,7 +87,6 @@ def _emit(args: argparse.Namespace, document: dict, lines: list[str], code: int)
 def _own_study(args: argparse.Namespace) -> int | None:
     """A task with its own study (detection, anomaly, superres: ``Task.study``) runs it; else ``None``."""
     from medimg.config.load import workflow_task_name
-    from medimg.errors import ConfigError
     from medimg.tasks import get_task, task_entry, task_names
 
     name = workflow_task_name(args.workflow)
@@ -95,13 +94,7 @@ def _own_study(args: argparse.Namespace) -> int | None:
         return None  # the common stages (or the schema's error naming the known tasks)
     task = get_task(name)
     flags = {"check": args.check, "folds": args.folds, "seeds": args.seeds, "resume": args.resume}
-    refused = [f"--{k}" for k, v in flags.items() if v and k not in task.run_flags]
-    if refused:
-        article = "an" if name[0] in "aeiou" else "a"
-        raise ConfigError(
-            f"{args.workflow}: {article} {name} workflow does not take {', '.join(refused)} yet"
-        )
-    taken = {k: v for k, v in flags.items() if k in task.run_flags}
+    taken = task.take_run_flags(args.workflow, flags)  # the others, when given, are refused by name
     return _emit(args, *task_entry(task, "study")(args.workflow, args.overrides, **taken))
 
 

@@ -104,6 +104,25 @@ def predict_cohort(
     return document, lines, code
 
 
+def cohort_runner(model: str | Sequence[str] | None) -> Any:
+    """What ``medimg predict MODEL`` runs: the cohort runner of the task that made the model folder
+    when that task has its own (``medimg.tasks.Task.cohort``: detection, anomaly, superres), else
+    :func:`predict_cohort` (masks or class probabilities; ensembles; run ids and ``models:/`` URIs).
+
+    Example:
+        >>> cohort_runner("runs/quickstart_seg/model").__name__  # doctest: +SKIP
+        'predict_cohort'
+    """
+    from medimg.models.record import recorded_task
+    from medimg.tasks import get_task, task_entry, task_names
+
+    for member in [model] if isinstance(model, str) else list(model or []):
+        name = recorded_task(member)
+        if name in task_names() and get_task(name).cohort is not None:
+            return task_entry(get_task(name), "cohort")  # it refuses what it does not take
+    return predict_cohort
+
+
 def options_not_taken(options: dict[str, Any], taken: Sequence[str]) -> list[str]:
     """The options of :func:`predict_cohort` set away from their defaults that a runner does not take.
 

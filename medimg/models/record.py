@@ -82,6 +82,30 @@ def read_record(folder: str | Path) -> dict[str, str] | None:
     return {str(k): str(v).lower() for k, v in files.items()}
 
 
+def recorded_task(folder: str | Path) -> str | None:
+    """The task that made the model folder ``folder``: its ``model.json``'s ``task`` (the folders of
+    tasks with a study of their own record it there), else its ``workflow.yaml``'s; ``None`` when
+    ``folder`` is no folder (a run id, a ``models:/`` URI) or says neither.
+
+    Example:
+        >>> recorded_task("runs/quickstart_detection/model")  # doctest: +SKIP
+        'detection'
+    """
+    import yaml
+
+    path = Path(folder)
+    if not path.is_dir():
+        return None
+    for name, read in ((RECORD_FILE, json.loads), (WORKFLOW_FILE, yaml.safe_load)):
+        try:
+            found = read((path / name).read_text()) if (path / name).is_file() else None
+        except (ValueError, yaml.YAMLError, OSError):
+            found = None
+        if isinstance(found, dict) and isinstance(found.get("task"), str):
+            return str(found["task"])
+    return None
+
+
 def mismatch(path: Path, actual: str, expected: str, recorded_in: str) -> WeightsError:
     """The refusal for a file whose sha256 differs from a record (names file, expected, actual)."""
     return WeightsError(

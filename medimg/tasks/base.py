@@ -110,6 +110,25 @@ class Task:
                 f"Task {self.name!r}: run_flags {unknown} unknown; known: {list(ALL_RUN_FLAGS)}"
             )
 
+    def take_run_flags(self, source: str, flags: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``medimg run`` flags the task's study takes; one it does not take, when given, is
+        refused with the workflow's name.
+
+        Example:
+            >>> from medimg.tasks import get_task
+            >>> get_task("detection").take_run_flags("wf.yaml", {"check": True, "resume": False})
+            Traceback (most recent call last):
+            ...
+            medimg.errors.ConfigError: wf.yaml: a detection workflow does not take --check yet
+        """
+        refused = [f"--{k}" for k, v in flags.items() if v and k not in self.run_flags]
+        if refused:
+            article = "an" if self.name[0] in "aeiou" else "a"
+            raise ConfigError(
+                f"{source}: {article} {self.name} workflow does not take {', '.join(refused)} yet"
+            )
+        return {k: v for k, v in flags.items() if k in self.run_flags}
+
     def out_channels(self, labels: Mapping[Any, Any], num_classes: int, image_channels: int = 1) -> int:
         """The head's output channels for a workflow's ``data.labels`` and ``data.num_classes``
         (``image_channels`` for a task that answers an image).
