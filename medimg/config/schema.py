@@ -144,6 +144,22 @@ class PreprocessingConfig(Strict):
         None, description="resize/pad every image to this size (classification)"
     )
     cache: CacheConfig = CacheConfig()
+    auto: bool = Field(
+        False,
+        description="plan orientation, spacing, intensity and spatial_size from the data's fingerprint and "
+        "the machine at run time, as `medimg plan` does (`preprocessing: auto` is short for this); cache "
+        "stays as given; the run records the planned values",
+    )
+
+    @model_validator(mode="after")
+    def _check_auto(self) -> PreprocessingConfig:
+        planned = {"orientation", "spacing", "intensity", "crop_foreground", "spatial_size"}
+        given = sorted(planned & self.model_fields_set)
+        if self.auto and given:
+            raise ValueError(
+                f"preprocessing.auto plans {', '.join(given)}: expected auto or these keys, not both"
+            )
+        return self
 
 
 class SpatialAugmentation(Strict):
@@ -171,11 +187,24 @@ class AugmentationConfig(Strict):
 
 
 class ModelConfig(Strict):
-    name: str = Field("unet", description="network name; see `medimg weights networks`")
+    name: str = Field(
+        "unet",
+        description="network name; see `medimg weights networks`; auto (`model: auto` is short for it): the "
+        "network `medimg plan` chooses for the data and the machine, planned at run time and recorded",
+    )
     params: dict[str, object] = Field(default_factory=dict, description="network keyword arguments")
     pretrained: PretrainedSpec | None = Field(
         None, description="pretrained weight source (see docs/weights.md)"
     )
+
+    @model_validator(mode="after")
+    def _check_auto(self) -> ModelConfig:
+        if self.name == "auto" and (self.params or self.pretrained is not None):
+            raise ValueError(
+                "model: auto plans the network and its params from the data at run time: expected no "
+                "model.params or model.pretrained with it"
+            )
+        return self
 
 
 class OptimConfig(Strict):
@@ -287,6 +316,18 @@ class Workflow(Strict):
     tune: TuneSpace | None = Field(
         None, description="search space of `medimg tune` (null: the default space)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_shorthand(cls, data: object) -> object:
+        """``model: auto`` and ``preprocessing: auto``: planned at run time (medimg.training.stages.plan_auto)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("model") == "auto":
+                data["model"] = {"name": "auto"}
+            if data.get("preprocessing") == "auto":
+                data["preprocessing"] = {"auto": True}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Workflow:

@@ -36,8 +36,10 @@ def plan_study(wf: Workflow, data: PreparedData) -> StudyPlan:
     from medimg.data.planner import plan_run
     from medimg.models.networks import build_model
     from medimg.training.determinism import configure_determinism
+    from medimg.training.stages.plan_auto import resolve_auto
 
     df, rank = data.df, data.rank
+    wf = resolve_auto(wf, data.out)  # model: auto / preprocessing: auto, planned as `medimg plan` does
     caveats = configure_determinism(wf.seed, wf.trainer.deterministic, wf.trainer.accelerator)
     world = ddp_world_size(wf)
     train_items = case_dicts(df[df.split == "train"], wf.task)
