@@ -1,0 +1,253 @@
+"""Cohort inference of a generative model folder: anomaly maps, or super-resolved thick-slice series.
+
+``medimg predict <anomaly or superres model folder> INPUT... --out DIR`` lands here (the command
+looks at the folder's ``model.json``). The run is :func:`medimg.inference.cohort.run_cohort`, like
+segmentation's and detection's: the model is loaded once, the next case is read while the current
+one is on the network, every file is written atomically, a fsync'd ledger marks a case done only
+after its files are in place, a killed run resumes by running it again (each case done once), and
+one bad case is recorded with its reason while the rest go on.
+
+Per case, in ``DIR/cases/<case>/``:
+
+* ``task: anomaly``: ``anomaly.nii.gz`` (the map on the input's own grid: its shape and affine)
+  and ``anomaly.json`` (score, threshold, flag); the cohort table ``anomaly_scores.csv``;
+* ``task: superres``: ``sr.nii.gz`` (the thin grid: ``factor`` times the slices along the model's
+  axis, affine :func:`medimg.generative.slices.thin_affine`) and ``sr.json``; the cohort table
+  ``superres.csv``.
+
+``cohort.csv`` lists every case with its status and, for a failed one, the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medimg.errors import ConfigError, DataError
+from medimg.generative.anomaly import preprocess
+from medimg.generative.superres_study import super_resolve
+from medimg.inference.cases import CaseInput, CaseOutputs, SetAside
+from medimg.inference.cohort import CohortReport, run_cohort
+from medimg.io.atomic import atomic_write_text
+from medimg.io.nifti import save_nifti
+from medimg.io.volume import Volume
+
+GENERATIVE_TASKS = ("anomaly", "superres")
+# the columns of each task's cohort table, read back from the cases' JSON files
+TABLE_COLUMNS = {
+    "anomaly": ("case_id", "score", "threshold", "flagged", "score_kind"),
+    "superres": ("case_id", "input_shape", "output_shape", "axis", "factor"),
+}
+TABLE_NAMES = {"anomaly": "anomaly_scores.csv", "superres": "superres.csv"}
+
+
+def generative_task(model: str | Path) -> str | None:
+    """``anomaly`` / ``superres`` when ``model`` is such a model folder (its ``model.json`` says so), else None.
+
+    Example:
+        >>> generative_task("runs/quickstart_seg/model")  # doctest: +SKIP
+    """
+    info = Path(model) / "model.json"
+    if not info.is_file():
+        return None
+    try:
+        task = json.loads(info.read_text()).get("task")
+    except (ValueError, AttributeError):
+        return None
+    return task if task in GENERATIVE_TASKS else None
+
+
+def _image(case: CaseInput) -> str:
+    return str(case.meta.get("image") or case.paths[0])
+
+
+def _json_writer(name: str, fields: Callable[[CaseInput, CaseOutputs], dict[str, Any]]) -> Any:
+    """A writer of ``<name>.nii.gz`` (``outputs.source``, a Volume) and ``<name>.json`` (``fields``)."""
+
+    class _Writer:
+        def __call__(self, case: CaseInput, outputs: CaseOutputs, case_dir: Path) -> list[Path]:
+            vol: Volume = outputs.source
+            image = save_nifti(
+                Volume(np.asarray(vol.data, np.float32), vol.affine), case_dir / f"{name}.nii.gz"
+            )
+            doc = {
+                "case_id": case.case_id,
+                **fields(case, outputs),
+                "affine": np.asarray(vol.affine).tolist(),
+            }
+            return [image, atomic_write_text(case_dir / f"{name}.json", json.dumps(doc, indent=2) + "\n")]
+
+    writer = _Writer()
+    writer.name = name  # type: ignore[attr-defined]
+    return writer
+
+
+def _anomaly_parts(model_dir: Path) -> tuple[Callable, Callable, Any, dict[str, Any]]:
+    """``load_fn``, ``predict_fn``, the writer and the settings of an anomaly model folder."""
+    from medimg.generative.apply import load_anomaly_model
+
+    wf, model = load_anomaly_model(model_dir)
+
+    def load(case: CaseInput) -> Any:
+        return preprocess(wf, _image(case), case.case_id)
+
+    def predict(case: CaseInput, grid: Any) -> CaseOutputs:
+        amap = model.source_map(grid)
+        if not np.isfinite(amap).all():
+            raise DataError(f"{_image(case)}: the anomaly map has non-finite values (an unusable image?)")
+        score = model.case_score(amap)
+        extra = {"score": score, "threshold": model.threshold, "flagged": bool(score > model.threshold)}
+        return CaseOutputs(
+            source=Volume(amap, grid.source_affine), extra={**extra, "score_kind": model.score}
+        )
+
+    writer = _json_writer("anomaly", lambda case, out: dict(out.extra))
+    return load, predict, writer, {"task": "anomaly", "threshold": model.threshold, "score": model.score}
+
+
+def _superres_parts(model_dir: Path) -> tuple[Callable, Callable, Any, dict[str, Any]]:
+    """``load_fn``, ``predict_fn``, the writer and the settings of a super-resolution model folder."""
+    from medimg.generative.apply import load_superres_model
+    from medimg.io.load import load_image
+
+    wf, net = load_superres_model(model_dir)
+    cfg = wf.superres
+    assert cfg is not None
+
+    def load(case: CaseInput) -> Volume:
+        thick = load_image(_image(case), affine_policy=wf.data.nifti_affine)
+        if thick.data.ndim != 3 or thick.shape[cfg.axis] < 2:
+            raise DataError(
+                f"{_image(case)}: expected a 3D thick-slice image with at least 2 slices along the model's "
+                f"superres.axis {cfg.axis}, got shape {thick.shape}"
+            )
+        return thick
+
+    def predict(case: CaseInput, thick: Volume) -> CaseOutputs:
+        sr = super_resolve(net, thick, cfg)
+        extra = {"input_shape": "x".join(map(str, thick.shape)), "output_shape": "x".join(map(str, sr.shape))}
+        return CaseOutputs(source=sr, extra={**extra, "axis": cfg.axis, "factor": cfg.factor})
+
+    writer = _json_writer("sr", lambda case, out: dict(out.extra))
+    return load, predict, writer, {"task": "superres", "axis": cfg.axis, "factor": cfg.factor}
+
+
+def cohort_table(out_dir: str | Path, task: str, case_ids: Sequence[str]) -> Path:
+    """Every done case's JSON in one CSV (``anomaly_scores.csv`` / ``superres.csv``), written atomically."""
+    out = Path(out_dir)
+    name = "anomaly" if task == "anomaly" else "sr"
+    rows = []
+    for case_id in case_ids:
+        path = out / "cases" / case_id / f"{name}.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+    frame = pd.DataFrame(rows, columns=list(TABLE_COLUMNS[task]))
+    return atomic_write_text(out / TABLE_NAMES[task], frame.to_csv(index=False))
+
+
+def predict_generative_cohort(
+    model_dir: str | Path,
+    cases: Sequence[CaseInput],
+    out_dir: str | Path,
+    *,
+    prefetch: int = 2,
+    progress: bool = False,
+    shard: tuple[int, int] | None = None,
+    set_aside: Sequence[SetAside] = (),
+) -> CohortReport:
+    """Apply an anomaly or super-resolution model folder to every case (resumable); write the cohort table.
+
+    Example:
+        >>> cases = [CaseInput("t1_5mm", (Path("thick/t1_5mm.nii.gz"),))]  # doctest: +SKIP
+        >>> predict_generative_cohort("runs/quickstart_superres/model", cases, "sr").exit_code  # doctest: +SKIP
+        0
+    """
+    task = generative_task(model_dir)
+    if task is None:
+        raise ConfigError(f"{model_dir}: model.json not found or its task is not one of {GENERATIVE_TASKS}")
+    parts = _anomaly_parts if task == "anomaly" else _superres_parts
+    load, predict, writer, settings = parts(Path(model_dir))
+    weights = hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()
+    report = run_cohort(
+        cases,
+        predict,
+        Path(out_dir),
+        load_fn=load,
+        writers=[writer],
+        model_key=weights,
+        settings_key=hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest(),
+        prefetch=prefetch,
+        progress=progress,
+        shard=shard,
+        set_aside=set_aside,
+    )
+    cohort_table(out_dir, task, [c.case_id for c in cases])
+    return report
+
+
+def predict_function(model: str | None) -> Callable[..., tuple[dict[str, Any], list[str], int]]:
+    """What ``medimg predict MODEL`` runs: :func:`predict_generative` for an anomaly or superres model folder,
+    else :func:`medimg.inference.predict_cohort.predict_cohort` (segmentation, classification, ensembles).
+
+    Example:
+        >>> predict_function(None).__name__
+        'predict_cohort'
+    """
+    if model and generative_task(model):
+        return predict_generative
+    from medimg.inference.predict_cohort import predict_cohort
+
+    return predict_cohort
+
+
+def predict_generative(
+    model: str | Sequence[str],
+    inputs: Sequence[str],
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    shard: str | None = None,
+    prefetch: int = 2,
+    progress: bool = True,
+    **options: Any,
+) -> tuple[dict[str, Any], list[str], int]:
+    """``medimg predict`` with an anomaly or superres model folder: the result document, its lines, the exit code.
+
+    The signature of a task's cohort runner (``medimg.tasks.Task.cohort``). Options of ``medimg
+    predict`` with no meaning here (TTA, window overlap, a PACS, a device other than the CPU, DICOM
+    output, ensembles) are refused by name when set, never ignored.
+
+    Example:
+        >>> predict_generative("runs/quickstart_anomaly/model", ["scans/"], "maps")  # doctest: +SKIP
+        ({'done': 3, ...}, [...], 0)
+    """
+    from medimg.inference.cases import parse_shard
+    from medimg.inference.inputs import collect_inputs
+    from medimg.inference.predict_cohort import cohort_result, options_not_taken
+
+    models = [model] if isinstance(model, str) else list(model)
+    task = generative_task(models[0]) if len(models) == 1 else None
+    if task is None:
+        raise ConfigError(f"{models}: expected one anomaly or superres model folder (no ensembles of them)")
+    refused = options_not_taken(options, ())
+    if refused:
+        names = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise ConfigError(f"{models[0]}: a {task} model folder does not take {names} (it runs on the CPU)")
+    if not inputs:
+        raise ConfigError("give INPUT paths (nothing to predict)")
+    found = collect_inputs(list(inputs), workers=workers or min(4, os.cpu_count() or 1))
+    report = predict_generative_cohort(
+        models[0], found.cases, out, prefetch=prefetch, progress=progress,
+        shard=parse_shard(shard) if shard else None, set_aside=found.set_aside,
+    )  # fmt: skip
+    document, lines, code = cohort_result(report, out)
+    document["table"] = str(Path(out) / TABLE_NAMES[task])
+    lines.append(f"cohort table: {document['table']}")
+    return document, lines, code
