@@ -50,8 +50,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def execute(args: argparse.Namespace) -> int:
     from medimg.inference.evaluate_model import evaluate_model
+    from medimg.inference.predict_cohort import own_runner
 
-    document, lines, code = evaluate_model(
+    run = own_runner(args.model, "evaluate") or evaluate_model  # the model's task's own (medimg.tasks)
+    document, lines, code = run(
         args.model,
         manifest=args.manifest,
         split=args.split,

@@ -104,23 +104,35 @@ def predict_cohort(
     return document, lines, code
 
 
-def cohort_runner(model: str | Sequence[str] | None) -> Any:
-    """What ``medimg predict MODEL`` runs: the cohort runner of the task that made the model folder
-    when that task has its own (``medimg.tasks.Task.cohort``: detection, anomaly, superres), else
-    :func:`predict_cohort` (masks or class probabilities; ensembles; run ids and ``models:/`` URIs).
+def own_runner(model: str | Sequence[str] | None, which: str) -> Any:
+    """The ``which`` runner (``cohort``, ``evaluate``) of the task that made the model folder
+    ``model`` (or any of several) when that task has its own (``medimg.tasks.Task``), else ``None``.
 
     Example:
-        >>> cohort_runner("runs/quickstart_seg/model").__name__  # doctest: +SKIP
-        'predict_cohort'
+        >>> own_runner("runs/quickstart_detection/model", "evaluate").__name__  # doctest: +SKIP
+        'evaluate_detection'
     """
     from medimg.models.record import recorded_task
     from medimg.tasks import get_task, task_entry, task_names
 
     for member in [model] if isinstance(model, str) else list(model or []):
         name = recorded_task(member)
-        if name in task_names() and get_task(name).cohort is not None:
-            return task_entry(get_task(name), "cohort")  # it refuses what it does not take
-    return predict_cohort
+        if name in task_names() and getattr(get_task(name), which) is not None:
+            return task_entry(get_task(name), which)  # type: ignore[arg-type]
+    return None
+
+
+def cohort_runner(model: str | Sequence[str] | None) -> Any:
+    """What ``medimg predict MODEL`` runs: the cohort runner of the task that made the model folder
+    when that task has its own (``medimg.tasks.Task.cohort``: detection, anomaly, superres), else
+    :func:`predict_cohort` (masks or class probabilities; ensembles; run ids and ``models:/`` URIs).
+    The task's own runner refuses the options it does not take.
+
+    Example:
+        >>> cohort_runner("runs/quickstart_seg/model").__name__  # doctest: +SKIP
+        'predict_cohort'
+    """
+    return own_runner(model, "cohort") or predict_cohort
 
 
 def options_not_taken(options: dict[str, Any], taken: Sequence[str]) -> list[str]:

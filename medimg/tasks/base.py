@@ -71,6 +71,11 @@ class Task:
             folders, ``"package.module:function"``, called as
             ``function(model_dir, inputs, out_dir, **options) -> (document, lines, exit_code)``;
             ``None``: the common cohort inference (masks or class probabilities).
+        evaluate: The task's own evaluation for ``medimg evaluate`` with one of its model
+            folders, ``"package.module:function"``, called as ``function(model, **options) ->
+            (document, lines, exit_code)`` with ``medimg evaluate``'s options (``manifest``,
+            ``split``, ``by``, ``compare``, ``out``, ``tracking_uri``, ``n_boot``, ``log``);
+            ``None``: the common evaluation (``medimg.inference.evaluate_model``).
 
     Example:
         >>> t = Task("regression-demo", "a number per image", target="class", dense=False,
@@ -91,9 +96,10 @@ class Task:
     study: str | None = None
     run_flags: tuple[RunFlag, ...] = ALL_RUN_FLAGS
     cohort: str | None = None
+    evaluate: str | None = None
 
     def __post_init__(self) -> None:
-        for field_name in ("study", "cohort"):
+        for field_name in ("study", "cohort", "evaluate"):
             entry = getattr(self, field_name)
             if entry is not None and (entry.count(":") != 1 or not all(entry.split(":"))):
                 raise ConfigError(

@@ -17,4 +17,5 @@ DETECTION = Task(
     study="medimg.detection.study:run_detection_workflow",
     run_flags=(),
     cohort="medimg.detection.predict_files:predict_detection_files",
+    evaluate="medimg.detection.evaluate_files:evaluate_detection",
 )
