@@ -31,6 +31,7 @@ from medimg.generative.anomaly import (
 )
 from medimg.generative.anomaly_maps import peak_in_mask
 from medimg.generative.autoencoder import build_autoencoder, train_autoencoder
+from medimg.generative.checkpoint import EpochCheckpoint
 from medimg.io.atomic import atomic_write_text
 from medimg.io.nifti import save_nifti
 from medimg.io.volume import Volume
@@ -90,6 +91,7 @@ def fit(wf: GenerativeWorkflow, cases: dict[str, GridCase], df: pd.DataFrame, ru
         batch_size=wf.optim.batch_size,
         seed=wf.seed,
         on_epoch=lambda epoch, loss: run.log_metrics({"train_l1": loss}, step=epoch),
+        checkpoint=EpochCheckpoint.for_run(run, wf),
     )
     sd, floor = normal_level(trained.net, train + val, cfg.smoothing_mm)
     model = AnomalyModel(trained.net, sd, floor, cfg.smoothing_mm, cfg.score)

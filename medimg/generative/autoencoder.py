@@ -13,11 +13,15 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from medimg.config.generative import AnomalyConfig
+
+if TYPE_CHECKING:
+    from medimg.generative.checkpoint import EpochCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +63,14 @@ def train_autoencoder(
     batch_size: int = 2,
     seed: int = 0,
     on_epoch: object = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> TrainedAutoencoder:
     """Train ``net`` to reconstruct ``images`` (each ``(C, X, Y, Z)``, one shape) with an L1 loss.
 
     No augmentation: flips or rotations would teach the network anatomy that normal scans do not
     have. The learning rate follows a cosine schedule; ``on_epoch(epoch, loss)`` is called after
-    each epoch (MLflow logging).
+    each epoch (MLflow logging). With ``checkpoint``, the state is saved after every epoch and a
+    saved one is resumed from (:mod:`medimg.generative.checkpoint`).
 
     Example:
         >>> imgs = [torch.rand(1, 16, 16, 8) for _ in range(3)]
@@ -79,9 +85,15 @@ def train_autoencoder(
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
     steps = epochs * math.ceil(len(data) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    losses, t0 = [], time.perf_counter()
+    losses: list[float] = []
+    first, t0 = 0, time.perf_counter()
+    parts = {"net": net, "optimizer": opt, "scheduler": sched}
+    if checkpoint is not None:
+        first, losses, saved = checkpoint.restore(parts)
+        if "loop" in saved:
+            gen.set_state(saved["loop"])
     net.train()
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         order = torch.randperm(len(data), generator=gen)
         total = 0.0
         for start in range(0, len(data), batch_size):
@@ -95,6 +107,9 @@ def train_autoencoder(
         losses.append(total / len(data))
         if callable(on_epoch):
             on_epoch(epoch, losses[-1])
+        if checkpoint is not None:
+            checkpoint.save(epoch, parts, {"loop": gen.get_state()}, losses)
     net.eval()
-    log.info("autoencoder: %d epochs in %.1f s, final L1 %.4f", epochs, time.perf_counter() - t0, losses[-1])
+    log.info("autoencoder: epochs %d-%d in %.1f s, final L1 %.4f", first, epochs, time.perf_counter() - t0,
+             losses[-1] if losses else float("nan"))  # fmt: skip
     return TrainedAutoencoder(net, losses, time.perf_counter() - t0)

@@ -100,20 +100,20 @@ def read_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
     return df
 
 
-def run_generative(wf: GenerativeWorkflow) -> GenerativeResult:
+def run_generative(wf: GenerativeWorkflow, resume: bool = False) -> GenerativeResult:
     """Run the anomaly or super-resolution study ``wf`` describes; return its run and test metrics.
 
     Example:
         >>> res = run_generative(load_generative_workflow("workflows/quickstart-anomaly.yaml"))  # doctest: +SKIP
         >>> res.metrics["test_auroc"]  # doctest: +SKIP
     """
-    from medimg.generative.tracking import start_run
+    from medimg.generative.checkpoint import open_run
 
     t0 = time.perf_counter()
     out = Path(wf.outputs.dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     df = read_cases(wf)
-    run = start_run(wf, df, out)
+    run = open_run(wf, df, out, resume)  # resume: the epoch checkpoint's run, from its next epoch
     try:
         metrics, per_case = STUDIES[wf.task].run(wf, df, out, run)
     except BaseException as exc:
@@ -126,7 +126,7 @@ def run_generative(wf: GenerativeWorkflow) -> GenerativeResult:
 
 
 def run_generative_workflow(
-    path: str | Path, overrides: Sequence[str] = ()
+    path: str | Path, overrides: Sequence[str] = (), resume: bool = False
 ) -> tuple[dict[str, Any], list[str], int]:
     """Load the anomaly or superres workflow at ``path`` (with ``overrides``) and run it, as ``medimg run`` does.
 
@@ -135,7 +135,7 @@ def run_generative_workflow(
     from medimg.config.generative import load_generative_workflow
     from medimg.training.run import study_lines
 
-    res = run_generative(load_generative_workflow(path, overrides))
+    res = run_generative(load_generative_workflow(path, overrides), resume=resume)
     document = {"workflow": str(path), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
                 "out_dir": str(res.out_dir), "seconds": round(res.seconds, 3),
                 "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medimg.generative.checkpoint import EpochCheckpoint, numpy_rng_state, set_numpy_rng_state
 from medimg.generative.slices import interpolate_thin, simulate_thick
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,12 @@ def train_superres(
     lr: float,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> list[float]:
     """Train on random patches of the training pairs with an L1 loss; the mean loss of each epoch.
+
+    With ``checkpoint``, the state is saved after every epoch and a saved one is resumed from (the
+    epochs already done are not run again; see :mod:`medimg.generative.checkpoint`).
 
     Example:
         >>> pairs = [training_pair(np.random.rand(16, 16, 16).astype(np.float32), 2, 4, "box")]
@@ -96,9 +101,14 @@ def train_superres(
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    losses, t0 = [], time.perf_counter()
+    losses: list[float] = []
+    first, t0 = 0, time.perf_counter()
+    parts = {"net": net, "optimizer": opt, "scheduler": sched}
+    if checkpoint is not None:
+        first, losses, saved = checkpoint.restore(parts)
+        set_numpy_rng_state(rng, saved)
     net.train()
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         total, count = 0.0, 0
         for _ in range(max(1, patches_per_epoch // batch_size)):
             batch = [
@@ -115,8 +125,11 @@ def train_superres(
         losses.append(total / count)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
+        if checkpoint is not None:
+            checkpoint.save(epoch, parts, numpy_rng_state(rng), losses)
     net.eval()
-    log.info("superres: %d epochs in %.1f s, final L1 %.4f", epochs, time.perf_counter() - t0, losses[-1])
+    log.info("superres: epochs %d-%d in %.1f s, final L1 %.4f", first, epochs, time.perf_counter() - t0,
+             losses[-1] if losses else float("nan"))  # fmt: skip
     return losses
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from medimg.config.generative import GenerativeWorkflow, SuperresConfig
 from medimg.errors import DataError
+from medimg.generative.checkpoint import EpochCheckpoint
 from medimg.generative.image_metrics import psnr, ssim
 from medimg.generative.slices import (
     crop_to_multiple,
@@ -111,6 +112,8 @@ def fit(wf: GenerativeWorkflow, df: pd.DataFrame, run: Any) -> nn.Module:
     best: dict[str, Any] = {"psnr": -np.inf, "state": None}
 
     val_pairs = [(np.asarray(v.data), thick_volume(v, cfg)) for v in val]  # simulated once
+    checkpoint = EpochCheckpoint.for_run(run, wf)
+    checkpoint.extra = best  # the best epoch so far is saved and resumed with the weights
 
     def on_epoch(epoch: int, loss: float) -> None:
         metrics = {"train_l1": loss}
@@ -138,6 +141,7 @@ def fit(wf: GenerativeWorkflow, df: pd.DataFrame, run: Any) -> nn.Module:
         wf.optim.lr,
         wf.seed,
         on_epoch,
+        checkpoint,
     )
     if best["state"] is not None:
         net.load_state_dict(best["state"])
