@@ -249,7 +249,16 @@ def _segmentation(
         f"{memory / GIB:.1f} GiB; at most 5% of the dataset's voxels per step (nnU-Net); "
         "the run's planner measures the network and lowers it if needed",
     )
-    r.set("optim.loss", "dice_ce", "Dice + cross-entropy (nnU-Net)")
+    r.set(
+        "optim.loss",
+        "dice_ce",
+        "Dice + cross-entropy (nnU-Net)"
+        + (
+            ", summed over the deep-supervision outputs (weights 1, 1/2, 1/4, ...)"
+            if len(strides) > 3
+            else ""
+        ),
+    )
     r.set(
         "inference.overlap",
         0.5 if gpu else 0.25,
@@ -276,17 +285,21 @@ def _dynunet(
     r.set(
         "model.name", "dynunet", "DynUNet, nnU-Net's network: kernels and strides from the patch and spacing"
     )
+    heads = len(strides) - 3  # nnU-Net: every decoder output but the full one and the lowest one
+    params: dict[str, Any] = {"kernel_size": kernels, "strides": strides, "filters": filters}
+    if heads >= 1:
+        params |= {"deep_supervision": True, "deep_supr_num": heads}
+        why_ds = f"deep supervision on the {heads} decoder output(s) above the lowest (nnU-Net)"
+    else:
+        params["deep_supervision"] = False
+        why_ds = (
+            f"no deep supervision ({len(strides)} levels: no decoder output between the full and the lowest)"
+        )
     r.set(
         "model.params",
-        {
-            "kernel_size": kernels,
-            "strides": strides,
-            "filters": filters,
-            "deep_supervision": False,
-        },
+        params,
         f"{len(strides) - 1} poolings, axes pooled while within 2x the finest spacing and >= 4 voxels; "
-        f"filters from {filters_base} doubling to {filters_cap}; no deep supervision (medimg trains on the "
-        "full-resolution output)",
+        f"filters from {filters_base} doubling to {filters_cap}; {why_ds}",
     )
 
 

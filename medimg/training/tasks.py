@@ -124,14 +124,27 @@ class SegmentationTask(_Task):
         self.dice = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
         self.n_labels = len(self.wf.data.labels)
 
+    def segmentation_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of one output ``[B, C, *spatial]``, or of deep supervision's stacked outputs.
+
+        A network with deep supervision (DynUNet's ``deep_supervision``) returns, in training,
+        ``[B, 1 + k, C, *spatial]``: the full-resolution output and ``k`` lower-resolution heads,
+        which MONAI upsamples to the full resolution. The loss is their weighted sum with nnU-Net's
+        weights (:func:`deep_supervision_weights`), each head against the full-resolution label.
+        """
+        if logits.dim() == y.dim() + 1:
+            heads = torch.unbind(logits, dim=1)
+            weights = deep_supervision_weights(len(heads))
+            return torch.stack(
+                [w * self.segmentation_loss(h, y) for w, h in zip(weights, heads, strict=True)]
+            ).sum()
+        if isinstance(self.loss, torch.nn.CrossEntropyLoss):
+            return self.loss(logits, y[:, 0].long())
+        return self.loss(logits, y)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], batch["label"].as_subclass(torch.Tensor)
-        logits = self(x)
-        loss = (
-            self.loss(logits, y[:, 0].long())
-            if isinstance(self.loss, torch.nn.CrossEntropyLoss)
-            else self.loss(logits, y)
-        )
+        loss = self.segmentation_loss(self(x), y)
         self.check_finite_loss(loss, batch)
         return self.log_train_loss(loss, x.shape[0])
 
@@ -161,6 +174,17 @@ class SegmentationTask(_Task):
         self.log("val_dice", per_label.mean(), prog_bar=True, sync_dist=True)
         for name, value in zip(list(self.wf.data.labels.values())[1:], per_label, strict=False):
             self.log(f"val_dice_{name}", value, sync_dist=True)
+
+
+def deep_supervision_weights(outputs: int) -> list[float]:
+    """nnU-Net's deep-supervision weights: 1, 1/2, 1/4, ... from the full resolution down, summing to 1.
+
+    Example:
+        >>> deep_supervision_weights(3)
+        [0.5714285714285714, 0.2857142857142857, 0.14285714285714285]
+    """
+    raw = [0.5**i for i in range(outputs)]
+    return [w / sum(raw) for w in raw]
 
 
 class ClassificationTask(_Task):
