@@ -16,6 +16,7 @@ ANOMALY = Task(
     channels="image",  # an autoencoder: it answers the image it was given
     study="medimg.generative.run:run_generative_workflow",
     run_flags=(),
+    cohort="medimg.generative.cohort:predict_generative",
 )
 
 SUPERRES = Task(
@@ -26,6 +27,7 @@ SUPERRES = Task(
     channels="image",
     study="medimg.generative.run:run_generative_workflow",
     run_flags=(),
+    cohort="medimg.generative.cohort:predict_generative",
 )
 
 SYNTHESIS = Task(
