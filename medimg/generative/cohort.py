@@ -1,7 +1,7 @@
 """Cohort inference of a generative model folder: anomaly maps, or super-resolved thick-slice series.
 
-``medimg predict <anomaly or superres model folder> INPUT... --out DIR`` lands here (the command
-looks at the folder's ``model.json``). The run is :func:`medimg.inference.cohort.run_cohort`, like
+``medimg predict <anomaly or superres model folder> INPUT... --out DIR`` lands here (the tasks'
+``cohort`` runner in ``medimg.tasks``, found from the folder's ``model.json``). The run is :func:`medimg.inference.cohort.run_cohort`, like
 segmentation's and detection's: the model is loaded once, the next case is read while the current
 one is on the network, every file is written atomically, a fsync'd ledger marks a case done only
 after its files are in place, a killed run resumes by running it again (each case done once), and
@@ -190,21 +190,6 @@ def predict_generative_cohort(
     )
     cohort_table(out_dir, task, [c.case_id for c in cases])
     return report
-
-
-def predict_function(model: str | None) -> Callable[..., tuple[dict[str, Any], list[str], int]]:
-    """What ``medimg predict MODEL`` runs: :func:`predict_generative` for an anomaly or superres model folder,
-    else :func:`medimg.inference.predict_cohort.predict_cohort` (segmentation, classification, ensembles).
-
-    Example:
-        >>> predict_function(None).__name__
-        'predict_cohort'
-    """
-    if model and generative_task(model):
-        return predict_generative
-    from medimg.inference.predict_cohort import predict_cohort
-
-    return predict_cohort
 
 
 def predict_generative(

@@ -18,10 +18,11 @@ from medimg.generative import anomaly_study, superres_study
 from medimg.generative.anomaly import AnomalyModel
 from medimg.generative.apply import anomaly_maps
 from medimg.generative.autoencoder import build_autoencoder
-from medimg.generative.cohort import predict_function, predict_generative_cohort
+from medimg.generative.cohort import predict_generative_cohort
 from medimg.generative.slices import thin_affine
 from medimg.generative.superres_net import ResidualSR
 from medimg.inference.cases import CaseInput
+from medimg.inference.predict_cohort import cohort_runner
 from medimg.io.load import load_image
 from medimg.io.nifti import save_nifti
 from medimg.io.volume import Volume
@@ -100,8 +101,8 @@ def test_predict_refuses_options_a_generative_folder_does_not_take(tmp_path, cap
         and "superres model folder does not take --tta" in err
         and "Traceback" not in err
     )
-    assert predict_function(str(tmp_path / "model")).__name__ == "predict_generative"
-    assert predict_function(str(tmp_path)).__name__ == "predict_cohort"
+    assert cohort_runner(str(tmp_path / "model")).__name__ == "predict_generative"
+    assert cohort_runner(str(tmp_path)).__name__ == "predict_cohort"
 
 
 def test_anomaly_cohort_maps_on_each_input_grid(tmp_path):
