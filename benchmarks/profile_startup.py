@@ -1,11 +1,21 @@
 """Time from ``medimg run`` to the first training step, stage by stage, vs the script's caching (issue 24).
 
-``python -m benchmarks.profile_startup [--cases 1000] [--size 32]`` writes ``--cases`` small
-NIfTI volumes (classification, two classes), then, in one process: the hand-written cached
-script's start (``CacheDataset`` of LoadImaged, EnsureChannelFirstd, ScaleIntensityd,
-EnsureTyped over the training cases), and medimg's stages of ``run_workflow`` up to the first
-training batch (prepare, plan, track, build, then ``fit`` until Lightning starts the first
-batch), each timed. Prints one JSON object.
+``python -m benchmarks.profile_startup [--cases 100 1000] [--size 32] [--rounds 2]`` writes, per case
+count, that many small NIfTI volumes (classification, two classes), then times, in fresh processes
+taken in turn (the order swapped every round):
+
+- the hand-written script's start (the named baseline): a ``CacheDataset`` of LoadImaged,
+  EnsureChannelFirstd, ScaleIntensityd, EnsureTyped over the training cases (and, as a second
+  figure, over the validation cases too, which a script that validates also caches);
+- medimg's :func:`~medimg.training.run.run_workflow` until Lightning starts the first training
+  batch, each stage timed (prepare, plan, track, build, fit), on a fresh SQLite MLflow store; and
+  how long the store opening and the lineage, which now run in threads, took;
+- the same with those two threads turned off (``medimg_sequential``: the store opened and the
+  lineage recorded in the track stage, as before), the before-and-after in one run.
+
+Each process imports its libraries before its clock starts (``import mlflow`` is medimg's
+start-up: it happens in the store-opening thread). Prints one JSON line per process, then a
+summary: per case count, the median start-up, the script's median caching, their ratio.
 """
 
 from __future__ import annotations
@@ -13,10 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+KINDS = ("script", "medimg", "medimg_sequential")
+SEQUENTIAL = KINDS[2]
 
 
 class FirstStep(Exception):
@@ -38,109 +54,185 @@ def write_study(root: Path, cases: int, size: int) -> Path:
     return root / "manifest.csv"
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--cases", type=int, default=1000)
-    p.add_argument("--size", type=int, default=32)
-    a = p.parse_args(argv)
-    import lightning.pytorch as pl
+def workflow(manifest: Path, size: int, work: Path) -> Any:
+    """The classification study medimg runs (ResNet-10, batch 8, one epoch, a fresh store in ``work``)."""
+    from medimg.config.load import parse_workflow
+
+    return parse_workflow(
+        {
+            "name": "startup",
+            "task": "classification",
+            "seed": 0,
+            "data": {"manifest": str(manifest), "label_column": "label", "num_classes": 2},
+            "preprocessing": {
+                "orientation": "RAS",
+                "spacing": None,
+                "intensity": {"mode": "minmax"},
+                "spatial_size": [size] * 3,
+            },  # fmt: skip
+            "augmentation": {"patch_size": None},
+            "model": {"name": "resnet10"},
+            "optim": {"batch_size": 8},
+            "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
+            "tracking": {"uri": f"sqlite:///{work}/mlflow.db", "experiment": "startup"},
+            "outputs": {"dir": f"{work}/out"},
+        },
+        source="profile_startup",
+    )
+
+
+def script_child(manifest: Path, size: int, work: Path) -> dict[str, Any]:
+    """The script's caching of the training cases (then of the validation cases), on medimg's split."""
     from monai import transforms as T
     from monai.data import CacheDataset
 
-    from medimg.config.load import parse_workflow
-    from medimg.training.stages.build import build
-    from medimg.training.stages.fit import fit
-    from medimg.training.stages.plan import plan_study
     from medimg.training.stages.prepare import prepare
-    from medimg.training.stages.track import track
 
-    out: dict[str, Any] = {
-        "cases": a.cases,
-        "size": a.size,
-        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    df = prepare(workflow(manifest, size, work)).df  # the same split medimg trains on (not timed)
+    load = T.Compose(
+        [T.LoadImaged(keys="image"), T.EnsureChannelFirstd(keys="image"),
+         T.ScaleIntensityd(keys="image"), T.EnsureTyped(keys="image")]
+    )  # fmt: skip
+    out: dict[str, Any] = {}
+    for split in ("train", "val"):
+        rows = df[df.split == split]
+        items = [{"image": str(i), "label": int(c)} for i, c in zip(rows.image, rows.target, strict=True)]
+        t0 = time.perf_counter()
+        CacheDataset(items, load, cache_rate=1.0, num_workers=0, progress=False)
+        out[f"script_cache_{split}_s"] = round(time.perf_counter() - t0, 3)
+        out[f"{split}_cases"] = len(items)
+    return out
+
+
+def medimg_child(manifest: Path, size: int, work: Path, sequential: bool = False) -> dict[str, Any]:
+    """``run_workflow`` until the first training batch, each stage timed through the names it calls.
+
+    ``sequential`` is medimg before the start-up threads, for comparison in the same run: the
+    store opened in the track stage, the lineage recorded there before the model is built.
+    """
+    import lightning.pytorch as pl
+    from monai import transforms as T  # noqa: F401  (imported before the clock, as the script does)
+    from monai.data import CacheDataset  # noqa: F401
+
+    import medimg.training.run as run_mod
+    from medimg.training.stages.track_background import Background
+
+    if sequential:
+        track = run_mod.track
+        run_mod.warm_store = lambda uri: Background("nothing", lambda: None)  # type: ignore[assignment]
+        run_mod.track = lambda *args, **kw: track(*args, **{**kw, "background": False})  # type: ignore[assignment]
+
+    wf = workflow(manifest, size, work)
+    times: dict[str, float] = {}
+    seen: dict[str, Any] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                result = seen[name] = fn(*args, **kwargs)
+                return result
+            finally:
+                times[name] = round(times.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+        return wrapper
+
+    for name in ("prepare", "warm_store", "plan_study", "track", "build", "fit"):
+        setattr(run_mod, name, timed(name, getattr(run_mod, name)))
+
+    class Stop(pl.Callback):
+        def on_train_batch_start(self, *args: Any) -> None:
+            seen["first_step"] = time.perf_counter()
+            run = seen["track"]
+            seen["lineage_done_at_first_step"] = run.lineage is None or run.lineage.done
+            raise FirstStep
+
+    t0 = time.perf_counter()
+    try:
+        run_mod.run_workflow(wf, callbacks=[Stop()])
+    except Exception as exc:  # fit re-raises after marking the run FAILED (the stop is no failure)
+        if "first_step" not in seen:
+            raise RuntimeError("the study stopped before its first training step") from exc
+    times.pop("fit", None)  # it ended at the stop: timed below up to the first batch
+    fit_start = t0 + sum(times.values())
+    run = seen["track"]
+    return {
+        "medimg_s": times | {"fit until the first batch": round(seen["first_step"] - fit_start, 3)},
+        "medimg_first_step_s": round(seen["first_step"] - t0, 3),
+        "store_open_s (thread, beside plan)": round(seen["warm_store"].seconds or 0.0, 3),
+        "lineage_s (thread, beside fit)": round(run.lineage.seconds or 0.0, 3) if run.lineage else None,
+        "lineage_done_at_first_step": seen["lineage_done_at_first_step"],
     }
-    with tempfile.TemporaryDirectory(prefix="startup_") as tmp:
-        manifest = write_study(Path(tmp) / "data", a.cases, a.size)
-        wf = parse_workflow(
+
+
+def child(kind: str, manifest: Path, size: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="startup_run_") as work:
+        load = [round(x, 2) for x in os.getloadavg()]
+        if kind == "script":
+            got = script_child(manifest, size, Path(work))
+        else:
+            got = medimg_child(manifest, size, Path(work), sequential=kind == SEQUENTIAL)
+        print(json.dumps({"kind": kind, "load_avg": load, **got}), flush=True)
+
+
+def run_child(kind: str, manifest: Path, size: int) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.profile_startup",
+        "--child",
+        kind,
+        str(manifest),
+        "--size",
+        str(size),
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    # Lightning's progress bar may share the line: the JSON starts at its '{"kind"'
+    lines = [ln[ln.index('{"kind"') :] for ln in proc.stdout.splitlines() if '{"kind"' in ln]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{kind} process failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--cases", type=int, nargs="+", default=[100, 1000])
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--child", nargs=2, metavar=("KIND", "MANIFEST"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        return child(a.child[0], Path(a.child[1]), a.size)
+    summary = []
+    for cases in a.cases:
+        with tempfile.TemporaryDirectory(prefix="startup_") as tmp:
+            manifest = write_study(Path(tmp), cases, a.size)
+            got: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+            for r in range(a.rounds):
+                for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
+                    got[kind].append(run_child(kind, manifest, a.size))
+                    print(json.dumps({"cases": cases, "round": r, **got[kind][-1]}), flush=True)
+        medimg = statistics.median(g["medimg_first_step_s"] for g in got["medimg"])
+        before = statistics.median(g["medimg_first_step_s"] for g in got[SEQUENTIAL])
+        script = statistics.median(g["script_cache_train_s"] for g in got["script"])
+        script_tv = statistics.median(
+            g["script_cache_train_s"] + g["script_cache_val_s"] for g in got["script"]
+        )
+        summary.append(
             {
-                "name": "startup",
-                "task": "classification",
-                "seed": 0,
-                "data": {"manifest": str(manifest), "label_column": "label", "num_classes": 2},
-                "preprocessing": {
-                    "orientation": "RAS",
-                    "spacing": None,
-                    "intensity": {"mode": "minmax"},
-                    "spatial_size": [a.size] * 3,
-                },  # fmt: skip
-                "augmentation": {"patch_size": None},
-                "model": {"name": "resnet10"},
-                "optim": {"batch_size": 8},
-                "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
-                "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "startup"},
-                "outputs": {"dir": f"{tmp}/out"},
-            },
-            source="profile_startup",
+                "cases": cases,
+                "train_cases": got["script"][0]["train_cases"],
+                "medimg_first_step_s": medimg,
+                "script_cache_train_s": script,
+                "ratio (goal <= 2x)": round(medimg / script, 2),
+                "medimg_sequential_first_step_s": before,
+                "ratio sequential": round(before / script, 2),
+                "script_cache_train_val_s": round(script_tv, 3),
+                "ratio vs train+val caching": round(medimg / script_tv, 2),
+                "load_avg": sorted({g["load_avg"][0] for k in got.values() for g in k}),
+            }
         )
-        t = {}
-        t0 = time.perf_counter()
-        data = prepare(wf)
-        t["prepare"] = time.perf_counter() - t0
-        train = data.df[data.df.split == "train"]
-        t0 = time.perf_counter()
-        CacheDataset(
-            [{"image": str(i), "label": int(c)} for i, c in zip(train.image, train.target, strict=True)],
-            T.Compose(
-                [
-                    T.LoadImaged(keys="image"),
-                    T.EnsureChannelFirstd(keys="image"),
-                    T.ScaleIntensityd(keys="image"),
-                    T.EnsureTyped(keys="image"),
-                ]
-            ),  # fmt: skip
-            cache_rate=1.0,
-            num_workers=0,
-            progress=False,
-        )
-        out["script_cache_train_s"] = time.perf_counter() - t0
-        out["train_cases"] = len(train)
-        t0 = time.perf_counter()
-        plan = plan_study(wf, data)
-        t["plan (datasets cached: train + val)"] = time.perf_counter() - t0
-        import cProfile
-        import pstats
-
-        prof = cProfile.Profile()
-        t0 = time.perf_counter()
-        run = prof.runcall(track, plan, data, False, None)
-        t["track (MLflow run, lineage)"] = time.perf_counter() - t0
-        stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-        wanted = ("make_logger", "_log_lineage", "file_hashes", "pip_freeze", "git_state", "_log_datasets",
-                  "log_artifact", "log_batch", "environment", "set_tag")  # fmt: skip
-        out["track_parts_s"] = {
-            f"{fn[2]}": round(v[3], 2) for fn, v in stats.items() if fn[2] in wanted and v[3] > 0.05
-        }
-        t0 = time.perf_counter()
-        built = build(plan, data, run, False)
-        t["build"] = time.perf_counter() - t0
-
-        class Stop(pl.Callback):
-            def on_train_batch_start(self, *args: Any) -> None:
-                raise FirstStep
-
-        t0 = time.perf_counter()
-        try:
-            fit(plan, data, run, built, False, [Stop()])
-        except FirstStep:
-            pass
-        except Exception as exc:  # fit re-raises the cause after marking the run FAILED
-            if not isinstance(exc.__cause__ or exc, FirstStep) and "FirstStep" not in repr(exc):
-                raise
-        t["fit until the first batch"] = time.perf_counter() - t0
-        out["medimg_s"] = {k: round(v, 2) for k, v in t.items()}
-        out["medimg_total_s"] = round(sum(t.values()), 2)
-        out["script_cache_train_s"] = round(out["script_cache_train_s"], 2)
-    print(json.dumps(out))
+    print(json.dumps({"summary": summary}))
 
 
 if __name__ == "__main__":
