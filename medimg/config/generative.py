@@ -1,8 +1,8 @@
-"""The workflow schema of the generative tasks (``task: anomaly``, ``task: superres``).
+"""The workflow schema of the generative tasks (``task: anomaly``, ``superres``, ``synthesis``).
 
 A :class:`GenerativeWorkflow` is a study :class:`~medimg.config.schema.Workflow` (every section,
-as strict) whose ``task`` is ``anomaly`` or ``superres`` and which adds that task's section
-(``anomaly:`` or ``superres:``). The shared sections apply as for the other tasks: ``seed``,
+as strict) whose ``task`` is ``anomaly``, ``superres`` or ``synthesis`` and which adds that task's section
+(``anomaly:``, ``superres:`` or ``synthesis:``). The shared sections apply as for the other tasks: ``seed``,
 ``data`` (manifest, split), ``preprocessing``, ``optim.lr``/``optim.batch_size``,
 ``trainer.max_epochs``, ``tracking`` and ``outputs``. Only pydantic is imported here, so validating
 a workflow never imports torch.
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from medimg.config.schema import Workflow
 from medimg.errors import ConfigError
 
-GENERATIVE_TASKS = ("anomaly", "superres")
+GENERATIVE_TASKS = ("anomaly", "superres", "synthesis")
 
 
 class _Strict(BaseModel):
@@ -105,8 +105,47 @@ class SuperresConfig(_Strict):
     patches_per_epoch: int = Field(64, ge=1, le=100000, description="random patches drawn per epoch")
 
 
+class SynthesisConfig(_Strict):
+    """A class-conditional variational autoencoder that samples new cases of a chosen class.
+
+    Trained on every class of the training split (``data.label_column``, ``data.num_classes``);
+    each case is preprocessed to ``preprocessing.spatial_size`` (divisible by 4).
+
+    Example:
+        >>> SynthesisConfig().latent_dim
+        32
+    """
+
+    channels: tuple[int, int, int] = Field(
+        (16, 32, 32), description="feature channels of the encoder at full, 1/2 and 1/4 of the grid"
+    )
+    latent_dim: int = Field(32, ge=2, le=1024, description="size of the latent vector sampled from N(0, I)")
+    beta: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="weight of the KL term (per latent unit) against the squared error (per voxel, "
+        "scaled by 1/(2 * sigma^2) with sigma 0.1)",
+    )
+    balance_classes: bool = Field(
+        True,
+        description="draw training batches with equal weight per class (the rare class is seen as often)",
+    )
+    flip: bool = Field(
+        True,
+        description="random flips along each axis while training (turn off when left/right or another "
+        "axis must not be mirrored)",
+    )
+    samples_per_class: int = Field(
+        2,
+        ge=0,
+        le=1000,
+        description="example cases sampled per class into outputs.dir/samples after training",
+    )
+
+
 class GenerativeWorkflow(Workflow):
-    """A study workflow for ``task: anomaly`` or ``task: superres`` (docs/generative.md).
+    """A study workflow for ``task: anomaly``, ``superres`` or ``synthesis`` (docs/generative.md).
 
     Example:
         >>> wf = GenerativeWorkflow(task="superres", data={"manifest": "m.csv"})
@@ -114,21 +153,23 @@ class GenerativeWorkflow(Workflow):
         (4, True)
     """
 
-    task: Literal["anomaly", "superres"] = Field(..., description="what the network learns")  # type: ignore[assignment]
+    task: Literal["anomaly", "superres", "synthesis"] = Field(..., description="what the network learns")  # type: ignore[assignment]
     anomaly: AnomalyConfig | None = Field(None, description="task: anomaly settings (defaults when absent)")
     superres: SuperresConfig | None = Field(
         None, description="task: superres settings (defaults when absent)"
     )
+    synthesis: SynthesisConfig | None = Field(
+        None, description="task: synthesis settings (defaults when absent)"
+    )
 
     @model_validator(mode="after")
     def _sections(self) -> GenerativeWorkflow:
-        other = "superres" if self.task == "anomaly" else "anomaly"
-        if getattr(self, other) is not None:
-            raise ValueError(f"section {other!r} does not apply to task {self.task!r}; remove it")
-        if self.task == "anomaly" and self.anomaly is None:
-            self.anomaly = AnomalyConfig()
-        if self.task == "superres" and self.superres is None:
-            self.superres = SuperresConfig()
+        for other in GENERATIVE_TASKS:
+            if other != self.task and getattr(self, other) is not None:
+                raise ValueError(f"section {other!r} does not apply to task {self.task!r}; remove it")
+        defaults = {"anomaly": AnomalyConfig, "superres": SuperresConfig, "synthesis": SynthesisConfig}
+        if getattr(self, self.task) is None:
+            setattr(self, self.task, defaults[self.task]())
         return self
 
 

@@ -37,6 +37,40 @@ class SyntheticData(Strict):
     )
 
 
+class SyntheticCasesConfig(Strict):
+    """Synthetic cases of one class, sampled from a trained ``task: synthesis`` generator, added to training.
+
+    They join the **training split only**; validation and test stay real. The resolved workflow
+    records the generator's MLflow run and weights sha256 (docs/generative.md).
+    """
+
+    generator: str = Field(
+        ...,
+        min_length=1,
+        description="the generator: a `task: synthesis` model folder, or the MLflow run id of its study "
+        "(read from tracking.uri)",
+    )
+    class_index: int = Field(..., ge=0, description="class of the synthetic cases (0..data.num_classes-1)")
+    count: int = Field(
+        ..., ge=1, le=100000, description="number of synthetic cases added to the training split"
+    )
+    seed: int | None = Field(None, description="sampling seed (None: the workflow's seed)")
+    cache_dir: str | None = Field(
+        None,
+        description="where sampled cases are kept and reused, per generator sha256, class, seed and count "
+        "(default: $MEDIMG_CACHE/synthetic, ~/.cache/medimg/synthetic)",
+    )
+    generator_run_id: str | None = Field(
+        None,
+        description="filled in by the run: the generator's MLflow run id (a value given here is checked)",
+    )
+    generator_sha256: str | None = Field(
+        None,
+        description="filled in by the run: sha256 of the generator's model.safetensors (a value given here "
+        "pins it: another generator is refused)",
+    )
+
+
 class SplitConfig(Strict):
     """Patient-level split: a patient never appears in two splits."""
 
@@ -76,6 +110,10 @@ class DataConfig(Strict):
     )
     synthetic: SyntheticData | None = Field(
         None, description="generate this synthetic study if the manifest is missing"
+    )
+    synthetic_cases: SyntheticCasesConfig | None = Field(
+        None,
+        description="classification: add cases sampled from a `task: synthesis` generator to the training split",
     )
     split: SplitConfig = SplitConfig()
     labels: dict[int, str] = Field(
@@ -342,5 +380,15 @@ class Workflow(Strict):
             raise ValueError(
                 f"optim.class_weights has {len(weights)} weights, expected one per class "
                 f"(data.num_classes: {self.data.num_classes})"
+            )
+        extra = self.data.synthetic_cases
+        if extra is not None and self.task != "classification":
+            raise ValueError(
+                f"data.synthetic_cases applies to task classification only (task is {self.task!r})"
+            )
+        if extra is not None and extra.class_index >= self.data.num_classes:
+            raise ValueError(
+                f"data.synthetic_cases.class_index {extra.class_index} is out of range: expected "
+                f"0..{self.data.num_classes - 1} (data.num_classes {self.data.num_classes})"
             )
         return self

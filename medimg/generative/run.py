@@ -2,7 +2,7 @@
 
 prepare (outputs folder, synthetic study when asked, manifest read and checked, patient-level
 splits) → track (MLflow run, lineage) → the task's study (:mod:`medimg.generative.anomaly_study`
-or :mod:`medimg.generative.superres_study`) → finish (run FINISHED, or FAILED with the reason).
+or :mod:`medimg.generative.superres_study`, :mod:`medimg.generative.synthesis_study`) → finish (run FINISHED, or FAILED with the reason).
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ def _superres_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
     return read_manifest(cfg, "segmentation").assign(target=0)
 
 
+def _run_synthesis(wf: GenerativeWorkflow, df: pd.DataFrame, out: Path, run: Any) -> Any:
+    from medimg.generative.synthesis_study import run_synthesis
+
+    return run_synthesis(wf, df, out, run)
+
+
 def _run_anomaly(wf: GenerativeWorkflow, df: pd.DataFrame, out: Path, run: Any) -> Any:
     from medimg.generative.anomaly_study import run_anomaly
 
@@ -72,13 +78,15 @@ class GenerativeStudy:
 STUDIES: dict[str, GenerativeStudy] = {
     "anomaly": GenerativeStudy(_anomaly_cases, _run_anomaly),
     "superres": GenerativeStudy(_superres_cases, _run_superres),
+    "synthesis": GenerativeStudy(_anomaly_cases, _run_synthesis),  # data.label_column: the class
 }
 
 
 def read_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
     """The study's cases with their patient-level split, read by medimg's manifest reader.
 
-    ``task: anomaly`` reads ``data.label_column`` as the case's class (0 normal, 1 abnormal);
+    ``task: anomaly`` reads ``data.label_column`` as the case's class (0 normal, 1 abnormal),
+    ``task: synthesis`` as the class each case teaches the generator;
     ``task: superres`` needs images only (no label column). A missing manifest with
     ``data.synthetic`` set is generated first.
 
@@ -101,7 +109,7 @@ def read_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
 
 
 def run_generative(wf: GenerativeWorkflow, resume: bool = False) -> GenerativeResult:
-    """Run the anomaly or super-resolution study ``wf`` describes; return its run and test metrics.
+    """Run the anomaly, super-resolution or synthesis study ``wf`` describes; return its run and test metrics.
 
     Example:
         >>> res = run_generative(load_generative_workflow("workflows/quickstart-anomaly.yaml"))  # doctest: +SKIP
@@ -128,7 +136,7 @@ def run_generative(wf: GenerativeWorkflow, resume: bool = False) -> GenerativeRe
 def run_generative_workflow(
     path: str | Path, overrides: Sequence[str] = (), resume: bool = False
 ) -> tuple[dict[str, Any], list[str], int]:
-    """Load the anomaly or superres workflow at ``path`` (with ``overrides``) and run it, as ``medimg run`` does.
+    """Load the anomaly, superres or synthesis workflow at ``path`` (with ``overrides``) and run it, as ``medimg run`` does.
 
     Returns the result document, its text lines and the exit code (0).
     """

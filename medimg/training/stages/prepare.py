@@ -25,7 +25,11 @@ def global_rank() -> int:
 
 
 def prepare_data(wf: Workflow) -> pd.DataFrame:
-    """Generate the synthetic study when asked, read + check the manifest, assign patient-level splits."""
+    """Generate the synthetic study when asked, read + check the manifest, assign patient-level splits.
+
+    ``data.synthetic_cases`` adds generated cases to the training split (and records the generator
+    in ``wf``: :func:`medimg.generative.synthetic_cases.add_synthetic_cases`).
+    """
     from medimg.data.checks import check_ranges
     from medimg.data.manifest import read_manifest
     from medimg.data.splits import assign_splits
@@ -52,6 +56,10 @@ def prepare_data(wf: Workflow) -> pd.DataFrame:
     for split in ("train", "val"):
         if not (df["split"] == split).any():
             raise DataError(f"{manifest}: no case in the {split!r} split (data.split)")
+    if wf.data.synthetic_cases is not None:  # sampled cases join the training split only
+        from medimg.generative.synthetic_cases import add_synthetic_cases
+
+        df = add_synthetic_cases(wf, df)
     return df
 
 
