@@ -3,7 +3,8 @@
 
 The run is :func:`medimg.inference.cohort.run_cohort` (model loaded once, prefetching, a fsync'd
 ledger, a killed run resumed by running it again, one bad case recorded and the rest going on)
-with two writers: :class:`BoxesJsonWriter` and :class:`DetectionSrWriter`. ``boxes.json`` holds,
+with three writers: :class:`BoxesJsonWriter`, :class:`DetectionReportWriter` (``report.html``, the
+boxes drawn on three orthogonal slices through each centre) and :class:`DetectionSrWriter`. ``boxes.json`` holds,
 per box, the world centre and size (mm, in the scan's space: RAS for NIfTI, LPS for DICOM), the
 voxel centre, extent and corners on the scan's own grid, and the score.
 """
@@ -70,6 +71,25 @@ class BoxesJsonWriter:
         scan: LoadedScan = outputs.source
         doc = {"case_id": case.case_id, "boxes": box_rows(case.case_id, scan.boxes, scan.volume)}
         return [atomic_write_text(case_dir / "boxes.json", json.dumps(doc, indent=2))]
+
+
+class DetectionReportWriter:
+    """Write ``report.html``: per box, three orthogonal slices through its centre with its outline."""
+
+    name = "report"
+
+    def __init__(self, model: dict[str, Any]) -> None:
+        self.model = model
+
+    def __call__(self, case: CaseInput, outputs: CaseOutputs, case_dir: Path) -> list[Path]:
+        from medimg.detection.report import write_detection_report
+
+        scan: LoadedScan = outputs.source
+        return [
+            write_detection_report(
+                case.case_id, scan.volume, scan.boxes, case_dir / "report.html", self.model
+            )
+        ]
 
 
 class DetectionSrWriter:
@@ -143,7 +163,11 @@ def predict_detection_cohort(
         predict,
         Path(out_dir),
         load_fn=load_scan,
-        writers=[BoxesJsonWriter(), DetectionSrWriter(algorithm)],
+        writers=[
+            BoxesJsonWriter(),
+            DetectionReportWriter({"model": Path(model_dir).name, "weights sha256": weights_sha}),
+            DetectionSrWriter(algorithm),
+        ],
         model_key=weights_sha,
         settings_key=settings.hexdigest(),
         progress=progress,

@@ -39,9 +39,19 @@ def test_dicom_case_gets_boxes_json_and_the_same_boxes_in_its_sr(tmp_path: Path)
     )
     assert report.exit_code == 0
     folder = tmp_path / "out" / "cases" / "ct1"
-    assert sorted(p.name for p in folder.iterdir()) == ["boxes.json", "boxes_sr.dcm", "case.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "boxes.json",
+        "boxes_sr.dcm",
+        "case.json",
+        "report.html",
+    ]
     boxes = json.loads((folder / "boxes.json").read_text())["boxes"]
     assert len(boxes) == 5 and all(b["space"] == "LPS" for b in boxes)
+    page = (folder / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 * len(boxes)
+    for n, b in enumerate(boxes, start=1):  # every box named with its score and size in mm
+        size = " x ".join(f"{b[k]:.1f}" for k in ("size_x", "size_y", "size_z"))
+        assert f"box {n}: score {b['score']:.3f}, {size} mm" in page
     from_sr = read_detection_sr(folder / "boxes_sr.dcm")
     assert len(from_sr) == 5
     for b, s in zip(boxes, from_sr, strict=True):
