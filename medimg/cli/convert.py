@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from medimg.cli.output import add_json_flag, emit
+from medimg.cli.output import add_json_flag, emit, options
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -58,12 +58,7 @@ def _convert_tree(args: argparse.Namespace) -> int:
     from medimg.io.convert_tree import convert_tree
 
     result = convert_tree(
-        args.input,
-        args.output,
-        workers=args.workers,
-        spacing_policy=args.spacing_policy,
-        tilt_policy=args.tilt_policy,
-        dtype=args.dtype,
+        args.input, args.output, **options(args, ("workers", "spacing_policy", "tilt_policy", "dtype"))
     )
     out = Path(args.output)
     document = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from medimg.cli.output import add_json_flag, emit
+from medimg.cli.output import add_json_flag, emit, options
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,16 +53,7 @@ def execute(args: argparse.Namespace) -> int:
     from medimg.inference.predict_cohort import own_runner
 
     run = own_runner(args.model, "evaluate") or evaluate_model  # the model's task's own (medimg.tasks)
-    document, lines, code = run(
-        args.model,
-        manifest=args.manifest,
-        split=args.split,
-        by=args.by,
-        compare=args.compare,
-        out=args.out,
-        tracking_uri=args.tracking_uri,
-        n_boot=args.n_boot,
-        log=not args.no_log,
-    )
+    names = ("manifest", "split", "by", "compare", "out", "tracking_uri", "n_boot")
+    document, lines, code = run(args.model, **options(args, names), log=not args.no_log)
     emit(args, document, lines)
     return code

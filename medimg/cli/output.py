@@ -75,6 +75,15 @@ def json_mode(args: argparse.Namespace) -> Iterator[None]:
         sys.stdout.flush()
 
 
+def options(args: argparse.Namespace, names: Iterable[str], **renamed: str) -> dict[str, Any]:
+    """``args`` as a library function's keywords: ``names`` as they are, ``renamed`` keyword=arg.
+
+    >>> options(argparse.Namespace(lr=0.1, param=["a=1"]), ["lr"], params="param")
+    {'lr': 0.1, 'params': ['a=1']}
+    """
+    return {**{n: getattr(args, n) for n in names}, **{k: getattr(args, v) for k, v in renamed.items()}}
+
+
 def emit(args: argparse.Namespace, document: Mapping[str, Any], lines: Iterable[str]) -> None:
     """Print ``lines`` for people, or ``document`` as JSON when the command ran with ``--json``.
 

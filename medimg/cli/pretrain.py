@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from medimg.cli.output import add_json_flag, emit
+from medimg.cli.output import add_json_flag, emit, options
 
 DESCRIPTION = (
     "Self-supervised pretraining (restoration of masked/shuffled/intensity-curved patches plus rotation "
@@ -88,14 +88,7 @@ def execute(args: argparse.Namespace) -> int:
     document, lines, code = pretrain_files(
         args.inputs,
         args.out,
-        network=args.network,
-        params=args.param,
-        patch=args.patch,
-        batch=args.batch,
-        steps=args.steps,
-        lr=args.lr,
-        window=args.window,
-        seed=args.seed,
+        **options(args, ("network", "patch", "batch", "steps", "lr", "window", "seed"), params="param"),
         start_tracking=_tracking(args),
     )
     emit(args, document, lines)
