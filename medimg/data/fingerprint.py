@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -121,10 +121,18 @@ def header_record(case: Case) -> dict[str, Any]:
     return {"case_key": case.key, "shape": ras_shape, "spacing": _rounded(ras_spacing)}
 
 
-def case_intensities(
-    case: Case, voxels_per_case: int, with_label: bool
-) -> tuple[np.ndarray, float, float, dict[int, tuple[float, int]]]:
-    """One sampled case: foreground values (every k-th), the image's 0.5th percentile, zero fraction, classes.
+class CaseIntensities(NamedTuple):
+    """What one sampled case adds to the fingerprint."""
+
+    values: np.ndarray  # foreground values (every k-th)
+    low: float  # the image's 0.5th percentile
+    zero_fraction: float
+    classes: dict[int, tuple[float, int]]  # label value -> (volume ml, 26-connected components)
+    constant_nonzero: bool  # every non-zero voxel holds the same value (a binary image)
+
+
+def case_intensities(case: Case, voxels_per_case: int, with_label: bool) -> CaseIntensities:
+    """One sampled case: its foreground values, 0.5th percentile, zero fraction, classes, binary or not.
 
     The classes map each label value to its volume (ml) and connected components (26-connected).
     """
@@ -150,7 +158,9 @@ def case_intensities(
         mask = label > 0
     values = image[mask] if mask is not None and mask.any() else image.ravel()
     step = max(1, values.size // voxels_per_case)
-    return values[::step], float(np.percentile(image, 0.5)), zero_fraction, classes
+    nonzero = image[image != 0]
+    constant = bool(nonzero.size and nonzero.min() == nonzero.max())
+    return CaseIntensities(values[::step], float(np.percentile(image, 0.5)), zero_fraction, classes, constant)
 
 
 def fingerprint_cases(
@@ -177,15 +187,13 @@ def fingerprint_cases(
     cases = sorted(cases, key=lambda c: c.key)
     headers = [header_record(c) for c in cases]
     sample = [cases[i] for i in sample_indices(len(cases), max_intensity_cases)]
-    pooled, lows, zeros, per_class = [], [], [], {}  # type: ignore[var-annotated]
-    for case in sample:
-        values, low, zero_fraction, classes = case_intensities(case, voxels_per_case, mask_task)
-        pooled.append(values)
-        lows.append(low)
-        zeros.append(zero_fraction)
-        for value, stats in classes.items():
+    read = [case_intensities(case, voxels_per_case, mask_task) for case in sample]
+    per_class: dict[int, list[tuple[float, int]]] = {}
+    for one in read:
+        for value, stats in one.classes.items():
             per_class.setdefault(value, []).append(stats)
-    voxels = np.concatenate(pooled).astype(np.float64)
+    voxels = np.concatenate([one.values for one in read]).astype(np.float64)
+    lows, zeros = [one.low for one in read], [one.zero_fraction for one in read]
     fp: dict[str, Any] = {
         "format": FORMAT,
         "source": source,
@@ -201,6 +209,7 @@ def fingerprint_cases(
             "mean": round_sig(voxels.mean()),
             "std": round_sig(voxels.std()),
             "zero_fraction_median": round_sig(float(np.median(zeros))),
+            "constant_nonzero_fraction": round_sig(float(np.mean([one.constant_nonzero for one in read]))),
         },
     }  # fmt: skip
     fp["intensity"]["image_p00_5_median"] = round_sig(float(np.median(lows)))

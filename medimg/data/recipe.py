@@ -187,6 +187,15 @@ def _intensity(r: Recipe, fp: dict[str, Any]) -> None:
             "with its mean and std (nnU-Net's CT normalisation)",
         )
         return
+    binary = ins.get("constant_nonzero_fraction", 0.0)
+    if binary > 0.5:  # a z-score over the non-zero voxels would map every one of them to 0
+        r.set(
+            "preprocessing.intensity",
+            {"mode": "zscore", "nonzero": False},
+            f"per-case z-score over the whole image: in {binary:.0%} of the sampled cases every non-zero "
+            "voxel holds one value (binary images), which a z-score over non-zero voxels maps to 0",
+        )
+        return
     nonzero = bool(ins.get("zero_fraction_median", 0.0) > 0.25)
     r.set(
         "preprocessing.intensity",
