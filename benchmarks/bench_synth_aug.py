@@ -46,17 +46,17 @@ class Setup:
 
     manifest: str  # with a split column: train / val / test
     label_column: str = "aneurysm"
-    n_train: int = 300  # real training cases, drawn from the manifest's training split
+    n_train: int = 200  # real training cases, drawn from the manifest's training split
     n_val: int | None = None  # validation cases (None: the whole validation split)
-    count: int = 100  # synthetic class-1 cases added in the "synthetic" arm
+    count: int = 60  # synthetic class-1 cases added in the "synthetic" arm
     seeds: tuple[int, ...] = (0, 1, 2)
     size: int = 28
     spacing: float = 1.0
     intensity: dict[str, Any] = field(default_factory=lambda: {"mode": "minmax"})
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 16
-    gen_epochs: int = 15
-    gen_channels: tuple[int, int, int] = (8, 16, 16)
+    gen_epochs: int = 10
+    gen_channels: tuple[int, int] = (16, 32)
     gen_latent: int = 32
     cls_channels: tuple[int, ...] = (16, 32, 32, 32)
     cls_pools: tuple[int, ...] = (1, 2)
@@ -298,7 +298,7 @@ def synthetic_setup(work: Path) -> Setup:
     df.to_csv(src, index=False)
     return Setup(manifest=str(src), label_column="class", n_train=10, count=4, seeds=(0, 1, 2), size=16,
                  spacing=3.0, intensity={"mode": "ct_window", "window": [-200, 400]}, epochs=2, batch_size=4,
-                 gen_epochs=2, n_boot=200, gen_channels=(4, 8, 8), gen_latent=4, cls_channels=(4, 8, 8), cls_pools=(2,))  # fmt: skip
+                 gen_epochs=2, n_boot=200, gen_channels=(4, 8), gen_latent=4, cls_channels=(4, 8, 8), cls_pools=(2,))  # fmt: skip
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -325,12 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: under the data cache)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default: benchmarks/results/)")
-    ap.add_argument("--train", type=int, default=300, help="real training cases in the fixed subset")
-    ap.add_argument("--count", type=int, default=100, help="synthetic aneurysm cases added")
+    ap.add_argument("--train", type=int, default=200, help="real training cases in the fixed subset")
+    ap.add_argument("--count", type=int, default=60, help="synthetic aneurysm cases added")
     ap.add_argument("--seeds", type=int, default=3, help="seeds (>= 3 for a t-interval worth reading)")
-    ap.add_argument("--epochs", type=int, default=15, help="classifier epochs (both arms)")
-    ap.add_argument("--gen-epochs", type=int, default=15, help="generator epochs")
-    ap.add_argument("--val", type=int, default=96, help="validation cases (drawn from the published split)")
+    ap.add_argument("--epochs", type=int, default=10, help="classifier epochs (both arms)")
+    ap.add_argument("--gen-epochs", type=int, default=10, help="generator epochs")
+    ap.add_argument("--val", type=int, default=64, help="validation cases (drawn from the published split)")
     args = ap.parse_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     if args.synthetic:

@@ -116,8 +116,9 @@ class SynthesisConfig(_Strict):
         32
     """
 
-    channels: tuple[int, int, int] = Field(
-        (16, 32, 32), description="feature channels of the encoder at full, 1/2 and 1/4 of the grid"
+    channels: tuple[int, int] = Field(
+        (16, 32),
+        description="feature channels at 1/2 and 1/4 of the grid (encoder; the decoder mirrors them)",
     )
     latent_dim: int = Field(32, ge=2, le=1024, description="size of the latent vector sampled from N(0, I)")
     beta: float = Field(

@@ -22,20 +22,26 @@ log = logging.getLogger(__name__)
 SIGMA = 0.1  # the decoder's noise level: the squared error is scaled by 1 / (2 sigma^2)
 
 
-def _block(cin: int, cout: int, stride: int = 1, transpose: bool = False) -> nn.Sequential:
+def _block(cin: int, cout: int, kind: str = "same") -> nn.Sequential:
+    """A convolution (``same``), a strided one (``down``, halves the grid) or a transposed one (``up``)."""
     conv: nn.Module
-    if transpose:
+    if kind == "up":
         conv = nn.ConvTranspose3d(cin, cout, 4, stride=2, padding=1)
+    elif kind == "down":
+        conv = nn.Conv3d(cin, cout, 4, stride=2, padding=1)
     else:
-        conv = nn.Conv3d(cin, cout, 3, stride=stride, padding=1)
+        conv = nn.Conv3d(cin, cout, 3, padding=1)
     return nn.Sequential(conv, nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.2))
 
 
 class ConditionalVAE(nn.Module):
     """``encode(x, y) -> (mu, logvar)``, ``decode(z, y) -> image``; ``forward`` returns all three.
 
+    Every layer but the decoder's last runs on half or a quarter of the grid (CPU budget): the
+    encoder's first convolution is strided, the decoder's last is a transposed one.
+
     Example:
-        >>> net = ConditionalVAE((8, 8, 8), num_classes=2, channels=(4, 8, 8), latent_dim=4)
+        >>> net = ConditionalVAE((8, 8, 8), num_classes=2, channels=(4, 8), latent_dim=4)
         >>> rec, mu, logvar = net(torch.zeros(3, 1, 8, 8, 8), torch.tensor([0, 1, 1]))
         >>> tuple(rec.shape), tuple(mu.shape)
         ((3, 1, 8, 8, 8), (3, 4))
@@ -45,29 +51,26 @@ class ConditionalVAE(nn.Module):
         self,
         grid: Sequence[int],
         num_classes: int,
-        channels: Sequence[int] = (16, 32, 32),
+        channels: Sequence[int] = (16, 32),
         latent_dim: int = 32,
         in_channels: int = 1,
     ) -> None:
         super().__init__()
         if any(int(g) % 4 for g in grid):
             raise ValueError(f"grid {list(grid)}: each size must be divisible by 4")
-        c0, c1, c2 = (int(c) for c in channels)
+        c1, c2 = (int(c) for c in channels)
         self.grid = tuple(int(g) for g in grid)
         self.small = tuple(g // 4 for g in self.grid)
         self.num_classes, self.latent_dim, self.c2 = int(num_classes), int(latent_dim), c2
         k = self.num_classes
-        self.encoder = nn.Sequential(
-            _block(in_channels + k, c0), _block(c0, c1, stride=2), _block(c1, c2, stride=2)
-        )
+        self.encoder = nn.Sequential(_block(in_channels + k, c1, "down"), _block(c1, c2, "down"))
         flat = c2 * math.prod(self.small)
         self.to_latent = nn.Linear(flat, 2 * self.latent_dim)
         self.from_latent = nn.Linear(self.latent_dim + k, flat)
         self.decoder = nn.Sequential(
             _block(c2 + k, c2),
-            _block(c2, c1, transpose=True),
-            _block(c1, c0, transpose=True),
-            nn.Conv3d(c0, in_channels, 3, padding=1),
+            _block(c2, c1, "up"),
+            nn.ConvTranspose3d(c1, in_channels, 4, stride=2, padding=1),
         )
 
     def _onehot(self, y: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
@@ -163,7 +166,7 @@ def train_vae(
     random flip along each axis when ``flip``; AdamW with a cosine learning-rate schedule.
 
     Example:
-        >>> net = ConditionalVAE((8, 8, 8), 2, (4, 8, 8), 4)
+        >>> net = ConditionalVAE((8, 8, 8), 2, (4, 8), 4)
         >>> len(train_vae(net, torch.rand(4, 1, 8, 8, 8), torch.tensor([0, 0, 1, 1]), epochs=2).losses)
         2
     """

@@ -50,7 +50,7 @@ def _stack(wf: GenerativeWorkflow, rows: pd.DataFrame) -> tuple[torch.Tensor, to
 
     cases = [preprocess(wf, r.image, r.case_key) for r in rows.itertuples()]
     images = torch.stack([c.image for c in cases])
-    labels = torch.as_tensor(rows["target"].to_numpy(), dtype=torch.long)
+    labels = torch.as_tensor(rows["target"].to_numpy().copy(), dtype=torch.long)
     return images, labels, cases[0].grid_affine if cases else np.eye(4)
 
 

@@ -57,7 +57,7 @@ def generator(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthesis")
     wf = GenerativeWorkflow.model_validate(
         {**_common(root, "gen"), "task": "synthesis",
-         "synthesis": {"channels": [4, 8, 8], "latent_dim": 4, "samples_per_class": 2}}
+         "synthesis": {"channels": [4, 8], "latent_dim": 4, "samples_per_class": 2}}
     )  # fmt: skip
     res = run_generative(wf)
     return root, wf, res, read_cases(wf)
@@ -219,4 +219,19 @@ def test_quickstart_synthesis_workflow_validates():
     assert wf.task == "synthesis" and wf.synthesis is not None and wf.data.synthetic is not None
     assert wf.preprocessing.spatial_size is not None and all(
         s % 4 == 0 for s in wf.preprocessing.spatial_size
+    )
+
+
+def test_docs_list_every_key_of_the_synthesis_section():
+    from medimg.config.generative import SynthesisConfig
+    from medimg.config.reference import markdown_reference
+
+    page = (Path(__file__).resolve().parents[2] / "docs/generative.md").read_text()
+    rows = [
+        line
+        for line in markdown_reference(SynthesisConfig, "synthesis.").splitlines()
+        if line.startswith("| `")
+    ]
+    assert len(rows) == len(SynthesisConfig.model_fields) and all(row in page for row in rows), (
+        "docs/generative.md: synthesis. keys are stale"
     )
