@@ -111,3 +111,38 @@ def test_plan_weights_an_imbalanced_fingerprint_only(study):
     assert "the smallest class has 1 of 8 cases (12.5%)" in r.reasons["optim.class_weights"]
     assert 'class_weights: "auto"  # the smallest class has 1 of 8' in r.yaml()
     assert parse_workflow(r.workflow, source="plan").optim.class_weights == "auto"
+
+
+@pytest.mark.slow
+def test_run_records_the_resolved_weights(study, tmp_path, monkeypatch):
+    import json
+
+    import mlflow
+    import yaml
+
+    from medimg.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    df = pd.read_csv(study)
+    df["class"] = [1, 0, 0, 0, 0, 1, 0, 0]
+    df["split"] = ["train"] * 6 + ["val", "val"]  # training split: 4 of class 0, 2 of class 1
+    df["image"] = [str(study.parent / p) for p in df.image]
+    df.to_csv(tmp_path / "m.csv", index=False)
+    wf = {
+        "name": "weighted", "task": "classification",
+        "data": {"manifest": str(tmp_path / "m.csv"), "label_column": "class"},
+        "preprocessing": {"spacing": [3.0, 3.0, 3.0], "spatial_size": [8, 8, 8]},
+        "augmentation": {"patch_size": None},
+        "model": {"name": "patchnet", "params": {"channels": [4, 8, 8], "pools": [1]}},
+        "optim": {"class_weights": "auto", "batch_size": 2}, "trainer": {"max_epochs": 1, "accelerator": "cpu"},
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"}, "outputs": {"dir": "runs/weighted"},
+    }  # fmt: skip
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump(wf))
+    assert main(["run", str(tmp_path / "w.yaml")]) == 0
+    expected = balanced_class_weights([4, 2])
+    assert expected == pytest.approx([6 / 8, 6 / 4])
+    resolved = yaml.safe_load((tmp_path / "runs/weighted/workflow.resolved.yaml").read_text())
+    assert resolved["optim"]["class_weights"] == expected
+    info = json.loads((tmp_path / "runs/weighted/run.json").read_text())
+    params = mlflow.MlflowClient(info["tracking_uri"]).get_run(info["run_id"]).data.params
+    assert json.loads(params["optim.class_weights"]) == expected
