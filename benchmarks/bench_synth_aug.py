@@ -5,7 +5,7 @@ VesselMNIST3D (MedMNIST v2, 28^3 segments of real brain CTA vessels; class 1 = a
 real cases drawn at random, seed 0, from the published training split), the published
 validation split (best checkpoint) and the published **test** split (every score). Then:
 
-1. one ``task: synthesis`` study (a class-conditional VAE, :mod:`medimg.generative.cvae`) on
+1. one ``task: synthesis`` study (a class-conditional VAE, :mod:`medimg.models.cvae`) on
    the subset's training cases only;
 2. for each seed, the same classification workflow twice: on the real subset only, and with
    ``data.synthetic_cases: {generator: <its run>, class_index: 1, count: --count}`` added to the

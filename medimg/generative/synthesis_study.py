@@ -1,11 +1,11 @@
 """The synthesis study: a class-conditional VAE trained on the training split, saved as a model folder.
 
 Every case of the training split (all classes, ``data.label_column``) is preprocessed to
-``preprocessing.spatial_size`` and trains the network (:mod:`medimg.generative.cvae`); validation
+``preprocessing.spatial_size`` and trains the network (:mod:`medimg.models.cvae`); validation
 cases are only encoded and decoded (their reconstruction error is the held-out check). Outputs in
 ``outputs.dir``: ``model/`` (``model.safetensors``, ``model.json``: grid, affine, classes,
 intensity, the MLflow run id; ``workflow.yaml``), ``samples/class<c>_<i>.nii.gz`` (a few sampled
-cases per class) and ``val_per_case.csv``. :mod:`medimg.generative.synthetic_cases` samples from
+cases per class) and ``val_per_case.csv``. :mod:`medimg.training.stages.prepare_synthetic` samples from
 the folder for a classification study.
 """
 
@@ -23,8 +23,8 @@ import torch
 
 from medimg.config.generative import GenerativeWorkflow
 from medimg.errors import ConfigError, DataError
-from medimg.generative.cvae import ConditionalVAE, train_vae, vae_loss
 from medimg.io.atomic import atomic_write_text
+from medimg.models.cvae import ConditionalVAE, train_vae, vae_loss
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def save_generator(net: ConditionalVAE, wf: GenerativeWorkflow, folder: Path, in
 def model_info(
     wf: GenerativeWorkflow, grid_affine: np.ndarray, run_id: str, n_train: list[int]
 ) -> dict[str, Any]:
-    """What :func:`medimg.generative.synthetic_cases.load_generator` needs to rebuild and sample."""
+    """What :func:`medimg.training.stages.prepare_synthetic.load_generator` needs to rebuild and sample."""
     cfg, pp = wf.synthesis, wf.preprocessing
     assert cfg is not None and pp.spatial_size is not None
     return {
@@ -95,7 +95,7 @@ def run_synthesis(
     wf: GenerativeWorkflow, df: pd.DataFrame, out: Path, run: Any
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """The whole synthesis study into ``out``; returns its metrics and the validation per-case table."""
-    from medimg.generative.synthetic_cases import write_samples
+    from medimg.training.stages.prepare_synthetic import write_samples
 
     cfg = wf.synthesis
     assert cfg is not None

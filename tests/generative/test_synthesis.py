@@ -88,7 +88,7 @@ def test_generator_trains_on_the_training_split_and_is_recorded(generator):
 
 
 def test_samples_have_the_class_count_and_the_training_grid(generator, tmp_path):
-    from medimg.generative.synthetic_cases import load_generator, write_samples
+    from medimg.training.stages.prepare_synthetic import load_generator, write_samples
 
     _, _, res, _ = generator
     folder = res.out_dir / "model"
@@ -200,7 +200,7 @@ def test_misconfigured_synthetic_cases_name_the_key(generator, tmp_path):
 
 
 def test_class_balanced_sampling_weights():
-    from medimg.generative.cvae import class_weights
+    from medimg.models.cvae import class_weights
 
     w = class_weights(torch.tensor([0, 0, 0, 0, 1]), 2, balance=True)
     assert w.tolist() == pytest.approx([0.625] * 4 + [2.5])

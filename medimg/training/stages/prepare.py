@@ -28,7 +28,7 @@ def prepare_data(wf: Workflow) -> pd.DataFrame:
     """Generate the synthetic study when asked, read + check the manifest, assign patient-level splits.
 
     ``data.synthetic_cases`` adds generated cases to the training split (and records the generator
-    in ``wf``: :func:`medimg.generative.synthetic_cases.add_synthetic_cases`).
+    in ``wf``: :func:`medimg.training.stages.prepare_synthetic.add_synthetic_cases`).
     """
     from medimg.data.checks import check_ranges
     from medimg.data.manifest import read_manifest
@@ -57,7 +57,7 @@ def prepare_data(wf: Workflow) -> pd.DataFrame:
         if not (df["split"] == split).any():
             raise DataError(f"{manifest}: no case in the {split!r} split (data.split)")
     if wf.data.synthetic_cases is not None:  # sampled cases join the training split only
-        from medimg.generative.synthetic_cases import add_synthetic_cases
+        from medimg.training.stages.prepare_synthetic import add_synthetic_cases
 
         df = add_synthetic_cases(wf, df)
     return df

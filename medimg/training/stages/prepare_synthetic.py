@@ -90,7 +90,7 @@ def load_generator(folder: Path) -> tuple[Any, dict[str, Any]]:
     """The conditional VAE saved in ``folder`` and its ``model.json``."""
     from safetensors.torch import load_file
 
-    from medimg.generative.cvae import ConditionalVAE
+    from medimg.models.cvae import ConditionalVAE
 
     info = json.loads((folder / "model.json").read_text())
     net = ConditionalVAE(
