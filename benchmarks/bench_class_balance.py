@@ -7,9 +7,8 @@ prepared by ``python -m benchmarks.bench_explain prepare-vessel`` into
 
 * ``none``: plain cross-entropy, shuffled batches;
 * ``weights``: ``optim.class_weights: auto`` (n / (classes x count) from the training split);
-* ``sampler``: plain cross-entropy, each training batch drawn with replacement with
-  probability 1 / class count per case (a balanced sampler; done here by patching the training
-  loader, it is not a workflow key).
+* ``sampler``: ``data.sampler: balanced``, plain cross-entropy: each epoch draws as many cases
+  with replacement, with probability 1 / class count per case.
 
 It reports, per option, the validation AUROC history (the official val split, 191 cases, 22
 aneurysms), the test AUROC of the run's own test scoring (the checkpoint with the lowest
@@ -45,56 +44,29 @@ def manifest(work: Path, with_test: bool) -> Path:
     return work / "manifest.csv"
 
 
-def balanced_loader(make_loader: Any) -> Any:
-    """``make_loader`` whose shuffled (training) loaders draw cases with probability 1 / class count."""
-
-    def loader(
-        ds: Any, batch_size: int, shuffle: bool, num_workers: int, seed: int, prefetch: bool = True
-    ) -> Any:
-        import torch
-        from monai.data import DataLoader, list_data_collate
-
-        if not shuffle:
-            return make_loader(ds, batch_size, shuffle, num_workers, seed, prefetch)
-        labels = torch.tensor([int(item["label"]) for item in ds.data])
-        weights = 1.0 / torch.bincount(labels).float()[labels]
-        gen = torch.Generator()
-        gen.manual_seed(seed)
-        sampler = torch.utils.data.WeightedRandomSampler(
-            weights, len(labels), replacement=True, generator=gen
-        )
-        return DataLoader(
-            ds, batch_size=batch_size, sampler=sampler, num_workers=0, collate_fn=list_data_collate
-        )
-
-    return loader
-
-
 def run_option(option: str, plan: Path, work: Path, seed: int) -> dict[str, Any]:
     import numpy as np
     from mlflow.tracking import MlflowClient
 
-    import medimg.data.datasets as datasets
     from medimg.cli.main import main
 
     name = f"{option}_s{seed}"
     text = plan.read_text().replace('dir: "runs/plan"', f'dir: "{work}/runs/{name}"')
     text = text.replace("seed: 0\n", f"seed: {seed}\n", 1)
-    text = re.sub(r"\n  class_weights: .*\n", "\n", text)  # the plan's choice, replaced by the option's
+    text = re.sub(
+        r"\n  (class_weights|sampler): .*\n", "\n", text
+    )  # the plan's choice, replaced by the option's
+    text = text.replace(
+        "data:\n", f"data:\n  sampler: {'balanced' if option == 'sampler' else 'shuffle'}\n", 1
+    )
     text = text.replace(
         "optim:\n", f"optim:\n  class_weights: {'auto' if option == 'weights' else 'none'}\n", 1
     )
     text += f'tracking:\n  uri: "sqlite:///{work}/mlflow.db"\n  experiment: "class_balance"\n'
     wf = work / f"{name}.yaml"
     wf.write_text(text)
-    original = datasets.make_loader
-    if option == "sampler":
-        datasets.make_loader = balanced_loader(original)
     t0 = time.perf_counter()
-    try:
-        code = main(["run", str(wf)])
-    finally:
-        datasets.make_loader = original
+    code = main(["run", str(wf)])
     wall = time.perf_counter() - t0
     out = work / "runs" / name
     info = json.loads((out / "run.json").read_text())
@@ -118,6 +90,7 @@ def run_option(option: str, plan: Path, work: Path, seed: int) -> dict[str, Any]
         "steps": metrics.get("budget_schedule_steps"),
         "intensity": client.get_run(info["run_id"]).data.params.get("preprocessing.intensity.nonzero"),
         "class_weights": client.get_run(info["run_id"]).data.params.get("optim.class_weights"),
+        "sampler": client.get_run(info["run_id"]).data.params.get("data.sampler"),
         **test,
     }
 

@@ -116,6 +116,11 @@ class DataConfig(Strict):
         description="classification: add cases sampled from a `task: synthesis` generator to the training split",
     )
     split: SplitConfig = SplitConfig()
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle",
+        description="training batches: shuffle (every case once per epoch); balanced (classification): an "
+        "epoch draws as many cases with replacement, each class equally often (probability 1 / class count)",
+    )
     labels: dict[int, str] = Field(
         default_factory=dict, description="segmentation label values and names (0 = background)"
     )
@@ -373,6 +378,10 @@ class Workflow(Strict):
             raise ValueError("data.labels is required for segmentation (e.g. {0: background, 1: organ})")
         if self.task == "segmentation" and 0 not in self.data.labels:
             raise ValueError("data.labels must include 0 (background)")
+        if self.data.sampler == "balanced" and self.task != "classification":
+            raise ValueError(
+                f"data.sampler: balanced is for classification, not {self.task} (expected shuffle)"
+            )
         weights = self.optim.class_weights
         if weights != "none" and self.task != "classification":
             raise ValueError(f"optim.class_weights is for classification, not {self.task} (expected none)")

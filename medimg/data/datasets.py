@@ -71,23 +71,36 @@ def make_dataset(
 
 
 def make_loader(
-    ds: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, prefetch: bool = True
+    ds: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+    prefetch: bool = True,
+    sample_weights: list[float] | None = None,
 ) -> DataLoader:
     """A loader that overlaps loading with compute (a thread when ``num_workers`` is 0).
 
     ``prefetch=False`` (the thread plan on a machine with few cores,
     :func:`medimg.data.threads.plan_threads`): no background thread; each batch is prepared in
-    the training thread, with the same random draws in the same order.
+    the training thread, with the same random draws in the same order. ``sample_weights`` (one
+    per case): an epoch draws ``len(ds)`` cases with replacement in proportion to them, from the
+    loader's seeded generator (saved with checkpoints like the shuffle's).
     """
     import torch
 
     gen = torch.Generator()
     gen.manual_seed(seed)
+    sampler = None
+    if sample_weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(sample_weights, len(sample_weights), generator=gen)
+        shuffle = False
     if not prefetch and num_workers == 0:
         return DataLoader(
             ds,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=0,
             collate_fn=list_data_collate,
             generator=gen,
@@ -96,6 +109,7 @@ def make_loader(
         ds,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=list_data_collate,
         generator=gen,

@@ -14,7 +14,7 @@ from medimg.data.recipe import plan_workflow
 from medimg.data.recipe_rules import balanced_class_weights
 from medimg.data.synthetic import write_synthetic_study
 from medimg.errors import ConfigError
-from medimg.training.stages.plan import resolve_class_weights
+from medimg.training.stages.plan import balanced_sample_weights, resolve_class_weights
 from medimg.training.tasks import ClassificationTask
 
 CPU = Machine(ram_available=16 * GIB, disk_free=100 * GIB, cpu_count=2)
@@ -85,6 +85,39 @@ def test_bad_class_weights_are_refused_naming_the_key(optim, task, expected):
         parse_workflow(doc, source="study.yaml")
     assert "study.yaml" in str(err.value) and "class_weights" in str(err.value)
     assert expected in str(err.value)
+
+
+def test_balanced_sampler_draws_every_class_equally_often():
+    from medimg.data.datasets import make_loader
+
+    items = [{"label": 0}] * 90 + [{"label": 1}] * 10
+    weights = balanced_sample_weights(items)
+    assert weights[0] == pytest.approx(1 / 90) and weights[-1] == pytest.approx(1 / 10)
+    labels = torch.tensor([i["label"] for i in items])
+    for prefetch in (False, True):
+        loader = make_loader(labels, 10, True, 0, seed=3, prefetch=prefetch, sample_weights=weights)
+        drawn = torch.cat([torch.cat(list(loader)) for _ in range(20)])  # 20 epochs of 100 draws
+        assert len(drawn) == 2000  # an epoch stays as long as the training split
+        share = float(drawn.float().mean())
+        assert 0.45 < share < 0.55  # class 1 is 10% of the cases, about half of the draws
+    again = make_loader(labels, 10, True, 0, seed=3, prefetch=False, sample_weights=weights)
+    first = make_loader(labels, 10, True, 0, seed=3, prefetch=False, sample_weights=weights)
+    assert torch.equal(torch.cat(list(again)), torch.cat(list(first)))  # the seed fixes the draws
+    plain = torch.cat(list(make_loader(labels, 10, True, 0, seed=3, prefetch=False)))
+    assert float(plain.float().mean()) == pytest.approx(0.1)  # shuffle: every case once
+
+
+def test_balanced_sampler_is_for_classification():
+    doc = {
+        "task": "segmentation",
+        "data": {"manifest": "m.csv", "labels": {0: "bg", 1: "organ"}, "sampler": "balanced"},
+    }
+    with pytest.raises(ConfigError, match="study.yaml.*data.sampler: balanced is for classification"):
+        parse_workflow(doc, source="study.yaml")
+    with pytest.raises(
+        ConfigError, match=r"study.yaml: data.sampler: Input should be 'shuffle' or 'balanced'"
+    ):
+        parse_workflow(_cls() | {"data": {"manifest": "m.csv", "sampler": "oversample"}}, source="study.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -95,6 +95,19 @@ def resolve_class_weights(wf: Workflow, train_items: list[dict[str, Any]]) -> Wo
     return wf
 
 
+def balanced_sample_weights(items: list[dict[str, Any]]) -> list[float]:
+    """``data.sampler: balanced``: each case's draw weight, 1 / (cases of its class), so classes are drawn equally.
+
+    Example:
+        >>> balanced_sample_weights([{"label": 0}, {"label": 0}, {"label": 1}])
+        [0.5, 0.5, 1.0]
+    """
+    from collections import Counter
+
+    counts = Counter(int(item["label"]) for item in items)
+    return [1.0 / counts[int(item["label"])] for item in items]
+
+
 def _loaders(
     wf: Workflow,
     data: PreparedData,
@@ -115,7 +128,10 @@ def _loaders(
         raise_medimg_cause(exc)
         raise
     train_ds.transform.set_random_state(seed=wf.seed + data.rank)  # augmentation draws follow the seed
-    train_dl = make_loader(train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed, prefetch)
+    weights = balanced_sample_weights(train_items) if wf.data.sampler == "balanced" else None
+    train_dl = make_loader(
+        train_ds, wf.optim.batch_size, True, wf.trainer.num_workers, wf.seed, prefetch, sample_weights=weights
+    )
     val_dl = make_loader(
         val_ds, 1 if seg else wf.optim.batch_size, False, wf.trainer.num_workers, wf.seed, prefetch
     )
