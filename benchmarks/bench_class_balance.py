@@ -44,7 +44,7 @@ def manifest(work: Path, with_test: bool) -> Path:
     return work / "manifest.csv"
 
 
-def run_option(option: str, plan: Path, work: Path, seed: int) -> dict[str, Any]:
+def run_option(option: str, plan: Path, work: Path, seed: int, epochs: int | None = None) -> dict[str, Any]:
     import numpy as np
     from mlflow.tracking import MlflowClient
 
@@ -62,6 +62,9 @@ def run_option(option: str, plan: Path, work: Path, seed: int) -> dict[str, Any]
     text = text.replace(
         "optim:\n", f"optim:\n  class_weights: {'auto' if option == 'weights' else 'none'}\n", 1
     )
+    if epochs:  # the same steps for every option, whatever the machine's load: no budget, no warm-up
+        text = re.sub(r'  max_time: "[^"]*".*\n', f"  max_epochs: {epochs}\n", text)
+        text = re.sub(r"  warmup_epochs: 1.*\n", "  warmup_epochs: 0\n", text)
     text += f'tracking:\n  uri: "sqlite:///{work}/mlflow.db"\n  experiment: "class_balance"\n'
     wf = work / f"{name}.yaml"
     wf.write_text(text)
@@ -102,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--option", choices=OPTIONS, action="append")
     p.add_argument("--seed", type=int, action="append")
     p.add_argument("--out", help="JSON file to write the results to")
+    p.add_argument(
+        "--epochs", type=int, help="train this many epochs instead of the plan's budget (fixed steps)"
+    )
     p.add_argument("--with-test", action="store_true", help="keep the test split (scored by every run)")
     a = p.parse_args(argv)
     from medimg.cli.main import main as medimg
@@ -114,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for seed in a.seed or [0]:
         for option in a.option or OPTIONS:
-            results.append(run_option(option, plan, work, seed))
+            results.append(run_option(option, plan, work, seed, a.epochs))
             print(json.dumps(results[-1]), flush=True)
     if a.out:
         Path(a.out).write_text(
-            json.dumps({"budget": a.budget, "data": str(VESSEL), "runs": results}, indent=1)
+            json.dumps(
+                {"budget": a.budget, "epochs": a.epochs, "data": str(VESSEL), "runs": results}, indent=1
+            )
         )
     return 0
 
