@@ -174,22 +174,6 @@ class GenerativeWorkflow(Workflow):
         return self
 
 
-def workflow_task(path: str | os.PathLike[str]) -> str | None:
-    """The ``task:`` a workflow file names (``None`` when the file cannot be read as a mapping).
-
-    Example:
-        >>> workflow_task("workflows/quickstart-anomaly.yaml")  # doctest: +SKIP
-        'anomaly'
-    """
-    from medimg.config.yaml_strict import load_yaml_file
-
-    p = Path(path)
-    if not p.is_file():
-        return None
-    raw = load_yaml_file(p, "workflow file")
-    return str(raw.get("task")) if isinstance(raw, dict) else None
-
-
 def load_generative_workflow(
     path: str | os.PathLike[str], overrides: Sequence[str] = ()
 ) -> GenerativeWorkflow:
