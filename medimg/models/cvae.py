@@ -136,8 +136,8 @@ def class_weights(labels: torch.Tensor, num_classes: int, balance: bool) -> torc
     """Sampling weight of each case: equal per class when ``balance`` (absent classes get none).
 
     Example:
-        >>> class_weights(torch.tensor([0, 0, 0, 1]), 2, True).tolist()
-        [0.5, 0.5, 0.5, 1.5]
+        >>> [round(w, 3) for w in class_weights(torch.tensor([0, 0, 0, 1]), 2, True).tolist()]
+        [0.667, 0.667, 0.667, 2.0]
     """
     if not balance:
         return torch.ones(len(labels))

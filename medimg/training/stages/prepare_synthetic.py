@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 KEY = "data.synthetic_cases"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+SAMPLES_FORMAT = "v2"  # in the cache folder's name: cases sampled by an older medimg are not reused
 
 
 def _is_model_folder(folder: Path) -> bool:
@@ -103,13 +104,20 @@ def load_generator(folder: Path) -> tuple[Any, dict[str, Any]]:
 def to_source_intensity(x: np.ndarray, intensity: dict[str, Any]) -> np.ndarray:
     """Map the network's (preprocessed) intensities back to the training scans' scale where it is known.
 
-    ``ct_window`` maps [0, 1] back onto the window (HU); the other modes are left as they are
-    (``minmax``, ``zscore``, ``clip_zscore`` give back about the same values when applied again).
+    ``minmax`` and ``ct_window`` preprocess every training scan into [0, 1], so a sample is clipped
+    to [0, 1] first (a smooth decoder overshoots a little; an overshoot below 0 would become the
+    background's level when ``minmax`` is applied again); ``ct_window`` then maps [0, 1] back onto
+    the window (HU). ``zscore``, ``clip_zscore`` and ``none`` are left as they are (applied again,
+    they give about the same values back).
 
     Example:
-        >>> to_source_intensity(np.array([0.0, 1.0]), {"mode": "ct_window", "window": [-200, 400]}).tolist()
-        [-200.0, 400.0]
+        >>> to_source_intensity(np.array([-0.1, 0.0, 1.0]), {"mode": "ct_window", "window": [-200, 400]}).tolist()
+        [-200.0, -200.0, 400.0]
+        >>> to_source_intensity(np.array([-0.1, 0.5, 1.2]), {"mode": "minmax", "window": [0, 1]}).tolist()
+        [0.0, 0.5, 1.0]
     """
+    if intensity["mode"] in ("minmax", "ct_window"):
+        x = np.clip(x, 0.0, 1.0)
     if intensity["mode"] == "ct_window":
         lo, hi = intensity["window"]
         return lo + x * (hi - lo)
@@ -149,8 +157,8 @@ def write_samples(
 
 
 def sample_cached(folder: Path, sha: str, class_index: int, count: int, seed: int, cache: Path) -> list[Path]:
-    """:func:`write_samples` into ``cache/<sha[:16]>/class<c>-seed<s>-n<count>``, or the cases already there."""
-    dest = cache / sha[:16] / f"class{class_index}-seed{seed}-n{count}"
+    """:func:`write_samples` into ``cache/<sha[:16]>/v2-class<c>-seed<s>-n<count>``, or the cases already there."""
+    dest = cache / sha[:16] / f"{SAMPLES_FORMAT}-class{class_index}-seed{seed}-n{count}"
     record = dest / "cases.json"
     if record.is_file():
         paths = [dest / p for p in json.loads(record.read_text())["cases"]]
