@@ -35,13 +35,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def execute(args: argparse.Namespace) -> int:
     import os
 
-    from medimg.training.reproduce import reproduce_run
+    from medimg.training.reproduce import reproduce_runner
     from medimg.training.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(
         args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///runs/mlflow.db"
     )
-    rep = reproduce_run(args.run_id, uri, args.out)
+    rep = reproduce_runner(args.run_id, uri)(args.run_id, uri, args.out)  # the run's task's (medimg.tasks)
     ok = rep.identical(args.tolerance)
     document = {
         "original_run": rep.original_run,

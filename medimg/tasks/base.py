@@ -76,6 +76,11 @@ class Task:
             (document, lines, exit_code)`` with ``medimg evaluate``'s options (``manifest``,
             ``split``, ``by``, ``compare``, ``out``, ``tracking_uri``, ``n_boot``, ``log``);
             ``None``: the common evaluation (``medimg.inference.evaluate_model``).
+        reproduce: The task's own ``medimg reproduce RUN_ID`` for one of its runs (found by the
+            run's ``medimg.task`` tag), ``"package.module:function"``, called as
+            ``function(run_id, tracking_uri, out_dir) -> medimg.training.reproduce.Reproduction``;
+            ``None``: the common one for a task trained by the common stages, refused for a task
+            with a study of its own.
 
     Example:
         >>> t = Task("regression-demo", "a number per image", target="class", dense=False,
@@ -97,9 +102,10 @@ class Task:
     run_flags: tuple[RunFlag, ...] = ALL_RUN_FLAGS
     cohort: str | None = None
     evaluate: str | None = None
+    reproduce: str | None = None
 
     def __post_init__(self) -> None:
-        for field_name in ("study", "cohort", "evaluate"):
+        for field_name in ("study", "cohort", "evaluate", "reproduce"):
             entry = getattr(self, field_name)
             if entry is not None and (entry.count(":") != 1 or not all(entry.split(":"))):
                 raise ConfigError(

@@ -15,8 +15,9 @@ ANOMALY = Task(
     dense=True,  # a map per voxel, on the source grid
     channels="image",  # an autoencoder: it answers the image it was given
     study="medimg.generative.run:run_generative_workflow",
-    run_flags=(),
+    run_flags=("resume",),  # a checkpoint after every epoch (medimg.generative.checkpoint)
     cohort="medimg.generative.cohort:predict_generative",
+    reproduce="medimg.generative.reproduce:reproduce_generative",
 )
 
 SUPERRES = Task(
@@ -26,8 +27,9 @@ SUPERRES = Task(
     dense=True,
     channels="image",
     study="medimg.generative.run:run_generative_workflow",
-    run_flags=(),
+    run_flags=("resume",),  # a checkpoint after every epoch (medimg.generative.checkpoint)
     cohort="medimg.generative.cohort:predict_generative",
+    reproduce="medimg.generative.reproduce:reproduce_generative",
 )
 
 SYNTHESIS = Task(

@@ -70,8 +70,9 @@ def task_names() -> list[str]:
     return list(_TASKS)
 
 
-def task_entry(task: Task, which: Literal["study", "cohort", "evaluate"]) -> Callable[..., Any]:
-    """The function a task names as its own ``study``, ``cohort`` or ``evaluate`` runner, imported now.
+def task_entry(task: Task, which: Literal["study", "cohort", "evaluate", "reproduce"]) -> Callable[..., Any]:
+    """The function a task names as its own ``study``, ``cohort``, ``evaluate`` or ``reproduce`` runner,
+    imported now.
 
     Raises:
         ConfigError: the task has none (it uses the common stages or cohort inference), or the

@@ -55,6 +55,37 @@ def reproduce_run(run_id: str, tracking_uri: str, out_dir: str | None = None) ->
     return Reproduction(run_id, res.run_id, _compare(original.data.metrics, res.metrics))
 
 
+def reproduce_runner(run_id: str, tracking_uri: str) -> Any:
+    """What ``medimg reproduce RUN_ID`` runs: the reproduction of the task that made the run (its
+    ``medimg.task`` tag; ``medimg.tasks.Task.reproduce``) when it has its own, else
+    :func:`reproduce_run` (the common stages).
+
+    Raises:
+        DataError: the run is not found.
+        ConfigError: the run's task has a study of its own and no reproduction yet.
+
+    Example:
+        >>> reproduce_runner("0f3c...", "sqlite:///runs/mlflow.db").__name__  # doctest: +SKIP
+        'reproduce_run'
+    """
+    import mlflow
+
+    from medimg.errors import ConfigError
+    from medimg.tasks import get_task, task_entry, task_names
+
+    try:
+        run = mlflow.MlflowClient(tracking_uri).get_run(run_id)
+    except Exception as exc:
+        raise DataError(f"MLflow run {run_id} not found at {tracking_uri} ({exc})") from exc
+    name = run.data.tags.get("medimg.task")
+    task = get_task(name) if name in task_names() else None
+    if task is not None and task.reproduce is not None:
+        return task_entry(task, "reproduce")
+    if task is not None and task.study is not None:
+        raise ConfigError(f"MLflow run {run_id}: a {name} run cannot be reproduced yet (medimg reproduce)")
+    return reproduce_run
+
+
 def _fetch_checked(run_id: str, tracking_uri: str, out_dir: str | None) -> dict[str, Any]:
     """The run's resolved workflow, pointed at a copy of its manifest whose files are hash-checked."""
     from medimg.training.lineage import changed_files

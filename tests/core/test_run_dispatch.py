@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
         (
             "quickstart-anomaly.yaml",
             ["--folds", "2", "--resume"],
-            "an anomaly workflow does not take --folds, --resume yet",
+            "an anomaly workflow does not take --folds yet",  # --resume it takes
         ),
+        ("quickstart-detection.yaml", ["--resume"], "a detection workflow does not take --resume yet"),
         ("quickstart-superres.yaml", ["--seeds", "1,2"], "a superres workflow does not take --seeds yet"),
     ],
 )
@@ -34,12 +35,12 @@ def test_unsupported_options_are_refused_by_name(workflow: str, options: list[st
     assert "Traceback" not in proc.stderr
 
 
-CALLS: list[tuple] = []
+_calls: list[tuple] = []
 
 
 def toy_study(path, overrides, **flags):
     """A plug-in task's own study, as the registry calls it."""
-    CALLS.append((str(path), list(overrides), flags))
+    _calls.append((str(path), list(overrides), flags))
     return {"ran": True, "flags": flags}, ["toy study ran"], 0
 
 
@@ -52,13 +53,24 @@ def test_a_registered_task_with_its_own_study_is_run_by_medimg_run(tmp_path, mon
     monkeypatch.setitem(registry._TASKS, "toy", toy)
     wf = tmp_path / "toy.yaml"
     wf.write_text("task: toy\nanything: the task's own schema reads it\n")
-    CALLS.clear()
+    _calls.clear()
     assert main(["run", str(wf), "--resume", "--set", "a.b=1"]) == 0
-    assert CALLS == [(str(wf), ["a.b=1"], {"resume": True})]  # the flag it takes, and only that one
+    assert _calls == [(str(wf), ["a.b=1"], {"resume": True})]  # the flag it takes, and only that one
     assert "toy study ran" in capsys.readouterr().out
     assert main(["run", str(wf), "--folds", "3"]) == 3  # a flag it does not take: refused by name
     assert f"{wf}: a toy workflow does not take --folds yet" in capsys.readouterr().err
-    assert len(CALLS) == 1
+    assert len(_calls) == 1
     wf.write_text("task: segmentaton\ndata: {manifest: m.csv}\n")  # not registered: the schema says what is
     assert main(["run", str(wf)]) == 3
-    assert "segmentaton" in capsys.readouterr().err and len(CALLS) == 1
+    assert "segmentaton" in capsys.readouterr().err and len(_calls) == 1
+
+
+def test_the_generative_studies_take_resume_as_their_runner_does():
+    import inspect
+
+    from medimg.tasks import get_task, task_entry
+
+    for name in ("anomaly", "superres"):
+        task = get_task(name)
+        assert task.take_run_flags("wf.yaml", {"check": False, "resume": True}) == {"resume": True}
+        assert "resume" in inspect.signature(task_entry(task, "study")).parameters

@@ -3,6 +3,7 @@ a new run tagged with the one it reproduces; a changed data file is named and st
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from medimg.cli.main import main
 from medimg.config.generative import load_generative_workflow
 from medimg.errors import DataError
 from medimg.generative.reproduce import reproduce_generative
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.slow  # two small super-resolution studies (about a min
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_superres_run_reproduces_and_refuses_changed_data(tmp_path: Path) -> None:
+def test_superres_run_reproduces_and_refuses_changed_data(tmp_path: Path, capsys) -> None:
     small = [
         "data.synthetic.cases=8",
         "data.synthetic.shape=[24,24,24]",
@@ -40,12 +42,18 @@ def test_superres_run_reproduces_and_refuses_changed_data(tmp_path: Path) -> Non
     ]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     first = run_generative(load_generative_workflow(ROOT / "workflows/quickstart-superres.yaml", small))
-    rep = reproduce_generative(first.run_id, uri, str(tmp_path / "again"))
-    assert rep.new_run != first.run_id and len(rep.table) >= 8  # PSNR and SSIM of three methods, gains
-    assert set(rep.table["metric"]) >= {"test_psnr_sr", "test_psnr_trilinear", "test_ssim_sr"}
-    assert rep.identical(1e-6), rep.table
+    # through the command, which finds the run's task (its medimg.task tag) in the task registry
+    code = main(["reproduce", first.run_id, "--tracking-uri", uri, "--out", str(tmp_path / "again"),
+                 "--tolerance", "1e-6", "--json"])  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0 and document["reproduced"] is True, document
+    table = pd.DataFrame(document["metrics"])
+    new_run = document["reproduction_run"]
+    assert new_run != first.run_id and len(table) >= 8  # PSNR and SSIM of three methods, gains
+    assert set(table["metric"]) >= {"test_psnr_sr", "test_psnr_trilinear", "test_ssim_sr"}
+    assert (table["abs_diff"] <= 1e-6).all(), table
     client = mlflow.MlflowClient(uri)
-    assert client.get_run(rep.new_run).data.tags["medimg.reproduces"] == first.run_id
+    assert client.get_run(new_run).data.tags["medimg.reproduces"] == first.run_id
     original = pd.read_csv(first.out_dir / "manifest.csv").set_index("case_key")["split"]
     again = pd.read_csv(tmp_path / "again" / "manifest.csv").set_index("case_key")["split"]
     assert again.sort_index().equals(original.sort_index())  # the run's own split, case for case
