@@ -28,15 +28,36 @@ class BoxDataset(Dataset):
         self.arrays = list(arrays)
         self.corners = [np.asarray(c, np.float32).reshape(-1, 6) for c in corners]
         self.patch = np.asarray(plan.patch_size)
+        # the finest pyramid level's stride: a whole-volume sample is shifted by up to this much
+        self.max_shift = np.asarray(plan.conv1_stride) * 2
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.arrays)
 
+    def _shift(self, data: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Translate by a random whole number of voxels (edges repeated), up to the finest stride."""
+        shift = np.array([self.rng.integers(-m, m + 1) for m in self.max_shift])
+        m = self.max_shift
+        padded = np.pad(data, [(int(a), int(a)) for a in m], mode="edge")
+        sl = tuple(slice(int(a - t), int(a - t + n)) for a, t, n in zip(m, shift, data.shape, strict=True))
+        return self._keep_inside(padded[sl], boxes + np.concatenate([shift, shift]).astype(np.float32))
+
+    @staticmethod
+    def _keep_inside(data: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Drop boxes whose centre left ``data``; clip the others to it."""
+        size = np.asarray(data.shape)
+        centres = (moved[:, :3] + moved[:, 3:]) / 2
+        inside = np.all((centres >= -0.5) & (centres <= size - 0.5), axis=1)
+        moved = moved[inside]
+        moved[:, :3] = np.maximum(moved[:, :3], -0.5)
+        moved[:, 3:] = np.minimum(moved[:, 3:], size - 0.5)
+        return data, moved
+
     def _crop(self, data: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         shape = np.asarray(data.shape)
         if np.all(shape <= self.patch):
-            return data, boxes
+            return self._shift(data, boxes)
         size = np.minimum(shape, self.patch)
         if len(boxes) and self.rng.random() < 2 / 3:
             centre = (boxes[self.rng.integers(len(boxes))][:3] + boxes[self.rng.integers(len(boxes))][3:]) / 2
@@ -45,13 +66,7 @@ class BoxDataset(Dataset):
             start = np.array([self.rng.integers(0, s - w + 1) for s, w in zip(shape, size, strict=True)])
         start = np.clip(start, 0, shape - size)
         sl = tuple(slice(int(a), int(a + w)) for a, w in zip(start, size, strict=True))
-        moved = boxes - np.concatenate([start, start]).astype(np.float32)
-        centres = (moved[:, :3] + moved[:, 3:]) / 2
-        inside = np.all((centres >= -0.5) & (centres <= size - 0.5), axis=1)
-        moved = moved[inside]
-        moved[:, :3] = np.maximum(moved[:, :3], -0.5)
-        moved[:, 3:] = np.minimum(moved[:, 3:], size - 0.5)
-        return data[sl], moved
+        return self._keep_inside(data[sl], boxes - np.concatenate([start, start]).astype(np.float32))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         data, boxes = self._crop(self.arrays[index], self.corners[index].copy())

@@ -158,6 +158,7 @@ def build_detector(plan: DetectionPlan, *, debug: bool = False) -> Any:
         # MONAI's heads stack four conv blocks (conv, GroupNorm, ReLU); the plan keeps the first few
         head.conv = nn.Sequential(*list(head.conv)[: 3 * plan.head_layers])
     detector = _atss_detector_class()(network=network, anchor_generator=anchors, debug=debug)
+    detector.set_box_coder_weights(tuple(float(w) for w in plan.box_coder_weights))
     detector.set_atss_matcher(num_candidates=4, center_in_gt=False)
     detector.set_hard_negative_sampler(
         batch_size_per_image=64, positive_fraction=0.3, pool_size=20, min_neg=16

@@ -44,19 +44,30 @@ def _detect(detector: Any, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def merge_boxes(
-    boxes: np.ndarray, scores: np.ndarray, nms_iou: float, max_boxes: int, fuse_iou: float = 0.5
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    nms_iou: float,
+    max_boxes: int,
+    fuse_iou: float = 0.5,
+    passes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Non-maximum suppression, each kept box moved to the score-weighted mean of its cluster.
 
-    NMS (``monai.data.box_utils.non_max_suppression`` at ``nms_iou``) decides which boxes stay and
-    their scores; each kept box's corners become the score-weighted mean of every box overlapping
-    it by IoU >= ``fuse_iou`` (itself included), which localises better than the single best box.
+    NMS (``monai.data.box_utils.non_max_suppression`` at ``nms_iou``) decides which boxes stay;
+    each kept box's corners become the score-weighted mean of every box overlapping it by IoU >=
+    ``fuse_iou`` (itself included), which localises better than the single best box. With
+    ``passes`` (the index of the pass, e.g. the test-time flip, that found each box) the kept box's
+    score is the mean over all passes of each pass's best score in the cluster (0 for a pass that
+    did not see it), so a box found in one flip only does not keep that flip's score; without,
+    it is the kept box's own score.
 
     Example:
         >>> b = np.array([[0, 0, 0, 4, 4, 4], [1, 0, 0, 5, 4, 4], [20, 20, 20, 22, 22, 22]], float)
         >>> kept, s = merge_boxes(b, np.array([0.9, 0.9, 0.5]), nms_iou=0.2, max_boxes=10)
         >>> kept[0].tolist(), s.tolist()
         ([0.5, 0.0, 0.0, 4.5, 4.0, 4.0], [0.9, 0.5])
+        >>> merge_boxes(b, np.array([0.9, 0.7, 0.5]), 0.2, 10, passes=np.array([0, 1, 1]))[1].tolist()
+        [0.8, 0.25]
     """
     from monai.data.box_utils import non_max_suppression
 
@@ -67,10 +78,33 @@ def merge_boxes(
     keep = np.asarray(non_max_suppression(boxes, scores, nms_thresh=nms_iou, max_proposals=max_boxes), int)
     overlap = box_iou(boxes[keep], boxes)
     merged = np.empty((len(keep), 6))
+    kept_scores = np.asarray(scores[keep], np.float64).copy()
+    n_passes = 1 if passes is None else int(passes.max()) + 1
     for row in range(len(keep)):
         weights = np.where(overlap[row] >= fuse_iou, scores, 0.0)
         merged[row] = (weights[:, None] * boxes).sum(0) / weights.sum()
-    return merged.astype(np.float32), scores[keep]
+        if passes is not None:
+            kept_scores[row] = sum(weights[passes == p].max(initial=0.0) for p in range(n_passes)) / n_passes
+    order = np.argsort(-kept_scores, kind="stable")
+    return merged[order].astype(np.float32), kept_scores[order].astype(scores.dtype)
+
+
+FLIPS = tuple(tuple(a for a in range(3) if f >> a & 1) for f in range(8))
+
+
+def _flip_back(boxes: np.ndarray, axes: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """Corners found on an array flipped along ``axes`` expressed on the unflipped array.
+
+    Voxel ``i`` becomes ``n - 1 - i``, so a span ``[lo, hi]`` becomes ``[n - 1 - hi, n - 1 - lo]``.
+
+    Example:
+        >>> _flip_back(np.array([[0.5, 0, 0, 2.5, 1, 1]]), (0,), (10, 4, 4)).tolist()
+        [[6.5, 0.0, 0.0, 8.5, 1.0, 1.0]]
+    """
+    out = boxes.copy()
+    for a in axes:
+        out[:, a], out[:, a + 3] = (shape[a] - 1) - boxes[:, a + 3], (shape[a] - 1) - boxes[:, a]
+    return out
 
 
 def detect_array(
@@ -78,22 +112,33 @@ def detect_array(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corners ``(N, 6)`` and scores ``(N,)`` for a normalised array on the plan grid.
 
+    With ``plan.flip_tta`` every window also runs flipped along each subset of the three axes
+    (8 passes); the boxes are flipped back and fused with the others (:func:`merge_boxes`).
+
     Example:
         >>> corners, scores = detect_array(detector, np.zeros((64, 64, 32), np.float32), plan)  # doctest: +SKIP
     """
     detector.eval()
     shape = data.shape
     patch = plan.patch_size
-    all_boxes, all_scores = [], []
+    flips = FLIPS if plan.flip_tta else FLIPS[:1]
+    all_boxes, all_scores, all_passes = [], [], []
     for x in window_starts(shape[0], patch[0], overlap):
         for y in window_starts(shape[1], patch[1], overlap):
             for z in window_starts(shape[2], patch[2], overlap):
                 window = data[x : x + patch[0], y : y + patch[1], z : z + patch[2]]
-                boxes, scores = _detect(detector, window)
-                all_boxes.append(boxes + np.array([x, y, z, x, y, z], np.float32))
-                all_scores.append(scores)
+                for n, axes in enumerate(flips):
+                    boxes, scores = _detect(detector, np.flip(window, axes) if axes else window)
+                    boxes = _flip_back(boxes, axes, window.shape)
+                    all_boxes.append(boxes + np.array([x, y, z, x, y, z], np.float32))
+                    all_scores.append(scores)
+                    all_passes.append(np.full(len(scores), n))
     return merge_boxes(
-        np.concatenate(all_boxes), np.concatenate(all_scores), plan.nms_iou, plan.max_detections
+        np.concatenate(all_boxes),
+        np.concatenate(all_scores),
+        plan.nms_iou,
+        plan.max_detections,
+        passes=np.concatenate(all_passes) if plan.flip_tta else None,
     )
 
 

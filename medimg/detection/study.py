@@ -93,6 +93,7 @@ def _plan(wf: DetectionWorkflow, train: list[DetectionSample]) -> DetectionPlan:
             "score_thresh": d.score_thresh,
             "nms_iou": d.nms_iou,
             "max_detections": d.max_detections,
+            "flip_tta": d.flip_tta,
         }
     )
 

@@ -98,11 +98,13 @@ def test_boxes_land_within_half_a_voxel_on_a_new_oblique_anisotropic_scan(traine
     errors_vox = np.array(errors)
     print(
         f"centre error (voxels, i j k): mean {errors_vox.mean(0).round(3)}, max {errors_vox.max(0).round(3)}, "
-        f"{int((errors_vox.max(1) <= 0.5).sum())} of {len(errors_vox)} lesions within half a voxel on every axis"
+        f"{int((errors_vox.max(1) <= 0.5).sum())} of {len(errors_vox)} lesions within half a voxel on every axis; "
+        f"per lesion {errors_vox.max(1).round(2).tolist()}"
     )
     assert len(errors_vox) >= 10
     assert np.all(errors_vox.mean(0) <= 0.5)  # on average within half a voxel along every axis
-    # every lesion within 1.5 voxels: the box regression's precision, which varies with the machine's
-    # thread count (worst 0.73 and 1.03 voxels measured on two machines); the mapping itself is exact
-    # (asserted above), and issue 21's "every centre within half a voxel" is not met yet
+    # every lesion within 1.5 voxels: the box regression's precision (with the 8 test-time flips fused,
+    # 0.65 voxel at worst on these scans, 1.9 at worst on 20 such scans, measured on one machine; see
+    # docs/detection.md); the mapping itself is exact (asserted above). "Every centre within half a
+    # voxel" is not met yet: lesions under 10 mm are the ones off by more
     assert np.all(errors_vox <= 1.5)
