@@ -32,7 +32,10 @@ CPU_PATCH_VOXELS = {"short": 48**3, "medium": 64**3, "long": 96**3}
 GPU_PATCH_VOXELS = 128**3
 CLS_INPUT_VOXELS = {"cpu": 64**3, "gpu": 128**3}
 STEPS_WITHOUT_BUDGET = 10000
-CLASS_WEIGHTS_EVIDENCE = "docs/plan.md"
+CLASS_WEIGHTS_EVIDENCE = (
+    "on VesselMNIST3D (11% aneurysm) it kept the validation AUROC (within noise) while unweighted runs "
+    "called every case negative at p 0.5 (docs/plan.md)"
+)
 
 
 @dataclass
