@@ -73,5 +73,10 @@ def test_runs_on_a_tiny_synthetic_cache(tmp_path, monkeypatch, capsys):
     assert result["difference"]["froc"] == pytest.approx(
         result["medimg_retinanet"]["froc"]["value"] - result["baseline_mean_box"]["froc"]["value"], abs=1e-3
     )
+    base = result["baseline_mean_box"]["top_box"]  # a box on every scan: distances always measured
+    assert 0.0 < base["mean_iou"] <= 1.0 and 0.0 <= base["centre_mm_median"] <= base["centre_mm_p90"]
+    fit = result["medimg_retinanet"]["top_box"]  # after one epoch it may find nothing (IoU 0, no distance)
+    assert 0.0 <= fit["mean_iou"] <= 1.0
+    assert np.isnan(fit["centre_mm_median"]) or fit["centre_mm_median"] <= fit["centre_mm_p90"]
     bench.print_summary(result)
     assert "vs mean training box" in capsys.readouterr().out
