@@ -124,9 +124,12 @@ def test_sigkilled_detection_cohort_resumes_each_case_once(tmp_path: Path) -> No
     assert _done(out) == set(counts)
     for i in range(N_CASES):
         folder = out / "cases" / f"case{i:02d}"
-        assert sorted(p.name for p in folder.iterdir()) == ["boxes.json", "case.json"]
+        # every file complete, none left half-written (no temporary files)
+        assert sorted(p.name for p in folder.iterdir()) == ["boxes.json", "case.json", "report.html"]
         doc = json.loads((folder / "boxes.json").read_text())
         assert doc["case_id"] == f"case{i:02d}" and isinstance(doc["boxes"], list)
+        page = (folder / "report.html").read_text()
+        assert page.rstrip().endswith("</html>") and page.count("data:image/png") == 3 * len(doc["boxes"])
         assert json.loads((folder / "case.json").read_text())["status"] == "done"
     table = pd.read_csv(out / "boxes.csv")
     assert list(table.columns[:5]) == ["case_key", "space", "x", "y", "z"]
