@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
-CITED = re.compile(r"(?:docs/)?results/([A-Za-z0-9_.-]+\.json)")
+CITED = re.compile(r"(?:docs/)?results/([A-Za-z0-9_.-]+\.json)(?!l)")
 # Where runs write (named as output locations, not quoted as evidence).
 OUTPUT_LOCATIONS = {"latest.json", "dicom_qa-latest.json"}
 MAX_BYTES = 128 * 1024
