@@ -9,12 +9,9 @@ with their reason), then :func:`medimg.detection.cohort.predict_detection_cohort
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from medimg.errors import ConfigError
 
 TAKEN = ("overlap", "workers")  # the options of medimg predict that detection uses
 
@@ -41,23 +38,11 @@ def predict_detection_files(
         ({'done': 1, ...}, [...], 0)
     """
     from medimg.detection.cohort import predict_detection_cohort
-    from medimg.inference.inputs import collect_inputs
-    from medimg.inference.predict_cohort import cohort_result, options_not_taken
+    from medimg.inference.predict_cohort import cohort_result, own_cohort_inputs
 
-    models = [model] if isinstance(model, str) else list(model)
-    if len(models) != 1:
-        raise ConfigError(f"{models}: a detection model is used alone (no ensembles of detection models yet)")
-    refused = options_not_taken(options, TAKEN)
-    if refused:
-        names = ", ".join("--" + name.replace("_", "-") for name in refused)
-        raise ConfigError(
-            f"{models[0]}: a detection model does not take {names} (it takes --overlap, --workers)"
-        )
-    if not inputs:
-        raise ConfigError("give INPUT paths (nothing to predict)")
-    found = collect_inputs(list(inputs), workers=workers or min(4, os.cpu_count() or 1))
+    folder, found = own_cohort_inputs(model, inputs, options, TAKEN, "a detection model", workers)
     kwargs = {} if overlap is None else {"overlap": overlap}
-    report = predict_detection_cohort(models[0], found.cases, out, progress=progress, **kwargs)
+    report = predict_detection_cohort(folder, found.cases, out, progress=progress, **kwargs)
     document, lines, code = cohort_result(report, out)
     document["boxes_csv"] = str(Path(out) / "boxes.csv")
     lines.append(f"boxes of every case: {Path(out) / 'boxes.csv'}")

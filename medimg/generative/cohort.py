@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -214,22 +213,18 @@ def predict_generative(
         ({'done': 3, ...}, [...], 0)
     """
     from medimg.inference.cases import parse_shard
-    from medimg.inference.inputs import collect_inputs
-    from medimg.inference.predict_cohort import cohort_result, options_not_taken
+    from medimg.inference.predict_cohort import cohort_result, own_cohort_inputs
 
-    models = [model] if isinstance(model, str) else list(model)
-    task = generative_task(models[0]) if len(models) == 1 else None
+    name = generative_task(model) if isinstance(model, str) else None
+    what = f"a {name} model folder" if name else "an anomaly or superres model folder"
+    folder, found = own_cohort_inputs(model, inputs, options, (), what, workers)
+    task = generative_task(folder)
     if task is None:
-        raise ConfigError(f"{models}: expected one anomaly or superres model folder (no ensembles of them)")
-    refused = options_not_taken(options, ())
-    if refused:
-        names = ", ".join("--" + name.replace("_", "-") for name in refused)
-        raise ConfigError(f"{models[0]}: a {task} model folder does not take {names} (it runs on the CPU)")
-    if not inputs:
-        raise ConfigError("give INPUT paths (nothing to predict)")
-    found = collect_inputs(list(inputs), workers=workers or min(4, os.cpu_count() or 1))
+        raise ConfigError(
+            f"{folder}: not an anomaly or superres model folder (its model.json names the task)"
+        )
     report = predict_generative_cohort(
-        models[0], found.cases, out, prefetch=prefetch, progress=progress,
+        folder, found.cases, out, prefetch=prefetch, progress=progress,
         shard=parse_shard(shard) if shard else None, set_aside=found.set_aside,
     )  # fmt: skip
     document, lines, code = cohort_result(report, out)

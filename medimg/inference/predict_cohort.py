@@ -152,6 +152,40 @@ def options_not_taken(options: dict[str, Any], taken: Sequence[str]) -> list[str
             and not (v in ((), []) and defaults[k] in ((), []))]  # fmt: skip
 
 
+def own_cohort_inputs(
+    model: str | Sequence[str],
+    inputs: Sequence[str],
+    options: dict[str, Any],
+    taken: Sequence[str],
+    what: str,
+    workers: int | None = None,
+) -> tuple[str, Any]:
+    """The common start of a task's own cohort runner: its one model folder and the collected inputs.
+
+    ``what`` names the model in messages (``"a detection model"``). An ensemble, an option of
+    ``medimg predict`` the runner does not take (``taken``: the ones it does) and no inputs are
+    refused by name.
+
+    Example:
+        >>> own_cohort_inputs(["a", "b"], ["x.nii.gz"], {}, (), "a detection model")
+        Traceback (most recent call last):
+        ...
+        medimg.errors.ConfigError: ['a', 'b']: a detection model is used alone (no ensembles of them)
+    """
+    from medimg.errors import ConfigError
+
+    models = [model] if isinstance(model, str) else list(model)
+    if len(models) != 1:
+        raise ConfigError(f"{models}: {what} is used alone (no ensembles of them)")
+    refused = options_not_taken(options, taken)
+    if refused:
+        names = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise ConfigError(f"{models[0]}: {what} does not take {names}")
+    if not inputs:
+        raise ConfigError("give INPUT paths (nothing to predict)")
+    return models[0], _collect(inputs, workers)
+
+
 def _require_inputs(inputs: Sequence[str], pacs: str | None) -> None:
     """Refuse a call with neither input paths nor a PACS to query."""
     if not inputs and not pacs:
