@@ -107,3 +107,26 @@ def test_auto_workflow_runs_and_records_what_medimg_plan_writes(manifest, tmp_pa
     assert json.loads(params["model.params.strides"]) == plan["model"]["params"]["strides"]
     assert json.loads(params["preprocessing.spacing"]) == plan["preprocessing"]["spacing"]
     assert params["preprocessing.intensity.mode"] == plan["preprocessing"]["intensity"]["mode"]
+
+
+def test_check_plans_an_auto_workflow_and_writes_nothing(manifest, tmp_path, monkeypatch, capsys):
+    """``medimg run --check`` on ``model: auto`` / ``preprocessing: auto`` shows what the run would plan
+    (the same values :func:`resolve_auto` gives), refuses a plan that cannot be made, and leaves no file."""
+    monkeypatch.setattr(Machine, "detect", classmethod(lambda cls, *a, **k: CPU))
+    out = tmp_path / "out"
+    doc = {"name": "auto_seg", "task": "segmentation", "model": "auto", "preprocessing": "auto",
+           "data": {"manifest": str(manifest), "labels": LABELS}, "outputs": {"dir": str(out)}}  # fmt: skip
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["run", str(path), "--check", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    resolved = resolve_auto(parse_workflow(doc, source="auto.yaml"), tmp_path / "reference")
+    assert got["ok"] and got["planned"]["model"]["name"] == resolved.model.name == "dynunet"
+    assert got["planned"]["model"]["params"] == resolved.model.params
+    assert got["planned"]["preprocessing"]["spacing"] == list(resolved.preprocessing.spacing)
+    assert got["planned"]["augmentation.patch_size"] == list(resolved.augmentation.patch_size)
+    assert not out.exists()  # the fingerprint went to a temporary folder
+    doc["augmentation"] = {"patch_size": [17, 16, 16]}  # the planned strides cannot divide it
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["run", str(path), "--check"]) != 0
+    assert "augmentation.patch_size [17, 16, 16]: model: auto planned" in capsys.readouterr().err
