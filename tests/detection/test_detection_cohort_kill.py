@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +15,9 @@ from medimg.data.synthetic import oblique_affine
 from medimg.detection.model_folder import save_detector
 from medimg.detection.network import build_detector
 from medimg.detection.plan import plan_detection
-from medimg.inference.ledger import Ledger
 from medimg.io.nifti import save_nifti
 from medimg.io.volume import Volume
+from tests._cohort_kill import assert_each_case_once, kill_when_done, start
 
 pytestmark = pytest.mark.slow  # three worker processes start torch and MONAI (about 30 s of CPU)
 
@@ -63,29 +57,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def _start(root: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(root / "worker.py"), str(root)], env=env)
-
-
-def _done(out: Path) -> set[str]:
-    if not out.exists():
-        return set()
-    return {e["case_id"] for e in Ledger(out).latest().values() if e["status"] == "done"}
-
-
-def _kill_when_done(root: Path, k: int) -> set[str]:
-    proc = _start(root)
-    deadline = time.monotonic() + 240
-    while len(_done(root / "out")) < k:
-        assert proc.poll() is None, "the worker ended before it could be killed"
-        assert time.monotonic() < deadline, "the worker made no progress"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return _done(root / "out")
-
-
 def test_sigkilled_detection_cohort_resumes_each_case_once(tmp_path: Path) -> None:
     plan = plan_detection([(6, 6, 6), (10, 10, 10)], [(1.5, 1.5, 3.0)] * 2, [(32, 32, 16)] * 2)
     wf = parse_detection_workflow(
@@ -101,27 +72,14 @@ def test_sigkilled_detection_cohort_resumes_each_case_once(tmp_path: Path) -> No
         )
     (tmp_path / "worker.py").write_text(WORKER)
 
-    done1 = _kill_when_done(tmp_path, 2)
-    done2 = _kill_when_done(tmp_path, 4)
+    done1 = kill_when_done(tmp_path, 2)
+    done2 = kill_when_done(tmp_path, 4)
     assert 2 <= len(done1) < N_CASES and done1 <= done2
-    assert _start(tmp_path).wait(timeout=300) == 0
-
-    runs = [tuple(line.split()) for line in (tmp_path / "computations.log").read_text().splitlines()]
-    pids = list(dict.fromkeys(pid for _, pid in runs))
-    by_run = [[case for case, pid in runs if pid == p] for p in pids]
-    assert len(by_run) == 3
-    for computed in by_run:
-        assert len(computed) == len(set(computed)), "a case was computed twice within one run"
-    assert not {c for computed in by_run[1:] for c in computed} & done1
-    assert not {c for computed in by_run[2:] for c in computed} & done2
-    counts = Counter(case for case, _ in runs)
-    assert set(counts) == {f"case{i:02d}" for i in range(N_CASES)}
-    assert all(counts[c] == 1 for c in done1)  # done before the first kill: never computed again
-    done_entries = Counter(e["case_id"] for e in Ledger(tmp_path / "out").entries() if e["status"] == "done")
-    assert done_entries == Counter({f"case{i:02d}": 1 for i in range(N_CASES)})  # each case done exactly once
+    assert start(tmp_path).wait(timeout=300) == 0
+    names = {f"case{i:02d}" for i in range(N_CASES)}
+    assert_each_case_once(tmp_path, names, [done1, done2])
 
     out = tmp_path / "out"
-    assert _done(out) == set(counts)
     for i in range(N_CASES):
         folder = out / "cases" / f"case{i:02d}"
         # every file complete, none left half-written (no temporary files)

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from medimg.inference.ledger import Ledger
 from medimg.io.nifti import load_nifti, save_nifti
 from medimg.io.volume import Volume
+from tests._cohort_kill import assert_each_case_once, kill_when_done, start
 
 N_CASES = 10
 
@@ -58,31 +52,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def _start(root: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen([sys.executable, str(root / "worker.py"), str(root)], env=env)
-
-
-def _done_count(out: Path) -> int:
-    return sum(1 for e in Ledger(out).latest().values() if e["status"] == "done") if out.exists() else 0
-
-
-def _kill_when_done(root: Path, k: int) -> set[str]:
-    proc = _start(root)
-    deadline = time.monotonic() + 60
-    while _done_count(root / "out") < k:
-        assert proc.poll() is None, "the worker ended before it could be killed"
-        assert time.monotonic() < deadline, "the worker made no progress"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return {e["case_id"] for e in Ledger(root / "out").latest().values() if e["status"] == "done"}
-
-
-def _computations(root: Path) -> list[tuple[str, str]]:
-    return [tuple(line.split()) for line in (root / "computations.log").read_text().splitlines()]
-
-
 def test_sigkill_then_rerun_completes_each_case_once(tmp_path: Path) -> None:
     for i in range(N_CASES):
         data = np.zeros((12, 7, 5), np.float32)
@@ -90,28 +59,13 @@ def test_sigkill_then_rerun_completes_each_case_once(tmp_path: Path) -> None:
         save_nifti(Volume(data, np.diag([0.7, 0.8, 2.0, 1.0])), tmp_path / "in" / f"case{i:02d}.nii.gz")
     (tmp_path / "worker.py").write_text(WORKER)
 
-    done_after_kill1 = _kill_when_done(tmp_path, 3)
-    done_after_kill2 = _kill_when_done(tmp_path, 7)
+    done_after_kill1 = kill_when_done(tmp_path, 3, timeout=60, threads=None)
+    done_after_kill2 = kill_when_done(tmp_path, 7, timeout=60, threads=None)
     assert 3 <= len(done_after_kill1) < N_CASES and done_after_kill1 <= done_after_kill2
-    proc = _start(tmp_path)
-    assert proc.wait(timeout=120) == 0
+    assert start(tmp_path, threads=None).wait(timeout=120) == 0
+    names = {f"case{i:02d}" for i in range(N_CASES)}
+    assert_each_case_once(tmp_path, names, [done_after_kill1, done_after_kill2])
 
-    runs = _computations(tmp_path)
-    pids = list(dict.fromkeys(pid for _, pid in runs))
-    by_run = [[case for case, pid in runs if pid == p] for p in pids]
-    for computed in by_run:
-        assert len(computed) == len(set(computed)), "a case was computed twice within one run"
-    # A case recorded done is never computed again.
-    later = {case for computed in by_run[1:] for case in computed}
-    assert not later & done_after_kill1
-    assert not {c for computed in by_run[2:] for c in computed} & done_after_kill2
-    counts = Counter(case for case, _ in runs)
-    assert set(counts) == {f"case{i:02d}" for i in range(N_CASES)}
-    for case in done_after_kill1:
-        assert counts[case] == 1
-
-    latest = Ledger(tmp_path / "out").latest()
-    assert sorted(e["case_id"] for e in latest.values() if e["status"] == "done") == sorted(counts)
     for i in range(N_CASES):
         folder = tmp_path / "out" / "cases" / f"case{i:02d}"
         assert sorted(p.name for p in folder.iterdir()) == ["case.json", "mask.nii.gz", "report.txt"]
