@@ -48,47 +48,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace, wf) -> int:
-    """``--check``: the workflow's ranges, the manifest, the split column, every image and mask read."""
-    from medimg.config.load import config_hash
-    from medimg.data.checks import check_case_files
-    from medimg.training.run import prepare_data
+    """``--check``: the workflow, its data and its plan checked without training (nothing written)."""
+    from medimg.training.check import check_workflow
 
-    df = prepare_data(wf)  # the workflow's ranges, the manifest, the split column
-    check_case_files(wf, df)  # every image and mask read as training reads them
-    counts = df["split"].value_counts().to_dict()
-    digest = config_hash(wf)
-    document = {"workflow": wf.name, "config_hash": digest, "cases": len(df), "splits": counts, "ok": True}
-    lines = [f"workflow OK ({wf.name}, hash {digest[:12]}); {len(df)} cases: {counts}"]
-    planned = _check_plan(wf)
-    if planned is not None:
-        document["planned"] = planned
-        lines += [f"planned {key}: {value}" for key, value in planned.items()]
-    emit(args, document, lines)
+    emit(args, *check_workflow(wf))
     return 0
-
-
-def _check_plan(wf) -> dict | None:
-    """``model: auto`` / ``preprocessing: auto``: what the run would plan, planned now (a plan that
-    cannot be made, e.g. a given patch the planned strides do not divide, is refused here, not after
-    the data is cached); the fingerprint goes to a temporary folder, so ``--check`` writes nothing."""
-    import tempfile
-    from pathlib import Path
-
-    from medimg.training.stages.plan_auto import resolve_auto, wants_plan
-
-    if not wants_plan(wf):
-        return None
-    with tempfile.TemporaryDirectory(prefix="medimg-check-") as tmp:
-        resolved = resolve_auto(wf, Path(tmp))
-    planned: dict = {}
-    if wf.model.name == "auto":
-        planned["model"] = {"name": resolved.model.name, "params": dict(resolved.model.params or {})}
-    if wf.preprocessing.auto:
-        pre = resolved.preprocessing.model_dump(mode="json", exclude={"auto", "cache"})
-        planned["preprocessing"] = pre
-    if list(resolved.augmentation.patch_size or []) != list(wf.augmentation.patch_size or []):
-        planned["augmentation.patch_size"] = list(resolved.augmentation.patch_size)
-    return planned
 
 
 def _repeats(args: argparse.Namespace, wf) -> int:
