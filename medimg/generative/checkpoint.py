@@ -1,7 +1,7 @@
 """Resuming a killed generative study: an epoch checkpoint in ``outputs.dir`` and the same MLflow run.
 
 The training loops (:func:`medimg.generative.autoencoder.train_autoencoder`,
-:func:`medimg.generative.superres_net.train_superres`) write ``outputs.dir/checkpoint/train_state.pt``
+:func:`medimg.generative.superres_net.train_superres`, :func:`medimg.models.cvae.train_vae`) write ``outputs.dir/checkpoint/train_state.pt``
 after every epoch, atomically (a temporary file in the same folder, fsync'd, then ``os.replace``):
 the network, the optimiser, the learning-rate schedule, the epoch, the loss history, every random
 state the loop draws from (torch's, the loop's own generator) and what the study keeps across epochs

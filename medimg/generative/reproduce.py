@@ -1,6 +1,7 @@
-"""Reproduce a finished anomaly or super-resolution run from its MLflow record, as ``medimg reproduce`` does
-for the other tasks: the run's resolved workflow, its manifest with the run's own split (every file's
-sha256 checked against the run's record first), the same seed; the test metrics side by side.
+"""Reproduce a finished anomaly, super-resolution or synthesis run from its MLflow record, as ``medimg
+reproduce`` does for the other tasks: the run's resolved workflow, its manifest with the run's own split (every file's
+sha256 checked against the run's record first), the same seed; the test metrics side by side
+(synthesis: the test cases' reconstruction error and KL, ``test_mse`` and ``test_kl``).
 
 The steps shared with :mod:`medimg.training.reproduce` (download and hash check, the comparison table)
 are that module's; only the study run differs (:func:`medimg.generative.run.run_generative`).

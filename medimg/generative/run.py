@@ -49,6 +49,20 @@ def _superres_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
     return read_manifest(cfg, "segmentation").assign(target=0)
 
 
+def _load_grid(wf: GenerativeWorkflow, path: str, key: str) -> Any:
+    """An anomaly or synthesis case as its study reads it: on the model grid, preprocessed."""
+    from medimg.generative.anomaly import preprocess
+
+    return preprocess(wf, path, key)
+
+
+def _load_thin(wf: GenerativeWorkflow, path: str, key: str) -> Any:
+    """A super-resolution case as its study reads it: the thin-slice scan, checked."""
+    from medimg.generative.superres_study import read_thin
+
+    return read_thin(wf, path)
+
+
 def _run_synthesis(wf: GenerativeWorkflow, df: pd.DataFrame, out: Path, run: Any) -> Any:
     from medimg.generative.synthesis_study import run_synthesis
 
@@ -69,16 +83,17 @@ def _run_superres(wf: GenerativeWorkflow, df: pd.DataFrame, out: Path, run: Any)
 
 @dataclass(frozen=True)
 class GenerativeStudy:
-    """What one generative task does: how its cases are read, and its study."""
+    """What one generative task does: how its cases are read, how one image is read, and its study."""
 
     read: Callable[[GenerativeWorkflow], pd.DataFrame]
     run: Callable[[GenerativeWorkflow, pd.DataFrame, Path, Any], tuple[dict[str, float], pd.DataFrame]]
+    load: Callable[[GenerativeWorkflow, str, str], Any]  # (workflow, image path, case key): as training
 
 
 STUDIES: dict[str, GenerativeStudy] = {
-    "anomaly": GenerativeStudy(_anomaly_cases, _run_anomaly),
-    "superres": GenerativeStudy(_superres_cases, _run_superres),
-    "synthesis": GenerativeStudy(_anomaly_cases, _run_synthesis),  # data.label_column: the class
+    "anomaly": GenerativeStudy(_anomaly_cases, _run_anomaly, _load_grid),
+    "superres": GenerativeStudy(_superres_cases, _run_superres, _load_thin),
+    "synthesis": GenerativeStudy(_anomaly_cases, _run_synthesis, _load_grid),  # data.label_column: the class
 }
 
 
@@ -133,17 +148,63 @@ def run_generative(wf: GenerativeWorkflow, resume: bool = False) -> GenerativeRe
     return GenerativeResult(run.run_id, run.uri, out, metrics, per_case, seconds)
 
 
+MAX_LISTED = 20  # bad cases named in one --check error
+
+
+def check_generative(wf: GenerativeWorkflow) -> dict[str, Any]:
+    """``medimg run --check``: the manifest, its splits and every image read exactly as the study reads it.
+
+    Nothing is trained and nothing is written but a synthetic study the workflow asks for
+    (``data.synthetic``, as the run would generate it). Returns the cases checked per split.
+
+    Raises:
+        DataError: one line per unusable image (``case <key>: <file>: <reason>``), up to 20 listed.
+
+    Example:
+        >>> check_generative(load_generative_workflow("workflows/quickstart-anomaly.yaml"))  # doctest: +SKIP
+        {'workflow': 'quickstart_anomaly', 'cases': 48, 'splits': {'train': 22, ...}, 'ok': True}
+    """
+    from medimg.config.load import config_hash
+    from medimg.errors import find_medimg_error
+
+    df = read_cases(wf)
+    load = STUDIES[wf.task].load
+    problems: list[str] = []
+    for row in df.itertuples():
+        try:
+            load(wf, str(row.image), str(row.case_key))
+        except Exception as exc:  # a MONAI transform wraps medimg's reader error in its own
+            error = find_medimg_error(exc)
+            if error is None:
+                raise  # not the data's fault: a bug, with its traceback
+            problems.append(f"case {row.case_key!r}: {' '.join(str(error).split())}")
+    if problems:
+        shown = "\n  ".join(problems[:MAX_LISTED])
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise DataError(f"{len(problems)} of {len(df)} cases cannot be used:\n  {shown}{more}")
+    splits = {str(k): int(v) for k, v in df["split"].value_counts().sort_index().items()}
+    return {"workflow": wf.name, "task": wf.task, "config_hash": config_hash(wf), "cases": len(df),
+            "splits": splits, "ok": True}  # fmt: skip
+
+
 def run_generative_workflow(
-    path: str | Path, overrides: Sequence[str] = (), resume: bool = False
+    path: str | Path, overrides: Sequence[str] = (), resume: bool = False, check: bool = False
 ) -> tuple[dict[str, Any], list[str], int]:
     """Load the anomaly, superres or synthesis workflow at ``path`` (with ``overrides``) and run it, as ``medimg run`` does.
 
+    With ``check`` (``medimg run --check``) nothing is trained: :func:`check_generative`.
     Returns the result document, its text lines and the exit code (0).
     """
     from medimg.config.generative import load_generative_workflow
     from medimg.training.run import study_lines
 
-    res = run_generative(load_generative_workflow(path, overrides), resume=resume)
+    wf = load_generative_workflow(path, overrides)
+    if check:
+        doc = check_generative(wf)
+        line = (f"workflow OK ({wf.name}, task {wf.task}, hash {doc['config_hash'][:12]}); "
+                f"{doc['cases']} cases read as the study reads them: {doc['splits']}")  # fmt: skip
+        return doc, [line], 0
+    res = run_generative(wf, resume=resume)
     document = {"workflow": str(path), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
                 "out_dir": str(res.out_dir), "seconds": round(res.seconds, 3),
                 "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip

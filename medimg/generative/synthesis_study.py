@@ -2,10 +2,13 @@
 
 Every case of the training split (all classes, ``data.label_column``) is preprocessed to
 ``preprocessing.spatial_size`` and trains the network (:mod:`medimg.models.cvae`); validation
-cases are only encoded and decoded (their reconstruction error is the held-out check). Outputs in
-``outputs.dir``: ``model/`` (``model.safetensors``, ``model.json``: grid, affine, classes,
-intensity, the MLflow run id; ``workflow.yaml``), ``samples/class<c>_<i>.nii.gz`` (a few sampled
-cases per class) and ``val_per_case.csv``. :mod:`medimg.training.stages.prepare_synthetic` samples from
+and test cases are only encoded and decoded (their reconstruction error and KL are the held-out
+checks: ``val_mse``, ``val_kl``, ``test_mse``, ``test_kl``; the test ones are what ``medimg
+reproduce`` compares). Training writes an epoch checkpoint (``medimg run --resume``,
+:mod:`medimg.generative.checkpoint`). Outputs in ``outputs.dir``: ``model/`` (``model.safetensors``,
+``model.json``: grid, affine, classes, intensity, the MLflow run id; ``workflow.yaml``),
+``samples/class<c>_<i>.nii.gz`` (a few sampled cases per class), ``val_per_case.csv`` and
+``test_per_case.csv``. :mod:`medimg.training.stages.prepare_synthetic` samples from
 the folder for a classification study.
 """
 
@@ -23,6 +26,7 @@ import torch
 
 from medimg.config.generative import GenerativeWorkflow
 from medimg.errors import ConfigError, DataError
+from medimg.generative.checkpoint import EpochCheckpoint
 from medimg.io.atomic import atomic_write_text
 from medimg.models.cvae import ConditionalVAE, train_vae, vae_loss
 
@@ -94,13 +98,13 @@ def model_info(
 def run_synthesis(
     wf: GenerativeWorkflow, df: pd.DataFrame, out: Path, run: Any
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """The whole synthesis study into ``out``; returns its metrics and the validation per-case table."""
+    """The whole synthesis study into ``out``; returns its metrics and the test per-case table."""
     from medimg.training.stages.prepare_synthetic import write_samples
 
     cfg = wf.synthesis
     assert cfg is not None
     grid = check_grid(wf)
-    train_rows, val_rows = df[df["split"] == "train"], df[df["split"] == "val"]
+    train_rows = df[df["split"] == "train"]
     t0 = time.perf_counter()
     images, labels, affine = _stack(wf, train_rows)
     log.info("synthesis: %d training cases preprocessed in %.1f s", len(images), time.perf_counter() - t0)
@@ -111,14 +115,16 @@ def run_synthesis(
             f"{[c for c, n in enumerate(n_train) if n == 0]} ({wf.data.label_column}); task synthesis "
             "learns every class from the training split"
         )
+    torch.manual_seed(wf.seed)  # the initial weights: the same in every process (resume, reproduce)
     net = ConditionalVAE(grid, wf.data.num_classes, cfg.channels, cfg.latent_dim, wf.data.channels)
     trained = train_vae(net, images, labels, epochs=wf.trainer.max_epochs, lr=wf.optim.lr,
                         batch_size=wf.optim.batch_size, beta=cfg.beta, balance=cfg.balance_classes,
-                        flip=cfg.flip, seed=wf.seed,
+                        flip=cfg.flip, seed=wf.seed, checkpoint=EpochCheckpoint.for_run(run, wf),
                         on_epoch=lambda e, loss: run.log_metrics({"train_loss": loss}, step=e))  # fmt: skip
     metrics: dict[str, float] = {"train_seconds": trained.seconds, "train_loss": trained.losses[-1]}
     metrics.update({f"n_train_class{c}": float(n) for c, n in enumerate(n_train)})
-    per_case = _validation(wf, trained.net, val_rows, metrics)
+    held_out = {split: _held_out(wf, trained.net, df[df["split"] == split], metrics, split)
+                for split in ("val", "test")}  # fmt: skip
     sha = save_generator(trained.net, wf, out / "model", model_info(wf, affine, run.run_id, n_train))
     run.client.set_tag(run.run_id, "medimg.generator_sha256", sha)
     if cfg.samples_per_class:
@@ -126,18 +132,20 @@ def run_synthesis(
             write_samples(
                 out / "model", out / "samples", c, cfg.samples_per_class, wf.seed, prefix=f"class{c}"
             )
-    atomic_write_text(out / "val_per_case.csv", per_case.to_csv(index=False))
+    for split, per_case in held_out.items():
+        atomic_write_text(out / f"{split}_per_case.csv", per_case.to_csv(index=False))
+        run.log_artifact(out / f"{split}_per_case.csv")
     run.log_metrics(metrics)
-    run.log_artifact(out / "val_per_case.csv")
     run.log_artifact(out / "model", "model")
-    return metrics, per_case
+    return metrics, held_out["test"]
 
 
 @torch.no_grad()
-def _validation(
-    wf: GenerativeWorkflow, net: ConditionalVAE, rows: pd.DataFrame, metrics: dict[str, float]
+def _held_out(
+    wf: GenerativeWorkflow, net: ConditionalVAE, rows: pd.DataFrame, metrics: dict[str, float], split: str
 ) -> pd.DataFrame:
-    """Reconstruction error (mean squared, decoded from the mean latent) and KL of each validation case."""
+    """Reconstruction error (mean squared, decoded from the mean latent) and KL of each case of ``split``;
+    their means go to ``metrics`` as ``<split>_mse`` and ``<split>_kl``."""
     if rows.empty:
         return pd.DataFrame(columns=["case_key", "target", "mse", "kl"])
     images, labels, _ = _stack(wf, rows)
@@ -148,6 +156,6 @@ def _validation(
                       for i in range(len(rows))])  # fmt: skip
     per_case = pd.DataFrame({"case_key": rows["case_key"].to_numpy(), "target": labels.numpy(),
                              "mse": mse.numpy(), "kl": kl.numpy()})  # fmt: skip
-    metrics["val_mse"] = float(mse.mean())
-    metrics["val_kl"] = float(kl.mean())
+    metrics[f"{split}_mse"] = float(mse.mean())
+    metrics[f"{split}_kl"] = float(kl.mean())
     return per_case

@@ -13,9 +13,13 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from medimg.generative.checkpoint import EpochCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +163,15 @@ def train_vae(
     flip: bool = True,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> TrainedVAE:
     """Train ``net`` on ``images`` ``(N, C, X, Y, Z)`` of classes ``labels`` ``(N,)``.
 
     Each epoch draws ``N`` cases (with replacement, weighted by :func:`class_weights`), with a
-    random flip along each axis when ``flip``; AdamW with a cosine learning-rate schedule.
+    random flip along each axis when ``flip``; AdamW with a cosine learning-rate schedule. With
+    ``checkpoint``, the state (network, optimiser, schedule, losses, torch's random state and the
+    loop's generator, which draws the cases and the flips) is saved after every epoch and a saved one
+    is resumed from: the epochs it holds are not run again (:mod:`medimg.generative.checkpoint`).
 
     Example:
         >>> net = ConditionalVAE((8, 8, 8), 2, (4, 8), 4)
@@ -178,9 +186,15 @@ def train_vae(
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
     per_epoch = math.ceil(len(images) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs * per_epoch, 1))
-    losses, t0 = [], time.perf_counter()
+    losses: list[float] = []
+    first, t0 = 0, time.perf_counter()
+    parts = {"net": net, "optimizer": opt, "scheduler": sched}
+    if checkpoint is not None:
+        first, losses, saved = checkpoint.restore(parts)
+        if "loop" in saved:
+            gen.set_state(saved["loop"])
     net.train()
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         order = torch.multinomial(weights, len(images), replacement=True, generator=gen)
         total = 0.0
         for start in range(0, len(order), batch_size):
@@ -198,6 +212,9 @@ def train_vae(
         losses.append(total / len(order))
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
+        if checkpoint is not None:
+            checkpoint.save(epoch, parts, {"loop": gen.get_state()}, losses)
     net.eval()
-    log.info("conditional VAE: %d epochs in %.1f s, loss %.2f", epochs, time.perf_counter() - t0, losses[-1])
+    log.info("conditional VAE: epochs %d-%d in %.1f s, loss %.2f", first, epochs, time.perf_counter() - t0,
+             losses[-1] if losses else float("nan"))  # fmt: skip
     return TrainedVAE(net, losses, time.perf_counter() - t0)

@@ -1,4 +1,5 @@
-"""The generative tasks: anomaly maps learnt from normal scans, super-resolution learnt from thin slices.
+"""The generative tasks: anomaly maps learnt from normal scans, super-resolution learnt from thin slices,
+synthetic scans of a class from a conditional generator.
 
 Their study runs through the generative package (its schema ``medimg.config.generative``;
 docs/generative.md).
@@ -15,7 +16,7 @@ ANOMALY = Task(
     dense=True,  # a map per voxel, on the source grid
     channels="image",  # an autoencoder: it answers the image it was given
     study="medimg.generative.run:run_generative_workflow",
-    run_flags=("resume",),  # a checkpoint after every epoch (medimg.generative.checkpoint)
+    run_flags=("resume", "check"),  # a checkpoint after every epoch (medimg.generative.checkpoint)
     cohort="medimg.generative.cohort:predict_generative",
     reproduce="medimg.generative.reproduce:reproduce_generative",
 )
@@ -27,7 +28,7 @@ SUPERRES = Task(
     dense=True,
     channels="image",
     study="medimg.generative.run:run_generative_workflow",
-    run_flags=("resume",),  # a checkpoint after every epoch (medimg.generative.checkpoint)
+    run_flags=("resume", "check"),  # a checkpoint after every epoch (medimg.generative.checkpoint)
     cohort="medimg.generative.cohort:predict_generative",
     reproduce="medimg.generative.reproduce:reproduce_generative",
 )
@@ -39,5 +40,7 @@ SYNTHESIS = Task(
     dense=True,
     channels="image",  # it answers images
     study="medimg.generative.run:run_generative_workflow",
-    run_flags=(),
+    run_flags=("resume", "check"),  # a checkpoint after every epoch (medimg.generative.checkpoint)
+    cohort="medimg.generative.cohort:predict_synthesis",  # refuses: a generator reads no scans
+    reproduce="medimg.generative.reproduce:reproduce_generative",
 )

@@ -70,7 +70,8 @@ def test_the_generative_studies_take_resume_as_their_runner_does():
 
     from medimg.tasks import get_task, task_entry
 
-    for name in ("anomaly", "superres"):
+    for name in ("anomaly", "superres", "synthesis"):
         task = get_task(name)
-        assert task.take_run_flags("wf.yaml", {"check": False, "resume": True}) == {"resume": True}
-        assert "resume" in inspect.signature(task_entry(task, "study")).parameters
+        flags = {"check": False, "resume": True}
+        assert task.take_run_flags("wf.yaml", flags) == flags
+        assert {"resume", "check"} <= set(inspect.signature(task_entry(task, "study")).parameters)
