@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "are not failures), 1 when some cases failed (the summary line gives the counts). "
         "An ensemble averages the class probabilities of several models: repeat --model (then every "
         "positional argument is an input), or give the output folder or parent MLflow run of a "
-        "`medimg run --folds k` study; ensemble.json, the DICOM SEG and SR name every member.",
+        "`medimg run --folds k` study; ensemble.json, the DICOM SEG and SR name every member. "
+        "A synthesis model folder (a generator) reads no inputs: --class-index C --count N [--seed S] writes N "
+        "cases of class C and synthetic_cases.csv (image sha256, generator run id and sha256); resumable.",
         epilog="example: medimg predict runs/quickstart_seg/model scans/ --out predictions/ ; "
         "an ensemble: medimg predict --model runs/cv/fold0_seed0/model --model runs/cv/fold1_seed0/model "
         "scans/ --out predictions/",
@@ -95,6 +97,18 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         help="extra QIDO-RS filter (repeatable), e.g. StudyDate=20240101-20240131",
     )
     p.add_argument("--no-store", action="store_true", help="with --pacs: do not store results back")
+    for (
+        flag,
+        text,
+    ) in GENERATOR_FLAGS.items():  # a synthesis model folder generates cases instead of reading any
+        p.add_argument(f"--{flag}", type=int, default=None, help=text)
+
+
+GENERATOR_FLAGS = {
+    "class-index": "a synthesis model folder (a generator): the class of the cases to generate",
+    "count": "a synthesis model folder: how many cases to generate",
+    "seed": "a synthesis model folder: the seed of the cases (default 0)",
+}
 
 
 # the options predict_cohort takes under the name and with the value the parser gives them
@@ -113,6 +127,10 @@ def execute(args: argparse.Namespace) -> int:
         raise ConfigError("give a MODEL (or --model, repeatable, for an ensemble)")
     options = {name: getattr(args, name) for name in PASSED_AS_IS}
     options.update(progress=not args.no_progress, store=not args.no_store)
+    given = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in GENERATOR_FLAGS}
+    options.update(
+        {name: value for name, value in given.items() if value is not None}
+    )  # refused by the others
     run = cohort_runner(models or args.model)  # predict_cohort, or the model's task's own (medimg.tasks)
     document, lines, code = run(models or args.model, inputs, args.out, **options)
     emit(args, document, lines)

@@ -15,12 +15,8 @@ Per case, in ``DIR/cases/<case>/``:
   axis, affine :func:`medimg.generative.slices.thin_affine`) and ``sr.json``; the cohort table
   ``superres.csv``.
 
-``cohort.csv`` lists every case with its status and, for a failed one, the reason.
-
-A synthesis model folder (a generator) reads no scans: ``medimg predict`` refuses it with the way
-to use it, a classification study's ``data.synthetic_cases`` (:func:`predict_synthesis`), which
-generates the cases, adds them to the training split only and records the generator's run id and
-sha256 in that study's MLflow run.
+``cohort.csv`` lists every case with its status and, for a failed one, the reason. A synthesis
+model folder (a generator) reads no scans: :mod:`medimg.generative.generate_cohort` writes its cases.
 """
 
 from __future__ import annotations
@@ -236,26 +232,3 @@ def predict_generative(
     document["table"] = str(Path(out) / TABLE_NAMES[task])
     lines.append(f"cohort table: {document['table']}")
     return document, lines, code
-
-
-def predict_synthesis(
-    model: str | Sequence[str], inputs: Sequence[str], out: str | Path, **options: Any
-) -> tuple[dict[str, Any], list[str], int]:
-    """``medimg predict`` with a synthesis model folder: refused, naming ``data.synthetic_cases``.
-
-    A generator has no scans to read; the cases it makes are used by a classification study, which
-    generates them itself (resumable, cached by generator sha256) and records them in its own
-    lineage. The signature of a task's cohort runner (``medimg.tasks.Task.cohort``).
-
-    Example:
-        >>> predict_synthesis("runs/quickstart_synthesis/model", ["scans/"], "out")
-        Traceback (most recent call last):
-        ...
-        medimg.errors.ConfigError: runs/quickstart_synthesis/model: a synthesis model folder (a generator) reads no scans, so medimg predict has nothing to apply it to; generate its cases in a classification study with data.synthetic_cases: {generator: runs/quickstart_synthesis/model, class_index: C, count: N} (docs/generative.md)
-    """
-    folder = model if isinstance(model, str) else ", ".join(model)
-    raise ConfigError(
-        f"{folder}: a synthesis model folder (a generator) reads no scans, so medimg predict has nothing "
-        f"to apply it to; generate its cases in a classification study with data.synthetic_cases: "
-        f"{{generator: {folder}, class_index: C, count: N}} (docs/generative.md)"
-    )

@@ -63,6 +63,9 @@ def predict_cohort(
     pacs_modality: str | None = None,
     pacs_filter: Sequence[str] = (),
     store: bool = True,
+    class_index: int | None = None,
+    count: int | None = None,
+    seed: int | None = None,
 ) -> tuple[dict[str, Any], list[str], int]:
     """Predict every case of ``inputs`` (and of a PACS query) into ``out``; resumable.
 
@@ -75,6 +78,7 @@ def predict_cohort(
     from medimg.inference.cohort import run_cohort
     from medimg.inference.ensemble import make_predictor
 
+    _refuse_generator_options(model, class_index=class_index, count=count, seed=seed)
     _require_inputs(inputs, pacs)
     found = _collect(inputs, workers)
     tm = _load_models(model, tracking_uri, tta, overlap, sw_batch_size)
@@ -184,6 +188,17 @@ def own_cohort_inputs(
     if not inputs:
         raise ConfigError("give INPUT paths (nothing to predict)")
     return models[0], _collect(inputs, workers)
+
+
+def _refuse_generator_options(model: str | Sequence[str], **given: int | None) -> None:
+    """Refuse ``--class-index``/``--count``/``--seed`` (a synthesis model folder's) by name."""
+    names = ", ".join("--" + k.replace("_", "-") for k, v in given.items() if v is not None)
+    if names:
+        from medimg.errors import ConfigError
+
+        raise ConfigError(
+            f"{model}: {names} is for a synthesis model folder (a generator), not a model that reads scans"
+        )
 
 
 def _require_inputs(inputs: Sequence[str], pacs: str | None) -> None:

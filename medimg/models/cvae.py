@@ -13,13 +13,10 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from medimg.generative.checkpoint import EpochCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +124,14 @@ def vae_loss(
     return err + beta * kl, err, kl
 
 
+class EpochState(Protocol):
+    """Where the loop's state goes after each epoch (:class:`medimg.generative.checkpoint.EpochCheckpoint`)."""
+
+    def restore(self, parts: dict[str, Any]) -> tuple[int, list[float], dict[str, Any]]: ...
+
+    def save(self, epoch: int, parts: dict[str, Any], rng: dict[str, Any], losses: list[float]) -> Any: ...
+
+
 @dataclass
 class TrainedVAE:
     """The trained network, its loss per epoch (negative ELBO per case) and the time it took."""
@@ -163,7 +168,7 @@ def train_vae(
     flip: bool = True,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
-    checkpoint: EpochCheckpoint | None = None,
+    checkpoint: EpochState | None = None,
 ) -> TrainedVAE:
     """Train ``net`` on ``images`` ``(N, C, X, Y, Z)`` of classes ``labels`` ``(N,)``.
 

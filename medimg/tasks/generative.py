@@ -41,6 +41,6 @@ SYNTHESIS = Task(
     channels="image",  # it answers images
     study="medimg.generative.run:run_generative_workflow",
     run_flags=("resume", "check"),  # a checkpoint after every epoch (medimg.generative.checkpoint)
-    cohort="medimg.generative.cohort:predict_synthesis",  # refuses: a generator reads no scans
+    cohort="medimg.generative.generate_cohort:predict_synthesis",  # --class-index C --count N: its cases
     reproduce="medimg.generative.reproduce:reproduce_generative",
 )

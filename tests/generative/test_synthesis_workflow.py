@@ -1,7 +1,7 @@
 """task synthesis as a full workflow task: a study interrupted after an epoch resumes with ``medimg run --resume``
 in the same MLflow run and ends with the weights and metrics of an uninterrupted one; ``medimg reproduce``
-retrains a finished run to the same test metrics; ``medimg predict`` refuses a generator, naming
-``data.synthetic_cases``."""
+retrains a finished run to the same test metrics; ``medimg predict`` with the generator writes the cases
+``data.synthetic_cases`` would add, with their manifest, resumably."""
 
 from __future__ import annotations
 
@@ -142,13 +142,80 @@ def test_synthesis_run_reproduces_through_the_command(whole, capsys) -> None:
     assert again.sort_index().equals(original.sort_index())  # the run's own split, case for case
 
 
-def test_predict_refuses_a_generator_naming_synthetic_cases(whole, tmp_path: Path, capsys) -> None:
+def test_predict_generates_cases_of_a_class_with_their_manifest_and_resumes(
+    whole, tmp_path: Path, capsys
+) -> None:
+    from medimg.generative import generate_cohort
+    from medimg.io.load import load_image
+    from medimg.models.download import sha256_of
+    from medimg.training.stages.prepare_synthetic import write_samples
+
     _, first = whole
-    folder = str(first.out_dir / "model")
+    folder = first.out_dir / "model"
+    out = tmp_path / "generated"
+    count, seed = 18, 7  # two batches of the generator's draw (16 + 2)
+    command = ["predict", str(folder), "--out", str(out), "--class-index", "1", "--count", str(count),
+               "--seed", str(seed), "--no-progress", "--json"]  # fmt: skip
+    assert main(command) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["done"] == count and document["failed"] == 0
+    manifest = pd.read_csv(out / "synthetic_cases.csv")
+    sha = sha256_of(folder / "model.safetensors")
+    assert list(manifest["case_key"]) == [f"synthetic_{i:05d}" for i in range(count)]
+    assert set(manifest["class"]) == {1} and set(manifest["seed"]) == {seed}
+    assert set(manifest["generator_run_id"]) == {first.run_id} and set(manifest["generator_sha256"]) == {sha}
+    # the very cases data.synthetic_cases adds with the same class, count and seed, on the generator's grid
+    reference = write_samples(folder, tmp_path / "reference", 1, count, seed)
+    info = json.loads((folder / "model.json").read_text())
+    for row, ref in zip(manifest.itertuples(), reference, strict=True):
+        image = out / row.image
+        assert sha256_of(image) == row.sha256
+        vol, expected = load_image(image), load_image(ref)
+        np.testing.assert_allclose(vol.affine, np.asarray(info["grid_affine"]), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(vol.data), np.asarray(expected.data), atol=1e-3)  # HU
+    assert np.abs(np.asarray(load_image(out / manifest["image"][0]).data)
+                  - np.asarray(load_image(out / manifest["image"][1]).data)).max() > 1.0  # fmt: skip
+
+    # a case already complete is not generated again: one removed is, the others are kept as they are
+    (out / "cases" / "synthetic_00003" / "synthetic.nii.gz").unlink()
+    calls = []
+    real = generate_cohort.latent
+
+    def counting(net, index, *args):
+        calls.append(index)
+        return real(net, index, *args)
+
+    generate_cohort.latent = counting
+    try:
+        assert main(command) == 0
+    finally:
+        generate_cohort.latent = real
+    document = json.loads(capsys.readouterr().out)
+    assert calls == [3] and document["done"] == 1 and document["skipped"] == count - 1
+    again = pd.read_csv(out / "synthetic_cases.csv")
+    assert again.equals(manifest)  # the same case written again: the same bytes, the same sha256
+
+    # the flags are the generator's: another model refuses them by name; a generator refuses input scans
     scan = sorted((first.out_dir.parent / "data").rglob("image.nii.gz"))[0]
-    code = main(["predict", folder, str(scan), "--out", str(tmp_path / "predicted")])
+    code = main(["predict", str(folder), str(scan), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
-    assert code == EXIT_INPUT_ERROR and "Traceback" not in err
-    assert f"{folder}: a synthesis model folder (a generator) reads no scans" in err
-    assert f"data.synthetic_cases: {{generator: {folder}, class_index: C, count: N}}" in err
-    assert not (tmp_path / "predicted").exists()
+    assert code == EXIT_INPUT_ERROR and "reads no scans" in err and "data.synthetic_cases" in err
+    code = main(
+        ["predict", str(folder), "--out", str(tmp_path / "x"), "--class-index", "1", "--count", "2", "--tta"]
+    )
+    assert code == EXIT_INPUT_ERROR and "does not take --tta" in capsys.readouterr().err
+    code = main(["predict", str(folder), "--out", str(tmp_path / "x"), "--class-index", "5", "--count", "2"])
+    assert code == EXIT_INPUT_ERROR and "--class-index 5: out of range" in capsys.readouterr().err
+
+
+def test_the_generator_flags_are_refused_by_the_models_that_read_scans(tmp_path: Path) -> None:
+    from medimg.inference.predict_cohort import options_not_taken, predict_cohort
+
+    with pytest.raises(ConfigError, match=r"runs/seg/model: --class-index, --count is for a synthesis model"):
+        predict_cohort("runs/seg/model", ["scan.nii.gz"], tmp_path / "out", class_index=1, count=3)
+    assert not (tmp_path / "out").exists()
+    # a task's own cohort runner (detection, anomaly, superres) refuses them by name as well
+    assert options_not_taken({"class_index": 1, "count": 3, "seed": None, "prefetch": 2}, ()) == [
+        "class_index",
+        "count",
+    ]
