@@ -63,6 +63,22 @@ def _load_thin(wf: GenerativeWorkflow, path: str, key: str) -> Any:
     return read_thin(wf, path)
 
 
+def _no_settings_check(wf: GenerativeWorkflow) -> None:
+    """Super-resolution: its settings are checked by the schema and per case (patch against scan)."""
+
+
+def _anomaly_grid(wf: GenerativeWorkflow) -> None:
+    from medimg.generative.anomaly_study import check_grid
+
+    check_grid(wf)
+
+
+def _synthesis_grid(wf: GenerativeWorkflow) -> None:
+    from medimg.generative.synthesis_study import check_grid
+
+    check_grid(wf)
+
+
 def _run_synthesis(wf: GenerativeWorkflow, df: pd.DataFrame, out: Path, run: Any) -> Any:
     from medimg.generative.synthesis_study import run_synthesis
 
@@ -88,12 +104,13 @@ class GenerativeStudy:
     read: Callable[[GenerativeWorkflow], pd.DataFrame]
     run: Callable[[GenerativeWorkflow, pd.DataFrame, Path, Any], tuple[dict[str, float], pd.DataFrame]]
     load: Callable[[GenerativeWorkflow, str, str], Any]  # (workflow, image path, case key): as training
+    settings: Callable[[GenerativeWorkflow], Any]  # the study's own checks of its settings (ConfigError)
 
 
 STUDIES: dict[str, GenerativeStudy] = {
-    "anomaly": GenerativeStudy(_anomaly_cases, _run_anomaly, _load_grid),
-    "superres": GenerativeStudy(_superres_cases, _run_superres, _load_thin),
-    "synthesis": GenerativeStudy(_anomaly_cases, _run_synthesis, _load_grid),  # data.label_column: the class
+    "anomaly": GenerativeStudy(_anomaly_cases, _run_anomaly, _load_grid, _anomaly_grid),
+    "superres": GenerativeStudy(_superres_cases, _run_superres, _load_thin, _no_settings_check),
+    "synthesis": GenerativeStudy(_anomaly_cases, _run_synthesis, _load_grid, _synthesis_grid),  # label: class
 }
 
 
@@ -152,7 +169,8 @@ MAX_LISTED = 20  # bad cases named in one --check error
 
 
 def check_generative(wf: GenerativeWorkflow) -> dict[str, Any]:
-    """``medimg run --check``: the manifest, its splits and every image read exactly as the study reads it.
+    """``medimg run --check``: the study's settings, the manifest, its splits and every image read exactly as
+    the study reads it.
 
     Nothing is trained and nothing is written but a synthetic study the workflow asks for
     (``data.synthetic``, as the run would generate it). Returns the cases checked per split.
@@ -167,6 +185,7 @@ def check_generative(wf: GenerativeWorkflow) -> dict[str, Any]:
     from medimg.config.load import config_hash
     from medimg.errors import find_medimg_error
 
+    STUDIES[wf.task].settings(wf)  # e.g. preprocessing.spatial_size against the network's strides
     df = read_cases(wf)
     load = STUDIES[wf.task].load
     problems: list[str] = []

@@ -64,3 +64,10 @@ def test_check_names_a_corrupt_image_and_exits_non_zero(tmp_path: Path, capsys) 
     assert image.name in err and str(manifest["case_key"].iloc[3]) in err
     assert f"1 of {CASES} cases cannot be used" in err
     assert "Traceback" not in err and json.loads(out)["exit_code"] == EXIT_INPUT_ERROR
+
+
+def test_check_refuses_a_grid_the_generator_cannot_use(tmp_path: Path, capsys) -> None:
+    overrides = [*_overrides(tmp_path, "synthesis"), "preprocessing.spatial_size=[18,16,16]"]
+    code, _, err = _check(ROOT / "workflows/quickstart-synthesis.yaml", overrides, capsys)
+    assert code == EXIT_INPUT_ERROR and "preprocessing.spatial_size [18, 16, 16]" in err
+    assert "divisible by 4" in err and not (tmp_path / "data").exists()  # refused before any data is read
