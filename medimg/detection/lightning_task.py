@@ -8,12 +8,16 @@ three); boxes whose centre falls outside the crop are dropped, the others clippe
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import Dataset
 
 from medimg.detection.plan import DetectionPlan
@@ -118,3 +122,45 @@ class DetectionTask(pl.LightningModule):
             opt, max_lr=self.lr, total_steps=max(1, self.max_epochs), pct_start=0.15
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+class EpochCheckpoint(Callback):
+    """After every epoch, Lightning's checkpoint of the fit written atomically to ``path``, with what
+    Lightning does not keep: the random states the next epochs draw from (torch's, the loader's
+    shuffling generator, the dataset's crops and flips), the workflow's config hash and the MLflow run.
+
+    The file is written to a temporary name in the same folder, fsync'd, then ``os.replace``d, so a
+    kill leaves the previous epoch's checkpoint whole. It holds tensors, numbers and strings only
+    (read back with ``torch.load(weights_only=True)``).
+
+    Example:
+        >>> cb = EpochCheckpoint(Path("runs/det/checkpoint/last.ckpt"), "3f2a", "run1", dataset, generator)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, path: Path, key: str, run_id: str, dataset: BoxDataset, generator: torch.Generator
+    ) -> None:
+        self.path, self.key, self.run_id = Path(path), key, run_id
+        self.dataset, self.generator = dataset, generator
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        trainer.save_checkpoint(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "run_id": self.run_id,
+            "torch_rng": torch.get_rng_state(),
+            "loader_rng": self.generator.get_state(),
+            "dataset_rng": json.dumps(self.dataset.rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["loader_rng"])
+        self.dataset.rng.bit_generator.state = json.loads(state["dataset_rng"])

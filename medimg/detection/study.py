@@ -30,10 +30,13 @@ from medimg.detection.grid import move_boxes, normalise, to_grid
 from medimg.detection.plan import DetectionPlan, plan_detection
 from medimg.detection.predict import corners_array, predict_boxes
 from medimg.detection.scoring import scan_boxes, score_detection
-from medimg.errors import DataError
+from medimg.errors import ConfigError, DataError
 from medimg.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+# Lightning's checkpoint of the fit after the last finished epoch (medimg.detection.lightning_task.EpochCheckpoint)
+CHECKPOINT = Path("checkpoint") / "last.ckpt"
 
 
 @dataclass
@@ -98,24 +101,63 @@ def _plan(wf: DetectionWorkflow, train: list[DetectionSample]) -> DetectionPlan:
     )
 
 
-def _fit(wf: DetectionWorkflow, plan: DetectionPlan, train: list[DetectionSample], logger: Any) -> Any:
+def read_checkpoint(path: Path, key: str) -> dict[str, Any] | None:
+    """The epoch checkpoint's ``epoch`` (the last one finished, from 0) and ``run_id``; ``None`` when
+    there is none. A checkpoint another workflow wrote (its config hash) is refused by name.
+
+    Example:
+        >>> read_checkpoint(Path("runs/det/checkpoint/last.ckpt"), config_hash(wf))  # doctest: +SKIP
+        {'epoch': 11, 'run_id': '5c0f...'}
+    """
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        mine = state["callbacks"]["EpochCheckpoint"]
+    except Exception as exc:  # a truncated or foreign file
+        raise DataError(
+            f"{path}: not a readable detection checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    if mine.get("key") != key:
+        raise ConfigError(
+            f"{path}: written by another workflow (config hash {mine.get('key')}, this one {key}); "
+            "run without --resume, or give another outputs.dir"
+        )
+    return {"epoch": int(state["epoch"]), "run_id": str(mine["run_id"])}
+
+
+def _fit(
+    wf: DetectionWorkflow,
+    plan: DetectionPlan,
+    train: list[DetectionSample],
+    logger: Any,
+    checkpoint: Path,
+    resume: bool = False,
+) -> Any:
+    """Train the detector; after every epoch its checkpoint goes to ``checkpoint``, from which
+    ``resume`` continues (the same weights as a run never stopped)."""
     import lightning.pytorch as pl
     import torch
     from torch.utils.data import DataLoader
 
-    from medimg.detection.lightning_task import BoxDataset, DetectionTask, collate_boxes
+    from medimg.detection.lightning_task import BoxDataset, DetectionTask, EpochCheckpoint, collate_boxes
     from medimg.detection.network import build_detector
 
     pl.seed_everything(wf.seed, workers=True, verbose=False)
     detector = build_detector(plan)
     arrays, corners = _training_arrays(train, plan)
+    dataset = BoxDataset(arrays, corners, plan, seed=wf.seed)
+    generator = torch.Generator().manual_seed(wf.seed)
     loader = DataLoader(
-        BoxDataset(arrays, corners, plan, seed=wf.seed),
+        dataset,
         batch_size=wf.optim.batch_size,
         shuffle=True,
         collate_fn=collate_boxes,
-        generator=torch.Generator().manual_seed(wf.seed),
+        generator=generator,
     )
+    saver = EpochCheckpoint(checkpoint, config_hash(wf), logger.run_id, dataset, generator)
     task = DetectionTask(detector, lr=wf.optim.lr, max_epochs=wf.trainer.max_epochs)
     accelerator = (
         "cpu"
@@ -132,8 +174,9 @@ def _fit(wf: DetectionWorkflow, plan: DetectionPlan, train: list[DetectionSample
         enable_model_summary=False,
         log_every_n_steps=1,
         gradient_clip_val=wf.trainer.gradient_clip,
+        callbacks=[saver],
     )
-    trainer.fit(task, loader)
+    trainer.fit(task, loader, ckpt_path=checkpoint if resume else None, weights_only=True)
     return detector.cpu().eval()
 
 
@@ -164,8 +207,14 @@ def _metric_names(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_detection_study(wf: DetectionWorkflow) -> DetectionResult:
+def run_detection_study(wf: DetectionWorkflow, resume: bool = False) -> DetectionResult:
     """Train and score the detection study ``wf``; print and log the test FROC.
+
+    After every epoch the fit's checkpoint goes to ``outputs.dir/checkpoint/last.ckpt``. With
+    ``resume`` a killed study continues from it: the same MLflow run (status back to RUNNING, tag
+    ``medimg.resumed_from_epoch``), the epoch after the saved one, the same weights as a run never
+    stopped. Without ``resume`` a checkpoint left there is removed first, so a new study never picks
+    up an old one.
 
     Example:
         >>> res = run_detection_study(load_detection_workflow("workflows/quickstart-detection.yaml"))  # doctest: +SKIP
@@ -189,9 +238,17 @@ def run_detection_study(wf: DetectionWorkflow) -> DetectionResult:
     }
     plan = _plan(wf, by_split["train"])
     atomic_write_text(out / "plan.json", json.dumps(plan.to_dict(), indent=2))
-    logger, client, uri = _start_run(wf, plan, out, manifest)
+    checkpoint = out / CHECKPOINT
+    saved = read_checkpoint(checkpoint, config_hash(wf)) if resume else None
+    if saved is None:
+        if resume:
+            log.info("%s: no checkpoint to resume from; the study starts from the beginning", checkpoint)
+        checkpoint.unlink(missing_ok=True)
+        logger, client, uri = _start_run(wf, plan, out, manifest)
+    else:
+        logger, client, uri = _continue_run(wf, out, saved)
     run_id = logger.run_id
-    detector = _fit(wf, plan, by_split["train"], logger)
+    detector = _fit(wf, plan, by_split["train"], logger, checkpoint, resume=saved is not None)
     model_dir = save_detector(detector, plan, wf, out / "model")
     report = _score(wf, detector, plan, by_split["test"], out)
     metrics = _metric_names(report)
@@ -244,17 +301,44 @@ def _start_run(wf: DetectionWorkflow, plan: DetectionPlan, out: Path, manifest: 
     return logger, client, uri
 
 
+def _continue_run(wf: DetectionWorkflow, out: Path, saved: dict[str, Any]) -> tuple[Any, Any, str]:
+    """The checkpoint's MLflow run, continued: status back to RUNNING, tag ``medimg.resumed_from_epoch``."""
+    import mlflow
+
+    from medimg.training.tracking import make_logger, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(wf.tracking.uri)
+    client = mlflow.MlflowClient(uri)
+    run_id = saved["run_id"]
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ConfigError(
+            f"{out / CHECKPOINT}: its MLflow run {run_id} is not in {uri} ({exc.message}); "
+            "run without --resume, or set tracking.uri to the store the study started in"
+        ) from None
+    logger = make_logger(uri, wf.tracking.experiment, wf.tracking.run_name or wf.name, run_id=run_id)
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "medimg.resumed_from_epoch", str(saved["epoch"]))
+    atomic_write_text(
+        out / "run.json", json.dumps({"run_id": run_id, "tracking_uri": uri, "status": "running"})
+    )
+    log.info("resuming %s after epoch %d (MLflow run %s)", out, saved["epoch"], run_id)
+    return logger, client, uri
+
+
 def run_detection_workflow(
-    path: str | Path, overrides: Sequence[str] = ()
+    path: str | Path, overrides: Sequence[str] = (), resume: bool = False
 ) -> tuple[dict[str, Any], list[str], int]:
-    """Load the detection workflow at ``path`` (with ``overrides``) and run its study, as ``medimg run`` does.
+    """Load the detection workflow at ``path`` (with ``overrides``) and run its study, as ``medimg run`` does
+    (``resume``: ``medimg run --resume``, see :func:`run_detection_study`).
 
     Returns the result document, its text lines and the exit code (0).
     """
     from medimg.config.detection import load_detection_workflow
     from medimg.training.run import study_lines
 
-    res = run_detection_study(load_detection_workflow(path, overrides))
+    res = run_detection_study(load_detection_workflow(path, overrides), resume=resume)
     document = {"workflow": str(path), "run_id": res.run_id, "tracking_uri": res.tracking_uri,
                 "out_dir": str(res.out_dir), "model_dir": str(res.model_dir), "seconds": round(res.wall_s, 3),
                 "metrics": dict(sorted(res.metrics.items()))}  # fmt: skip

@@ -15,7 +15,7 @@ DETECTION = Task(
     dense=True,  # a sliding window over the whole scan; the answer is boxes on the source grid
     channels="classes",
     study="medimg.detection.study:run_detection_workflow",
-    run_flags=(),
+    run_flags=("resume",),  # an epoch checkpoint in outputs.dir (medimg.detection.study)
     cohort="medimg.detection.predict_files:predict_detection_files",
     evaluate="medimg.detection.evaluate_files:evaluate_detection",
 )
