@@ -387,12 +387,6 @@ def run_vessel(
 
 def save(result: dict[str, Any]) -> Path:
     """Write the result to ``benchmarks/results/explain_vessel-<UTC time>.json`` (git-ignored)."""
-    import datetime
+    from benchmarks.common import save_result
 
-    from medimg.io.atomic import atomic_write_text
-
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    path = Path(__file__).resolve().parent / "results" / f"explain_vessel-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=2))
-    return path
+    return save_result("explain_vessel", result)

@@ -128,15 +128,9 @@ def measure(work: Path, epochs: int = 40) -> dict[str, Any]:
 
 def save(result: dict[str, Any]) -> Path:
     """Write the result to ``benchmarks/results/superres-<UTC time>.json`` (git-ignored)."""
-    import datetime
+    from benchmarks.common import save_result
 
-    from medimg.io.atomic import atomic_write_text
-
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    path = Path(__file__).resolve().parent / "results" / f"superres-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=2))
-    return path
+    return save_result("superres", result)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: interleaved timing, peak memory, result rows, the machine.
+"""Shared helpers for the benchmarks: interleaved timing, peak memory, result rows, the machine, saving.
 
 Every benchmark measures medimg and its named baseline in the same process (or the
 same parent process), alternating them so background load hits both alike, and
@@ -8,12 +8,14 @@ of its children, for subprocess benchmarks) sampled while the measured call runs
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -175,3 +177,16 @@ def machine() -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         pass
     return info
+
+
+def save_result(name: str, result: dict[str, Any]) -> Path:
+    """Write ``result`` to ``benchmarks/results/<name>-<UTC time>.json`` (git-ignored), atomically."""
+    import datetime
+
+    from medimg.io.atomic import atomic_write_text
+
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    path = Path(__file__).resolve().parent / "results" / f"{name}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return path
