@@ -13,7 +13,13 @@ taken in turn (the order swapped every round):
 - the same with those two threads turned off (``medimg_sequential``: the store opened and the
   lineage recorded in the track stage, as before), the before-and-after in one run;
 - medimg again on a store an earlier run created (``medimg_existing_store``: no schema to create,
-  as for every run after a study folder's first).
+  as for every run after a study folder's first);
+- medimg with MLflow's migrations run on the new store (``medimg_no_template``: the store not
+  copied from the schema template of :func:`medimg.training.tracking.seed_new_store`), as before
+  the template.
+
+The schema template is made (once per installed MLflow, in medimg's cache) before any process is
+timed; each process reports its wall and its CPU time (``time.process_time``: both cores count).
 
 Each process imports lightning, ``monai.data`` and ``monai.transforms`` before its clock starts
 (importing MONAI imports ``mlflow`` itself); MLflow's SQLite store, its migrations and medimg's own
@@ -34,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-KINDS = ("script", "medimg", "medimg_sequential", "medimg_existing_store")
-SEQUENTIAL, EXISTING = KINDS[2], KINDS[3]
+KINDS = ("script", "medimg", "medimg_sequential", "medimg_existing_store", "medimg_no_template")
+SEQUENTIAL, EXISTING, NO_TEMPLATE = KINDS[2], KINDS[3], KINDS[4]
 
 
 class FirstStep(Exception):
@@ -100,18 +106,22 @@ def script_child(manifest: Path, size: int, work: Path) -> dict[str, Any]:
     for split in ("train", "val"):
         rows = df[df.split == split]
         items = [{"image": str(i), "label": int(c)} for i, c in zip(rows.image, rows.target, strict=True)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         CacheDataset(items, load, cache_rate=1.0, num_workers=0, progress=False)
         out[f"script_cache_{split}_s"] = round(time.perf_counter() - t0, 3)
+        out[f"script_cache_{split}_cpu_s"] = round(time.process_time() - c0, 3)
         out[f"{split}_cases"] = len(items)
     return out
 
 
-def medimg_child(manifest: Path, size: int, work: Path, sequential: bool = False) -> dict[str, Any]:
+def medimg_child(
+    manifest: Path, size: int, work: Path, sequential: bool = False, template: bool = True
+) -> dict[str, Any]:
     """``run_workflow`` until the first training batch, each stage timed through the names it calls.
 
-    ``sequential`` is medimg before the start-up threads, for comparison in the same run: the
+    ``sequential`` is medimg without the start-up threads, for comparison in the same run: the
     store opened in the track stage, the lineage recorded there before the model is built.
+    ``template=False``: MLflow runs its migrations on the new store (no schema template).
     """
     import lightning.pytorch as pl
     from monai import transforms as T  # noqa: F401  (imported before the clock, as the script does)
@@ -120,6 +130,10 @@ def medimg_child(manifest: Path, size: int, work: Path, sequential: bool = False
     import medimg.training.run as run_mod
     from medimg.training.stages.track_background import Background
 
+    if not template:
+        import medimg.training.tracking as tracking_mod
+
+        tracking_mod.seed_new_store = lambda db: False  # type: ignore[assignment]
     if sequential:
         track = run_mod.track
         run_mod.warm_store = lambda uri: Background("nothing", lambda: None)  # type: ignore[assignment]
@@ -146,11 +160,12 @@ def medimg_child(manifest: Path, size: int, work: Path, sequential: bool = False
     class Stop(pl.Callback):
         def on_train_batch_start(self, *args: Any) -> None:
             seen["first_step"] = time.perf_counter()
+            seen["first_step_cpu"] = time.process_time()
             run = seen["track"]
             seen["lineage_done_at_first_step"] = run.lineage is None or run.lineage.done
             raise FirstStep
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         run_mod.run_workflow(wf, callbacks=[Stop()])
     except Exception as exc:  # fit re-raises after marking the run FAILED (the stop is no failure)
@@ -162,6 +177,7 @@ def medimg_child(manifest: Path, size: int, work: Path, sequential: bool = False
     return {
         "medimg_s": times | {"fit until the first batch": round(seen["first_step"] - fit_start, 3)},
         "medimg_first_step_s": round(seen["first_step"] - t0, 3),
+        "medimg_first_step_cpu_s": round(seen["first_step_cpu"] - c0, 3),
         "store_open_s (thread, beside plan)": round(seen["warm_store"].seconds or 0.0, 3),
         "lineage_s (thread, beside fit)": round(run.lineage.seconds or 0.0, 3) if run.lineage else None,
         "lineage_done_at_first_step": seen["lineage_done_at_first_step"],
@@ -177,7 +193,9 @@ def child(kind: str, manifest: Path, size: int) -> None:
             if kind == EXISTING:  # a store an earlier run created (in another process: not imported here)
                 code = f"from medimg.training.tracking import open_store; open_store('sqlite:///{work}/mlflow.db')"
                 subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-            got = medimg_child(manifest, size, Path(work), sequential=kind == SEQUENTIAL)
+            got = medimg_child(
+                manifest, size, Path(work), sequential=kind == SEQUENTIAL, template=kind != NO_TEMPLATE
+            )
         print(json.dumps({"kind": kind, "load_avg": load, **got}), flush=True)
 
 
@@ -209,6 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.child:
         return child(a.child[0], Path(a.child[1]), a.size)
+    t0 = time.perf_counter()  # the schema template, made once per installed MLflow (not timed below)
+    code = "from medimg.training.tracking import schema_template; print(schema_template())"
+    made = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    print(json.dumps({"schema_template": made.stdout.strip(), "seconds": round(time.perf_counter() - t0, 3)}))
     summary = []
     for cases in a.cases:
         with tempfile.TemporaryDirectory(prefix="startup_") as tmp:
@@ -221,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         medimg = round(statistics.median(g["medimg_first_step_s"] for g in got["medimg"]), 3)
         before = round(statistics.median(g["medimg_first_step_s"] for g in got[SEQUENTIAL]), 3)
         existing = round(statistics.median(g["medimg_first_step_s"] for g in got[EXISTING]), 3)
+        no_template = round(statistics.median(g["medimg_first_step_s"] for g in got[NO_TEMPLATE]), 3)
+        cpu = {
+            k: round(statistics.median(g["medimg_first_step_cpu_s"] for g in got[k]), 3) for k in KINDS[1:]
+        }
+        script_cpu = round(statistics.median(g["script_cache_train_cpu_s"] for g in got["script"]), 3)
         script = round(statistics.median(g["script_cache_train_s"] for g in got["script"]), 3)
         script_tv = statistics.median(
             g["script_cache_train_s"] + g["script_cache_val_s"] for g in got["script"]
@@ -236,6 +263,10 @@ def main(argv: list[str] | None = None) -> None:
                 "ratio sequential": round(before / script, 2),
                 "medimg_existing_store_first_step_s": existing,
                 "ratio existing store": round(existing / script, 2),
+                "medimg_no_template_first_step_s": no_template,
+                "ratio no template": round(no_template / script, 2),
+                "cpu_s (medians)": {"script_cache_train": script_cpu, **cpu},
+                "cpu ratio (medimg / script)": round(cpu["medimg"] / script_cpu, 2),
                 "script_cache_train_val_s": round(script_tv, 3),
                 "ratio vs train+val caching": round(medimg / script_tv, 2),
                 "load_avg": sorted({g["load_avg"][0] for k in got.values() for g in k}),

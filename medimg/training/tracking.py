@@ -180,6 +180,7 @@ def seed_new_store(db: Path) -> bool:
         return False
     try:
         template = schema_template()
+        db.parent.mkdir(parents=True, exist_ok=True)
         tmp = db.with_name(
             f".{db.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
         )  # the umask's mode, as MLflow's
