@@ -62,16 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from monai.data import CacheDataset, DataLoader
     from monai.networks.nets import DenseNet121
-    from monai.transforms import (
-        Compose,
-        EnsureChannelFirstd,
-        EnsureTyped,
-        LoadImaged,
-        RandFlipd,
-        RandRotate90d,
-        ScaleIntensityd,
-    )
 
+    from benchmarks.baselines.monai_cls_script import transforms
     from medimg.data.datasets import make_dataset, make_loader
 
     p = argparse.ArgumentParser()
@@ -91,16 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     script_ds = CacheDataset(
         [{"image": it["image"], "label": it["label"]} for it in items],
-        Compose(
-            [
-                LoadImaged(keys="image"),
-                EnsureChannelFirstd(keys="image"),
-                ScaleIntensityd(keys="image"),
-                EnsureTyped(keys="image"),
-                RandFlipd(keys="image", prob=0.5, spatial_axis=0),
-                RandRotate90d(keys="image", prob=0.5, spatial_axes=(0, 1)),
-            ]
-        ),
+        transforms()[0],  # the cached script's training pipeline
         cache_rate=1.0,
         num_workers=0,
         progress=False,

@@ -47,19 +47,8 @@ def read_manifest(path: str, target: str) -> dict[str, list[dict[str, object]]]:
     return splits
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("manifest")
-    p.add_argument("--target", required=True)
-    p.add_argument("--budget-s", type=float, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    t0 = time.perf_counter()
-    set_determinism(seed=a.seed)
-    splits = read_manifest(a.manifest, a.target)
+def transforms() -> tuple[Compose, Compose]:
+    """The training pipeline (scaled to [0, 1], random flips and 90-degree rotations) and the evaluation one."""
     deterministic = [
         LoadImaged(keys="image"),
         EnsureChannelFirstd(keys="image"),
@@ -73,7 +62,23 @@ def main(argv: list[str] | None = None) -> None:
             RandRotate90d(keys="image", prob=0.5, spatial_axes=(0, 1)),
         ]
     )
-    eval_tf = Compose(deterministic)
+    return train_tf, Compose(deterministic)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("manifest")
+    p.add_argument("--target", required=True)
+    p.add_argument("--budget-s", type=float, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    set_determinism(seed=a.seed)
+    splits = read_manifest(a.manifest, a.target)
+    train_tf, eval_tf = transforms()
     train_ds = CacheDataset(splits["train"], train_tf, cache_rate=1.0, num_workers=0, progress=False)
     val_ds = CacheDataset(splits["val"], eval_tf, cache_rate=1.0, num_workers=0, progress=False)
     test_ds = CacheDataset(splits["test"], eval_tf, cache_rate=1.0, num_workers=0, progress=False)
