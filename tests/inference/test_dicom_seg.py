@@ -8,19 +8,16 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from phantom_outputs import ALGO, LABELS
 
 from medimg.errors import DataError, GeometryError
 from medimg.inference.dicom_seg import (
-    AlgorithmInfo,
     read_seg,
     sort_source_datasets,
     source_affine_lps,
     write_seg,
 )
 from medimg.io.volume import Volume
-
-ALGO = AlgorithmInfo(name="phantom-unet", version="2.1.0", weights_sha256="5e" * 32)
-LABELS = {1: "liver", 3: "tumor"}
 
 
 def test_seg_is_valid_references_the_right_slices_and_reads_back(

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from phantom_outputs import ALGO, LABELS
 
 from medimg.errors import DataError
 from medimg.inference.cases import CaseInput, CaseOutputs, label_volumes_ml
 from medimg.inference.cohort import run_cohort
 from medimg.inference.dicom_seg import (
-    AlgorithmInfo,
     mask_on_source_grid,
     read_seg,
     sort_source_datasets,
@@ -25,9 +25,6 @@ from medimg.io.dicom.write import write_series
 from medimg.io.load import load_image
 from medimg.io.nifti import load_nifti
 from medimg.io.volume import Volume
-
-ALGO = AlgorithmInfo(name="phantom-unet", version="2.1.0", weights_sha256="5e" * 32)
-LABELS = {1: "liver", 3: "tumor"}
 
 
 def _walk(items: Any) -> list[Any]:

@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from phantom_outputs import ALGO, LABELS
 
 from medimg.errors import ConfigError
 from medimg.inference.cases import CaseInput, CaseOutputs
 from medimg.inference.cohort import run_cohort
-from medimg.inference.dicom_seg import AlgorithmInfo, read_seg, sort_source_datasets, source_affine_lps
+from medimg.inference.dicom_seg import read_seg, sort_source_datasets, source_affine_lps
 from medimg.inference.dicom_sr import read_sr_measurements
 from medimg.inference.pacs import PacsClient, PacsError
 from medimg.inference.pacs_cohort import PacsStoreWriter, pacs_cases, retrieving, series_case_id
@@ -34,10 +35,6 @@ def predict(case: CaseInput, loaded: dict[str, Any]) -> CaseOutputs:
     vol = loaded["volume"]
     mask = np.where(vol.data > 0, np.rint((vol.data - 60) / 40), 0).astype(np.uint8)
     return CaseOutputs(mask=Volume(mask, vol.affine, "LPS"), labels=LABELS, source=loaded)
-
-
-ALGO = AlgorithmInfo(name="phantom-unet", version="2.1.0", weights_sha256="5e" * 32)
-LABELS = {1: "liver", 3: "tumor"}
 
 
 @pytest.fixture
