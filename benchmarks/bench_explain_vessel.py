@@ -68,15 +68,27 @@ outputs: {{dir: {work}/runs/vesselmnist3d_cls}}
 """
 
 
-def not_prepared(cache: Path = CACHE) -> str | None:
-    """Why the real-data check cannot run (``None`` when the prepared cache is there)."""
+def vessel_not_prepared(cache: Path, detail: str) -> str | None:
+    """Why a benchmark on the prepared VesselMNIST3D cache cannot run (``None`` when it is there).
+
+    ``detail`` follows the command that prepares it (what it copies, what to run next).
+
+    Example:
+        >>> vessel_not_prepared(Path("/nowhere"), "(then rerun)")
+        'skipped: /nowhere/manifest.csv not found; prepare it with `python -m benchmarks.bench_explain prepare-vessel` (then rerun)'
+    """
     if (cache / "manifest.csv").is_file():
         return None
     return (
         f"skipped: {cache}/manifest.csv not found; prepare it with "
-        "`python -m benchmarks.bench_explain prepare-vessel` (copies vesselmnist3d.npz from a "
-        f"snapshot of KarenMazaDelgado/Aneurysm-3DCNN at {SNAPSHOT})"
+        f"`python -m benchmarks.bench_explain prepare-vessel` {detail}"
     )
+
+
+def not_prepared(cache: Path = CACHE) -> str | None:
+    """Why the real-data check cannot run (``None`` when the prepared cache is there)."""
+    detail = f"(copies vesselmnist3d.npz from a snapshot of KarenMazaDelgado/Aneurysm-3DCNN at {SNAPSHOT})"
+    return vessel_not_prepared(cache, detail)
 
 
 def write_cases(npz: Path, cache: Path) -> dict[str, Any]:

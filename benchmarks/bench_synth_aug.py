@@ -66,13 +66,13 @@ class Setup:
 
 def not_prepared(cache: Path = CACHE) -> str | None:
     """Why the real-data benchmark cannot run (``None`` when the prepared cache is there)."""
-    if (cache / "manifest.csv").is_file():
-        return None
-    return (
-        f"skipped: {cache}/manifest.csv not found; prepare it with "
-        "`python -m benchmarks.bench_explain prepare-vessel` (VesselMNIST3D 28^3 from a snapshot of "
-        "KarenMazaDelgado/Aneurysm-3DCNN), then rerun `python -m benchmarks.bench_synth_aug`"
+    from benchmarks.bench_explain_vessel import vessel_not_prepared
+
+    detail = (
+        "(VesselMNIST3D 28^3 from a snapshot of KarenMazaDelgado/Aneurysm-3DCNN), "
+        "then rerun `python -m benchmarks.bench_synth_aug`"
     )
+    return vessel_not_prepared(cache, detail)
 
 
 def fix_subset(setup: Setup, work: Path) -> Path:
