@@ -95,24 +95,19 @@ def make_loader(
     if sample_weights is not None:
         sampler = torch.utils.data.WeightedRandomSampler(sample_weights, len(sample_weights), generator=gen)
         shuffle = False
+    batches: dict[str, Any] = {  # what both loaders draw and collate alike
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "sampler": sampler,
+        "collate_fn": list_data_collate,
+        "generator": gen,
+    }
     if not prefetch and num_workers == 0:
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            num_workers=0,
-            collate_fn=list_data_collate,
-            generator=gen,
-        )
+        return DataLoader(ds, num_workers=0, **batches)
     return ThreadDataLoader(
         ds,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        sampler=sampler,
         num_workers=num_workers,
-        collate_fn=list_data_collate,
-        generator=gen,
+        **batches,
         use_thread_workers=num_workers == 0,
         buffer_size=1 if num_workers == 0 else 0,
         repeats=1,
