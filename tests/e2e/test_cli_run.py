@@ -14,6 +14,7 @@ from _tiny import TINY, write_wf
 from medimg.cli.main import main
 from medimg.config.load import config_hash, load_workflow
 from medimg.errors import EXIT_INPUT_ERROR
+from tests.e2e.seg_model_folder import SEG_MODEL_ARTIFACTS
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +54,7 @@ def test_run_logs_full_lineage_to_mlflow(finished_run):
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"workflow.resolved.yaml", "model", "data", "evaluation", "checkpoints"} <= arts
     model_arts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    # the model folder, with the postprocessing chosen on the validation split (docs/tuning.md)
-    assert model_arts == {
-        "model/model.json",
-        "model/model.safetensors",
-        "model/workflow.yaml",
-        "model/postprocessing.json",
-    }
+    assert model_arts == SEG_MODEL_ARTIFACTS  # the model folder (tests/e2e/seg_model_folder.py)
     per_case = pd.read_csv(out / "test_per_case.csv")
     assert {"dice_1", "hd95_1", "dice_2", "site", "patient_key"} <= set(per_case.columns)
     assert set(per_case.case_key) <= set(pd.read_csv(out / "manifest.csv").query("split == 'test'").case_key)

@@ -27,6 +27,7 @@ import pytest
 from _tiny import TINY, write_wf
 
 from medimg.cli.main import main
+from tests.e2e.seg_model_folder import SEG_MODEL_ARTIFACTS
 
 pytestmark = pytest.mark.slow
 
@@ -203,13 +204,7 @@ def test_study_runs_against_team_server(mlflow_server, tmp_path):
             assert run.data.metrics[key] == pytest.approx(value)
 
     names = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    # the model folder, with the postprocessing chosen on the validation split (docs/tuning.md)
-    assert names == {
-        "model/model.json",
-        "model/model.safetensors",
-        "model/workflow.yaml",
-        "model/postprocessing.json",
-    }
+    assert names == SEG_MODEL_ARTIFACTS  # the model folder (tests/e2e/seg_model_folder.py)
     assert run_info["model_uri"] == "models:/team_tiny_seg@candidate"
     assert client.get_model_version_by_alias("team_tiny_seg", "candidate").run_id == run.info.run_id
     local = Path(
