@@ -7,6 +7,7 @@ template can be made, MLflow creates the schema as it always did.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sqlite3
 from pathlib import Path
@@ -188,3 +189,27 @@ def test_no_template_falls_back_to_mlflows_own_creation(
     client = open_store(f"sqlite:///{db}")  # MLflow runs its migrations as it always did
     assert client.get_experiment("0").name == "Default"
     assert schema(db)[1] == [db_utils._get_latest_schema_revision()]
+
+
+def test_study_starts_its_new_store_from_the_template(
+    made: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole study (store opened beside the caching, run, lineage, export) on a store copied from the template."""
+    from _tiny import tiny_workflow
+
+    from medimg.config.load import parse_workflow
+    from medimg.training.run import run_workflow
+
+    use_cache(made, tmp_path, monkeypatch)
+    made_by_mlflow: list[object] = []
+    monkeypatch.setattr(db_utils, "_initialize_tables", made_by_mlflow.append)  # would leave no schema
+    wf = parse_workflow(tiny_workflow(trainer={"max_epochs": 1}), source="test_startup_store")
+    res = run_workflow(wf)
+    assert made_by_mlflow == []
+    db = tmp_path / "runs" / "mlflow.db"
+    assert res.tracking_uri == f"sqlite:///{db}"
+    assert schema(db) == schema(made["own"])
+    run = mlflow.MlflowClient(res.tracking_uri).get_run(res.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["medimg.lineage"] == "complete"
+    assert run.data.params["optim.batch_size"] == str(wf.optim.batch_size)
+    assert res.metrics and all(math.isfinite(v) for v in res.metrics.values())  # the test split was scored
