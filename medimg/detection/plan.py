@@ -42,6 +42,9 @@ class DetectionPlan:
     max_detections: int = 50
     box_coder_weights: tuple[float, ...] = BOX_CODER_WEIGHTS
     flip_tta: bool = False
+    # fusion and the test-time shift: see medimg.detection.predict (plans saved before keep 0.5 and none)
+    fuse_iou: float = 0.3
+    tta_shift: tuple[int, int, int] = (0, 0, 0)
     box_stats: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +68,8 @@ class DetectionPlan:
             nms_iou=float(raw["nms_iou"]),
             max_detections=int(raw["max_detections"]),
             flip_tta=bool(raw.get("flip_tta", False)),
+            fuse_iou=float(raw.get("fuse_iou", 0.5)),
+            tta_shift=tuple(int(v) for v in raw.get("tta_shift", (0, 0, 0))),  # type: ignore[arg-type]
             box_coder_weights=tuple(float(v) for v in raw.get("box_coder_weights", (1.0,) * 6)),
             box_stats=dict(raw.get("box_stats", {})),
         )
@@ -123,5 +128,7 @@ def plan_detection(
         patch_size=patch,  # type: ignore[arg-type]
         conv1_stride=stride,  # type: ignore[arg-type]
         returned_layers=returned,
+        # half the finest pyramid level's stride (conv1 stride x max pool 2): the anchor grid's other phase
+        tta_shift=stride,  # type: ignore[arg-type]
         box_stats=stats,
     )

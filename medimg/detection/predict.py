@@ -107,37 +107,60 @@ def _flip_back(boxes: np.ndarray, axes: Sequence[int], shape: Sequence[int]) -> 
     return out
 
 
+def _shifted(data: np.ndarray, shift: Sequence[int]) -> np.ndarray:
+    """``data`` translated by ``shift`` voxels (content at ``i`` moves to ``i + shift``), edges repeated.
+
+    Example:
+        >>> _shifted(np.arange(4.0)[:, None, None], (1, 0, 0))[:, 0, 0].tolist()
+        [0.0, 0.0, 1.0, 2.0]
+    """
+    m = [abs(int(t)) for t in shift]
+    padded = np.pad(data, [(a, a) for a in m], mode="edge")
+    return padded[
+        tuple(slice(a - int(t), a - int(t) + n) for a, t, n in zip(m, shift, data.shape, strict=True))
+    ]
+
+
 def detect_array(
     detector: Any, data: np.ndarray, plan: DetectionPlan, overlap: float = 0.25
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corners ``(N, 6)`` and scores ``(N,)`` for a normalised array on the plan grid.
 
     With ``plan.flip_tta`` every window also runs flipped along each subset of the three axes
-    (8 passes); the boxes are flipped back and fused with the others (:func:`merge_boxes`).
+    (8 passes) and, when ``plan.tta_shift`` is not zero, the 8 flips again on the scan translated by
+    ``plan.tta_shift`` voxels (half the finest pyramid level's stride, so the anchors sit on the
+    other phase of their grid: 16 passes); the boxes are moved back and fused with the others
+    (:func:`merge_boxes` at ``plan.fuse_iou``).
 
     Example:
         >>> corners, scores = detect_array(detector, np.zeros((64, 64, 32), np.float32), plan)  # doctest: +SKIP
     """
     detector.eval()
-    shape = data.shape
     patch = plan.patch_size
     flips = FLIPS if plan.flip_tta else FLIPS[:1]
+    shifts = [(0, 0, 0)]
+    if plan.flip_tta and any(plan.tta_shift):
+        shifts.append(tuple(int(t) for t in plan.tta_shift))  # type: ignore[arg-type]
     all_boxes, all_scores, all_passes = [], [], []
-    for x in window_starts(shape[0], patch[0], overlap):
-        for y in window_starts(shape[1], patch[1], overlap):
-            for z in window_starts(shape[2], patch[2], overlap):
-                window = data[x : x + patch[0], y : y + patch[1], z : z + patch[2]]
-                for n, axes in enumerate(flips):
-                    boxes, scores = _detect(detector, np.flip(window, axes) if axes else window)
-                    boxes = _flip_back(boxes, axes, window.shape)
-                    all_boxes.append(boxes + np.array([x, y, z, x, y, z], np.float32))
-                    all_scores.append(scores)
-                    all_passes.append(np.full(len(scores), n))
+    for s, shift in enumerate(shifts):
+        moved = _shifted(data, shift) if any(shift) else data
+        back = np.array([*shift, *shift], np.float32)
+        for x in window_starts(data.shape[0], patch[0], overlap):
+            for y in window_starts(data.shape[1], patch[1], overlap):
+                for z in window_starts(data.shape[2], patch[2], overlap):
+                    window = moved[x : x + patch[0], y : y + patch[1], z : z + patch[2]]
+                    for n, axes in enumerate(flips):
+                        boxes, scores = _detect(detector, np.flip(window, axes) if axes else window)
+                        boxes = _flip_back(boxes, axes, window.shape)
+                        all_boxes.append(boxes + np.array([x, y, z, x, y, z], np.float32) - back)
+                        all_scores.append(scores)
+                        all_passes.append(np.full(len(scores), s * len(flips) + n))
     return merge_boxes(
         np.concatenate(all_boxes),
         np.concatenate(all_scores),
         plan.nms_iou,
         plan.max_detections,
+        fuse_iou=plan.fuse_iou,
         passes=np.concatenate(all_passes) if plan.flip_tta else None,
     )
 

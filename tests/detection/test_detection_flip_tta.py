@@ -65,3 +65,54 @@ def test_a_bias_that_flips_with_the_image_cancels_with_flips(flip_tta: bool) -> 
         assert scores.tolist() == pytest.approx([0.9])  # every flip saw it: the mean of 8 best scores
     else:
         np.testing.assert_allclose(centre, np.array((7.0, 12.5, 4.0)) + bias, atol=1e-5)
+
+
+class AnchorGridBlob(BrightestBlob):
+    """A stand-in detector whose box centre snaps to the nearest point of a grid of ``step`` voxels
+    (an anchor grid's phase error): the error depends on where the lesion sits on that grid."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(np.zeros(3))
+        self.step = step
+
+    def __call__(
+        self, images: list[torch.Tensor], use_inferer: bool = False
+    ) -> list[dict[str, torch.Tensor]]:
+        out = super().__call__(images)
+        box = out[0]["boxes"].numpy()[0]
+        centre = (box[:3] + box[3:]) / 2
+        move = np.floor(centre / self.step + 0.5) * self.step - centre  # halves up
+        out[0]["boxes"] = torch.tensor((box + np.concatenate([move, move]))[None], dtype=torch.float32)
+        return out
+
+
+def test_the_test_time_shift_puts_the_anchors_on_their_other_phase() -> None:
+    plan = plan_detection([(8, 8, 8)], [(1.0, 1.0, 1.0)], [(24, 20, 12)])
+    assert plan.tta_shift == (2, 2, 2)  # half the finest level's stride (conv1 2 x max pool 2)
+    data = np.zeros((24, 20, 12), np.float32)
+    data[4:14, 6:15, 2:9] = 1.0  # centre (8.5, 10, 5)
+    truth = np.array([8.5, 10.0, 5.0])
+    half = np.array([1, 1, 1])  # a grid of 2 voxels and its other phase (boxes 2 apart still fuse)
+    found = {}
+    for shift in ((0, 0, 0), tuple(half)):
+        raw = {**plan.to_dict(), "patch_size": (24, 20, 12), "flip_tta": True, "tta_shift": shift}
+        corners, scores = detect_array(AnchorGridBlob(2), data, type(plan).from_dict(raw))
+        found[any(shift)] = (corners[0, :3] + corners[0, 3:]) / 2
+        # each pass's snapped centre, worked out here: on the flipped array voxel i is n - 1 - i, and
+        # the shifted scan has the lesion at i + shift
+        passes = []
+        for t in {(0, 0, 0), shift}:
+            for axes in FLIPS:
+                c = truth + np.array(t)
+                for a in axes:
+                    c[a] = data.shape[a] - 1 - c[a]
+                c = np.floor(c / 2 + 0.5) * 2
+                for a in axes:
+                    c[a] = data.shape[a] - 1 - c[a]
+                passes.append(c - np.array(t))
+        assert len(passes) == (16 if any(shift) else 8)
+        np.testing.assert_allclose(found[any(shift)], np.mean(passes, axis=0), atol=1e-4)
+        assert scores.tolist() == pytest.approx([0.9])
+    # on this lesion the flips alone leave half a voxel of error; the other phase cancels it
+    err = {k: np.abs(v - truth) for k, v in found.items()}
+    assert err[False].max() >= 0.25 and np.all(err[True] <= 1e-4)

@@ -102,9 +102,7 @@ def test_boxes_land_within_half_a_voxel_on_a_new_oblique_anisotropic_scan(traine
         f"per lesion {errors_vox.max(1).round(2).tolist()}"
     )
     assert len(errors_vox) >= 10
-    assert np.all(errors_vox.mean(0) <= 0.5)  # on average within half a voxel along every axis
-    # every lesion within 1.5 voxels: the box regression's precision (with the 8 test-time flips fused,
-    # 0.83 voxel at worst on these scans and 9 of 12 lesions within half a voxel in one run; up to 1.9
-    # on 20 such scans with an earlier training; see docs/detection.md); the mapping itself is exact (asserted above). "Every centre within half a
-    # voxel" is not met yet: lesions under 10 mm are the ones off by more
-    assert np.all(errors_vox <= 1.5)
+    # every detected lesion within half a voxel of its true centre along every axis: 60 epochs, the 8
+    # test-time flips at both phases of the anchor grid, fused at IoU 0.3 (the test's own run: worst
+    # 0.49 voxel, mean 0.09, 0.10, 0.06; on 20 such scans 52 of 55 lesions, worst 0.75; docs/detection.md)
+    assert np.all(errors_vox <= 0.5), f"per lesion, worst axis: {errors_vox.max(1).round(3).tolist()}"
