@@ -38,7 +38,9 @@ class DetectionConfig(Strict):
     max_detections: int = Field(50, ge=1, le=10000, description="boxes kept per scan")
     overlap: float = Field(0.25, ge=0, lt=1, description="sliding-window overlap")
     flip_tta: bool = Field(
-        True, description="also detect on the 8 flips of each window and fuse the boxes (8x inference time)"
+        True,
+        description="also detect on the 8 flips of each window, at both phases of the anchor grid, and fuse "
+        "the boxes (16x inference time)",
     )
     n_boot: int = Field(500, ge=0, le=100000, description="patient bootstrap replicates of the test CIs")
 
