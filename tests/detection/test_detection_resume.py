@@ -15,6 +15,7 @@ from medimg.detection.study import CHECKPOINT, run_detection_study
 from medimg.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # four small studies end to end
 EPOCHS, KILLED_IN = 4, 2  # killed during the third epoch: the checkpoint holds epochs 0 and 1
 
 
