@@ -68,7 +68,9 @@ def test_windows_cover_the_volume_and_their_boxes_are_shifted_then_merged() -> N
     # by hand: the two windows along i (starts 0 and 12), each shifted, then the same merge
     parts = [_detect(detector, data[x : x + 16]) for x in (0, 12)]
     shifted = np.concatenate([parts[0][0], parts[1][0] + np.array([12, 0, 0, 12, 0, 0], np.float32)])
-    expected, expected_scores = merge_boxes(shifted, np.concatenate([parts[0][1], parts[1][1]]), 1.0, 10000)
+    expected, expected_scores = merge_boxes(
+        shifted, np.concatenate([parts[0][1], parts[1][1]]), 1.0, 10000, fuse_iou=plan.fuse_iou
+    )
     np.testing.assert_allclose(boxes, expected, atol=1e-5)
     np.testing.assert_allclose(scores, expected_scores)
     assert boxes[:, 3].max() > 16  # boxes of the second window sit beyond the first one
