@@ -9,22 +9,24 @@ taken in turn (the order swapped every round):
   figure, over the validation cases too, which a script that validates also caches);
 - medimg's :func:`~medimg.training.run.run_workflow` until Lightning starts the first training
   batch, each stage timed (prepare, plan, track, build, fit), on a fresh SQLite MLflow store; and
-  how long the store opening and the lineage, which now run in threads, took;
-- the same with those two threads turned off (``medimg_sequential``: the store opened and the
-  lineage recorded in the track stage, as before), the before-and-after in one run;
+  how long the lineage, which is recorded in a thread beside the first steps, took;
+- the same with the lineage recorded in the track stage (``medimg_sequential``: no start-up
+  thread), the before-and-after in one run;
 - medimg again on a store an earlier run created (``medimg_existing_store``: no schema to create,
   as for every run after a study folder's first);
 - medimg with MLflow's migrations run on the new store (``medimg_no_template``: the store not
   copied from the schema template of :func:`medimg.training.tracking.seed_new_store`), as before
-  the template.
+  the template;
+- medimg with the store also opened in a thread beside the plan stage's caching
+  (``medimg_store_thread``, as before that thread was dropped). ``--kinds`` runs some variants only.
 
 The schema template is made (once per installed MLflow, in medimg's cache) before any process is
 timed; each process reports its wall and its CPU time (``time.process_time``: both cores count).
 
 Each process imports lightning, ``monai.data`` and ``monai.transforms`` before its clock starts
 (importing MONAI imports ``mlflow`` itself); MLflow's SQLite store, its migrations and medimg's own
-modules are medimg's start-up. Prints one JSON line per process, then a summary: per case count,
-the median start-up, the script's median caching, their ratio.
+modules are medimg's start-up. Prints one JSON line per process, then a summary: per case count and
+kind, the median start-up (wall and CPU), the script's median caching, their ratio.
 """
 
 from __future__ import annotations
@@ -40,8 +42,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-KINDS = ("script", "medimg", "medimg_sequential", "medimg_existing_store", "medimg_no_template")
-SEQUENTIAL, EXISTING, NO_TEMPLATE = KINDS[2], KINDS[3], KINDS[4]
+KINDS = (
+    "script",
+    "medimg",
+    "medimg_sequential",
+    "medimg_existing_store",
+    "medimg_no_template",
+    "medimg_store_thread",
+)
+SEQUENTIAL, EXISTING, NO_TEMPLATE, STORE_THREAD = KINDS[2], KINDS[3], KINDS[4], KINDS[5]
 
 
 class FirstStep(Exception):
@@ -115,13 +124,19 @@ def script_child(manifest: Path, size: int, work: Path) -> dict[str, Any]:
 
 
 def medimg_child(
-    manifest: Path, size: int, work: Path, sequential: bool = False, template: bool = True
+    manifest: Path,
+    size: int,
+    work: Path,
+    sequential: bool = False,
+    template: bool = True,
+    store_thread: bool = False,
 ) -> dict[str, Any]:
     """``run_workflow`` until the first training batch, each stage timed through the names it calls.
 
-    ``sequential`` is medimg without the start-up threads, for comparison in the same run: the
-    store opened in the track stage, the lineage recorded there before the model is built.
+    ``sequential`` is medimg without the start-up thread, for comparison in the same run: the
+    lineage recorded in the track stage before the model is built.
     ``template=False``: MLflow runs its migrations on the new store (no schema template).
+    ``store_thread``: the store also opened in a thread beside the plan stage (the lineage in its own).
     """
     import lightning.pytorch as pl
     from monai import transforms as T  # noqa: F401  (imported before the clock, as the script does)
@@ -134,9 +149,12 @@ def medimg_child(
         import medimg.training.tracking as tracking_mod
 
         tracking_mod.seed_new_store = lambda db: False  # type: ignore[assignment]
+    if store_thread:
+        from medimg.training.tracking import open_store
+
+        run_mod.warm_store = lambda uri: Background("opening the store", lambda: open_store(uri))  # type: ignore[assignment]
     if sequential:
         track = run_mod.track
-        run_mod.warm_store = lambda uri: Background("nothing", lambda: None)  # type: ignore[assignment]
         run_mod.track = lambda *args, **kw: track(*args, **{**kw, "background": False})  # type: ignore[assignment]
 
     wf = workflow(manifest, size, work)
@@ -178,7 +196,7 @@ def medimg_child(
         "medimg_s": times | {"fit until the first batch": round(seen["first_step"] - fit_start, 3)},
         "medimg_first_step_s": round(seen["first_step"] - t0, 3),
         "medimg_first_step_cpu_s": round(seen["first_step_cpu"] - c0, 3),
-        "store_open_s (thread, beside plan)": round(seen["warm_store"].seconds or 0.0, 3),
+        "warm_store_s (thread, beside plan)": round(seen["warm_store"].seconds or 0.0, 3),
         "lineage_s (thread, beside fit)": round(run.lineage.seconds or 0.0, 3) if run.lineage else None,
         "lineage_done_at_first_step": seen["lineage_done_at_first_step"],
     }
@@ -194,7 +212,12 @@ def child(kind: str, manifest: Path, size: int) -> None:
                 code = f"from medimg.training.tracking import open_store; open_store('sqlite:///{work}/mlflow.db')"
                 subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
             got = medimg_child(
-                manifest, size, Path(work), sequential=kind == SEQUENTIAL, template=kind != NO_TEMPLATE
+                manifest,
+                size,
+                Path(work),
+                sequential=kind == SEQUENTIAL,
+                template=kind != NO_TEMPLATE,
+                store_thread=kind == STORE_THREAD,
             )
         print(json.dumps({"kind": kind, "load_avg": load, **got}), flush=True)
 
@@ -218,15 +241,40 @@ def run_child(kind: str, manifest: Path, size: int) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def summarize(cases: int, got: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per kind, the median start-up (wall and CPU) and its ratio to the script's median caching."""
+    med = statistics.median
+    script = round(med(g["script_cache_train_s"] for g in got["script"]), 3)
+    script_cpu = round(med(g["script_cache_train_cpu_s"] for g in got["script"]), 3)
+    script_tv = med(g["script_cache_train_s"] + g["script_cache_val_s"] for g in got["script"])
+    kinds = [k for k in got if k != "script"]
+    first = {k: round(med(g["medimg_first_step_s"] for g in got[k]), 3) for k in kinds}
+    cpu = {k: round(med(g["medimg_first_step_cpu_s"] for g in got[k]), 3) for k in kinds}
+    return {
+        "cases": cases,
+        "train_cases": got["script"][0]["train_cases"],
+        "script_cache_train_s": script,
+        "first_step_s": first,
+        "ratio (goal <= 2x)": {k: round(v / script, 2) for k, v in first.items()},
+        "script_cache_train_cpu_s": script_cpu,
+        "first_step_cpu_s": cpu,
+        "cpu ratio": {k: round(v / script_cpu, 2) for k, v in cpu.items()},
+        "script_cache_train_val_s": round(script_tv, 3),
+        "load_avg": sorted({g["load_avg"][0] for k in got.values() for g in k}),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--cases", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=list(KINDS[1:]), help="medimg variants")
     p.add_argument("--child", nargs=2, metavar=("KIND", "MANIFEST"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
         return child(a.child[0], Path(a.child[1]), a.size)
+    kinds = ["script", *a.kinds]
     t0 = time.perf_counter()  # the schema template, made once per installed MLflow (not timed below)
     code = "from medimg.training.tracking import schema_template; print(schema_template())"
     made = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
@@ -235,43 +283,12 @@ def main(argv: list[str] | None = None) -> None:
     for cases in a.cases:
         with tempfile.TemporaryDirectory(prefix="startup_") as tmp:
             manifest = write_study(Path(tmp), cases, a.size)
-            got: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+            got: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
             for r in range(a.rounds):
-                for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
+                for kind in kinds if r % 2 == 0 else kinds[::-1]:
                     got[kind].append(run_child(kind, manifest, a.size))
                     print(json.dumps({"cases": cases, "round": r, **got[kind][-1]}), flush=True)
-        medimg = round(statistics.median(g["medimg_first_step_s"] for g in got["medimg"]), 3)
-        before = round(statistics.median(g["medimg_first_step_s"] for g in got[SEQUENTIAL]), 3)
-        existing = round(statistics.median(g["medimg_first_step_s"] for g in got[EXISTING]), 3)
-        no_template = round(statistics.median(g["medimg_first_step_s"] for g in got[NO_TEMPLATE]), 3)
-        cpu = {
-            k: round(statistics.median(g["medimg_first_step_cpu_s"] for g in got[k]), 3) for k in KINDS[1:]
-        }
-        script_cpu = round(statistics.median(g["script_cache_train_cpu_s"] for g in got["script"]), 3)
-        script = round(statistics.median(g["script_cache_train_s"] for g in got["script"]), 3)
-        script_tv = statistics.median(
-            g["script_cache_train_s"] + g["script_cache_val_s"] for g in got["script"]
-        )
-        summary.append(
-            {
-                "cases": cases,
-                "train_cases": got["script"][0]["train_cases"],
-                "medimg_first_step_s": medimg,
-                "script_cache_train_s": script,
-                "ratio (goal <= 2x)": round(medimg / script, 2),
-                "medimg_sequential_first_step_s": before,
-                "ratio sequential": round(before / script, 2),
-                "medimg_existing_store_first_step_s": existing,
-                "ratio existing store": round(existing / script, 2),
-                "medimg_no_template_first_step_s": no_template,
-                "ratio no template": round(no_template / script, 2),
-                "cpu_s (medians)": {"script_cache_train": script_cpu, **cpu},
-                "cpu ratio (medimg / script)": round(cpu["medimg"] / script_cpu, 2),
-                "script_cache_train_val_s": round(script_tv, 3),
-                "ratio vs train+val caching": round(medimg / script_tv, 2),
-                "load_avg": sorted({g["load_avg"][0] for k in got.values() for g in k}),
-            }
-        )
+        summary.append(summarize(cases, got))
     print(json.dumps({"summary": summary}))
 
 

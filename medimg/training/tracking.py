@@ -212,7 +212,7 @@ def schema_template() -> Path:
     from mlflow.store.db import utils as db_utils
 
     head = db_utils._get_latest_schema_revision()
-    path = schema_cache_dir() / f"{mlflow.__version__}.db"
+    path = schema_cache_dir() / f"{mlflow.__version__}.db"  # as template_missing names it
     problem = template_problem(path, head)
     if problem is None:
         return path
@@ -235,6 +235,25 @@ def schema_template() -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return path
+
+
+def template_missing(uri: str) -> bool:
+    """Whether ``uri`` names a SQLite file not yet there and the installed MLflow has no schema template yet.
+
+    Cheap: it imports nothing of MLflow (its version comes from the installed package's metadata).
+
+    Example:
+        >>> template_missing("http://tracking.example:5000")
+        False
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).exists():
+        return False
+    try:
+        return not (schema_cache_dir() / f"{version('mlflow')}.db").is_file()
+    except PackageNotFoundError:
+        return False
 
 
 def template_problem(path: Path, head: str) -> str | None:

@@ -213,3 +213,28 @@ def test_study_starts_its_new_store_from_the_template(
     assert run.info.status == "FINISHED" and run.data.tags["medimg.lineage"] == "complete"
     assert run.data.params["optim.batch_size"] == str(wf.optim.batch_size)
     assert res.metrics and all(math.isfinite(v) for v in res.metrics.values())  # the test split was scored
+
+
+def test_missing_template_is_made_beside_the_caching_and_nothing_else(
+    made: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medimg.training.stages.track_background import warm_store
+    from medimg.training.tracking import template_missing
+
+    monkeypatch.setenv("MEDIMG_CACHE", str(tmp_path / "cache"))
+    db = tmp_path / "runs" / "mlflow.db"
+    db.parent.mkdir()
+    uri = f"sqlite:///{db}"
+    assert template_missing(uri) is True
+    assert template_missing("http://tracking.example:5000") is False  # a server: nothing to make
+    job = warm_store(uri)
+    assert job.what == "making the MLflow schema template"
+    job.wait()
+    template = schema_cache_dir() / f"{mlflow.__version__}.db"
+    assert schema(template) == schema(made["own"])
+    assert not db.exists()  # no store, no run: a refused case still stops the study untracked
+    assert template_missing(uri) is False
+    assert warm_store(uri).what == "nothing to prepare"  # the store is opened in the track stage
+    db.write_bytes(b"")
+    monkeypatch.setenv("MEDIMG_CACHE", str(tmp_path / "other-cache"))
+    assert template_missing(uri) is False  # an existing store is opened as it is

@@ -42,8 +42,8 @@ def track(
 ) -> TrackedRun:
     """Start (or, with ``resume``, reopen) the MLflow run; rank 0 writes ``run.json`` and the lineage.
 
-    ``store`` is the opening of the MLflow store started beside the caching (:func:`warm_store`),
-    waited for here. With ``background`` the lineage is recorded in a thread, after ``run.json``
+    ``store`` is the job started beside the caching (:func:`warm_store`: the schema template a new
+    SQLite store is copied from, when missing), waited for here before the store is opened. With ``background`` the lineage is recorded in a thread, after ``run.json``
     names the run: the returned run's ``lineage`` job, which the fit waits for before its first
     checkpoint (:class:`WaitBeforeCheckpoint`) and whose error fails the run. Without it the
     lineage is recorded before this returns. A resumed run records it again only if the killed
@@ -61,7 +61,7 @@ def track(
     wf, out = plan.wf, data.out
     uri = resolve_tracking_uri(wf.tracking.uri)
     if store is not None:
-        store.wait()  # its own errors are only logged: _start_run opens the store again
+        store.wait()  # its own errors are only logged: _start_run opens the store
     logger = _start_run(wf, out, uri, resume, parent_run_id)
     run_id = logger.run_id if data.rank == 0 else None
     client = mlflow.MlflowClient(uri)

@@ -1,21 +1,19 @@
 """What the track stage does beside the data caching and the first training steps, and how the run waits for it.
 
-Two pieces of the track stage need not hold up the first training step:
+Recording the lineage (parameters, tags, manifest and file hashes, environment, ``pip freeze``,
+artifacts, datasets) need not hold up the first training step: :class:`Background` runs it after
+``run.json`` names the run; the fit waits for it before the first checkpoint is written
+(:class:`WaitBeforeCheckpoint`) and the study before it exports anything. Its error fails the run,
+naming what failed and why.
 
-- opening the MLflow store (importing MLflow's SQLAlchemy store, about 1.5 s of CPU, and for a
-  new SQLite file copying the schema template, :func:`medimg.training.tracking.seed_new_store`):
-  :func:`warm_store` starts it in a thread while the plan stage caches the datasets; the track
-  stage waits for it before it creates the run. It creates no run and no experiment, so a case
-  the plan refuses still stops the study before anything is tracked.
-
-Both threads are kept on measurement (``python -m benchmarks.profile_startup``, 2026-12-03
-23:12-23:21 UTC, 2 cores at load average 6-9): 1,000 cases, first step 8.8 s with them against
-9.9 s without (medians of 2 rounds, the same CPU time: 6.8 and 6.6 s); 100 cases, 6.5 against
-6.3 s (no gain, no loss beyond the rounds' spread).
-- recording the lineage (parameters, tags, manifest and file hashes, environment, ``pip freeze``,
-  artifacts, datasets): :class:`Background` runs it after ``run.json`` names the run; the fit waits
-  for it before the first checkpoint is written (:class:`WaitBeforeCheckpoint`) and the study
-  before it exports anything. Its error fails the run, naming what failed and why.
+The MLflow store is opened in the track stage itself (importing MLflow's SQLAlchemy store, about
+1.5 s of CPU; a new SQLite file is a copy of the schema template,
+:func:`medimg.training.tracking.seed_new_store`). Opened in a thread beside the plan stage's
+caching, that import held the GIL the caching needs: ``python -m benchmarks.profile_startup``
+(2026-12-03, 2 cores, load average 1.4-3.4, medians of 3 rounds) reached the first step at 1,000
+cases in 6.0 s with that thread, 5.6 s without it (the lineage thread kept), 6.8 s with neither;
+at 100 cases 2.9, 2.8 and 2.9 s. Only a missing schema template (the first study with this
+MLflow) is made beside the caching (:func:`warm_store`).
 """
 
 from __future__ import annotations
@@ -93,19 +91,27 @@ class WaitBeforeCheckpoint(pl.Callback):
 
 
 def warm_store(uri: str) -> Background:
-    """Import MLflow and open the tracking store at ``uri`` in a thread (a new SQLite file: made from the template).
+    """Beside the caching, make the schema template a new SQLite store at ``uri`` will be copied from, if missing.
 
-    Only a local SQLite store is opened; for a server only the imports are done, so nothing is
-    sent before the run starts. A failure here is only logged: the track stage opens the store
-    again in the foreground, where the same error is raised with its full context.
+    That happens once per installed MLflow version (MLflow's migrations, :func:`schema_template`);
+    otherwise the job does nothing, and the track stage opens the store. Nothing is created in the
+    store, so a case the plan refuses still stops the study before anything is tracked. A failure
+    here is only logged: the track stage opens the store in the foreground, where MLflow creates
+    the schema itself if the template cannot be had.
+
+    Example:
+        >>> warm_store("http://tracking.example:5000").what
+        'nothing to prepare'
     """
+    from medimg.training.tracking import schema_template, template_missing
 
-    def _open() -> None:
-        from medimg.training.tracking import open_store
+    if not template_missing(uri):
+        return Background("nothing to prepare", lambda: None)
 
+    def _make() -> None:
         try:
-            open_store(uri)
-        except Exception as exc:  # the track stage raises it again, in the foreground
-            log.debug("opening the MLflow store %s beside the caching failed: %s", uri, exc)
+            schema_template()
+        except Exception as exc:  # the track stage opens the store in the foreground
+            log.debug("making the MLflow schema template beside the caching failed: %s", exc)
 
-    return Background("opening the MLflow store", _open)
+    return Background("making the MLflow schema template", _make)
