@@ -12,7 +12,9 @@ The MLflow store is opened in the track stage itself (importing MLflow's SQLAlch
 caching, that import held the GIL the caching needs: ``python -m benchmarks.profile_startup``
 (2026-12-03, 2 cores, load average 1.4-3.4, medians of 3 rounds) reached the first step at 1,000
 cases in 6.0 s with that thread, 5.6 s without it (the lineage thread kept), 6.8 s with neither;
-at 100 cases 2.9, 2.8 and 2.9 s. Only a missing schema template (the first study with this
+at 100 cases 2.9, 2.8 and 2.9 s. A later run (2 rounds, load 1.2-3.4): 5.5 s with it, 5.6 s
+without. Once new stores are copied from the template the thread buys nothing measurable, and it
+competes with the caching for the GIL. Only a missing schema template (the first study with this
 MLflow) is made beside the caching (:func:`warm_store`).
 """
 
