@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
             ["--folds", "2", "--resume"],
             "an anomaly workflow does not take --folds yet",  # --resume it takes
         ),
-        ("quickstart-detection.yaml", ["--resume"], "a detection workflow does not take --resume yet"),
+        (
+            "quickstart-detection.yaml",
+            ["--folds", "2", "--resume"],
+            "a detection workflow does not take --folds yet",  # --resume it takes
+        ),
         ("quickstart-superres.yaml", ["--seeds", "1,2"], "a superres workflow does not take --seeds yet"),
     ],
 )
