@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from medimg.cli.output import add_json_flag, emit
+from medimg.cli.predict_options import GENERATOR_FLAGS, run_options
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -55,60 +56,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="NIfTI files, folders (DICOM exports, NIfTI), folder#series_key, or a manifest CSV",
     )
     p.add_argument("--out", required=True, help="output folder (cases/<case>/..., cohort summary CSV)")
-    _run_options(p)
+    run_options(p)
     add_json_flag(p)
     return p
-
-
-def _run_options(p: argparse.ArgumentParser) -> None:
-    """How the cases are predicted and written, and read from (and stored to) a PACS."""
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI when MODEL is a run id")
-    p.add_argument("--tta", action="store_true", help="average over axis flips (test-time augmentation)")
-    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: workflow's)")
-    p.add_argument(
-        "--sw-batch-size",
-        type=int,
-        default=None,
-        help="windows per forward pass (default: the workflow's; auto: planned from free memory)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (SLURM array jobs)")
-    p.add_argument("--prefetch", type=int, default=2, help="cases read ahead of the network (default 2)")
-    p.add_argument(
-        "-j", "--workers", type=int, default=None, help="processes reading DICOM headers of input folders"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--dicom",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="write DICOM SEG + SR (auto: when the input is a DICOM series)",
-    )
-    p.add_argument(
-        "--pacs", default=None, metavar="URL", help="DICOMweb base URL of a PACS to read from and store to"
-    )
-    p.add_argument("--pacs-study", default=None, help="StudyInstanceUID to restrict the PACS query to")
-    p.add_argument("--pacs-modality", default=None, help="modality filter of the PACS query, e.g. CT")
-    p.add_argument(
-        "--pacs-filter",
-        action="append",
-        default=[],
-        metavar="TAG=VALUE",
-        help="extra QIDO-RS filter (repeatable), e.g. StudyDate=20240101-20240131",
-    )
-    p.add_argument("--no-store", action="store_true", help="with --pacs: do not store results back")
-    for (
-        flag,
-        text,
-    ) in GENERATOR_FLAGS.items():  # a synthesis model folder generates cases instead of reading any
-        p.add_argument(f"--{flag}", type=int, default=None, help=text)
-
-
-GENERATOR_FLAGS = {
-    "class-index": "a synthesis model folder (a generator): the class of the cases to generate",
-    "count": "a synthesis model folder: how many cases to generate",
-    "seed": "a synthesis model folder: the seed of the cases (default 0)",
-}
 
 
 # the options predict_cohort takes under the name and with the value the parser gives them
@@ -128,9 +78,7 @@ def execute(args: argparse.Namespace) -> int:
     options = {name: getattr(args, name) for name in PASSED_AS_IS}
     options.update(progress=not args.no_progress, store=not args.no_store)
     given = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in GENERATOR_FLAGS}
-    options.update(
-        {name: value for name, value in given.items() if value is not None}
-    )  # refused by the others
+    options.update({name: value for name, value in given.items() if value is not None})  # others refuse them
     run = cohort_runner(models or args.model)  # predict_cohort, or the model's task's own (medimg.tasks)
     document, lines, code = run(models or args.model, inputs, args.out, **options)
     emit(args, document, lines)

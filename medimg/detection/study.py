@@ -207,6 +207,20 @@ def _metric_names(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _open_run(
+    wf: DetectionWorkflow, plan: DetectionPlan, out: Path, manifest: Path, checkpoint: Path, resume: bool
+) -> tuple[Any, Any, str, bool]:
+    """The MLflow run: the checkpoint's, continued, with ``resume`` and a checkpoint of this workflow;
+    else a new one (a checkpoint left in ``outputs.dir`` removed first). The last item: resumed."""
+    saved = read_checkpoint(checkpoint, config_hash(wf)) if resume else None
+    if saved is None:
+        if resume:
+            log.info("%s: no checkpoint to resume from; the study starts from the beginning", checkpoint)
+        checkpoint.unlink(missing_ok=True)
+        return (*_start_run(wf, plan, out, manifest), False)
+    return (*_continue_run(wf, out, saved), True)
+
+
 def run_detection_study(wf: DetectionWorkflow, resume: bool = False) -> DetectionResult:
     """Train and score the detection study ``wf``; print and log the test FROC.
 
@@ -239,16 +253,9 @@ def run_detection_study(wf: DetectionWorkflow, resume: bool = False) -> Detectio
     plan = _plan(wf, by_split["train"])
     atomic_write_text(out / "plan.json", json.dumps(plan.to_dict(), indent=2))
     checkpoint = out / CHECKPOINT
-    saved = read_checkpoint(checkpoint, config_hash(wf)) if resume else None
-    if saved is None:
-        if resume:
-            log.info("%s: no checkpoint to resume from; the study starts from the beginning", checkpoint)
-        checkpoint.unlink(missing_ok=True)
-        logger, client, uri = _start_run(wf, plan, out, manifest)
-    else:
-        logger, client, uri = _continue_run(wf, out, saved)
+    logger, client, uri, resumed = _open_run(wf, plan, out, manifest, checkpoint, resume)
     run_id = logger.run_id
-    detector = _fit(wf, plan, by_split["train"], logger, checkpoint, resume=saved is not None)
+    detector = _fit(wf, plan, by_split["train"], logger, checkpoint, resume=resumed)
     model_dir = save_detector(detector, plan, wf, out / "model")
     report = _score(wf, detector, plan, by_split["test"], out)
     metrics = _metric_names(report)

@@ -85,11 +85,8 @@ def predict_cohort(
     wf = tm.workflow
     predictor = make_predictor(tm, device=device)
     out_dir = Path(out)
-    client, cases = None, found.cases
-    if pacs:
-        client, cases = _add_pacs_cases(found, pacs, pacs_study, pacs_modality, pacs_filter, out_dir)
-    dicom_in = client is not None or any(c.meta.get("dicom") for c in cases)
-    writers = choose_writers(wf.task, _algorithm_info(tm), dicom, dicom_in, client if store else None)
+    pacs_query = (pacs, pacs_study, pacs_modality, pacs_filter)
+    client, cases, writers = _cases_and_writers(found, tm, out_dir, pacs_query, dicom, store)
     report = run_cohort(
         cases,
         _case_predictor(predictor, wf),
@@ -106,6 +103,21 @@ def predict_cohort(
     document, lines, code = cohort_result(report, out)
     _add_ensemble(document, lines, tm, out_dir)
     return document, lines, code
+
+
+def _cases_and_writers(
+    found: Any, tm: Any, out_dir: Path, pacs_query: tuple[Any, ...], dicom: str, store: bool
+) -> tuple[Any, list[Any], list[Any]]:
+    """The PACS client (or ``None``), the cases (the PACS query's added) and the output writers."""
+    pacs, pacs_study, pacs_modality, pacs_filter = pacs_query
+    client, cases = None, found.cases
+    if pacs:
+        client, cases = _add_pacs_cases(found, pacs, pacs_study, pacs_modality, pacs_filter, out_dir)
+    dicom_in = client is not None or any(c.meta.get("dicom") for c in cases)
+    writers = choose_writers(
+        tm.workflow.task, _algorithm_info(tm), dicom, dicom_in, client if store else None
+    )
+    return client, cases, writers
 
 
 def own_runner(model: str | Sequence[str] | None, which: str) -> Any:

@@ -156,6 +156,31 @@ def class_weights(labels: torch.Tensor, num_classes: int, balance: bool) -> torc
     return per_class[labels.long()]
 
 
+def _vae_step(
+    net: ConditionalVAE,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    idx: torch.Tensor,
+    optimisation: tuple[Any, Any],
+    gen: torch.Generator,
+    flip: bool,
+    beta: float,
+) -> float:
+    """One optimiser step on the cases ``idx`` (each axis flipped at random when ``flip``); the
+    batch's summed loss."""
+    opt, sched = optimisation
+    x = images[idx]
+    flips = [d + 2 for d in range(3) if flip and torch.rand((), generator=gen) < 0.5]
+    x = x.flip(flips) if flips else x
+    rec, mu, logvar = net(x, labels[idx])
+    loss, _, _ = vae_loss(rec, x, mu, logvar, beta)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach()) * len(idx)
+
+
 def train_vae(
     net: ConditionalVAE,
     images: torch.Tensor,
@@ -201,19 +226,10 @@ def train_vae(
     net.train()
     for epoch in range(first, epochs):
         order = torch.multinomial(weights, len(images), replacement=True, generator=gen)
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            x = images[idx]
-            flips = [d + 2 for d in range(3) if flip and torch.rand((), generator=gen) < 0.5]
-            x = x.flip(flips) if flips else x
-            rec, mu, logvar = net(x, labels[idx])
-            loss, _, _ = vae_loss(rec, x, mu, logvar, beta)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
+        total = sum(
+            _vae_step(net, images, labels, order[start : start + batch_size], (opt, sched), gen, flip, beta)
+            for start in range(0, len(order), batch_size)
+        )
         losses.append(total / len(order))
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
