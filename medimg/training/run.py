@@ -49,7 +49,7 @@ def run_workflow(
     t0 = time.perf_counter()
     log.info("medimg %s: study %s (%s)", __version__, wf.name, wf.task)
     data = prepare(wf)
-    store = warm_store(resolve_tracking_uri(wf.tracking.uri))  # beside the caching of the plan stage
+    store = warm_store(resolve_tracking_uri(wf.tracking.uri))  # a missing schema template, beside the caching
     plan = plan_study(wf, data)
     run = track(plan, data, resume, parent_run_id, store, background=True)  # lineage beside the fit
     built = build(plan, data, run, resume)
