@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from medimg.config.generative import AnomalyConfig
+from medimg.models.cvae import EpochPlan, train_epochs
 
 if TYPE_CHECKING:
     from medimg.generative.checkpoint import EpochCheckpoint
@@ -80,20 +80,10 @@ def train_autoencoder(
     """
     if not images:
         raise ValueError("train_autoencoder needs at least one image")
-    gen = torch.Generator().manual_seed(seed)
     data = torch.stack(list(images))
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
-    steps = epochs * math.ceil(len(data) / batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    losses: list[float] = []
-    first, t0 = 0, time.perf_counter()
-    parts = {"net": net, "optimizer": opt, "scheduler": sched}
-    if checkpoint is not None:
-        first, losses, saved = checkpoint.restore(parts)
-        if "loop" in saved:
-            gen.set_state(saved["loop"])
-    net.train()
-    for epoch in range(first, epochs):
+
+    def epoch_loss(gen: torch.Generator, optimisation: tuple[Any, Any]) -> float:
+        opt, sched = optimisation
         order = torch.randperm(len(data), generator=gen)
         total = 0.0
         for start in range(0, len(data), batch_size):
@@ -104,12 +94,11 @@ def train_autoencoder(
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(batch)
-        losses.append(total / len(data))
-        if callable(on_epoch):
-            on_epoch(epoch, losses[-1])
-        if checkpoint is not None:
-            checkpoint.save(epoch, parts, {"loop": gen.get_state()}, losses)
-    net.eval()
-    log.info("autoencoder: epochs %d-%d in %.1f s, final L1 %.4f", first, epochs, time.perf_counter() - t0,
-             losses[-1] if losses else float("nan"))  # fmt: skip
-    return TrainedAutoencoder(net, losses, time.perf_counter() - t0)
+        return total / len(data)
+
+    losses, seconds = train_epochs(
+        net, epoch_loss, EpochPlan(epochs, math.ceil(len(data) / batch_size), lr, seed),
+        on_epoch if callable(on_epoch) else None, checkpoint,
+        (log, "autoencoder: epochs %d-%d in %.1f s, final L1 %.4f"),
+    )  # fmt: skip
+    return TrainedAutoencoder(net, losses, seconds)

@@ -210,12 +210,62 @@ def train_vae(
     """
     if len(images) == 0:
         raise ValueError("train_vae needs at least one image")
-    gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     weights = class_weights(labels, net.num_classes, balance)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
-    per_epoch = math.ceil(len(images) / batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs * per_epoch, 1))
+
+    def epoch_loss(gen: torch.Generator, optimisation: tuple[Any, Any]) -> float:
+        order = torch.multinomial(weights, len(images), replacement=True, generator=gen)
+        total = sum(
+            _vae_step(net, images, labels, order[start : start + batch_size], optimisation, gen, flip, beta)
+            for start in range(0, len(order), batch_size)
+        )
+        return total / len(order)
+
+    losses, seconds = train_epochs(
+        net, epoch_loss, EpochPlan(epochs, math.ceil(len(images) / batch_size), lr, seed),
+        on_epoch, checkpoint, (log, "conditional VAE: epochs %d-%d in %.1f s, loss %.2f"),
+    )  # fmt: skip
+    return TrainedVAE(net, losses, seconds)
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How long and how fast :func:`train_epochs` trains: epochs, optimiser steps per epoch, the
+    peak learning rate and the seed of the loop's generator."""
+
+    epochs: int
+    steps_per_epoch: int
+    lr: float
+    seed: int
+
+
+def train_epochs(
+    net: nn.Module,
+    epoch_loss: Callable[[torch.Generator, tuple[Any, Any]], float],
+    plan: EpochPlan,
+    on_epoch: Callable[[int, float], None] | None,
+    checkpoint: EpochState | None,
+    report: tuple[logging.Logger, str],
+) -> tuple[list[float], float]:
+    """The generative models' epoch loop: the losses per epoch and the seconds it took.
+
+    AdamW (weight decay 1e-5) with a cosine learning-rate schedule over all the steps;
+    ``epoch_loss(gen, (optimiser, schedule))`` trains one epoch, drawing from the loop's generator,
+    and returns its mean loss; ``on_epoch(epoch, loss)`` follows. With ``checkpoint``, the state
+    (network, optimiser, schedule, losses, the loop's generator) is saved after every epoch and a
+    saved one is resumed from. ``report`` is the logger and message (first epoch, epochs, seconds,
+    last loss) of the summary line.
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> step = lambda gen, opt: float(torch.rand((), generator=gen))
+        >>> losses, _ = train_epochs(net, step, EpochPlan(3, 1, 1e-3, 0), None, None, (log, "%d %d %.1f %.2f"))
+        >>> len(losses), net.training
+        (3, False)
+    """
+    gen = torch.Generator().manual_seed(plan.seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=plan.lr, weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(plan.epochs * plan.steps_per_epoch, 1))
     losses: list[float] = []
     first, t0 = 0, time.perf_counter()
     parts = {"net": net, "optimizer": opt, "scheduler": sched}
@@ -224,18 +274,13 @@ def train_vae(
         if "loop" in saved:
             gen.set_state(saved["loop"])
     net.train()
-    for epoch in range(first, epochs):
-        order = torch.multinomial(weights, len(images), replacement=True, generator=gen)
-        total = sum(
-            _vae_step(net, images, labels, order[start : start + batch_size], (opt, sched), gen, flip, beta)
-            for start in range(0, len(order), batch_size)
-        )
-        losses.append(total / len(order))
+    for epoch in range(first, plan.epochs):
+        losses.append(epoch_loss(gen, (opt, sched)))
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
         if checkpoint is not None:
             checkpoint.save(epoch, parts, {"loop": gen.get_state()}, losses)
     net.eval()
-    log.info("conditional VAE: epochs %d-%d in %.1f s, loss %.2f", first, epochs, time.perf_counter() - t0,
-             losses[-1] if losses else float("nan"))  # fmt: skip
-    return TrainedVAE(net, losses, time.perf_counter() - t0)
+    logger, message = report
+    logger.info(message, first, plan.epochs, time.perf_counter() - t0, losses[-1] if losses else float("nan"))
+    return losses, time.perf_counter() - t0
