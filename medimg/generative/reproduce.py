@@ -3,16 +3,18 @@ reproduce`` does for the other tasks: the run's resolved workflow, its manifest 
 sha256 checked against the run's record first), the same seed; the test metrics side by side
 (synthesis: the test cases' reconstruction error and KL, ``test_mse`` and ``test_kl``).
 
-The steps shared with :mod:`medimg.training.reproduce` (download and hash check, the comparison table)
-are that module's; only the study run differs (:func:`medimg.generative.run.run_generative`).
+The steps shared with :mod:`medimg.training.reproduce` (download and hash check, the tag, the comparison
+table) are that module's :func:`~medimg.training.reproduce.retrain_and_compare`; only the task check and
+the study run differ (:func:`medimg.generative.run.run_generative`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from medimg.errors import DataError
-from medimg.training.reproduce import Reproduction, _compare, _fetch_checked
+from medimg.training.reproduce import Reproduction, retrain_and_compare
 
 
 def reproduce_generative(run_id: str, tracking_uri: str, out_dir: str | None = None) -> Reproduction:
@@ -27,25 +29,21 @@ def reproduce_generative(run_id: str, tracking_uri: str, out_dir: str | None = N
         >>> rep.identical(1e-6)  # doctest: +SKIP
         True
     """
-    import mlflow
     import yaml
 
     from medimg.config.generative import GENERATIVE_TASKS, load_generative_workflow
     from medimg.generative.run import run_generative
 
-    client = mlflow.MlflowClient(tracking_uri)
-    try:
-        original = client.get_run(run_id)
-    except Exception as exc:
-        raise DataError(f"MLflow run {run_id} not found at {tracking_uri} ({exc})") from exc
-    task = original.data.tags.get("medimg.task")
-    if task not in GENERATIVE_TASKS:
-        raise DataError(
-            f"MLflow run {run_id}: tag medimg.task is {task!r}, expected one of {GENERATIVE_TASKS}"
-        )
-    raw = _fetch_checked(run_id, tracking_uri, out_dir)
-    path = Path(raw["outputs"]["dir"]) / "workflow.reproduce.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    res = run_generative(load_generative_workflow(path))
-    client.set_tag(res.run_id, "medimg.reproduces", run_id)
-    return Reproduction(run_id, res.run_id, _compare(original.data.metrics, res.metrics))
+    def check_task(original: Any) -> None:
+        task = original.data.tags.get("medimg.task")
+        if task not in GENERATIVE_TASKS:
+            raise DataError(
+                f"MLflow run {run_id}: tag medimg.task is {task!r}, expected one of {GENERATIVE_TASKS}"
+            )
+
+    def retrain(raw: dict[str, Any]) -> Any:
+        path = Path(raw["outputs"]["dir"]) / "workflow.reproduce.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return run_generative(load_generative_workflow(path))
+
+    return retrain_and_compare(run_id, tracking_uri, out_dir, retrain, check_task)

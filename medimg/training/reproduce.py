@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,20 +40,48 @@ def reproduce_run(run_id: str, tracking_uri: str, out_dir: str | None = None) ->
         >>> rep.identical()  # doctest: +SKIP
         True
     """
-    import mlflow
-
     from medimg.training.run import run_workflow
 
+    return retrain_and_compare(
+        run_id, tracking_uri, out_dir, lambda raw: run_workflow(parse_workflow(raw, source=f"run {run_id}"))
+    )
+
+
+def retrain_and_compare(
+    run_id: str,
+    tracking_uri: str,
+    out_dir: str | None,
+    retrain: Callable[[dict[str, Any]], Any],
+    check_run: Callable[[Any], None] | None = None,
+) -> Reproduction:
+    """The stages every reproduction shares: find the run (``check_run(run)`` may refuse it), fetch
+    its resolved workflow with its hash-checked data (:func:`_fetch_checked`), ``retrain(raw)``
+    (a result with ``run_id`` and ``metrics``), tag the new run ``medimg.reproduces`` and compare
+    the test metrics.
+
+    Raises:
+        DataError: the run is not found, or a file it used is missing or changed.
+
+    Example:
+        >>> retrain_and_compare("0f3c...", "sqlite:///runs/mlflow.db", None, run_from_raw)  # doctest: +SKIP
+    """
+    import mlflow
+
     client = mlflow.MlflowClient(tracking_uri)
-    try:
-        original = client.get_run(run_id)
-    except Exception as exc:
-        raise DataError(f"MLflow run {run_id} not found at {tracking_uri} ({exc})") from exc
-    raw = _fetch_checked(run_id, tracking_uri, out_dir)
-    wf = parse_workflow(raw, source=f"run {run_id}")
-    res = run_workflow(wf)
+    original = _get_run(client, run_id, tracking_uri)
+    if check_run is not None:
+        check_run(original)
+    res = retrain(_fetch_checked(run_id, tracking_uri, out_dir))
     client.set_tag(res.run_id, "medimg.reproduces", run_id)
     return Reproduction(run_id, res.run_id, _compare(original.data.metrics, res.metrics))
+
+
+def _get_run(client: Any, run_id: str, tracking_uri: str) -> Any:
+    """The MLflow run ``run_id``; a :class:`DataError` naming the store when it is not there."""
+    try:
+        return client.get_run(run_id)
+    except Exception as exc:
+        raise DataError(f"MLflow run {run_id} not found at {tracking_uri} ({exc})") from exc
 
 
 def reproduce_runner(run_id: str, tracking_uri: str) -> Any:
@@ -73,10 +102,7 @@ def reproduce_runner(run_id: str, tracking_uri: str) -> Any:
     from medimg.errors import ConfigError
     from medimg.tasks import get_task, task_entry, task_names
 
-    try:
-        run = mlflow.MlflowClient(tracking_uri).get_run(run_id)
-    except Exception as exc:
-        raise DataError(f"MLflow run {run_id} not found at {tracking_uri} ({exc})") from exc
+    run = _get_run(mlflow.MlflowClient(tracking_uri), run_id, tracking_uri)
     name = run.data.tags.get("medimg.task")
     task = get_task(name) if name in task_names() else None
     if task is not None and task.reproduce is not None:
