@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,41 +95,17 @@ def anomaly_maps(
     """
     wf, model = load_anomaly_model(model_dir)
     out = Path(out_dir)
-    rows = []
-    for path in images:
-        key = _key(str(path))
-        try:
-            case = preprocess(wf, str(path), key)
-            amap = model.source_map(case)
-            written = save_nifti(
-                Volume(amap.astype(np.float32), case.source_affine), out / f"{key}_anomaly.nii.gz"
-            )
-            score = model.case_score(amap)
-            rows.append(
-                {
-                    "case": key,
-                    "image": str(path),
-                    "score": score,
-                    "flagged": bool(score > model.threshold),
-                    "map": str(written),
-                    "error": None,
-                }
-            )
-        except MedimgError as exc:
-            log.warning("%s: %s", path, exc)
-            rows.append(
-                {
-                    "case": key,
-                    "image": str(path),
-                    "score": np.nan,
-                    "flagged": None,
-                    "map": None,
-                    "error": str(exc),
-                }
-            )
-    table = pd.DataFrame(rows)
-    atomic_write_text(out / "summary.csv", table.to_csv(index=False))
-    return table
+
+    def apply(path: str, key: str) -> dict[str, Any]:
+        case = preprocess(wf, path, key)
+        amap = model.source_map(case)
+        written = save_nifti(
+            Volume(amap.astype(np.float32), case.source_affine), out / f"{key}_anomaly.nii.gz"
+        )
+        score = model.case_score(amap)
+        return {"score": score, "flagged": bool(score > model.threshold), "map": str(written)}
+
+    return _apply_each(images, out, apply, {"score": np.nan, "flagged": None, "map": None})
 
 
 def super_resolve_files(
@@ -143,29 +120,38 @@ def super_resolve_files(
     from medimg.io.load import load_image
 
     wf, net = load_superres_model(model_dir)
-    assert wf.superres is not None
+    cfg = wf.superres
+    assert cfg is not None
     out = Path(out_dir)
+
+    def apply(path: str, key: str) -> dict[str, Any]:
+        thick = load_image(path, affine_policy=wf.data.nifti_affine)
+        if thick.data.ndim != 3:
+            raise ConfigError(f"{path}: expected a 3D thick-slice image, got shape {thick.shape}")
+        sr = super_resolve(net, thick, cfg)
+        written = save_nifti(sr, out / f"{key}_sr.nii.gz")
+        return {"shape": "x".join(map(str, sr.shape)), "output": str(written)}
+
+    return _apply_each(images, out, apply, {"shape": None, "output": None})
+
+
+def _apply_each(
+    images: Sequence[str],
+    out: Path,
+    apply: Callable[[str, str], dict[str, Any]],
+    failed: dict[str, Any],
+) -> pd.DataFrame:
+    """``apply(path, key)`` to each image (its key from its file name), one summary row each: a
+    :class:`MedimgError` is logged and recorded with ``failed``'s values and its reason, and the rest
+    go on; the rows in ``out/summary.csv`` (written atomically)."""
     rows = []
     for path in images:
         key = _key(str(path))
         try:
-            thick = load_image(str(path), affine_policy=wf.data.nifti_affine)
-            if thick.data.ndim != 3:
-                raise ConfigError(f"{path}: expected a 3D thick-slice image, got shape {thick.shape}")
-            sr = super_resolve(net, thick, wf.superres)
-            written = save_nifti(sr, out / f"{key}_sr.nii.gz")
-            rows.append(
-                {
-                    "case": key,
-                    "image": str(path),
-                    "shape": "x".join(map(str, sr.shape)),
-                    "output": str(written),
-                    "error": None,
-                }
-            )
+            rows.append({"case": key, "image": str(path), **apply(str(path), key), "error": None})
         except MedimgError as exc:
             log.warning("%s: %s", path, exc)
-            rows.append({"case": key, "image": str(path), "shape": None, "output": None, "error": str(exc)})
+            rows.append({"case": key, "image": str(path), **failed, "error": str(exc)})
     table = pd.DataFrame(rows)
     atomic_write_text(out / "summary.csv", table.to_csv(index=False))
     return table

@@ -9,38 +9,40 @@ from __future__ import annotations
 
 from medimg.tasks.base import Task
 
-ANOMALY = Task(
-    name="anomaly",
-    description="an anomaly map and score per scan, learnt from scans marked normal (class 0)",
-    target="class",  # the manifest's class: 0 normal (trained on), 1 abnormal (scored)
-    dense=True,  # a map per voxel, on the source grid
-    channels="image",  # an autoencoder: it answers the image it was given
-    study="medimg.generative.run:run_generative_workflow",
-    run_flags=("resume", "check"),  # a checkpoint after every epoch (medimg.generative.checkpoint)
-    cohort="medimg.generative.cohort:predict_generative",
-    reproduce="medimg.generative.reproduce:reproduce_generative",
+
+def _generative(name: str, description: str, target: str, cohort: str) -> Task:
+    """A generative task: it answers images (a dense output), its study, checkpoints and reproduction
+    are the generative package's; only its cohort runner differs."""
+    return Task(
+        name=name,
+        description=description,
+        target=target,
+        dense=True,
+        channels="image",
+        study="medimg.generative.run:run_generative_workflow",
+        run_flags=("resume", "check"),  # a checkpoint after every epoch (medimg.generative.checkpoint)
+        cohort=cohort,
+        reproduce="medimg.generative.reproduce:reproduce_generative",
+    )
+
+
+ANOMALY = _generative(
+    "anomaly",
+    "an anomaly map and score per scan, learnt from scans marked normal (class 0)",
+    "class",  # the manifest's class: 0 normal (trained on), 1 abnormal (scored)
+    "medimg.generative.cohort:predict_generative",  # an autoencoder: a map per voxel, on the source grid
 )
 
-SUPERRES = Task(
-    name="superres",
-    description="thin slices from a thick-slice series, learnt from the study's own thin-slice scans",
-    target="image",  # the thin scan itself, its thick version simulated
-    dense=True,
-    channels="image",
-    study="medimg.generative.run:run_generative_workflow",
-    run_flags=("resume", "check"),  # a checkpoint after every epoch (medimg.generative.checkpoint)
-    cohort="medimg.generative.cohort:predict_generative",
-    reproduce="medimg.generative.reproduce:reproduce_generative",
+SUPERRES = _generative(
+    "superres",
+    "thin slices from a thick-slice series, learnt from the study's own thin-slice scans",
+    "image",  # the thin scan itself, its thick version simulated
+    "medimg.generative.cohort:predict_generative",
 )
 
-SYNTHESIS = Task(
-    name="synthesis",
-    description="synthetic scans of a chosen class, from a generator learnt on the training split",
-    target="class",  # the class each training scan belongs to (the generator is conditioned on it)
-    dense=True,
-    channels="image",  # it answers images
-    study="medimg.generative.run:run_generative_workflow",
-    run_flags=("resume", "check"),  # a checkpoint after every epoch (medimg.generative.checkpoint)
-    cohort="medimg.generative.generate_cohort:predict_synthesis",  # --class-index C --count N: its cases
-    reproduce="medimg.generative.reproduce:reproduce_generative",
+SYNTHESIS = _generative(
+    "synthesis",
+    "synthetic scans of a chosen class, from a generator learnt on the training split",
+    "class",  # the class each training scan belongs to (the generator is conditioned on it)
+    "medimg.generative.generate_cohort:predict_synthesis",  # --class-index C --count N: its cases
 )

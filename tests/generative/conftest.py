@@ -36,6 +36,22 @@ def anomaly_workflow(root: Path, cases: int = 48, epochs: int = 40, **anomaly: o
     )
 
 
+def small_superres(epochs: int, shape: tuple[int, int, int] = (24, 24, 24)) -> list[str]:
+    """Overrides of workflows/quickstart-superres.yaml for a study of seconds: 8 synthetic cases of
+    ``shape``, a 3-layer network of 8 features, 8 patches of 16^3 per epoch, ``epochs`` epochs."""
+    return [
+        "data.synthetic.cases=8",
+        f"data.synthetic.shape=[{','.join(map(str, shape))}]",
+        "data.split.val_fraction=0.15",
+        "data.split.test_fraction=0.3",
+        "superres.features=8",
+        "superres.layers=3",
+        "superres.patch_size=[16,16,16]",
+        "superres.patches_per_epoch=8",
+        f"trainer.max_epochs={epochs}",
+    ]
+
+
 @pytest.fixture
 def tmp_root(tmp_path: Path) -> Path:
     return tmp_path

@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import small_superres
 
 from medimg.cli.main import main
 from medimg.config.generative import load_generative_workflow
@@ -27,15 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_superres_run_reproduces_and_refuses_changed_data(tmp_path: Path, capsys) -> None:
     small = [
-        "data.synthetic.cases=8",
-        "data.synthetic.shape=[24,24,24]",
-        "data.split.val_fraction=0.15",
-        "data.split.test_fraction=0.3",
-        "superres.features=8",
-        "superres.layers=3",
-        "superres.patch_size=[16,16,16]",
-        "superres.patches_per_epoch=8",
-        "trainer.max_epochs=2",
+        *small_superres(epochs=2),
         f"data.manifest={tmp_path}/data/manifest.csv",
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         f"outputs.dir={tmp_path}/original",

@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from conftest import small_superres
 from safetensors.torch import load_file
 
 from medimg.config.generative import load_generative_workflow
@@ -28,17 +29,7 @@ pytestmark = pytest.mark.slow  # two studies and a killed one (about a minute of
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 5
-SMALL = [
-    "data.synthetic.cases=8",
-    "data.synthetic.shape=[24,24,24]",
-    "data.split.val_fraction=0.15",
-    "data.split.test_fraction=0.3",
-    "superres.features=8",
-    "superres.layers=3",
-    "superres.patch_size=[16,16,16]",
-    "superres.patches_per_epoch=8",
-    f"trainer.max_epochs={EPOCHS}",
-]
+SMALL = small_superres(EPOCHS)
 
 WORKER = textwrap.dedent(
     """

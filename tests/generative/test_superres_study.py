@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import small_superres
 
 from medimg.cli.main import main
 from medimg.errors import ConfigError
@@ -24,17 +25,7 @@ def _world(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def test_quickstart_superres_runs_through_the_cli(tmp_path, capsys):
-    small = [
-        "data.synthetic.cases=8",
-        "data.synthetic.shape=[24,24,26]",
-        "data.split.val_fraction=0.15",
-        "data.split.test_fraction=0.3",
-        "superres.features=8",
-        "superres.layers=3",
-        "superres.patch_size=[16,16,16]",
-        "superres.patches_per_epoch=8",
-        "trainer.max_epochs=3",
-    ]
+    small = small_superres(epochs=3, shape=(24, 24, 26))
     args = ["run", str(ROOT / "workflows/quickstart-superres.yaml"), "--json"]
     assert main([*args, *[a for s in small for a in ("--set", s)]]) == 0
     doc = json.loads(capsys.readouterr().out)
