@@ -11,19 +11,16 @@ voxel centre, extent and corners on the scan's own grid, and the score.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from medimg.detection.boxes import VoxelBox, box_rows
 from medimg.detection.predict import predict_boxes
 from medimg.inference.cases import CaseInput, CaseOutputs
-from medimg.inference.cohort import CohortReport, run_cohort
+from medimg.inference.cohort import CohortReport, cases_table, run_cohort, settings_hash
 from medimg.inference.dicom_seg import AlgorithmInfo
 from medimg.io.atomic import atomic_write_text
 from medimg.io.load import load_image
@@ -115,19 +112,13 @@ class DetectionSrWriter:
 
 def cohort_boxes_csv(out_dir: str | Path, case_ids: Sequence[str]) -> Path:
     """Every case's ``boxes.json`` in one CSV (``boxes.csv``), one row per box, written atomically."""
-    out = Path(out_dir)
-    rows = []
-    for case_id in case_ids:
-        path = out / "cases" / case_id / "boxes.json"
-        if path.is_file():
-            rows += [
-                {k: v for k, v in r.items() if k != "voxel_corners"}
-                for r in json.loads(path.read_text())["boxes"]
-            ]
     columns = ["case_key", "space", "x", "y", "z", "size_x", "size_y", "size_z", "centre_i", "centre_j",
                "centre_k", "extent_i", "extent_j", "extent_k", "score"]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=columns)
-    return atomic_write_text(out / "boxes.csv", frame.to_csv(index=False))
+
+    def rows(case_id: str, doc: Any) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "voxel_corners"} for r in doc["boxes"]]
+
+    return cases_table(Path(out_dir), case_ids, ("boxes.json", "boxes.csv"), columns, rows)
 
 
 def predict_detection_cohort(
@@ -149,9 +140,6 @@ def predict_detection_cohort(
 
     detector, plan, weights_sha = load_detector(model_dir)
     algorithm = AlgorithmInfo(name="medimg-retinanet", version="1", weights_sha256=weights_sha)
-    settings = hashlib.sha256(
-        json.dumps({"overlap": overlap, "plan": plan.to_dict()}, sort_keys=True).encode()
-    )
 
     def predict(case: CaseInput, scan: LoadedScan) -> CaseOutputs:
         scan.boxes = predict_boxes(detector, plan, scan.volume, overlap=overlap)
@@ -169,7 +157,7 @@ def predict_detection_cohort(
             DetectionSrWriter(algorithm),
         ],
         model_key=weights_sha,
-        settings_key=settings.hexdigest(),
+        settings_key=settings_hash({"overlap": overlap, "plan": plan.to_dict()}),
         progress=progress,
     )
     cohort_boxes_csv(out_dir, [c.case_id for c in cases])

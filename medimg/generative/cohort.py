@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from medimg.errors import ConfigError, DataError
 from medimg.generative.anomaly import preprocess
 from medimg.generative.superres_study import super_resolve
 from medimg.inference.cases import CaseInput, CaseOutputs, SetAside
-from medimg.inference.cohort import CohortReport, run_cohort
+from medimg.inference.cohort import CohortReport, cases_table, run_cohort, settings_hash
 from medimg.io.atomic import atomic_write_text
 from medimg.io.nifti import save_nifti
 from medimg.io.volume import Volume
@@ -141,15 +140,9 @@ def _superres_parts(model_dir: Path) -> tuple[Callable, Callable, Any, dict[str,
 
 def cohort_table(out_dir: str | Path, task: str, case_ids: Sequence[str]) -> Path:
     """Every done case's JSON in one CSV (``anomaly_scores.csv`` / ``superres.csv``), written atomically."""
-    out = Path(out_dir)
     name = "anomaly" if task == "anomaly" else "sr"
-    rows = []
-    for case_id in case_ids:
-        path = out / "cases" / case_id / f"{name}.json"
-        if path.is_file():
-            rows.append(json.loads(path.read_text()))
-    frame = pd.DataFrame(rows, columns=list(TABLE_COLUMNS[task]))
-    return atomic_write_text(out / TABLE_NAMES[task], frame.to_csv(index=False))
+    names = (f"{name}.json", TABLE_NAMES[task])
+    return cases_table(Path(out_dir), case_ids, names, TABLE_COLUMNS[task], lambda case_id, doc: [doc])
 
 
 def predict_generative_cohort(
@@ -182,7 +175,7 @@ def predict_generative_cohort(
         load_fn=load,
         writers=[writer],
         model_key=weights,
-        settings_key=hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest(),
+        settings_key=settings_hash(settings),
         prefetch=prefetch,
         progress=progress,
         shard=shard,

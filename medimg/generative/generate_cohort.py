@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from medimg.errors import ConfigError
 from medimg.inference.cases import CaseInput, CaseOutputs
-from medimg.inference.cohort import CohortReport, run_cohort
+from medimg.inference.cohort import CohortReport, cases_table, run_cohort, settings_hash
 from medimg.io.atomic import atomic_write_text
 from medimg.io.volume import Volume
 
@@ -117,7 +116,7 @@ def generate_cohort(
         return CaseOutputs(source=Volume(data.astype(np.float32), affine))
 
     report = run_cohort(cases, generate, out, load_fn=load, writers=[_CaseWriter(record)], model_key=weights,
-                        settings_key=hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest(),
+                        settings_key=settings_hash(settings),
                         prefetch=prefetch, progress=progress, shard=shard)  # fmt: skip
     write_manifest(out, case_ids(count))
     return report
@@ -125,13 +124,10 @@ def generate_cohort(
 
 def write_manifest(out: Path, keys: Sequence[str]) -> Path:
     """``synthetic_cases.csv`` from every complete case's ``synthetic.json`` (image paths relative to ``out``)."""
-    rows = []
-    for key in keys:
-        path = out / "cases" / key / "synthetic.json"
-        if path.is_file():
-            doc = json.loads(path.read_text())
-            rows.append({**doc, "image": f"cases/{key}/synthetic.nii.gz"})
-    return atomic_write_text(out / MANIFEST, pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(index=False))
+    return cases_table(
+        out, keys, ("synthetic.json", MANIFEST), COLUMNS,
+        lambda key, doc: [{**doc, "image": f"cases/{key}/synthetic.nii.gz"}],
+    )  # fmt: skip
 
 
 def predict_synthesis(

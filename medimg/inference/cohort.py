@@ -129,6 +129,40 @@ def _set_aside_rows(set_aside: Sequence[SetAside], shard: tuple[int, int] | None
     ]
 
 
+def settings_hash(settings: dict[str, Any]) -> str:
+    """The sha256 of ``settings`` as canonical JSON (sorted keys): a cohort's ``settings_key``.
+
+    Example:
+        >>> settings_hash({"b": 1, "a": 2}) == settings_hash({"a": 2, "b": 1})
+        True
+    """
+    import hashlib
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def cases_table(
+    out: Path,
+    case_ids: Sequence[str],
+    names: tuple[str, str],
+    columns: Sequence[str],
+    rows: Callable[[str, Any], list[dict[str, Any]]],
+) -> Path:
+    """A cohort's table: every done case's ``cases/<case>/<json>`` (``names``: the JSON's and the
+    table's file names) as ``rows(case_id, document)``, in one CSV ``out/<table>`` with ``columns``,
+    written atomically.
+    """
+    import pandas as pd
+
+    json_name, table_name = names
+    found: list[dict[str, Any]] = []
+    for case_id in case_ids:
+        path = out / "cases" / case_id / json_name
+        if path.is_file():
+            found += rows(case_id, json.loads(path.read_text()))
+    return atomic_write_text(out / table_name, pd.DataFrame(found, columns=list(columns)).to_csv(index=False))
+
+
 def run_cohort(
     cases: Sequence[CaseInput],
     predict_fn: Callable[[CaseInput, Any], CaseOutputs],

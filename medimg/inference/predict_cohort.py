@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -25,8 +24,9 @@ from medimg.tasks import get_task
 
 def settings_key(inference: Any) -> str:
     """A short hash of the inference settings (a workflow's ``inference`` section)."""
-    settings = json.dumps(inference.model_dump(), sort_keys=True)
-    return hashlib.sha256(settings.encode()).hexdigest()[:16]
+    from medimg.inference.cohort import settings_hash
+
+    return settings_hash(inference.model_dump())[:16]
 
 
 def choose_writers(task: str, algo: Any, dicom: str, dicom_in: bool, store_client: Any = None) -> list:

@@ -10,6 +10,7 @@ a ResNet classifier's weights load into ``flexunet`` with ``add_prefix: "encoder
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -72,22 +73,30 @@ class SwinClassifier(nn.Module):
         return self.fc(self.dropout(deepest.flatten(2).mean(-1)))
 
 
-register_network(
+def _register_classifier(
+    name: str, encoder: dict[str, Any], description: str, build: Callable[..., nn.Module]
+) -> None:
+    """Register an encoder classifier: the segmentation encoder's defaults, no dropout, the ``fc`` head."""
+    register_network(
+        name,
+        task="classification",
+        defaults={**encoder, "dropout": 0.0},
+        head=("fc",),
+        description=description,
+    )(build)
+
+
+_register_classifier(
     "segresnet-classifier",
-    task="classification",
-    defaults={**SEGRESNET_ENCODER, "dropout": 0.0},
-    head=("fc",),
-    description="SegResNet encoder + linear head; loads segresnet weights as they are.",
-)(
+    SEGRESNET_ENCODER,
+    "SegResNet encoder + linear head; loads segresnet weights as they are.",
     lambda dims, cin, cout, **p: SegResNetClassifier(
         dims, cin, cout, **{**p, "blocks_down": tuple(p["blocks_down"])}
-    )
+    ),
 )
-
-register_network(
+_register_classifier(
     "swinunetr-classifier",
-    task="classification",
-    defaults={**SWINUNETR_ENCODER, "dropout": 0.0},
-    head=("fc",),
-    description="Swin UNETR transformer encoder + linear head; loads swinunetr (and SSL) weights as they are.",
-)(lambda dims, cin, cout, **p: SwinClassifier(dims, cin, cout, **p))
+    SWINUNETR_ENCODER,
+    "Swin UNETR transformer encoder + linear head; loads swinunetr (and SSL) weights as they are.",
+    lambda dims, cin, cout, **p: SwinClassifier(dims, cin, cout, **p),
+)
