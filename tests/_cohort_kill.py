@@ -28,6 +28,14 @@ def start(root: Path, threads: int | None = 1) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(root / "worker.py"), str(root)], env=env)
 
 
+def record_computation(root: Path, case: str) -> None:
+    """Append ``<case> <pid>`` to ``root/computations.log``, fsync'd (called by the worker scripts)."""
+    fd = os.open(root / "computations.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{case} {os.getpid()}\n".encode())
+    os.fsync(fd)
+    os.close(fd)
+
+
 def done_cases(out: Path) -> set[str]:
     """The cases the ledger in ``out`` records as done."""
     if not out.exists():

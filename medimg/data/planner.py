@@ -363,6 +363,28 @@ def window_roi(workflow: Workflow, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(s) for s in roi)
 
 
+def sliding_window_plan(
+    workflow: Workflow,
+    net: Any,
+    shape: tuple[int, ...],
+    in_channels: int,
+    out_channels: int,
+    device: str,
+    source_shape: tuple[int, ...] | None = None,
+) -> tuple[tuple[int, ...], int, str]:
+    """``(roi, sw_batch_size, why)`` for windowing a volume of spatial ``shape`` with ``net``.
+
+    One plan for training validation, prediction and explanation: the window of :func:`window_roi`
+    and the batch of :func:`plan_sw_batch` under ``inference.sw_batch_size``.
+    """
+    shape = tuple(int(s) for s in shape)
+    roi = window_roi(workflow, shape)
+    sw, why = plan_sw_batch(
+        workflow.inference.sw_batch_size, net, shape, roi, out_channels, device, source_shape, in_channels
+    )
+    return roi, sw, why
+
+
 def plan_sw_batch(
     setting: int | str,
     net: Any,

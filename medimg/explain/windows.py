@@ -31,7 +31,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from medimg.config.schema import Workflow
-from medimg.data.planner import plan_sw_batch, window_roi
+from medimg.data.planner import sliding_window_plan
 from medimg.errors import ConfigError
 from medimg.explain.maps import get_method
 from medimg.explain.saliency import SaliencyMap
@@ -79,16 +79,9 @@ def window_plan(
         roi = tuple(-(-int(s) // PAD_MULTIPLE) * PAD_MULTIPLE for s in shape)
         return WindowPlan(roi, 0.0, "constant", 1, f"one window, padded to a multiple of {PAD_MULTIPLE}")
     inf = workflow.inference
-    roi = window_roi(workflow, tuple(shape))
-    sw, why = plan_sw_batch(
-        inf.sw_batch_size,
-        net,
-        tuple(shape),
-        roi,
-        len(workflow.data.labels),
-        device,
-        source_shape,
-        in_channels=workflow.data.channels,
+    n_labels = len(workflow.data.labels)
+    roi, sw, why = sliding_window_plan(
+        workflow, net, shape, workflow.data.channels, n_labels, device, source_shape
     )
     return WindowPlan(roi, inf.overlap, inf.blend, sw, why)
 

@@ -16,7 +16,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from medimg.config.schema import Workflow
-from medimg.data.planner import plan_sw_batch, window_roi
+from medimg.data.planner import sliding_window_plan
 from medimg.data.transforms import eval_transforms, preprocess_image
 from medimg.errors import DataError
 from medimg.inference.postprocess import Postprocessing, voxel_volume
@@ -130,16 +130,9 @@ class Predictor:
         if not get_task(self.wf.task).dense:  # one answer per image
             return self.net(x)
         inf = self.wf.inference
-        roi = window_roi(self.wf, tuple(x.shape[2:]))
-        sw, why = plan_sw_batch(
-            inf.sw_batch_size,
-            self.net,
-            tuple(x.shape[2:]),
-            roi,
-            len(self.wf.data.labels),
-            self.device.type,
-            source_shape,
-            in_channels=int(x.shape[1]),
+        n_labels = len(self.wf.data.labels)
+        roi, sw, why = sliding_window_plan(
+            self.wf, self.net, x.shape[2:], int(x.shape[1]), n_labels, self.device.type, source_shape
         )
         if why != self.plan:
             log.info("planner: %s", why)

@@ -19,7 +19,7 @@ from monai.networks.utils import one_hot
 
 from medimg.config.load import parse_workflow
 from medimg.config.schema import Workflow
-from medimg.data.planner import plan_sw_batch, window_roi
+from medimg.data.planner import sliding_window_plan
 from medimg.errors import ConfigError
 from medimg.models.networks import build_model
 from medimg.tasks import get_task
@@ -150,15 +150,8 @@ class SegmentationTask(_Task):
 
     def sliding_window(self, x: torch.Tensor) -> torch.Tensor:
         inf = self.wf.inference
-        roi = window_roi(self.wf, tuple(x.shape[2:]))
-        sw, _why = plan_sw_batch(
-            inf.sw_batch_size,
-            self.net,
-            tuple(x.shape[2:]),
-            roi,
-            self.n_labels,
-            self.device.type,
-            in_channels=int(x.shape[1]),
+        roi, sw, _why = sliding_window_plan(
+            self.wf, self.net, x.shape[2:], int(x.shape[1]), self.n_labels, self.device.type
         )
         return sliding_window_inference(x, roi, sw, self, overlap=inf.overlap, mode=inf.blend)
 

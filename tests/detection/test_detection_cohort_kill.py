@@ -27,18 +27,15 @@ WORKER = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
+    from tests._cohort_kill import record_computation
     import medimg.detection.cohort as cohort
     from medimg.inference.cases import CaseInput
 
     root = Path(sys.argv[1])
-    log = root / "computations.log"
     real = cohort.predict_boxes
 
     def logged(detector, plan, volume, overlap=0.25):
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.write(fd, f"{volume.meta['case']} {os.getpid()}\\n".encode())
-        os.fsync(fd)
-        os.close(fd)
+        record_computation(root, volume.meta["case"])
         return real(detector, plan, volume, overlap)
 
     cohort.predict_boxes = logged

@@ -23,18 +23,15 @@ WORKER = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
+    from tests._cohort_kill import record_computation
     import medimg.generative.cohort as cohort
     from medimg.inference.cases import CaseInput
 
     root = Path(sys.argv[1])
-    log = root / "computations.log"
     real = cohort.super_resolve
 
     def logged(net, thick, cfg):
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.write(fd, f"{thick.meta['case']} {os.getpid()}\\n".encode())
-        os.fsync(fd)
-        os.close(fd)
+        record_computation(root, thick.meta["case"])
         time.sleep(0.3)  # slow enough to be killed between cases and in the middle of one
         return real(net, thick, cfg)
 

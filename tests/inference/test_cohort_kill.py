@@ -18,6 +18,7 @@ WORKER = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
+    from tests._cohort_kill import record_computation
     import numpy as np
     from medimg.inference.cases import CaseInput, CaseOutputs
     from medimg.inference.cohort import run_cohort
@@ -28,13 +29,9 @@ WORKER = textwrap.dedent(
 
     root = Path(sys.argv[1])
     cases = [CaseInput(p.name.split(".")[0], (p,)) for p in sorted((root / "in").glob("*.nii.gz"))]
-    log = root / "computations.log"
 
     def predict(case, vol):
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.write(fd, f"{case.case_id} {os.getpid()}\\n".encode())
-        os.fsync(fd)
-        os.close(fd)
+        record_computation(root, case.case_id)
         time.sleep(0.12)
         return CaseOutputs(mask=Volume((vol.data > 0).astype(np.uint8), vol.affine), labels={1: "lesion"})
 

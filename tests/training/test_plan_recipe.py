@@ -172,7 +172,19 @@ def test_plan_classification(datasets):
     r = plan_workflow(fp, "classification", CPU, 1200, manifest="tiny.csv", label_column="class")
     assert r.get("data.num_classes") == 2 and r.get("data.label_column") == "class"
     assert r.get("preprocessing.spatial_size") == [32, 32, 32]  # 28^3 rounded up to a multiple of 8
-    assert r.get("model.name") == "patchnet" and r.get("augmentation.patch_size") is None
+    assert r.get("model.name") == "densenet121" and r.get("augmentation.patch_size") is None
+    assert r.get("optim.optimizer") == "adamw" and r.get("optim.lr") == 1e-4  # not segmentation's 3e-3
+    # 20 CPU minutes: a few epochs, no augmentation; a GPU or a long budget augments
+    assert r.get("augmentation.flip_prob") == 0.0 and r.get("augmentation.intensity")["prob"] == 0.0
+    assert "too few to overfit" in r.reasons["augmentation.flip_prob"]
+    for machine, budget in ((GPU, 1200), (CPU, 5 * 3600)):
+        long = plan_workflow(fp, "classification", machine, budget, manifest="tiny.csv", label_column="class")
+        assert long.get("augmentation.flip_prob") == 0.5 and long.get("augmentation.intensity")["prob"] == 0.15
+        assert long.get("model.name") == "densenet121" and long.get("optim.lr") == 1e-4
+    # DenseNet121 halves each axis five times: a smaller case is planned at 32 voxels per axis, never less
+    small = {**fp, "cases": [{**c, "shape": [12, 20, 40]} for c in fp["cases"]]}
+    r = plan_workflow(small, "classification", CPU, 1200, manifest="tiny.csv", label_column="class")
+    assert r.get("preprocessing.spatial_size") == [32, 32, 40]
 
 
 def test_cli_plan_json_and_missing_data(datasets, tmp_path, capsys):
