@@ -179,7 +179,9 @@ def test_plan_classification(datasets):
     assert "too few to overfit" in r.reasons["augmentation.flip_prob"]
     for machine, budget in ((GPU, 1200), (CPU, 5 * 3600)):
         long = plan_workflow(fp, "classification", machine, budget, manifest="tiny.csv", label_column="class")
-        assert long.get("augmentation.flip_prob") == 0.5 and long.get("augmentation.intensity")["prob"] == 0.15
+        assert (
+            long.get("augmentation.flip_prob") == 0.5 and long.get("augmentation.intensity")["prob"] == 0.15
+        )
         assert long.get("model.name") == "densenet121" and long.get("optim.lr") == 1e-4
     # DenseNet121 halves each axis five times: a smaller case is planned at 32 voxels per axis, never less
     small = {**fp, "cases": [{**c, "shape": [12, 20, 40]} for c in fp["cases"]]}
