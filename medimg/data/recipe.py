@@ -41,7 +41,10 @@ CLS_NET_EVIDENCE = (
     "in 20 CPU minutes on VesselMNIST3D the script's DenseNet121 reached test AUROC 0.89 where a small "
     "max-pooled CNN (patchnet) reached 0.72"
 )
-CLS_AUG_EVIDENCE = "on VesselMNIST3D validation AUROC was 0.906 without augmentation, 0.858 with it"
+NO_CLS_AUGMENTATION = (
+    "off: a CPU budget under an hour gives a few epochs of whole images, too few to overfit; "
+    "on VesselMNIST3D validation AUROC was 0.906 without augmentation, 0.858 with it"
+)
 STEPS_WITHOUT_BUDGET = 10000
 CLASS_WEIGHTS_EVIDENCE = (
     "on VesselMNIST3D (11% aneurysm) it kept the validation AUROC (within noise) while unweighted runs "
@@ -335,20 +338,23 @@ def _pos_fraction(fp: dict[str, Any], case_ml: float) -> tuple[float, str]:
     return 0.33, f"foreground is {share:.0%} of a case: one of three patches centred on it (nnU-Net)"
 
 
-def _augmentation(r: Recipe, gpu: bool, kind: str) -> None:
-    r.set("augmentation.flip_prob", 0.5, "mirroring along each axis (nnU-Net)")
-    affine = gpu or kind != "short"
+def _augmentation(r: Recipe, gpu: bool, kind: str, off: str | None = None) -> None:
+    """nnU-Net's augmentation; ``off``: the reason every probability is 0 instead."""
+    affine = off is None and (gpu or kind != "short")
+    r.set("augmentation.flip_prob", 0.0 if off else 0.5, off or "mirroring along each axis (nnU-Net)")
     r.set(
         "augmentation.spatial",
         {"prob": 0.2 if affine else 0.0, "rotate_deg": 15.0, "scale": 0.15},
-        "rotation and scaling (nnU-Net: p 0.2)"
+        "off (above)"
+        if off
+        else "rotation and scaling (nnU-Net: p 0.2)"
         if affine
         else "off: a random affine costs CPU time per patch, and a short budget gains more from steps",
     )
     r.set(
         "augmentation.intensity",
-        {"prob": 0.15, "shift": 0.1, "scale": 0.1, "noise_std": 0.1},
-        "brightness, contrast and Gaussian noise at nnU-Net's rates",
+        {"prob": 0.0 if off else 0.15, "shift": 0.1, "scale": 0.1, "noise_std": 0.1},
+        "off (above)" if off else "brightness, contrast and Gaussian noise at nnU-Net's rates",
     )
 
 
@@ -392,10 +398,8 @@ def _classification(
     )
     r.set("augmentation.patch_size", None, "classification reads whole images")
     kind = _budget_kind(budget_s)
-    if gpu or kind != "short":
-        _augmentation(r, gpu, kind)
-    else:
-        _no_augmentation(r)
+    off = None if gpu or kind != "short" else NO_CLS_AUGMENTATION
+    _augmentation(r, gpu, kind, off)
     n, voxels = fp["n_cases"], math.prod(size)
     r.set(
         "model.name",
@@ -408,15 +412,6 @@ def _classification(
         "optim.batch_size", batch, f"whole images of {voxels} voxels; the run's planner lowers it if needed"
     )
     _optimiser(r, gpu, budget_s, classification=True)
-
-
-def _no_augmentation(r: Recipe) -> None:
-    why = f"off: a CPU budget under an hour gives a few epochs of whole images, too few to overfit; {CLS_AUG_EVIDENCE}"
-    r.set("augmentation.flip_prob", 0.0, why)
-    r.set("augmentation.spatial", {"prob": 0.0, "rotate_deg": 15.0, "scale": 0.15}, "off (above)")
-    r.set(
-        "augmentation.intensity", {"prob": 0.0, "shift": 0.1, "scale": 0.1, "noise_std": 0.1}, "off (above)"
-    )
 
 
 IMBALANCE_RATIO = 1.5  # the largest class over the smallest above which the loss is class-weighted

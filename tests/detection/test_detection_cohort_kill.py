@@ -25,7 +25,7 @@ N_CASES = 6
 
 WORKER = textwrap.dedent(
     """
-    import os, sys
+    import sys
     from pathlib import Path
     from tests._cohort_kill import record_computation
     import medimg.detection.cohort as cohort

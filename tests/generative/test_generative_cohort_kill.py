@@ -21,7 +21,7 @@ N_CASES = 6
 
 WORKER = textwrap.dedent(
     """
-    import os, sys, time
+    import sys, time
     from pathlib import Path
     from tests._cohort_kill import record_computation
     import medimg.generative.cohort as cohort

@@ -16,7 +16,7 @@ N_CASES = 10
 
 WORKER = textwrap.dedent(
     """
-    import os, sys, time
+    import sys, time
     from pathlib import Path
     from tests._cohort_kill import record_computation
     import numpy as np
