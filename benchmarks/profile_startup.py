@@ -18,7 +18,11 @@ taken in turn (the order swapped every round):
   copied from the schema template of :func:`medimg.training.tracking.seed_new_store`), as before
   the template;
 - medimg with the store also opened in a thread beside the plan stage's caching
-  (``medimg_store_thread``, as before that thread was dropped). ``--kinds`` runs some variants only.
+  (``medimg_store_thread``, as before that thread was dropped);
+- medimg caching as before the no-op skips (``medimg_monai_cache``): MONAI's ``Orientationd`` and
+  ``ResizeWithPadOrCropd`` applied to cases already in the target orientation and size, and the
+  cache filled by a thread per core (:func:`medimg.data.threads.cache_fill_threads` not used).
+  ``--kinds`` runs some variants only.
 
 The schema template is made (once per installed MLflow, in medimg's cache) before any process is
 timed; each process reports its wall and its CPU time (``time.process_time``: both cores count).
@@ -49,8 +53,9 @@ KINDS = (
     "medimg_existing_store",
     "medimg_no_template",
     "medimg_store_thread",
+    "medimg_monai_cache",
 )
-SEQUENTIAL, EXISTING, NO_TEMPLATE, STORE_THREAD = KINDS[2], KINDS[3], KINDS[4], KINDS[5]
+SEQUENTIAL, EXISTING, NO_TEMPLATE, STORE_THREAD, MONAI_CACHE = KINDS[2:7]
 
 
 class FirstStep(Exception):
@@ -130,6 +135,7 @@ def medimg_child(
     sequential: bool = False,
     template: bool = True,
     store_thread: bool = False,
+    monai_cache: bool = False,
 ) -> dict[str, Any]:
     """``run_workflow`` until the first training batch, each stage timed through the names it calls.
 
@@ -137,6 +143,7 @@ def medimg_child(
     lineage recorded in the track stage before the model is built.
     ``template=False``: MLflow runs its migrations on the new store (no schema template).
     ``store_thread``: the store also opened in a thread beside the plan stage (the lineage in its own).
+    ``monai_cache``: the caching as before the no-op skips (MONAI's transforms, a thread per core).
     """
     import lightning.pytorch as pl
     from monai import transforms as T  # noqa: F401  (imported before the clock, as the script does)
@@ -153,6 +160,15 @@ def medimg_child(
         from medimg.training.tracking import open_store
 
         run_mod.warm_store = lambda uri: Background("opening the store", lambda: open_store(uri))  # type: ignore[assignment]
+    if monai_cache:
+        from monai import transforms as mt
+
+        import medimg.data.datasets as datasets_mod
+        import medimg.data.transforms as transforms_mod
+
+        transforms_mod.Orientd = mt.Orientationd  # type: ignore[misc]
+        transforms_mod.ResizeToSized = mt.ResizeWithPadOrCropd  # type: ignore[misc]
+        datasets_mod.cache_fill_threads = lambda requested, cores=None: requested or None  # type: ignore[assignment]
     if sequential:
         track = run_mod.track
         run_mod.track = lambda *args, **kw: track(*args, **{**kw, "background": False})  # type: ignore[assignment]
@@ -218,6 +234,7 @@ def child(kind: str, manifest: Path, size: int) -> None:
                 sequential=kind == SEQUENTIAL,
                 template=kind != NO_TEMPLATE,
                 store_thread=kind == STORE_THREAD,
+                monai_cache=kind == MONAI_CACHE,
             )
         print(json.dumps({"kind": kind, "load_avg": load, **got}), flush=True)
 

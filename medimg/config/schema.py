@@ -171,7 +171,9 @@ class CacheConfig(Strict):
         ),
     )
     dir: str | None = Field(None, description="disk cache folder (default: <outputs.dir>/cache)")
-    num_workers: int = Field(0, ge=0, description="workers that fill the cache")
+    num_workers: int = Field(
+        0, ge=0, description="threads that fill the memory cache; 0: one below 4 cores, else one per core"
+    )
 
 
 class PreprocessingConfig(Strict):

@@ -11,6 +11,7 @@ from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, Thr
 from monai.data.utils import list_data_collate
 
 from medimg.config.schema import Workflow
+from medimg.data.threads import cache_fill_threads
 from medimg.data.transforms import eval_transforms, train_transforms
 from medimg.tasks import get_task
 
@@ -59,7 +60,7 @@ def make_dataset(
             items,
             transform,
             cache_rate=1.0,
-            num_workers=cache.num_workers or None,
+            num_workers=cache_fill_threads(cache.num_workers),
             progress=False,
             copy_cache=True,
         )

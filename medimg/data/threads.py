@@ -89,3 +89,22 @@ def plan_threads(wf: Any, device: str = "cpu", cores: int | None = None) -> Thre
             "faster than preparing it between steps on 2 cores: docs/benchmarks.md, train_cached)",
         )
     return ThreadPlan(cores, True, None, "the next batch is prepared in a thread while the network runs")
+
+
+def cache_fill_threads(requested: int, cores: int | None = None) -> int | None:
+    """Threads that fill the memory cache: ``preprocessing.cache.num_workers`` when set, else planned.
+
+    On fewer than :data:`PREFETCH_MIN_CORES` cores one thread: on 2 cores MONAI's default (a
+    thread per core) filled 600 small NIfTI cases in 3.2-3.3 s against 2.3 s with one, the
+    threads and torch's own contending for the GIL and the cores
+    (``benchmarks/profile_startup.py``, ``docs/benchmarks.md``). On more cores MONAI's default
+    (``None``: one per core).
+
+    Example:
+        >>> cache_fill_threads(0, cores=2), cache_fill_threads(3, cores=2), cache_fill_threads(0, cores=16)
+        (1, 3, None)
+    """
+    if requested > 0:
+        return requested
+    cores = cores or usable_cores()
+    return 1 if cores < PREFETCH_MIN_CORES else None

@@ -15,6 +15,52 @@ from medimg.config.schema import Workflow
 from medimg.data.loading import CheckLabelValuesd, LoadStrictd, raise_medimg_cause
 from medimg.tasks import get_task
 
+AXES = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+class Orientd(T.Orientationd):
+    """``Orientationd`` that passes a case already in the target orientation through untouched.
+
+    MONAI's transform re-derives the (identity) reorientation, copies and records it per case:
+    about 0.9 ms per small case, a quarter of the caching time of 1,000 32^3 volumes. A case
+    whose every key's affine already has ``axcodes`` is returned as it is (the same voxels and
+    affine Orientationd would give).
+    """
+
+    def __call__(self, data: Any, lazy: bool | None = None) -> Any:
+        import nibabel as nib
+        import numpy as np
+
+        target = tuple(self.ornt_transform.axcodes)
+        for key in self.key_iterator(dict(data)):
+            affine = getattr(data[key], "affine", None)
+            if affine is None or tuple(affine.shape) != (4, 4):
+                return super().__call__(data, lazy)
+            if nib.orientations.aff2axcodes(np.asarray(affine), labels=AXES) != target:
+                return super().__call__(data, lazy)
+        return dict(data)
+
+
+class ResizeToSized(T.ResizeWithPadOrCropd):
+    """``ResizeWithPadOrCropd`` that passes a case already of ``spatial_size`` through untouched.
+
+    Padding or cropping to the size a case already has changes nothing but costs MONAI's
+    bookkeeping (about 1 ms per small case).
+    """
+
+    def __init__(self, keys: Any, spatial_size: Any, **kwargs: Any) -> None:
+        super().__init__(keys=keys, spatial_size=spatial_size, **kwargs)
+        self.size = tuple(int(v) for v in spatial_size)
+
+    def __call__(self, data: Any, lazy: bool | None = None) -> Any:
+        for key in self.key_iterator(dict(data)):
+            shape = tuple(data[key].shape[1:])
+            if len(shape) != len(self.size) or any(
+                want > 0 and got != want for got, want in zip(shape, self.size, strict=True)
+            ):
+                return super().__call__(data, lazy)
+        return dict(data)
+
 
 def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bool) -> list[Any]:
     """Load → channel first → orientation → spacing → intensity → crop/resize.
@@ -39,7 +85,7 @@ def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bo
     ts += [
         T.EnsureChannelFirstd(keys=keys),
         T.EnsureTyped(keys=keys, dtype="float32", track_meta=True),
-        T.Orientationd(keys=keys, axcodes=pp.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+        Orientd(keys=keys, axcodes=pp.orientation, labels=AXES),
     ]
     if pp.spacing is not None:
         ts.append(T.Spacingd(keys=keys, pixdim=pp.spacing, mode=modes))
@@ -59,7 +105,7 @@ def deterministic_transforms(wf: Workflow, keys: tuple[str, ...], with_label: bo
     if pp.crop_foreground:
         ts.append(T.CropForegroundd(keys=keys, source_key="image", allow_smaller=True))
     if pp.spatial_size is not None:
-        ts.append(T.ResizeWithPadOrCropd(keys=keys, spatial_size=pp.spatial_size))
+        ts.append(ResizeToSized(keys=keys, spatial_size=pp.spatial_size))
     if with_label and wf.augmentation.patch_size is not None:
         ts.append(T.SpatialPadd(keys=keys, spatial_size=wf.augmentation.patch_size))
     return ts

@@ -27,11 +27,13 @@ from medimg.training.optim import make_optimizer, warmup_cosine
 
 
 class _Task(pl.LightningModule):
-    def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1) -> None:
+    """``net``: the workflow's network already built (the plan stage's, which it measured); else built here."""
+
+    def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1, net: Any = None) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)  # medimg logs the flattened workflow itself
+        self.save_hyperparameters(ignore=["net"], logger=False)  # medimg logs the flattened workflow itself
         self.wf: Workflow = parse_workflow(workflow, source="checkpoint")
-        self.net = build_model(self.wf)
+        self.net = build_model(self.wf) if net is None else net
         self.steps_per_epoch = max(1, steps_per_epoch)
 
     @property
@@ -112,8 +114,8 @@ class SegmentationTask(_Task):
 
     monitor, monitor_mode = "val_dice", "max"
 
-    def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1) -> None:
-        super().__init__(workflow, steps_per_epoch)
+    def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1, net: Any = None) -> None:
+        super().__init__(workflow, steps_per_epoch, net)
         loss = self.wf.optim.loss
         if loss == "dice_ce":
             self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -192,8 +194,8 @@ class ClassificationTask(_Task):
 
     monitor, monitor_mode = "val_loss", "min"
 
-    def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1) -> None:
-        super().__init__(workflow, steps_per_epoch)
+    def __init__(self, workflow: dict[str, Any], steps_per_epoch: int = 1, net: Any = None) -> None:
+        super().__init__(workflow, steps_per_epoch, net)
         self.loss = class_weighted_ce(self.wf)
         self._probs: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []

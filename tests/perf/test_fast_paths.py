@@ -85,3 +85,56 @@ def test_cached_patch_indices_give_the_same_patches(tmp_path) -> None:
     assert len(a) == 3 and set(a[0]) == {"image", "label"}  # the index keys never reach a batch
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
+
+
+ORIENT_CASES = {
+    "RAS already": np.eye(4),
+    "LPS": np.diag([-1.0, -1.0, 1.0, 1.0]),
+    "permuted, anisotropic": np.array([[0, 0, 2, 5], [1, 0, 0, 3], [0, 1.5, 0, 1], [0, 0, 0, 1.0]]),
+}
+
+
+def _case(affine: np.ndarray, shape=(1, 8, 9, 10)):
+    from monai.data import MetaTensor
+
+    vals = torch.tensor(np.random.default_rng(0).normal(size=shape), dtype=torch.float32)
+    return {
+        "image": MetaTensor(vals, affine=torch.tensor(affine)),
+        "label": MetaTensor(vals > 0, affine=torch.tensor(affine)),
+    }
+
+
+@pytest.mark.parametrize("name", ORIENT_CASES)
+@pytest.mark.parametrize("axcodes", ["RAS", "LPS"])
+def test_orientation_skip_gives_monai_orientation(name, axcodes) -> None:
+    """A case already in the target orientation passes untouched; any other is reoriented as MONAI does."""
+    from monai import transforms as T
+
+    from medimg.data.transforms import AXES, Orientd
+
+    case = _case(ORIENT_CASES[name])
+    ref = T.Orientationd(keys=("image", "label"), axcodes=axcodes, labels=AXES)(dict(case))
+    got = Orientd(keys=("image", "label"), axcodes=axcodes, labels=AXES)(dict(case))
+    for key in ("image", "label"):
+        assert got[key].shape == ref[key].shape
+        assert torch.equal(got[key].as_tensor(), ref[key].as_tensor())
+        assert torch.allclose(got[key].affine.double(), ref[key].affine.double())
+    skipped = (name, axcodes) == ("RAS already", "RAS") or (name, axcodes) == ("LPS", "LPS")
+    assert (got["image"] is case["image"]) == skipped
+
+
+@pytest.mark.parametrize("size", [(8, 9, 10), (8, -1, 12), (6, 9, 10), (12, 12, 12)])
+def test_resize_skip_gives_monai_resize(size) -> None:
+    """Padding/cropping to the size a case has is skipped; any other size is MONAI's pad or crop."""
+    from monai import transforms as T
+
+    from medimg.data.transforms import ResizeToSized
+
+    case = _case(np.diag([2.0, 1.0, 3.0, 1.0]))
+    ref = T.ResizeWithPadOrCropd(keys=("image", "label"), spatial_size=size)(dict(case))
+    got = ResizeToSized(keys=("image", "label"), spatial_size=size)(dict(case))
+    for key in ("image", "label"):
+        assert tuple(got[key].shape) == tuple(ref[key].shape)
+        assert torch.equal(got[key].as_tensor(), ref[key].as_tensor())
+        assert torch.allclose(got[key].affine.double(), ref[key].affine.double())
+    assert (got["image"] is case["image"]) == (size == (8, 9, 10))

@@ -22,7 +22,7 @@ def build(plan: StudyPlan, data: PreparedData, run: TrackedRun, resume: bool) ->
 
     wf = plan.wf
     steps = max(1, len(plan.train_dl))
-    module = task_class(wf.task)(workflow_to_dict(wf), steps_per_epoch=steps)
+    module = task_class(wf.task)(workflow_to_dict(wf), steps_per_epoch=steps, net=plan.net)
     if wf.model.pretrained is not None and not (resume and data.last_checkpoint.is_file()):
         from medimg.inference.model_io import sha256_file
         from medimg.models.loading import load_pretrained

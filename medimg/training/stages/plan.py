@@ -49,7 +49,8 @@ def plan_study(wf: Workflow, data: PreparedData) -> StudyPlan:
 
         train_items = partition_dataset(train_items, num_partitions=world, even_divisible=True)[rank]
     val_items = case_dicts(df[df.split == "val"], wf.task)
-    plan = plan_run(wf, train_items + val_items, build_model(wf))
+    net = build_model(wf)  # measured by the planner, then trained: built once per run
+    plan = plan_run(wf, train_items + val_items, net)
     seg = get_task(wf.task).dense
     per_case = wf.augmentation.samples_per_volume if seg and wf.augmentation.patch_size else 1
     assert plan.patch_batch is not None
@@ -64,7 +65,7 @@ def plan_study(wf: Workflow, data: PreparedData) -> StudyPlan:
     if plan.threads:
         plan.threads.apply()
     train_ds, train_dl, val_dl = _loaders(wf, data, plan.cache_mode, train_items, val_items, prefetch)
-    return StudyPlan(wf, plan, caveats, train_ds, train_dl, val_dl)
+    return StudyPlan(wf, plan, caveats, train_ds, train_dl, val_dl, net)
 
 
 def resolve_class_weights(wf: Workflow, train_items: list[dict[str, Any]]) -> Workflow:

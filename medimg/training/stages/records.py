@@ -51,6 +51,7 @@ class StudyPlan:
     train_ds: Any
     train_dl: Any
     val_dl: Any
+    net: Any = None  # the network the planner measured, its initial weights: the build stage trains it
 
 
 @dataclass
