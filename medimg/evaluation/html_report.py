@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 
+from medimg.tasks import get_task
 from medimg.templating import package_environment
 
 
@@ -98,6 +99,7 @@ def render_report(summary: Mapping[str, Any], plot_paths: Mapping[str, Path]) ->
         .get_template("report.html")
         .render(
             summary=summary,
+            overlap=get_task(summary["task"]).target == "mask",  # Dice/HD95, else AUROC/accuracy
             boot=boot,
             level_pct=f"{boot['level']:.0%}",
             subgroups=subgroups,

@@ -45,6 +45,7 @@ TABLE_COLUMNS = {
     "superres": ("case_id", "input_shape", "output_shape", "axis", "factor"),
 }
 TABLE_NAMES = {"anomaly": "anomaly_scores.csv", "superres": "superres.csv"}
+CASE_JSON = {"anomaly": "anomaly", "superres": "sr"}  # <name>.json per case
 
 
 def generative_task(model: str | Path) -> str | None:
@@ -107,7 +108,7 @@ def _anomaly_parts(model_dir: Path) -> tuple[Callable, Callable, Any, dict[str, 
             source=Volume(amap, grid.source_affine), extra={**extra, "score_kind": model.score}
         )
 
-    writer = _json_writer("anomaly", lambda case, out: dict(out.extra))
+    writer = _json_writer(CASE_JSON["anomaly"], lambda case, out: dict(out.extra))
     return load, predict, writer, {"task": "anomaly", "threshold": model.threshold, "score": model.score}
 
 
@@ -134,14 +135,16 @@ def _superres_parts(model_dir: Path) -> tuple[Callable, Callable, Any, dict[str,
         extra = {"input_shape": "x".join(map(str, thick.shape)), "output_shape": "x".join(map(str, sr.shape))}
         return CaseOutputs(source=sr, extra={**extra, "axis": cfg.axis, "factor": cfg.factor})
 
-    writer = _json_writer("sr", lambda case, out: dict(out.extra))
+    writer = _json_writer(CASE_JSON["superres"], lambda case, out: dict(out.extra))
     return load, predict, writer, {"task": "superres", "axis": cfg.axis, "factor": cfg.factor}
+
+
+COHORT_PARTS = {"anomaly": _anomaly_parts, "superres": _superres_parts}  # the task's load, predict, writer
 
 
 def cohort_table(out_dir: str | Path, task: str, case_ids: Sequence[str]) -> Path:
     """Every done case's JSON in one CSV (``anomaly_scores.csv`` / ``superres.csv``), written atomically."""
-    name = "anomaly" if task == "anomaly" else "sr"
-    names = (f"{name}.json", TABLE_NAMES[task])
+    names = (f"{CASE_JSON[task]}.json", TABLE_NAMES[task])
     return cases_table(Path(out_dir), case_ids, names, TABLE_COLUMNS[task], lambda case_id, doc: [doc])
 
 
@@ -165,8 +168,7 @@ def predict_generative_cohort(
     task = generative_task(model_dir)
     if task is None:
         raise ConfigError(f"{model_dir}: model.json not found or its task is not one of {GENERATIVE_TASKS}")
-    parts = _anomaly_parts if task == "anomaly" else _superres_parts
-    load, predict, writer, settings = parts(Path(model_dir))
+    load, predict, writer, settings = COHORT_PARTS[task](Path(model_dir))
     weights = hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()
     report = run_cohort(
         cases,

@@ -315,3 +315,26 @@ def test_generated_docs_are_current():
     assert (ROOT / "docs/cli.md").read_text().strip() == cli_reference().strip(), (
         "docs/cli.md is stale: run `make docs`"
     )
+
+
+def test_no_task_name_comparison_outside_the_strategies() -> None:
+    """Layers read a task's facts (``medimg.tasks``) instead of comparing its name (issue 18).
+
+    Any ``task == "..."`` / ``task != "..."`` (also ``wf.task``, ``summary.task`` and the like,
+    in code and in the packaged templates) outside ``medimg/tasks/`` and the schema is a branch
+    a new task would have to find.
+    """
+    name = r"""["'][a-z_]+["']"""
+    pattern = re.compile(
+        rf"""\btask\s*(==|!=)\s*{name}|{name}\s*(==|!=)\s*[\w.]*task\b|\btask\s+(not\s+)?in\s*[(\[{{]\s*{name}"""
+    )
+    found = []
+    for path in sorted(PKG.rglob("*")):
+        if path.suffix not in (".py", ".html", ".j2"):
+            continue
+        if (PKG / "tasks") in path.parents or (PKG / "config") in path.parents:  # the strategies, the schema
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "task names compared outside medimg/tasks:\n" + "\n".join(found)
