@@ -7,10 +7,15 @@ a core from one of torch's two OpenMP threads in the middle of a parallel region
 region waits for its slowest thread: that was the suspicion of issue 24, and
 ``benchmarks/bench_train_cached.py`` times both choices (``docs/benchmarks.md``). The plan:
 
-* CPU training: the background thread prefetches and torch keeps its own thread count. On 2
-  cores, preparing the batch between steps instead (``make_loader(prefetch=False)``) was
-  1.12x faster in one loaded run and 1.71x slower in a quieter one (``train_cached``), so
-  the thread stays; the benchmark times both, and a quiet run may change this rule;
+* CPU training on fewer than :data:`PREFETCH_MIN_CORES` cores: no background thread; the batch
+  is prepared between steps (``make_loader(prefetch=False)``) and torch keeps its two threads.
+  Preparing a batch costs little (35 ms for 2 cases x 2 patches of 96^3 with flips, 13 ms for 8
+  cases at 64^3) but the thread doing it beside the step holds the GIL the network's Python
+  needs and a core its OpenMP threads wait for: with the step timed whole (the batch's fetch
+  included), the UNet step took 1.74 s with the thread and 1.49 s without, DenseNet121's 2.51 s
+  and 2.19 s (``train_cached``, ``docs/benchmarks.md``). Earlier runs that timed the step
+  without its fetch had favoured the thread within their noise;
+* CPU training on more cores: the background thread prefetches, torch keeps its thread count;
 * a GPU runs the network: prefetch in a thread, torch's CPU threads untouched;
 * ``trainer.num_workers > 0``: worker processes as the workflow asks, threads untouched.
 """
@@ -83,10 +88,10 @@ def plan_threads(wf: Any, device: str = "cpu", cores: int | None = None) -> Thre
     if cores < PREFETCH_MIN_CORES:
         return ThreadPlan(
             cores,
-            True,
+            False,
             None,
-            f"{cores} cores: the next batch is prepared in a thread beside torch's threads (measured "
-            "faster than preparing it between steps on 2 cores: docs/benchmarks.md, train_cached)",
+            f"{cores} cores: the batch is prepared between steps, no thread beside torch's (measured "
+            "faster on 2 cores with the fetch timed: docs/benchmarks.md, train_cached)",
         )
     return ThreadPlan(cores, True, None, "the next batch is prepared in a thread while the network runs")
 

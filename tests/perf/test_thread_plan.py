@@ -1,4 +1,4 @@
-"""The thread plan: CPU training prefetches in a thread; the batches are the same without it."""
+"""The thread plan: CPU training on few cores prepares batches between steps, on more in a thread; the batches are the same."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ def _wf(tmp_path, **trainer):
     return parse_workflow(data, source="test")
 
 
-def test_cpu_training_prefetches_in_a_thread(tmp_path) -> None:
+def test_cpu_training_prefetches_in_a_thread_only_with_cores_to_spare(tmp_path) -> None:
     from medimg.data.threads import PREFETCH_MIN_CORES, plan_threads
 
     wf = _wf(tmp_path)
     two = plan_threads(wf, "cpu", cores=2)
-    assert two.prefetch and two.torch_threads is None
-    assert "prefetch on, torch torch's default of 2 cores" in two.explain() and "measured" in two.reason
+    assert not two.prefetch and two.torch_threads is None
+    assert "prefetch off, torch torch's default of 2 cores" in two.explain() and "measured" in two.reason
+    assert not plan_threads(wf, "cpu", cores=PREFETCH_MIN_CORES - 1).prefetch
     many = plan_threads(wf, "cpu", cores=PREFETCH_MIN_CORES + 4)
     assert many.prefetch and many.torch_threads is None
     gpu = plan_threads(wf, "cuda", cores=2)
@@ -41,8 +42,8 @@ def test_plan_run_logs_the_thread_plan(tmp_path, tiny_unet) -> None:
     wf = _wf(tmp_path)
     items = [{"image": str(manifest.parent / f"cases/case_{i:04d}/image.nii.gz")} for i in range(2)]
     plan = plan_run(wf, items, tiny_unet, Machine(8 * GIB, 100 * GIB, cpu_count=2))
-    assert plan.threads is not None and plan.threads.prefetch
-    assert "threads: prefetch on" in plan.explain()
+    assert plan.threads is not None and not plan.threads.prefetch
+    assert "threads: prefetch off" in plan.explain()
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
