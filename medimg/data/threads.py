@@ -74,7 +74,7 @@ def plan_threads(wf: Any, device: str = "cpu", cores: int | None = None) -> Thre
 
     Example:
         >>> plan_threads(wf, "cpu", cores=2).prefetch  # doctest: +SKIP
-        True
+        False
     """
     cores = cores or usable_cores()
     if wf.trainer.num_workers > 0:
