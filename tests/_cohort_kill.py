@@ -36,6 +36,35 @@ def record_computation(root: Path, case: str) -> None:
     os.close(fd)
 
 
+def log_calls(root: Path, module: object, name: str, case_of, delay: float = 0.0) -> None:
+    """Replace ``module.name`` by a wrapper that records the case (``case_of(*args)``) before each call.
+
+    ``delay`` seconds after recording: slow enough to be killed between cases and inside one.
+    """
+    real = getattr(module, name)
+
+    def logged(*args, **kwargs):
+        record_computation(root, case_of(*args, **kwargs))
+        if delay:
+            time.sleep(delay)
+        return real(*args, **kwargs)
+
+    setattr(module, name, logged)
+
+
+def run_cohort_and_exit(root: Path, predict_cohort) -> None:
+    """The worker's cohort: ``predict_cohort(root/model, input cases, root/out)``; its exit code is the process's."""
+    report = predict_cohort(root / "model", input_cases(root), root / "out")
+    sys.exit(report.exit_code)
+
+
+def input_cases(root: Path) -> list:
+    """The worker's cases: every ``root/in/*.nii.gz``, keyed by its name (called by the worker scripts)."""
+    from medimg.inference.cases import CaseInput
+
+    return [CaseInput(p.name.split(".")[0], (p,)) for p in sorted((root / "in").glob("*.nii.gz"))]
+
+
 def done_cases(out: Path) -> set[str]:
     """The cases the ledger in ``out`` records as done."""
     if not out.exists():

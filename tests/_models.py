@@ -30,3 +30,8 @@ def built_model(folder: Path, seed: int = 0, never: Sequence[int] = ()) -> Path:
         for label in never:
             last_bias[label] = -1e4
     return save_trained(net, wf, folder)
+
+
+def evaluate_argv(model: Path, manifest: Path, out: Path, *extra: str) -> list[str]:
+    """``medimg evaluate MODEL --manifest MANIFEST --split all --out OUT [extra...]`` as CLI arguments."""
+    return ["evaluate", str(model), "--manifest", str(manifest), "--split", "all", "--out", str(out), *extra]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from _models import built_model
+from _models import built_model, evaluate_argv
 
 from medimg.cli.main import main
 from medimg.cli.output import to_json
@@ -56,16 +56,7 @@ def test_evaluate_json_metrics_match_the_summary(tmp_path: Path, capsys) -> None
     manifest = _study(tmp_path)
     model = built_model(tmp_path / "model", never=[2])
     capsys.readouterr()
-    argv = [
-        "evaluate",
-        str(model),
-        "--manifest",
-        str(manifest),
-        "--split",
-        "all",
-        "--out",
-        str(tmp_path / "eval"),
-    ]
+    argv = evaluate_argv(model, manifest, tmp_path / "eval")
     assert main([*argv, "--n-boot", "20", "--json"]) == 0
     doc = _json_out(capsys)
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())

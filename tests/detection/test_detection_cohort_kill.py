@@ -27,18 +27,11 @@ WORKER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from tests._cohort_kill import record_computation
+    from tests._cohort_kill import log_calls, run_cohort_and_exit
     import medimg.detection.cohort as cohort
-    from medimg.inference.cases import CaseInput
 
     root = Path(sys.argv[1])
-    real = cohort.predict_boxes
-
-    def logged(detector, plan, volume, overlap=0.25):
-        record_computation(root, volume.meta["case"])
-        return real(detector, plan, volume, overlap)
-
-    cohort.predict_boxes = logged
+    log_calls(root, cohort, "predict_boxes", lambda detector, plan, volume, **kw: volume.meta["case"])
     real_load = cohort.load_scan
 
     def load(case):
@@ -47,9 +40,7 @@ WORKER = textwrap.dedent(
         return scan
 
     cohort.load_scan = load
-    cases = [CaseInput(p.name.split(".")[0], (p,)) for p in sorted((root / "in").glob("*.nii.gz"))]
-    report = cohort.predict_detection_cohort(root / "model", cases, root / "out")
-    sys.exit(report.exit_code)
+    run_cohort_and_exit(root, cohort.predict_detection_cohort)
     """
 )
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from _browser import chromium as find_chromium
 from _browser import run_chromium
-from _models import built_model
+from _models import built_model, evaluate_argv
 
 from medimg.cli.main import main
 from medimg.data.synthetic import write_synthetic_study
@@ -77,18 +77,7 @@ def test_evaluate_a_model_that_never_predicts_a_label(tmp_path: Path, capsys) ->
     run_id = client.create_run(client.create_experiment("undefined")).info.run_id
     (tmp_path / "run" / "run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
     out = tmp_path / "eval"
-    argv = [
-        "evaluate",
-        str(model),
-        "--manifest",
-        str(manifest),
-        "--split",
-        "all",
-        "--by",
-        "site",
-        "--out",
-        str(out),
-    ]
+    argv = evaluate_argv(model, manifest, out, "--by", "site")
     assert main([*argv, "--n-boot", "50"]) == 0
     printed = {
         line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")

@@ -21,22 +21,14 @@ N_CASES = 6
 
 WORKER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from pathlib import Path
-    from tests._cohort_kill import record_computation
+    from tests._cohort_kill import log_calls, run_cohort_and_exit
     import medimg.generative.cohort as cohort
-    from medimg.inference.cases import CaseInput
+    import medimg.io.load as load_module
 
     root = Path(sys.argv[1])
-    real = cohort.super_resolve
-
-    def logged(net, thick, cfg):
-        record_computation(root, thick.meta["case"])
-        time.sleep(0.3)  # slow enough to be killed between cases and in the middle of one
-        return real(net, thick, cfg)
-
-    cohort.super_resolve = logged
-    import medimg.io.load as load_module
+    log_calls(root, cohort, "super_resolve", lambda net, thick, cfg: thick.meta["case"], delay=0.3)
     real_image = load_module.load_image
 
     def load_image(path, **kw):
@@ -45,9 +37,7 @@ WORKER = textwrap.dedent(
         return vol
 
     load_module.load_image = load_image
-    cases = [CaseInput(p.name.split(".")[0], (p,)) for p in sorted((root / "in").glob("*.nii.gz"))]
-    report = cohort.predict_generative_cohort(root / "model", cases, root / "out")
-    sys.exit(report.exit_code)
+    run_cohort_and_exit(root, cohort.predict_generative_cohort)
     """
 )
 

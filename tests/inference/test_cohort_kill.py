@@ -18,9 +18,9 @@ WORKER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from tests._cohort_kill import record_computation
+    from tests._cohort_kill import input_cases, record_computation
     import numpy as np
-    from medimg.inference.cases import CaseInput, CaseOutputs
+    from medimg.inference.cases import CaseOutputs
     from medimg.inference.cohort import run_cohort
     from medimg.inference.writers import NiftiMaskWriter
     from medimg.io.atomic import atomic_write_text
@@ -28,7 +28,7 @@ WORKER = textwrap.dedent(
     from medimg.io.volume import Volume
 
     root = Path(sys.argv[1])
-    cases = [CaseInput(p.name.split(".")[0], (p,)) for p in sorted((root / "in").glob("*.nii.gz"))]
+    cases = input_cases(root)
 
     def predict(case, vol):
         record_computation(root, case.case_id)
