@@ -9,12 +9,11 @@ region waits for its slowest thread: that was the suspicion of issue 24, and
 
 * CPU training on fewer than :data:`PREFETCH_MIN_CORES` cores: no background thread; the batch
   is prepared between steps (``make_loader(prefetch=False)``) and torch keeps its two threads.
-  Preparing a batch costs little (35 ms for 2 cases x 2 patches of 96^3 with flips, 13 ms for 8
-  cases at 64^3) but the thread doing it beside the step holds the GIL the network's Python
-  needs and a core its OpenMP threads wait for: with the step timed whole (the batch's fetch
-  included), the UNet step took 1.74 s with the thread and 1.49 s without, DenseNet121's 2.51 s
-  and 2.19 s (``train_cached``, ``docs/benchmarks.md``). Earlier runs that timed the step
-  without its fetch had favoured the thread within their noise;
+  Preparing a batch is a small part of a step, but the thread doing it beside the step holds
+  the GIL the network's Python needs and a core its OpenMP threads wait for: with the step timed
+  whole (the batch's fetch included), DenseNet121's step took 2.51 s with the thread and 2.19 s
+  without in one run, 2.18 s and 2.10 s in the next; the UNet's 1.23 s with and 1.40 s without
+  (``train_cached``, ``docs/benchmarks.md``): the rule follows the majority, within the noise;
 * CPU training on more cores: the background thread prefetches, torch keeps its thread count;
 * a GPU runs the network: prefetch in a thread, torch's CPU threads untouched;
 * ``trainer.num_workers > 0``: worker processes as the workflow asks, threads untouched.

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from monai import transforms as T
+from nibabel.orientations import aff2axcodes
 
 from medimg.config.schema import Workflow
 from medimg.data.loading import CheckLabelValuesd, LoadStrictd, raise_medimg_cause
@@ -28,15 +30,12 @@ class Orientd(T.Orientationd):
     """
 
     def __call__(self, data: Any, lazy: bool | None = None) -> Any:
-        import nibabel as nib
-        import numpy as np
-
         target = tuple(self.ornt_transform.axcodes)
         for key in self.key_iterator(dict(data)):
             affine = getattr(data[key], "affine", None)
             if affine is None or tuple(affine.shape) != (4, 4):
                 return super().__call__(data, lazy)
-            if nib.orientations.aff2axcodes(np.asarray(affine), labels=AXES) != target:
+            if aff2axcodes(np.asarray(affine), labels=AXES) != target:
                 return super().__call__(data, lazy)
         return dict(data)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -138,3 +140,42 @@ def test_resize_skip_gives_monai_resize(size) -> None:
         assert torch.equal(got[key].as_tensor(), ref[key].as_tensor())
         assert torch.allclose(got[key].affine.double(), ref[key].affine.double())
     assert (got["image"] is case["image"]) == (size == (8, 9, 10))
+
+
+HIPPO = Path.home() / ".cache/medimg-data/hippocampus"
+
+
+@pytest.mark.skipif(
+    not (HIPPO / "images").is_dir(),
+    reason="MSD Hippocampus not prepared: run 'python -m benchmarks.bench_study_real prepare' (docs/benchmarks.md)",
+)
+def test_skips_equal_monai_on_real_hippocampus_scans() -> None:
+    """On real MR (MSD Hippocampus), the skipping transforms give MONAI's voxels and affines."""
+    from monai import transforms as T
+
+    from medimg.data.transforms import AXES, Orientd, ResizeToSized
+
+    keys = ("image", "label")
+    load = T.Compose(
+        [T.LoadImaged(keys=keys), T.EnsureChannelFirstd(keys=keys), T.EnsureTyped(keys=keys, track_meta=True)]
+    )
+    images = sorted((HIPPO / "images").glob("*.nii.gz"))[:10]
+    skipped = 0
+    for path in images:
+        case = load({"image": str(path), "label": str(HIPPO / "labels" / path.name)})
+        for axcodes in ("RAS", "LPS"):
+            ref = T.Orientationd(keys=keys, axcodes=axcodes, labels=AXES)(dict(case))
+            got = Orientd(keys=keys, axcodes=axcodes, labels=AXES)(dict(case))
+            skipped += got["image"] is case["image"]
+            for size in ((40, 56, 40), tuple(ref["image"].shape[1:])):
+                r = T.ResizeWithPadOrCropd(keys=keys, spatial_size=size)(dict(ref))
+                g = ResizeToSized(keys=keys, spatial_size=size)(dict(got))
+                for key in keys:
+                    assert torch.equal(g[key].as_tensor(), r[key].as_tensor()), (
+                        path.name,
+                        axcodes,
+                        size,
+                        key,
+                    )
+                    assert torch.allclose(g[key].affine.double(), r[key].affine.double())
+    assert images and skipped == len(images)  # every case is stored RAS: each skipped once, for "RAS"
