@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -30,6 +31,13 @@ from medimg.errors import DataError
 SHORT_BUDGET_S = 3600.0  # under an hour on a CPU: fewer voxels per step, no affine augmentation
 CPU_PATCH_VOXELS = {"short": 48**3, "medium": 64**3, "long": 96**3}
 GPU_PATCH_VOXELS = 128**3
+# DynUNet width on a CPU (first level, cap): a short budget halves it (docs/plan.md "Segmentation width").
+CPU_FILTERS = {"short": (8, 128), "medium": (16, 256), "long": (16, 256)}
+WIDTH_EVIDENCE = (
+    "on MSD Hippocampus at 10 CPU minutes, 8..64 made 2941 steps to 16..128's 917 and reached "
+    "validation Dice 0.852 to 0.838"
+)
+TTA_EVIDENCE = "on MSD Hippocampus validation Dice 0.857 with the flips, 0.853 without"
 CLS_INPUT_VOXELS = {"cpu": 64**3, "gpu": 128**3}
 # Classification choices measured on VesselMNIST3D's validation split (benchmarks/sweep_cls_lr.py, the
 # steps a 20-minute budget gives on 2 CPU cores; docs/plan.md "Classification").
@@ -245,7 +253,7 @@ def _segmentation(
     kind = _budget_kind(budget_s)
     cap = GPU_PATCH_VOXELS if gpu else CPU_PATCH_VOXELS[kind]
     memory = 0.5 * machine.model_memory
-    filters_base, filters_cap = (32, 320) if gpu else (16, 256)
+    filters_base, filters_cap = (32, 320) if gpu else CPU_FILTERS[kind]
     for _ in range(20):  # shrink the voxel budget until one patch fits the memory
         patch, kernels, strides = fit_patch(median_shape, spacing, cap)
         filters = dynunet_filters(len(strides), filters_base, filters_cap)
@@ -291,7 +299,21 @@ def _segmentation(
         "sliding-window overlap: 0.5 on a GPU (nnU-Net), 0.25 on a CPU",
     )
     r.set("inference.sw_batch_size", "auto")
+    _tta(r, patch, median_shape)
     _optimiser(r, gpu, budget_s)
+
+
+def _tta(r: Recipe, patch: list[int], median_shape: Sequence[float]) -> None:
+    """Flip TTA (nnU-Net mirrors at inference) where a median case is one window: 4 windows a case."""
+    one_window = all(m <= p for m, p in zip(median_shape, patch, strict=True))
+    r.set(
+        "inference.tta_flips",
+        one_window,
+        "mean over the image and its 3 axis flips (nnU-Net mirrors at inference): a median case is one "
+        f"window, so 4 windows a case; {TTA_EVIDENCE}"
+        if one_window
+        else "off: a median case needs several windows, and flips would take 4x the inference time",
+    )
 
 
 def _batch_size(
@@ -325,7 +347,9 @@ def _dynunet(
         "model.params",
         params,
         f"{len(strides) - 1} poolings, axes pooled while within 2x the finest spacing and >= 4 voxels; "
-        f"filters from {filters_base} doubling to {filters_cap}; {why_ds}",
+        f"filters from {filters_base} doubling to {filters_cap}"
+        + (f" (a short CPU budget: {WIDTH_EVIDENCE})" if filters_base == CPU_FILTERS["short"][0] else "")
+        + f"; {why_ds}",
     )
 
 

@@ -100,7 +100,9 @@ def test_plan_mr_isotropic(fingerprints):
     assert r.get("augmentation.patch_size") == [48, 48, 48]  # the whole median case fits 48^3
     p = r.get("model.params")
     assert p["strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
-    assert p["kernel_size"] == [[3, 3, 3]] * 4 and p["filters"] == [16, 32, 64, 128]
+    # a CPU and a budget under an hour: the narrower DynUNet (twice the steps)
+    assert p["kernel_size"] == [[3, 3, 3]] * 4 and p["filters"] == [8, 16, 32, 64]
+    assert r.get("inference.tta_flips") is True  # the median case is one 48^3 window
     assert r.get("model.name") == "dynunet" and r.get("optim.optimizer") == "adamw"
     assert r.get("augmentation.spatial")["prob"] == 0.0  # a short CPU budget: no random affine
     assert r.get("trainer.max_time") == "20m" and r.get("trainer.accelerator") == "cpu"
@@ -145,8 +147,21 @@ def test_plan_follows_the_machine_and_budget(fingerprints):
     gpu = plan_workflow(fp, "segmentation", GPU, 8 * 3600, manifest="ct.csv")
     assert cpu_long.get("augmentation.spatial")["prob"] == 0.2
     assert gpu.get("model.params")["filters"][0] == 32 and gpu.get("optim.optimizer") == "sgd"
+    assert cpu_long.get("model.params")["filters"][0] == 16  # a long CPU budget keeps the width
+    short = plan_workflow(fp, "segmentation", CPU, 1200, manifest="ct.csv").get("model.params")
+    assert short["filters"][0] == 8 and len(short["filters"]) == len(cpu_long.get("model.params")["filters"])
     assert gpu.get("trainer.accelerator") == "gpu" and gpu.get("inference.overlap") == 0.5
     assert gpu.get("optim.batch_size") >= cpu_long.get("optim.batch_size")
+
+
+def test_flip_tta_only_where_a_median_case_is_one_window():
+    from medimg.data.recipe import Recipe, _tta
+
+    one, many = Recipe({}), Recipe({})
+    _tta(one, [40, 56, 40], [35.0, 50.0, 36.0])  # MSD Hippocampus: the whole crop in one window
+    _tta(many, [96, 96, 64], [512.0, 512.0, 120.0])  # a CT scan: several windows a case
+    assert one.get("inference.tta_flips") is True and "4 windows a case" in one.reasons["inference.tta_flips"]
+    assert many.get("inference.tta_flips") is False and "4x" in many.reasons["inference.tta_flips"]
 
 
 def test_plan_is_deterministic_and_loads_strictly(datasets, tmp_path):
