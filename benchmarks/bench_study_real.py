@@ -47,6 +47,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,11 +180,17 @@ def with_script_network(text: str) -> str:
 
 
 def run_medimg(
-    task: str, manifest: Path, budget_s: float, work: Path, name: str, same_network: bool = False
+    task: str,
+    manifest: Path,
+    budget_s: float,
+    work: Path,
+    name: str,
+    edit: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     """``medimg plan`` then ``medimg run``; the workflow is the plan's, only tracking/outputs added.
 
-    ``same_network`` (segmentation): the script's network, patch and batch written over the plan.
+    ``edit`` rewrites the planned YAML text before the run (``with_script_network``: the script's
+    network, patch and batch written over the plan).
     """
     wf = work / f"{name}.yaml"
     plan = [sys.executable, "-m", "medimg", "plan", str(manifest), "--task", task, "--out", str(wf)]
@@ -193,8 +200,8 @@ def run_medimg(
     plan_s = _timed(plan, work)
     text = wf.read_text().replace('dir: "runs/', f'dir: "{work}/runs/')
     text += f'tracking:\n  uri: "sqlite:///{work}/mlflow.db"\n  experiment: "{name}"\n'
-    if same_network and task == "segmentation":
-        text = with_script_network(text)
+    if edit is not None:
+        text = edit(text)
     wf.write_text(text)
     run_s = _timed([sys.executable, "-m", "medimg", "run", str(wf)], work)
     out = next((work / "runs").glob(f"{wf.stem}*/test_per_case.csv")).parent
@@ -299,7 +306,8 @@ def study(
     result: dict[str, Any] = {"dataset": dataset, "task": task, "budget_s": budget_s, "refused": refused}
     result["script"] = run_script(task, manifest, budget_s, work)
     name = f"{dataset}_{'same_network' if same_network else 'full'}"
-    result["medimg"] = run_medimg(task, manifest, budget_s, work, name, same_network)
+    edit = with_script_network if same_network and task == "segmentation" else None
+    result["medimg"] = run_medimg(task, manifest, budget_s, work, name, edit)
     result["same_network"] = same_network
     half = half and not same_network
     if half:

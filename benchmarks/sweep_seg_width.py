@@ -20,37 +20,30 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.bench_study_real import HIPPO, WORK, hippocampus_manifest, not_prepared, validation_curve
+from benchmarks.bench_study_real import (
+    HIPPO,
+    WORK,
+    hippocampus_manifest,
+    not_prepared,
+    parse_budget,
+    run_medimg,
+    validation_curve,
+)
 
 
-def workflows(manifest: Path, work: Path, budget: str) -> list[Path]:
-    """The planned workflow and its twice-as-wide twin, both with MLflow and outputs in ``work``."""
-    planned = work / "width_planned.yaml"
-    subprocess.run(
-        [sys.executable, "-m", "medimg", "plan", str(manifest), "--task", "segmentation"]
-        + ["--out", str(planned), "--budget", budget],
-        check=True,
-        capture_output=True,
-    )
-    text = planned.read_text()
-    filters = [int(v) for v in re.search(r"filters: \[([0-9, ]+)\]", text).group(1).split(",")]  # type: ignore[union-attr]
-    wide = text.replace(f"filters: {filters}", f"filters: {[2 * f for f in filters]}")
-    out = []
-    for name, body in (("width_planned", text), ("width_double", wide)):
-        body = re.sub(r'dir: ".*"', f'dir: "{work}/runs/{name}"', body)
-        body += f'tracking:\n  uri: "sqlite:///{work}/mlflow.db"\n  experiment: "{name}"\n'
-        path = work / f"{name}.yaml"
-        path.write_text(body)
-        out.append(path)
-    return out
+def double_width(text: str) -> str:
+    """The planned workflow's DynUNet with every level twice as wide (the rule before: from 16)."""
+    found = re.search(r"filters: \[([0-9, ]+)\]", text)
+    if found is None:
+        raise SystemExit("the planned workflow names no DynUNet filters: is it a segmentation plan?")
+    filters = [int(v) for v in found.group(1).split(",")]
+    return text.replace(f"filters: {filters}", f"filters: {[2 * f for f in filters]}")
 
 
 def validation_with_and_without(run_dir: Path) -> dict[str, float]:
@@ -120,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         work = WORK / "width" / a.budget
         work.mkdir(parents=True, exist_ok=True)
         manifest, _refused = hippocampus_manifest(work, quick=False)
-        for wf in workflows(manifest, work, a.budget):
-            subprocess.run([sys.executable, "-m", "medimg", "run", str(wf)], check=True)
-        runs = [work / "runs/width_planned", work / "runs/width_double"]
+        budget_s = parse_budget(a.budget)
+        runs = [
+            Path(run_medimg("segmentation", manifest, budget_s, work, name, edit)["out"])
+            for name, edit in (("width_planned", None), ("width_double", double_width))
+        ]
     else:
         runs = a.runs
     result = {"data": str(HIPPO), "budget": a.budget, "runs": collect(runs)}
