@@ -59,74 +59,64 @@ def write_cases(root: Path, n: int, shape: tuple[int, int, int], seed: int = 0) 
 
 def cls_workflow(model: str, batch: int = 8) -> Any:
     """The classification recipe both sides share (whole 64^3 images, [0, 1] intensities, Adam 1e-4)."""
-    from medimg.config.load import parse_workflow
+    from benchmarks.common import one_epoch_workflow
 
-    return parse_workflow(
+    return one_epoch_workflow(
+        "bench_train_cached",
+        "bench_cls",
+        "classification",
+        {"manifest": "unused.csv", "label_column": "class", "num_classes": 2},
         {
-            "name": "bench_cls",
-            "task": "classification",
-            "seed": 0,
-            "data": {"manifest": "unused.csv", "label_column": "class", "num_classes": 2},
-            "preprocessing": {
-                "orientation": "RAS",
-                "spacing": None,
-                "intensity": {"mode": "minmax"},
-                "spatial_size": [64, 64, 64],
-                "cache": {"mode": "memory"},
-            },
-            "augmentation": {"patch_size": None, "flip_prob": 0.5, "intensity": {"prob": 0.0}},
-            "model": {"name": model},
-            "optim": {
-                "optimizer": "adam",
-                "lr": 1e-4,
-                "weight_decay": 0.0,
-                "batch_size": batch,
-                "scheduler": "constant",
-            },
-            "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
+            "spacing": None,
+            "intensity": {"mode": "minmax"},
+            "spatial_size": [64, 64, 64],
+            "cache": {"mode": "memory"},
         },
-        source="bench_train_cached",
+        augmentation={"patch_size": None, "flip_prob": 0.5, "intensity": {"prob": 0.0}},
+        model={"name": model},
+        optim={
+            "optimizer": "adam",
+            "lr": 1e-4,
+            "weight_decay": 0.0,
+            "batch_size": batch,
+            "scheduler": "constant",
+        },
     )
 
 
 def seg_workflow(patch: int = 96) -> Any:
     """The segmentation recipe: 1 mm, z-score on the foreground, 2 cases x 2 patches, DiceCE, Adam 1e-3."""
-    from medimg.config.load import parse_workflow
+    from benchmarks.common import one_epoch_workflow
 
-    return parse_workflow(
+    return one_epoch_workflow(
+        "bench_train_cached",
+        "bench_seg",
+        "segmentation",
+        {"manifest": "unused.csv", "labels": {"0": "background", "1": "sphere"}},
         {
-            "name": "bench_seg",
-            "task": "segmentation",
-            "seed": 0,
-            "data": {"manifest": "unused.csv", "labels": {"0": "background", "1": "sphere"}},
-            "preprocessing": {
-                "orientation": "RAS",
-                "spacing": [1.0, 1.0, 1.0],
-                "intensity": {"mode": "zscore", "nonzero": True},
-                "cache": {"mode": "memory"},
-            },
-            "augmentation": {
-                "patch_size": [patch] * 3,
-                "samples_per_volume": 2,
-                "pos_fraction": 0.5,
-                "flip_prob": 0.5,
-                "intensity": {"prob": 0.0},
-            },
-            "model": {
-                "name": "unet",
-                "params": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
-            },
-            "optim": {
-                "optimizer": "adam",
-                "lr": 1e-3,
-                "weight_decay": 0.0,
-                "batch_size": 2,
-                "scheduler": "constant",
-                "loss": "dice_ce",
-            },
-            "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
+            "spacing": [1.0, 1.0, 1.0],
+            "intensity": {"mode": "zscore", "nonzero": True},
+            "cache": {"mode": "memory"},
         },
-        source="bench_train_cached",
+        augmentation={
+            "patch_size": [patch] * 3,
+            "samples_per_volume": 2,
+            "pos_fraction": 0.5,
+            "flip_prob": 0.5,
+            "intensity": {"prob": 0.0},
+        },
+        model={
+            "name": "unet",
+            "params": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
+        },
+        optim={
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "batch_size": 2,
+            "scheduler": "constant",
+            "loss": "dice_ce",
+        },
     )
 
 

@@ -190,3 +190,31 @@ def save_result(name: str, result: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=2))
     return path
+
+
+def one_epoch_workflow(
+    source: str, name: str, task: str, data: dict[str, Any], preprocessing: dict[str, Any], **sections: Any
+) -> Any:
+    """A parsed study workflow as the benchmarks run it: seed 0, RAS, one epoch on one CPU device.
+
+    ``data`` and ``preprocessing`` add to (or replace) those defaults; ``sections`` are the other
+    top-level sections (``model``, ``optim``, ``augmentation``...); ``source`` names the benchmark in
+    the errors of an invalid workflow.
+
+    Example:
+        >>> wf = one_epoch_workflow(  # doctest: +SKIP
+        ...     "bench", "cls", "classification", {"manifest": "m.csv", "label_column": "y"}, {"spacing": None}
+        ... )
+    """
+    from medimg.config.load import parse_workflow
+
+    doc = {
+        "name": name,
+        "task": task,
+        "seed": 0,
+        "data": data,
+        "preprocessing": {"orientation": "RAS", **preprocessing},
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
+        **sections,
+    }
+    return parse_workflow(doc, source=source)

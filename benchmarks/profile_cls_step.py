@@ -29,32 +29,27 @@ VESSEL = Path.home() / ".cache/medimg-data/vesselmnist3d_64"
 
 
 def workflow(manifest: Path, batch: int) -> Any:
-    from medimg.config.load import parse_workflow
+    from benchmarks.common import one_epoch_workflow
 
-    return parse_workflow(
+    return one_epoch_workflow(
+        "profile",
+        "profile_cls",
+        "classification",
+        {"manifest": str(manifest), "label_column": "aneurysm", "num_classes": 2},
         {
-            "name": "profile_cls",
-            "task": "classification",
-            "seed": 0,
-            "data": {"manifest": str(manifest), "label_column": "aneurysm", "num_classes": 2},
-            "preprocessing": {
-                "orientation": "RAS",
-                "spacing": None,
-                "intensity": {"mode": "zscore"},
-                "spatial_size": [64, 64, 64],
-                "cache": {"mode": "memory"},
-            },
-            "augmentation": {
-                "patch_size": None,
-                "flip_prob": 0.5,
-                "spatial": {"prob": 0.0},
-                "intensity": {"prob": 0.15, "shift": 0.1, "scale": 0.1, "noise_std": 0.1},
-            },
-            "model": {"name": "densenet121"},
-            "optim": {"optimizer": "adam", "lr": 1e-4, "batch_size": batch, "scheduler": "constant"},
-            "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
+            "spacing": None,
+            "intensity": {"mode": "zscore"},
+            "spatial_size": [64, 64, 64],
+            "cache": {"mode": "memory"},
         },
-        source="profile",
+        augmentation={
+            "patch_size": None,
+            "flip_prob": 0.5,
+            "spatial": {"prob": 0.0},
+            "intensity": {"prob": 0.15, "shift": 0.1, "scale": 0.1, "noise_std": 0.1},
+        },
+        model={"name": "densenet121"},
+        optim={"optimizer": "adam", "lr": 1e-4, "batch_size": batch, "scheduler": "constant"},
     )
 
 

@@ -79,28 +79,19 @@ def write_study(root: Path, cases: int, size: int) -> Path:
 
 def workflow(manifest: Path, size: int, work: Path) -> Any:
     """The classification study medimg runs (ResNet-10, batch 8, one epoch, a fresh store in ``work``)."""
-    from medimg.config.load import parse_workflow
+    from benchmarks.common import one_epoch_workflow
 
-    return parse_workflow(
-        {
-            "name": "startup",
-            "task": "classification",
-            "seed": 0,
-            "data": {"manifest": str(manifest), "label_column": "label", "num_classes": 2},
-            "preprocessing": {
-                "orientation": "RAS",
-                "spacing": None,
-                "intensity": {"mode": "minmax"},
-                "spatial_size": [size] * 3,
-            },  # fmt: skip
-            "augmentation": {"patch_size": None},
-            "model": {"name": "resnet10"},
-            "optim": {"batch_size": 8},
-            "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1},
-            "tracking": {"uri": f"sqlite:///{work}/mlflow.db", "experiment": "startup"},
-            "outputs": {"dir": f"{work}/out"},
-        },
-        source="profile_startup",
+    return one_epoch_workflow(
+        "profile_startup",
+        "startup",
+        "classification",
+        {"manifest": str(manifest), "label_column": "label", "num_classes": 2},
+        {"spacing": None, "intensity": {"mode": "minmax"}, "spatial_size": [size] * 3},
+        augmentation={"patch_size": None},
+        model={"name": "resnet10"},
+        optim={"batch_size": 8},
+        tracking={"uri": f"sqlite:///{work}/mlflow.db", "experiment": "startup"},
+        outputs={"dir": f"{work}/out"},
     )
 
 
