@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 
@@ -33,6 +32,10 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 from monai.utils import set_determinism
+
+from benchmarks.baselines.budget import cache_splits, train_for_budget, write_result
+
+RECIPE = "MONAI tutorial, cached: CacheDataset, DenseNet121, cross-entropy, Adam"
 
 
 def read_manifest(path: str, target: str) -> dict[str, list[dict[str, object]]]:
@@ -79,9 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     set_determinism(seed=a.seed)
     splits = read_manifest(a.manifest, a.target)
     train_tf, eval_tf = transforms()
-    train_ds = CacheDataset(splits["train"], train_tf, cache_rate=1.0, num_workers=0, progress=False)
-    val_ds = CacheDataset(splits["val"], eval_tf, cache_rate=1.0, num_workers=0, progress=False)
-    test_ds = CacheDataset(splits["test"], eval_tf, cache_rate=1.0, num_workers=0, progress=False)
+    train_ds, val_ds, test_ds = cache_splits(splits, train_tf, eval_tf)
     cache_s = time.perf_counter() - t0
     t_fit = time.perf_counter()  # the budget is training time, as medimg's trainer.max_time
     loader = DataLoader(train_ds, batch_size=a.batch, shuffle=True, num_workers=0)
@@ -103,39 +104,27 @@ def main(argv: list[str] | None = None) -> None:
         metric(torch.tensor(probs), torch.tensor([int(c["label"]) for c in ds.data]))
         return float(metric.aggregate())
 
-    curve, epoch, steps, done = [], 0, 0, False
-    while not done:
-        for batch in loader:
-            opt.zero_grad()
-            loss = loss_fn(net(batch["image"]), batch["label"].long())
-            loss.backward()
-            opt.step()
-            steps += 1
-            if time.perf_counter() - t_fit >= a.budget_s:  # stop mid-epoch at the budget
-                done = True
-                break
-        epoch += 1
-        if splits["val"] and not done:
+    def train_step(batch: dict[str, torch.Tensor]) -> None:
+        opt.zero_grad()
+        loss = loss_fn(net(batch["image"]), batch["label"].long())
+        loss.backward()
+        opt.step()
+
+    curve: list[tuple[float, float]] = []
+
+    def validate(epoch: int) -> None:
+        if splits["val"]:
             curve.append(
                 (round(time.perf_counter() - t_fit, 1), round(auroc(val_ds, probabilities(val_ds)), 4))
             )
-    train_s = time.perf_counter() - t_fit
+
+    fit = train_for_budget(loader, train_step, t_fit, a.budget_s, validate)
     test = probabilities(test_ds)
-    result = {
-        "recipe": "MONAI tutorial, cached: CacheDataset, DenseNet121, cross-entropy, Adam",
-        "settings": {k: v for k, v in vars(a).items() if k not in ("manifest", "out")},
-        "cache_s": round(cache_s, 1),
-        "train_s": round(train_s, 1),
-        "epochs": epoch,
-        "steps": steps,
-        "curve": curve,
-        "test": {
-            str(c["case"]): {"p": round(p, 6), "label": int(c["label"])}
-            for c, p in zip(splits["test"], test, strict=True)
-        },
+    per_case = {
+        str(c["case"]): {"p": round(p, 6), "label": int(c["label"])}
+        for c, p in zip(splits["test"], test, strict=True)
     }
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=1)
+    write_result(a, RECIPE, cache_s, fit, curve, per_case)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 
 import torch
@@ -39,6 +38,10 @@ from monai.transforms import (
     SpatialPadd,
 )
 from monai.utils import set_determinism
+
+from benchmarks.baselines.budget import cache_splits, train_for_budget, write_result
+
+RECIPE = "MONAI tutorial, cached: CacheDataset, UNet 16..256 res2, DiceCE, Adam"
 
 
 def read_manifest(path: str) -> dict[str, list[dict[str, str]]]:
@@ -96,9 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     eval_tf = Compose(deterministic)
-    train_ds = CacheDataset(splits["train"], train_tf, cache_rate=1.0, num_workers=0, progress=False)
-    val_ds = CacheDataset(splits["val"], eval_tf, cache_rate=1.0, num_workers=0, progress=False)
-    test_ds = CacheDataset(splits["test"], eval_tf, cache_rate=1.0, num_workers=0, progress=False)
+    train_ds, val_ds, test_ds = cache_splits(splits, train_tf, eval_tf)
     cache_s = time.perf_counter() - t0
     t_fit = time.perf_counter()  # the budget is training time, as medimg's trainer.max_time
     loader = DataLoader(train_ds, batch_size=a.batch, shuffle=True, num_workers=0)
@@ -123,36 +124,24 @@ def main(argv: list[str] | None = None) -> None:
         net.train()
         return metric.aggregate().tolist()
 
-    curve, epoch, steps, done = [], 0, 0, False
-    while not done:
-        for batch in loader:
-            opt.zero_grad()
-            loss = loss_fn(net(batch["image"]), batch["label"])
-            loss.backward()
-            opt.step()
-            steps += 1
-            if time.perf_counter() - t_fit >= a.budget_s:  # stop mid-epoch at the budget
-                done = True
-                break
-        epoch += 1
-        if epoch % a.val_every == 0 and splits["val"] and not done:
+    def train_step(batch: dict[str, torch.Tensor]) -> None:
+        opt.zero_grad()
+        loss = loss_fn(net(batch["image"]), batch["label"])
+        loss.backward()
+        opt.step()
+
+    curve: list[tuple[float, float]] = []
+
+    def validate(epoch: int) -> None:
+        if epoch % a.val_every == 0 and splits["val"]:
             per_case = dice_per_case(val_ds)
             mean = sum(sum(r) / len(r) for r in per_case) / len(per_case)
             curve.append((round(time.perf_counter() - t_fit, 1), round(mean, 4)))
-    train_s = time.perf_counter() - t_fit
+
+    fit = train_for_budget(loader, train_step, t_fit, a.budget_s, validate)
     test = dice_per_case(test_ds)
-    result = {
-        "recipe": "MONAI tutorial, cached: CacheDataset, UNet 16..256 res2, DiceCE, Adam",
-        "settings": {k: v for k, v in vars(a).items() if k not in ("manifest", "out")},
-        "cache_s": round(cache_s, 1),
-        "train_s": round(train_s, 1),
-        "epochs": epoch,
-        "steps": steps,
-        "curve": curve,
-        "test": {c["case"]: [round(v, 6) for v in d] for c, d in zip(splits["test"], test, strict=True)},
-    }
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=1)
+    per_case = {c["case"]: [round(v, 6) for v in d] for c, d in zip(splits["test"], test, strict=True)}
+    write_result(a, RECIPE, cache_s, fit, curve, per_case)
 
 
 if __name__ == "__main__":
