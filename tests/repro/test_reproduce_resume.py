@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
 import pytest
+from _run_kill import kill_at_checkpoint
 from _tiny import tiny_workflow, write_wf
 
 from medimg.cli.main import main
@@ -59,18 +58,10 @@ def test_reproduce_is_bit_exact_and_refuses_changed_data(tmp_path, capsys):
     assert "the data changed since the run" in err and str(img) in err and "content changed" in err
 
 
-def _wait_for_epoch(ckpt: Path, epoch: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+def _epoch(ckpt: Path) -> int:
     import torch
 
-    deadline, seen = time.monotonic() + timeout, 0.0
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "training finished before it could be killed"
-        if ckpt.exists() and ckpt.stat().st_mtime != seen:
-            seen = ckpt.stat().st_mtime
-            if torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"] >= epoch:
-                return
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint of the wanted epoch appeared")
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"])
 
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
@@ -79,14 +70,15 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     killed = write_wf(tmp_path / "killed.yaml", _det_workflow(6, "runs/killed"))
     cmd = [sys.executable, "-m", "medimg", "run"]
     assert subprocess.run([*cmd, str(straight)], cwd=tmp_path, env=env, capture_output=True).returncode == 0
-    proc = subprocess.Popen(
-        [*cmd, str(killed)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ckpt = tmp_path / "runs/killed/checkpoints/last.ckpt"
+    kill_at_checkpoint(
+        [*cmd, str(killed)],
+        tmp_path,
+        env,
+        ckpt,
+        lambda c: _epoch(c) >= 1,
+        "no checkpoint of the wanted epoch appeared",
     )
-    try:
-        _wait_for_epoch(tmp_path / "runs/killed/checkpoints/last.ckpt", 1, proc)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     first_id = _info(tmp_path / "runs/killed")["run_id"]
     assert _info(tmp_path / "runs/killed")["status"] == "running"
     res = subprocess.run(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from _run_kill import kill_at_checkpoint
 from _tiny import tiny_workflow, write_wf
 
 from medimg.cli.main import main
@@ -92,18 +92,6 @@ def test_max_time_ends_at_the_budget_with_the_schedule_complete(tmp_path, monkey
     assert wall > trained  # the whole run (data, test scoring) also ran; training alone kept the budget
 
 
-def _wait_for_training(ckpt: Path, seconds: float, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline, seen = time.monotonic() + timeout, 0.0
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "training finished before it could be killed"
-        if ckpt.exists() and ckpt.stat().st_mtime != seen:
-            seen = ckpt.stat().st_mtime
-            if _state(ckpt)[0] >= seconds:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"no checkpoint after {seconds} s of training appeared")
-
-
 @pytest.mark.slow
 def test_resume_keeps_the_remaining_budget(tmp_path):
     budget = 30.0
@@ -111,12 +99,14 @@ def test_resume_keeps_the_remaining_budget(tmp_path):
     wf = write_wf(tmp_path / "wf.yaml", _budget_workflow("30s", "runs/killed"))
     cmd = [sys.executable, "-m", "medimg", "run", str(wf)]
     ckpt = tmp_path / "runs/killed/checkpoints/last.ckpt"
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_training(ckpt, 8.0, proc)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_at_checkpoint(
+        cmd,
+        tmp_path,
+        env,
+        ckpt,
+        lambda c: _state(c)[0] >= 8.0,
+        "no checkpoint after 8.0 s of training appeared",
+    )
     spent, step_killed, _lr, _totals = _state(ckpt)  # what the checkpoint recorded before the kill
     assert 8.0 <= spent < 0.8 * budget
     res = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True)
