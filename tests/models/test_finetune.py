@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _finetune_task import FinetuneTask
 from torch import nn
 
 from medimg.config.weights import FinetuneSpec
@@ -77,29 +78,13 @@ def test_schedule_and_freeze_events_are_visible_in_mlflow(tmp_path):
 
     spec = FinetuneSpec(freeze_encoder_epochs=1, backbone_lr_mult=0.1)
 
-    class Task(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = _net()
-            self.prefixes = encoder_prefixes("resnet10", self.net)
-
-        def training_step(self, batch, _):
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def configure_optimizers(self):
-            optimizer = torch.optim.AdamW(param_groups(self.net, 1e-2, spec, self.prefixes), lr=1e-2)
-            steps = self.trainer.estimated_stepping_batches
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, 2))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
     data = torch.utils.data.TensorDataset(torch.randn(8, 1, 32, 32), torch.randint(0, 2, (8,)))
     loader = torch.utils.data.DataLoader(data, batch_size=4)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logger = MLFlowLogger(
         experiment_name="finetune", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri()
     )
-    task = Task()
+    task = FinetuneTask(spec)
     frozen_weight = task.net.layer1[0].conv1.weight.detach().clone()
     callback = FinetuneScheduler(spec, task.prefixes, network_attr="net")
 

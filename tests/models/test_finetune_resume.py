@@ -5,33 +5,14 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from torch import nn
+from _finetune_task import FinetuneTask
 
 from medimg.config.weights import FinetuneSpec
 from medimg.errors import ConfigError
 from medimg.models.finetune import param_groups
 from medimg.models.finetune_callback import FinetuneScheduler
-from medimg.models.networks import build_network, encoder_prefixes
-from medimg.training.optim import warmup_cosine
 
 SPEC = FinetuneSpec(freeze_encoder_epochs=1, backbone_lr_mult=0.1)
-
-
-class Task(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = build_network("resnet10", spatial_dims=2, in_channels=1, out_channels=2, widen_factor=0.25)
-        self.prefixes = encoder_prefixes("resnet10", self.net)
-
-    def training_step(self, batch, _):
-        x, y = batch
-        return nn.functional.cross_entropy(self.net(x), y)
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(param_groups(self.net, 1e-2, SPEC, self.prefixes), lr=1e-2)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(6, 2))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class Record(L.Callback):
@@ -50,9 +31,14 @@ class Record(L.Callback):
         )
 
 
-def _fit(tmp_path, max_epochs: int, ckpt_path=None) -> tuple[FinetuneScheduler, Record, Task]:
+def _task() -> FinetuneTask:
+    torch.manual_seed(0)
+    return FinetuneTask(SPEC, steps=6)
+
+
+def _fit(tmp_path, max_epochs: int, ckpt_path=None) -> tuple[FinetuneScheduler, Record, FinetuneTask]:
     data = torch.utils.data.TensorDataset(torch.randn(8, 1, 32, 32), torch.randint(0, 2, (8,)))
-    task, record = Task(), Record()
+    task, record = _task(), Record()
     callback = FinetuneScheduler(SPEC, task.prefixes, network_attr="net")
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = L.Trainer(max_epochs=max_epochs, logger=False, callbacks=[callback, record, checkpoint],
@@ -87,7 +73,7 @@ def test_resume_after_unfreeze_keeps_groups_and_learning_rates(tmp_path) -> None
 
 def test_resume_inside_the_frozen_epochs_stays_frozen(tmp_path) -> None:
     spec_epochs = FinetuneSpec(freeze_encoder_epochs=2)
-    task = Task()
+    task = _task()
     callback = FinetuneScheduler(spec_epochs, task.prefixes, network_attr="net")
     callback.freeze_before_training(task)
     assert (
@@ -102,7 +88,7 @@ def test_resume_inside_the_frozen_epochs_stays_frozen(tmp_path) -> None:
 
 
 def test_a_prefix_that_names_no_module_is_a_config_error() -> None:
-    task = Task()
+    task = _task()
     callback = FinetuneScheduler(FinetuneSpec(freeze_encoder_epochs=1), ["fc.weig"], network_attr="net")
     with pytest.raises(ConfigError, match=r"fc\.weig"):
         callback.freeze_before_training(task)
