@@ -27,7 +27,7 @@ from monai.networks import nets
 from torch import nn
 
 from medimg.errors import ConfigError
-from medimg.models.networks import register_network
+from medimg.models.networks import as_tuples, register_network
 
 RESNET_LAYERS: dict[int, tuple[str, list[int]]] = {
     10: ("basic", [1, 1, 1, 1]),
@@ -49,7 +49,7 @@ RESNET_LAYERS: dict[int, tuple[str, list[int]]] = {
 )
 def build_densenet121(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
     """Build MONAI's ``DenseNet121`` (never downloads: ``pretrained`` is always off)."""
-    params["block_config"] = tuple(params["block_config"])
+    params = as_tuples(params, "block_config")
     return nets.DenseNet121(spatial_dims, in_channels, out_channels, pretrained=False, **params)
 
 

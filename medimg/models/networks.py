@@ -97,6 +97,16 @@ def register_network(
     return _register
 
 
+def as_tuples(params: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``params`` with the values of ``keys`` as tuples (a workflow gives lists; MONAI's networks want tuples).
+
+    Example:
+        >>> as_tuples({"channels": [16, 32], "dropout": 0.0}, "channels")
+        {'channels': (16, 32), 'dropout': 0.0}
+    """
+    return {**params, **{k: tuple(params[k]) for k in keys}}
+
+
 _builtins_state = "unloaded"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from monai.networks import nets
 from torch import nn
 
-from medimg.models.networks import register_network
+from medimg.models.networks import as_tuples, register_network
 
 # Encoder defaults shared with the classifiers built on these encoders
 # (medimg.models.encoder_classifiers): the same values give the same tensors, so
@@ -80,9 +80,7 @@ def unet_encoder_prefixes(model: nn.Module) -> list[str]:
 )
 def build_unet(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
     """Build MONAI's ``UNet``."""
-    params["channels"] = tuple(params["channels"])
-    params["strides"] = tuple(params["strides"])
-    return nets.UNet(spatial_dims, in_channels, out_channels, **params)
+    return nets.UNet(spatial_dims, in_channels, out_channels, **as_tuples(params, "channels", "strides"))
 
 
 class DynUNet(nets.DynUNet):
@@ -159,8 +157,7 @@ def build_dynunet(spatial_dims: int, in_channels: int, out_channels: int, **para
 )
 def build_segresnet(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
     """Build MONAI's ``SegResNet``."""
-    params["blocks_down"] = tuple(params["blocks_down"])
-    params["blocks_up"] = tuple(params["blocks_up"])
+    params = as_tuples(params, "blocks_down", "blocks_up")
     return nets.SegResNet(
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **params
     )
@@ -176,8 +173,7 @@ def build_segresnet(spatial_dims: int, in_channels: int, out_channels: int, **pa
 )
 def build_swinunetr(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
     """Build MONAI's ``SwinUNETR`` (input sides must be divisible by 32)."""
-    params["depths"] = tuple(params["depths"])
-    params["num_heads"] = tuple(params["num_heads"])
+    params = as_tuples(params, "depths", "num_heads")
     return nets.SwinUNETR(
         in_channels=in_channels, out_channels=out_channels, spatial_dims=spatial_dims, **params
     )
@@ -207,5 +203,5 @@ def build_flexunet(spatial_dims: int, in_channels: int, out_channels: int, **par
 
     A ``resnetN`` classification checkpoint loads into its encoder with ``add_prefix: "encoder."``.
     """
-    params["decoder_channels"] = tuple(params["decoder_channels"])
+    params = as_tuples(params, "decoder_channels")
     return nets.FlexibleUNet(in_channels, out_channels, pretrained=False, spatial_dims=spatial_dims, **params)
