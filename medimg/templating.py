@@ -18,6 +18,8 @@ import jinja2
 def package_environment(package: str) -> jinja2.Environment:
     """The template environment of one medimg package: its ``templates/`` folder, autoescape on.
 
+    Pages may extend the templates several packages share, in ``medimg/templates``.
+
     The environment is built once per package; callers may add their own filters to it.
 
     Args:
@@ -29,7 +31,9 @@ def package_environment(package: str) -> jinja2.Environment:
         '<td>&lt;b&gt;</td>'
     """
     return jinja2.Environment(
-        loader=jinja2.PackageLoader(package, "templates"),
+        loader=jinja2.ChoiceLoader(
+            [jinja2.PackageLoader(package, "templates"), jinja2.PackageLoader("medimg", "templates")]
+        ),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=True),
         trim_blocks=True,
         lstrip_blocks=True,
