@@ -81,6 +81,9 @@ def collect(run_dirs: list[Path], tta: bool = True) -> dict[str, Any]:
         curve = validation_curve(info["tracking_uri"], info["run_id"], "segmentation")
         rows[run_dir.name] = {
             "filters": resolved["model"]["params"]["filters"],
+            "batch_size": resolved["optim"]["batch_size"],
+            "lr": resolved["optim"]["lr"],
+            "spatial_prob": resolved["augmentation"]["spatial"]["prob"],
             "steps": int(metrics["budget_schedule_steps"]),
             "step_s": round(metrics["budget_step_s"], 3),
             "trained_s": round(metrics["budget_elapsed_s"], 1),
