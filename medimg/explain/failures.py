@@ -26,13 +26,9 @@ def failure_reason(exc: BaseException, limit: int = 300) -> str:
     first ``medimg`` error in the chain or in that text is what the user needs to read.
 
     Example:
-        >>> try:
-        ...     try:
-        ...         raise ValueError("bad header")
-        ...     except ValueError as e:
-        ...         raise RuntimeError("applying transform") from e
-        ... except RuntimeError as e:
-        ...     failure_reason(e)
+        >>> wrapped = RuntimeError("applying transform")
+        >>> wrapped.__cause__ = ValueError("bad header")  # what ``raise ... from`` sets
+        >>> failure_reason(wrapped)
         'RuntimeError: applying transform (cause: ValueError: bad header)'
     """
     chain, seen = [exc], {id(exc)}
