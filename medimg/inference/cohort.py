@@ -50,6 +50,16 @@ from medimg.io.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 
+class _StatusCount:
+    """A :class:`CohortReport` attribute: how many of its rows have the status it is named after."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.status = name
+
+    def __get__(self, report: CohortReport, owner: type | None = None) -> int:
+        return report.count(self.status)
+
+
 @dataclass
 class CohortReport:
     """Result of :func:`run_cohort`: counts, per-case rows and the summary CSV path."""
@@ -62,27 +72,14 @@ class CohortReport:
     def count(self, status: str) -> int:
         return sum(1 for r in self.rows if r["status"] == status)
 
-    @property
-    def done(self) -> int:
-        return self.count("done")
-
-    @property
-    def skipped(self) -> int:
-        return self.count("skipped")
-
-    @property
-    def failed(self) -> int:
-        return self.count("failed")
-
-    @property
-    def set_aside(self) -> int:
-        """Objects set aside on purpose (localizers, derived, secondary captures, non-image)."""
-        return self.count("set_aside")
-
-    @property
-    def unreadable(self) -> int:
-        """Files under an input folder that are not readable DICOM (listed, not counted as failures)."""
-        return self.count("unreadable")
+    # the counts of each status; set_aside: objects set aside on purpose (localizers, derived,
+    # secondary captures, non-image); unreadable: files under an input folder that are not
+    # readable DICOM (listed, not counted as failures)
+    done = _StatusCount()
+    skipped = _StatusCount()
+    failed = _StatusCount()
+    set_aside = _StatusCount()
+    unreadable = _StatusCount()
 
     @property
     def exit_code(self) -> int:
