@@ -90,29 +90,44 @@ def divisors(strides: list[list[int]]) -> list[int]:
 
 
 def fit_patch(
-    median_shape: list[float], spacing: list[float], max_voxels: int, min_size: int = 8
+    median_shape: list[float],
+    spacing: list[float],
+    max_voxels: int,
+    min_size: int = 8,
+    round_down_within: float = 0.0,
 ) -> tuple[list[int], list[list[int]], list[list[int]]]:
     """The patch (and its topology): the median shape, shrunk until it holds at most ``max_voxels``.
 
     The patch starts at the median resampled case (one patch sees a whole typical case, as
     nnU-Net), and while it is over budget the axis with the largest extent in mm shrinks by
     10 %, so the patch stays as close to a cube in mm as the budget allows. Each axis is then
-    rounded up to a multiple of its total stride.
+    rounded up to a multiple of its total stride, or down where that keeps at least
+    ``1 - round_down_within`` of it (a short CPU budget: no step spent on padding).
 
     Example:
         >>> fit_patch([36, 50, 35], [1.0, 1.0, 1.0], 48**3)[0]
         [40, 56, 40]
+        >>> fit_patch([36, 50, 35], [1.0, 1.0, 1.0], 48**3, round_down_within=0.15)[0]
+        [32, 48, 32]
     """
     patch = [max(float(min_size), float(n)) for n in median_shape]
     for _ in range(200):
         kernels, strides = dynunet_topology(patch, spacing)
-        rounded = [int(math.ceil(p / d) * d) for p, d in zip(patch, divisors(strides), strict=True)]
+        rounded = [_to_stride(p, d, round_down_within) for p, d in zip(patch, divisors(strides), strict=True)]
         if math.prod(rounded) <= max_voxels or all(p <= min_size for p in patch):
             return rounded, kernels, strides
         mm = [p * s if p > min_size else 0.0 for p, s in zip(patch, spacing, strict=True)]
         axis = int(np.argmax(mm))
         patch[axis] = max(float(min_size), patch[axis] * 0.9)
     return rounded, kernels, strides
+
+
+def _to_stride(extent: float, stride: int, round_down_within: float) -> int:
+    """``extent`` rounded to a multiple of ``stride``: down if that keeps ``1 - round_down_within`` of it."""
+    down = int(extent // stride) * stride
+    if down >= stride and down >= (1.0 - round_down_within) * extent:
+        return down
+    return int(math.ceil(extent / stride) * stride)
 
 
 def dynunet_filters(levels: int, base: int, cap: int) -> list[int]:

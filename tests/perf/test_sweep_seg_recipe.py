@@ -1,4 +1,4 @@
-"""The recipe sweep's variants each change exactly one key of a real plan, and refuse a plan without it."""
+"""The segmentation sweeps' variants change only the keys they name in a real plan, and refuse a plan without them."""
 
 from __future__ import annotations
 
@@ -6,13 +6,19 @@ import pytest
 import yaml
 
 from benchmarks.sweep_seg_recipe import VARIANTS
+from benchmarks.sweep_seg_width import VARIANTS as WIDTH
 from medimg.data.planner import GIB, Machine
 from medimg.data.recipe import plan_dataset
 from medimg.data.synthetic import write_synthetic_study
 
 CPU = Machine(ram_available=16 * GIB, disk_free=100 * GIB, cpu_count=2)
-CHANGED = {"batch_4": ("optim", "batch_size", 4), "lr_1e-3": ("optim", "lr", 0.001),
-           "spatial_0.2": ("augmentation", "spatial", 0.2)}  # fmt: skip
+SETS = {
+    "batch_2": {"optim.batch_size": 2},
+    "patch_40x56x40": {"augmentation.patch_size": [40, 56, 40], "optim.batch_size": 2},
+    "batch_4": {"optim.batch_size": 4},
+    "lr_1e-3": {"optim.lr": 0.001},
+    "spatial_0.2": {"augmentation.spatial.prob": 0.2},
+}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -31,15 +37,26 @@ def planned(tmp_path_factory) -> str:
     ).workflow_path.read_text()
 
 
-@pytest.mark.parametrize("name", sorted(CHANGED))
-def test_each_variant_changes_one_key(planned: str, name: str) -> None:
+def test_every_variant_is_described() -> None:
+    assert set(VARIANTS) == {"planned", *SETS} and VARIANTS["planned"] is None
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_each_variant_sets_its_keys_only(planned: str, name: str) -> None:
     edit = VARIANTS[name]
     assert edit is not None
     before, after = _flat(yaml.safe_load(planned)), _flat(yaml.safe_load(edit(planned)))
-    changed = {k for k in before if before[k] != after[k]}
-    section, key, value = CHANGED[name]
-    expected = f"{section}.{key}.prob" if key == "spatial" else f"{section}.{key}"
-    assert changed == {expected} and after[expected] == value and before[expected] != value
+    assert before.keys() == after.keys()
+    assert {k: after[k] for k in SETS[name]} == SETS[name]
+    assert {k for k in before if before[k] != after[k]} <= set(SETS[name])
+
+
+def test_double_width_doubles_every_level(planned: str) -> None:
+    edit = WIDTH["double_width"]
+    assert edit is not None
+    before, after = _flat(yaml.safe_load(planned)), _flat(yaml.safe_load(edit(planned)))
+    assert after["model.params.filters"] == [2 * f for f in before["model.params.filters"]]
+    assert {k for k in before if before[k] != after[k]} == {"model.params.filters"}
 
 
 def test_a_plan_without_the_key_is_refused() -> None:

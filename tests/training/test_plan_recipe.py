@@ -274,3 +274,24 @@ def test_dicom_root_is_fingerprinted_and_refused_for_planning(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 3 and str(tmp_path / "dicom") in err and "medimg scan" in err and "Traceback" not in err
     assert (tmp_path / "d.fingerprint.json").is_file() and not (tmp_path / "d.yaml").exists()
+
+
+def test_short_cpu_budget_rounds_the_patch_down_where_it_keeps_most_of_an_axis(tmp_path):
+    from medimg.data.recipe_rules import fit_patch
+
+    hippo = [35.0, 50.0, 36.0]  # MSD Hippocampus's median case at 1 mm
+    assert fit_patch(hippo, [1.0, 1.0, 1.0], 48**3)[0] == [40, 56, 40]
+    assert fit_patch(hippo, [1.0, 1.0, 1.0], 48**3, round_down_within=0.15)[0] == [32, 48, 32]
+    # 38 -> 32 would keep 84 %: up to 40; 47 -> 40 keeps 85.1 % and 44 -> 40 91 %: down
+    assert fit_patch([38.0, 47.0, 44.0], [1.0, 1.0, 1.0], 48**3, round_down_within=0.15)[0] == [40, 40, 40]
+    fp = fingerprint_dataset(
+        _study(tmp_path, (35, 50, 36), (1.0, 1.0, 1.0), 6, modality="MR"), "segmentation"
+    )
+    short = plan_workflow(fp, "segmentation", CPU, 600, manifest="m.csv")
+    assert short.get("augmentation.patch_size") == [32, 48, 32]
+    assert "rounded down where that keeps 85% of an axis" in short.reasons["augmentation.patch_size"]
+    assert short.get("inference.tta_flips") is False  # a median case is now 8 windows
+    for long in (plan_workflow(fp, "segmentation", CPU, 8 * 3600, manifest="m.csv"),
+                 plan_workflow(fp, "segmentation", GPU, 1200, manifest="m.csv")):  # fmt: skip
+        assert long.get("augmentation.patch_size") == [40, 56, 40]
+        assert "rounded down" not in long.reasons["augmentation.patch_size"]

@@ -1,0 +1,124 @@
+"""What the segmentation sweeps share: train the plan and its one-key variants, read the runs, write the JSON.
+
+A sweep (``benchmarks/sweep_seg_width.py``, ``benchmarks/sweep_seg_recipe.py``) names its variants,
+each an edit of the planned workflow's YAML text (``None``: the plan as written). ``run`` plans the
+prepared MSD Hippocampus study with ``medimg plan --budget B`` and trains every variant one after
+another with ``medimg run`` (:func:`benchmarks.bench_study_real.run_medimg`); ``collect
+NAME=RUN_DIR...`` re-reads finished runs. Each variant is judged on the **validation** split fixed
+before tuning; the test Dice ``medimg run`` scores is kept for the record, never to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.bench_study_real import (
+    HIPPO,
+    WORK,
+    hippocampus_manifest,
+    not_prepared,
+    parse_budget,
+    run_medimg,
+    validation_curve,
+)
+
+Variants = dict[str, Callable[[str], str] | None]
+
+
+def validation_with_and_without(run_dir: Path) -> dict[str, float]:
+    """Validation mean Dice of a finished run: with/without flip TTA, with/without its postprocessing."""
+    import pandas as pd
+
+    from medimg.inference.model_io import load_trained
+    from medimg.inference.predictor import Predictor
+    from medimg.inference.score import score_cases
+
+    tm = load_trained(run_dir / "model")
+    df = pd.read_csv(run_dir / "manifest.csv")
+    val = df[df.split == "val"].rename(columns={"label": "target"})
+    out = {}
+    for tta in (False, True):
+        wf = tm.workflow.model_copy(deep=True)
+        wf.inference.tta_flips = tta
+        for pp in (None, tm.postprocessing):
+            per_case = score_cases(Predictor(tm.model, wf, device="cpu", postprocessing=pp), val)
+            key = f"tta_{'on' if tta else 'off'}_postprocessing_{'on' if pp else 'off'}"
+            out[key] = round(float(per_case["dice_mean"].mean()), 4)
+    out["n_val"] = len(val)
+    return out
+
+
+def collect(runs: dict[str, Path], tta_of: str | None = None) -> dict[str, Any]:
+    """Per variant: the settings swept, steps, step time, the validation curve, the test Dice (record).
+
+    ``tta_of`` names the variant whose validation cases are also scored with and without flip TTA.
+    """
+    from mlflow.tracking import MlflowClient
+
+    rows: dict[str, Any] = {}
+    for name, run_dir in runs.items():
+        info = json.loads((run_dir / "run.json").read_text())
+        metrics = MlflowClient(info["tracking_uri"]).get_run(info["run_id"]).data.metrics
+        resolved = yaml.safe_load((run_dir / "workflow.resolved.yaml").read_text())
+        curve = validation_curve(info["tracking_uri"], info["run_id"], "segmentation")
+        test = json.loads((run_dir / "test_summary.json").read_text())["test_dice_mean"]
+        rows[name] = {
+            "run": run_dir.name,
+            "filters": resolved["model"]["params"]["filters"],
+            "patch_size": resolved["augmentation"]["patch_size"],
+            "batch_size": resolved["optim"]["batch_size"],
+            "lr": resolved["optim"]["lr"],
+            "spatial_prob": resolved["augmentation"]["spatial"]["prob"],
+            "steps": int(metrics["budget_schedule_steps"]),
+            "step_s": round(metrics["budget_step_s"], 3),
+            "trained_s": round(metrics["budget_elapsed_s"], 1),
+            "val_dice_final": curve[-1][1] if curve else None,
+            "val_curve": curve,
+            "test_dice_mean (record only)": test,
+        }
+        if name == tta_of:
+            rows[name]["validation"] = validation_with_and_without(run_dir)
+    return rows
+
+
+def sweep_main(
+    argv: list[str] | None, doc: str, variants: Variants, prefix: str, tta_of: str | None = None
+) -> int:
+    """The command line of sweep ``benchmarks/sweep_<prefix>.py``: ``run`` or ``collect NAME=RUN_DIR...``, then the JSON."""
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.sweep_{prefix}", description=doc.splitlines()[0])
+    p.add_argument("action", choices=("run", "collect"))
+    p.add_argument("runs", nargs="*", help="collect: NAME=RUN_DIR of finished runs, the plan first")
+    p.add_argument("--budget", default="10m", help="the training budget of each run (default 10m)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the JSON result")
+    a = p.parse_args(argv)
+    if a.action == "run":
+        if why := not_prepared():
+            print(why)
+            return 2
+        work = WORK / prefix / a.budget
+        work.mkdir(parents=True, exist_ok=True)
+        manifest, _refused = hippocampus_manifest(work, quick=False)
+        budget_s = parse_budget(a.budget)
+        runs = {
+            name: Path(run_medimg("segmentation", manifest, budget_s, work, f"{prefix}_{name}", edit)["out"])
+            for name, edit in variants.items()
+        }
+    else:
+        pairs = [r.partition("=") for r in a.runs]
+        if not pairs or any(not sep or name not in variants for name, sep, _ in pairs):
+            p.error(f"collect takes NAME=RUN_DIR with NAME one of {', '.join(variants)}")
+        runs = {name: Path(path) for name, _, path in pairs}
+    result = {"data": str(HIPPO), "budget": a.budget, "runs": collect(runs, tta_of)}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"{prefix}-{time.strftime('%Y%m%d-%H%M')}.json").write_text(text)
+    return 0
