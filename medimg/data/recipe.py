@@ -268,12 +268,7 @@ def _segmentation(
         cap = int(cap * 0.7)
     voxels, median_voxels = math.prod(patch), math.prod(median_shape)
     why_cap = f"{'GPU' if gpu else 'CPU, ' + kind + ' budget'}: at most {round(cap ** (1 / 3))}^3 voxels"
-    r.set(
-        "augmentation.patch_size",
-        patch,
-        f"median resampled case {[round(v) for v in median_shape]} ({why_cap}), a multiple of the strides"
-        + (_rounding(patch, median_shape) if round_down else ""),
-    )
+    r.set("augmentation.patch_size", patch, _patch_reason(patch, median_shape, why_cap, round_down > 0))
     batch = _batch_size(fp, cap, voxels, median_voxels, memory, per_patch)
     r.set("augmentation.samples_per_volume", 1, "one patch per case per step: a batch mixes cases (nnU-Net)")
     r.set(
@@ -309,11 +304,14 @@ def _segmentation(
     _optimiser(r, gpu, budget_s)
 
 
-def _rounding(patch: list[int], median_shape: Sequence[float]) -> str:
-    """Why a short CPU budget's patch is below the median case where it is: the padding costs steps."""
-    if all(p >= m for p, m in zip(patch, median_shape, strict=True)):
-        return ""
-    return f", rounded down where that keeps {1 - CPU_SHORT_ROUND_DOWN:.0%} of an axis ({PATCH_EVIDENCE})"
+def _patch_reason(patch: list[int], median_shape: Sequence[float], why_cap: str, rounds_down: bool) -> str:
+    """Why the patch: the median case, the voxel cap, the strides, and rounding down where it did."""
+    why = f"median resampled case {[round(v) for v in median_shape]} ({why_cap}), a multiple of the strides"
+    if not rounds_down or all(p >= m for p, m in zip(patch, median_shape, strict=True)):
+        return why
+    return (
+        f"{why}, rounded down where that keeps {1 - CPU_SHORT_ROUND_DOWN:.0%} of an axis ({PATCH_EVIDENCE})"
+    )
 
 
 def _tta(r: Recipe, patch: list[int], median_shape: Sequence[float]) -> None:
