@@ -127,7 +127,7 @@ def _to_stride(extent: float, stride: int, round_down_within: float) -> int:
     down = int(extent // stride) * stride
     if down >= stride and down >= (1.0 - round_down_within) * extent:
         return down
-    return int(math.ceil(extent / stride) * stride)
+    return round_up([extent], stride)[0]
 
 
 def dynunet_filters(levels: int, base: int, cap: int) -> list[int]:
