@@ -97,6 +97,27 @@ def register_network(
     return _register
 
 
+def monai_builder(network: Callable[..., nn.Module], *tuple_keys: str) -> Callable[..., nn.Module]:
+    """The builder of a MONAI network class that takes the workflow's params as they are, the
+    values of ``tuple_keys`` turned into tuples (a workflow gives lists; MONAI wants tuples).
+
+    Example:
+        >>> from monai.networks import nets
+        >>> build = monai_builder(nets.SegResNet, "blocks_down")
+        >>> type(build(3, 1, 2, init_filters=8, blocks_down=[1, 1])).__name__
+        'SegResNet'
+    """
+
+    def build(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
+        kwargs = as_tuples(params, *tuple_keys)
+        return network(
+            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kwargs
+        )
+
+    build.__doc__ = f"Build MONAI's ``{getattr(network, '__name__', network)}``."
+    return build
+
+
 def as_tuples(params: dict[str, Any], *keys: str) -> dict[str, Any]:
     """``params`` with the values of ``keys`` as tuples (a workflow gives lists; MONAI's networks want tuples).
 

@@ -11,7 +11,7 @@ from typing import Any
 from monai.networks import nets
 from torch import nn
 
-from medimg.models.networks import as_tuples, register_network
+from medimg.models.networks import as_tuples, monai_builder, register_network
 
 # Encoder defaults shared with the classifiers built on these encoders
 # (medimg.models.encoder_classifiers): the same values give the same tensors, so
@@ -59,7 +59,7 @@ def unet_encoder_prefixes(model: nn.Module) -> list[str]:
     return prefixes
 
 
-@register_network(
+build_unet = register_network(
     "unet",
     task="segmentation",
     defaults={
@@ -77,10 +77,7 @@ def unet_encoder_prefixes(model: nn.Module) -> list[str]:
     encoder=unet_encoder_prefixes,
     head=("model.2",),
     description="MONAI residual UNet (Kerfoot et al.); channels/strides set depth and width.",
-)
-def build_unet(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
-    """Build MONAI's ``UNet``."""
-    return nets.UNet(spatial_dims, in_channels, out_channels, **as_tuples(params, "channels", "strides"))
+)(monai_builder(nets.UNet, "channels", "strides"))
 
 
 class DynUNet(nets.DynUNet):
@@ -141,7 +138,7 @@ def build_dynunet(spatial_dims: int, in_channels: int, out_channels: int, **para
     return DynUNet(spatial_dims, in_channels, out_channels, **params)
 
 
-@register_network(
+build_segresnet = register_network(
     "segresnet",
     task="segmentation",
     defaults={
@@ -154,29 +151,17 @@ def build_dynunet(spatial_dims: int, in_channels: int, out_channels: int, **para
     encoder=lambda model: ["convInit.", "down_layers."],
     head=("conv_final",),
     description="MONAI SegResNet (Myronenko, BraTS 2018 winner) without the VAE branch.",
-)
-def build_segresnet(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
-    """Build MONAI's ``SegResNet``."""
-    params = as_tuples(params, "blocks_down", "blocks_up")
-    return nets.SegResNet(
-        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **params
-    )
+)(monai_builder(nets.SegResNet, "blocks_down", "blocks_up"))
 
-
-@register_network(
+# input sides must be divisible by 32
+build_swinunetr = register_network(
     "swinunetr",
     task="segmentation",
     defaults={**SWINUNETR_ENCODER, "norm_name": "instance"},
     encoder=lambda model: ["swinViT."],
     head=("out",),
     description="MONAI Swin UNETR; feature_size 48 matches the published self-supervised encoder.",
-)
-def build_swinunetr(spatial_dims: int, in_channels: int, out_channels: int, **params: Any) -> nn.Module:
-    """Build MONAI's ``SwinUNETR`` (input sides must be divisible by 32)."""
-    params = as_tuples(params, "depths", "num_heads")
-    return nets.SwinUNETR(
-        in_channels=in_channels, out_channels=out_channels, spatial_dims=spatial_dims, **params
-    )
+)(monai_builder(nets.SwinUNETR, "depths", "num_heads"))
 
 
 @register_network(
