@@ -199,6 +199,8 @@ def medimg_steps(module: Any, loader: Any, steps: int) -> list[float]:
     """
     import lightning.pytorch as pl
 
+    from medimg.training.stages.fit import quiet_trainer
+
     times: list[float] = []
 
     class Clock(pl.Callback):
@@ -210,17 +212,12 @@ def medimg_steps(module: Any, loader: Any, steps: int) -> list[float]:
                 times.append(now - self.last)
             self.last = now
 
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
         limit_train_batches=steps + 1,  # the first batch (iterator start) is not counted
         limit_val_batches=0,
         accelerator="cpu",
-        devices=1,
         logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
         callbacks=[Clock()],
     )
     trainer.fit(module, loader)

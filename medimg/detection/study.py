@@ -144,6 +144,7 @@ def _fit(
 
     from medimg.detection.lightning_task import BoxDataset, DetectionTask, EpochCheckpoint, collate_boxes
     from medimg.detection.network import build_detector
+    from medimg.training.stages.fit import quiet_trainer
 
     pl.seed_everything(wf.seed, workers=True, verbose=False)
     detector = build_detector(plan)
@@ -164,15 +165,10 @@ def _fit(
         if wf.trainer.accelerator == "auto" and not torch.cuda.is_available()
         else wf.trainer.accelerator
     )
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=wf.trainer.max_epochs,
         accelerator=accelerator,
-        devices=1,
         logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
         gradient_clip_val=wf.trainer.gradient_clip,
         callbacks=[saver],
     )

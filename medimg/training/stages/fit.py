@@ -135,3 +135,26 @@ def budget_callbacks(t: Any) -> list[Any]:
     from medimg.training.budget import TimeBudget
 
     return [TimeBudget(parse_duration(t.max_time), min_val_every=t.val_every_n_epochs)]
+
+
+QUIET_TRAINER: dict[str, Any] = {
+    "devices": 1,
+    "enable_checkpointing": False,  # the caller saves what it needs
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "log_every_n_steps": 1,
+}
+
+
+def quiet_trainer(**options: Any) -> Any:
+    """A Lightning ``Trainer`` with :data:`QUIET_TRAINER`'s settings, ``options`` (the Trainer's
+    arguments) over them: detection's loop, which writes its own epoch checkpoint, and the
+    benchmarks' timed steps.
+
+    Example:
+        >>> quiet_trainer(max_epochs=1, logger=False).enable_progress_bar  # doctest: +SKIP
+        False
+    """
+    import lightning.pytorch as pl
+
+    return pl.Trainer(**{**QUIET_TRAINER, **options})
