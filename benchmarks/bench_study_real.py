@@ -231,9 +231,9 @@ def validation_curve(uri: str, run_id: str, task: str) -> list[tuple[float, floa
 
 
 def _ci(frame: pd.DataFrame, stat: Any) -> dict[str, dict[str, float]]:
-    from medimg.evaluation.bootstrap import bootstrap_ci
+    from medimg.evaluation.bootstrap import Resampling, bootstrap_ci
 
-    return {k: v.to_dict() for k, v in bootstrap_ci(frame, stat, patient_key=None, n_boot=N_BOOT).items()}
+    return {k: v.to_dict() for k, v in bootstrap_ci(frame, stat, Resampling(None, n_boot=N_BOOT)).items()}
 
 
 def score_segmentation(script: dict[str, Any], medimg_csv: str, labels: int = 2) -> dict[str, Any]:

@@ -92,13 +92,13 @@ def summarise(per_case: Any, n_boot: int = 2000) -> dict[str, Any]:
     """Mean Dice of each condition with a 95 % bootstrap CI, and the paired differences sr − trilinear/B-spline."""
     import pandas as pd
 
-    from medimg.evaluation.bootstrap import bootstrap_ci
+    from medimg.evaluation.bootstrap import Resampling, bootstrap_ci
 
     frame = per_case.copy()
     frame["diff_vs_trilinear"] = frame["dice_mean_sr"] - frame["dice_mean_trilinear"]
     frame["diff_vs_bspline"] = frame["dice_mean_sr"] - frame["dice_mean_bspline"]
     columns = [f"dice_mean_{c}" for c in CONDITIONS] + ["diff_vs_trilinear", "diff_vs_bspline"]
-    ci = bootstrap_ci(pd.DataFrame(frame[columns]), columns, patient_key=None, n_boot=n_boot, seed=0)
+    ci = bootstrap_ci(pd.DataFrame(frame[columns]), columns, Resampling(None, n_boot=n_boot))
     out = {k: [round(ci[k].estimate, 4), round(ci[k].low, 4), round(ci[k].high, 4)] for k in columns}
     out["cases_sr_better_than_trilinear"] = int((frame["diff_vs_trilinear"] > 0).sum())
     out["cases_sr_better_than_bspline"] = int((frame["diff_vs_bspline"] > 0).sum())

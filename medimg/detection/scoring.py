@@ -16,7 +16,7 @@ from medimg.detection.metrics import (
     operating_threshold,
     sensitivity_by_size,
 )
-from medimg.evaluation.bootstrap import bootstrap_ci
+from medimg.evaluation.bootstrap import Resampling, bootstrap_ci
 from medimg.io.volume import Volume
 
 
@@ -59,7 +59,7 @@ def score_detection(
     def statistic(f: pd.DataFrame) -> dict[str, float]:
         return detection_scores([scans[int(r)] for r in f["row"]])
 
-    ci = bootstrap_ci(frame, statistic, n_boot=n_boot, seed=seed)
+    ci = bootstrap_ci(frame, statistic, Resampling(n_boot=n_boot, seed=seed))
     threshold = operating_threshold(scans, 1.0)
     return {
         "scores": detection_scores(scans),

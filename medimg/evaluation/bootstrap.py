@@ -10,7 +10,7 @@ undefined (NaN, e.g. AUROC of a resample with one class) are left out and counte
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,36 @@ class Interval:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Resampling:
+    """How a bootstrap resamples: the unit, the number of replicates, the seed and the coverage.
+
+    Attributes:
+        patient_key: Column naming the patient of each case, the unit drawn with replacement;
+            ``None`` treats every case as its own patient.
+        n_boot: Number of bootstrap replicates.
+        seed: Seed of the resampling (the same seed gives the same intervals).
+        level: Coverage of the intervals.
+
+    Example:
+        >>> Resampling(n_boot=200).by("__patient")
+        Resampling(patient_key='__patient', n_boot=200, seed=0, level=0.95)
+    """
+
+    patient_key: str | None = "patient_key"
+    n_boot: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+    def by(self, patient_key: str | None) -> Resampling:
+        """The same resampling with another patient column."""
+        return replace(self, patient_key=patient_key)
+
+    def reseeded(self, offset: int) -> Resampling:
+        """The same resampling from ``seed + offset`` (independent draws for another group)."""
+        return replace(self, seed=self.seed + offset)
+
+
 def percentile_interval(estimate: float, replicates: np.ndarray, level: float = 0.95) -> Interval:
     """Percentile interval of ``replicates`` (NaNs dropped) around ``estimate``.
 
@@ -73,7 +103,7 @@ def _patient_codes(frame: pd.DataFrame, patient_key: str | None) -> np.ndarray:
     if patient_key not in frame.columns:
         raise DataError(
             f"per-case table has no '{patient_key}' column; the bootstrap resamples patients "
-            "(pass patient_key=None only when every case is a different patient)"
+            "(Resampling(patient_key=None) only when every case is a different patient)"
         )
     if frame[patient_key].isna().any():
         raise DataError(f"column '{patient_key}' has empty values; every case needs its patient key")
@@ -94,12 +124,7 @@ def resample_weights(codes: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
 
 
 def bootstrap_mean_replicates(
-    frame: pd.DataFrame,
-    columns: Sequence[str],
-    *,
-    patient_key: str | None = "patient_key",
-    n_boot: int = 1000,
-    seed: int = 0,
+    frame: pd.DataFrame, columns: Sequence[str], resampling: Resampling | None = None
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Means of ``columns`` (NaNs skipped) and their patient-bootstrap replicates, vectorised.
 
@@ -108,11 +133,12 @@ def bootstrap_mean_replicates(
 
     Example:
         >>> df = pd.DataFrame({"patient_key": [1, 1, 2], "dice_1": [0.8, np.nan, 0.6]})
-        >>> est, reps = bootstrap_mean_replicates(df, ["dice_1"], n_boot=50)
+        >>> est, reps = bootstrap_mean_replicates(df, ["dice_1"], Resampling(n_boot=50))
         >>> round(est["dice_1"], 2), reps["dice_1"].shape
         (0.7, (50,))
     """
-    codes = _patient_codes(frame, patient_key)
+    r = resampling or Resampling()
+    codes = _patient_codes(frame, r.patient_key)
     values = frame[list(columns)].to_numpy(float)
     finite = np.isfinite(values)
     n_patients = int(codes.max()) + 1
@@ -120,7 +146,7 @@ def bootstrap_mean_replicates(
     counts = np.zeros((n_patients, values.shape[1]))
     np.add.at(sums, codes, np.where(finite, values, 0.0))
     np.add.at(counts, codes, finite.astype(float))
-    weights = resample_weights(codes, n_boot, seed).astype(float)
+    weights = resample_weights(codes, r.n_boot, r.seed).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         reps = (weights @ sums) / (weights @ counts)
         point = sums.sum(axis=0) / counts.sum(axis=0)
@@ -129,27 +155,23 @@ def bootstrap_mean_replicates(
 
 
 def bootstrap_replicates(
-    frame: pd.DataFrame,
-    statistic: Statistic,
-    *,
-    patient_key: str | None = "patient_key",
-    n_boot: int = 1000,
-    seed: int = 0,
+    frame: pd.DataFrame, statistic: Statistic, resampling: Resampling | None = None
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Any statistic (frame -> dict of floats) on the data and on ``n_boot`` patient resamples.
 
     Example:
         >>> df = pd.DataFrame({"patient_key": [1, 2, 3], "x": [1.0, 2.0, 3.0]})
-        >>> est, reps = bootstrap_replicates(df, lambda f: {"max": f["x"].max()}, n_boot=20)
+        >>> est, reps = bootstrap_replicates(df, lambda f: {"max": f["x"].max()}, Resampling(n_boot=20))
         >>> est, set(reps["max"]) <= {1.0, 2.0, 3.0}
         ({'max': 3.0}, True)
     """
-    codes = _patient_codes(frame, patient_key)
+    r = resampling or Resampling()
+    codes = _patient_codes(frame, r.patient_key)
     estimates = {k: float(v) for k, v in statistic(frame).items()}
     all_rows = np.arange(len(frame))
-    weights = resample_weights(codes, n_boot, seed)
-    reps = {k: np.full(n_boot, np.nan) for k in estimates}
-    for b in range(n_boot):
+    weights = resample_weights(codes, r.n_boot, r.seed)
+    reps = {k: np.full(r.n_boot, np.nan) for k in estimates}
+    for b in range(r.n_boot):
         rows = np.repeat(all_rows, weights[b][codes])  # every case of a patient drawn k times, k times
         for k, v in statistic(frame.iloc[rows]).items():
             if k in reps:
@@ -158,13 +180,7 @@ def bootstrap_replicates(
 
 
 def bootstrap_ci(
-    frame: pd.DataFrame,
-    statistic: Statistic | Sequence[str],
-    *,
-    patient_key: str | None = "patient_key",
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
+    frame: pd.DataFrame, statistic: Statistic | Sequence[str], resampling: Resampling | None = None
 ) -> dict[str, Interval]:
     """Patient-level bootstrap CI of a statistic, or of the means of some columns.
 
@@ -172,29 +188,23 @@ def bootstrap_ci(
         frame: Per-case table, one row per case.
         statistic: Column names (their NaN-skipping means are bootstrapped, fast path) or a
             function ``frame -> {name: value}`` evaluated on every resample.
-        patient_key: Column naming the patient of each case; ``None`` treats every case
-            as its own patient.
-        n_boot: Number of bootstrap replicates.
-        seed: Seed of the resampling.
-        level: Coverage of the interval.
+        resampling: The unit (patients by default), replicates, seed and coverage
+            (:class:`Resampling`'s defaults when ``None``).
 
     Returns:
         ``{name: Interval}``.
 
     Example:
         >>> df = pd.DataFrame({"patient_key": list("aabbcc"), "dice_1": [.9, .8, .7, .9, .6, .8]})
-        >>> ci = bootstrap_ci(df, ["dice_1"], n_boot=200)["dice_1"]
+        >>> ci = bootstrap_ci(df, ["dice_1"], Resampling(n_boot=200))["dice_1"]
         >>> round(ci.estimate, 3), ci.low <= ci.estimate <= ci.high
         (0.783, True)
     """
     if isinstance(statistic, str):
         statistic = [statistic]
+    r = resampling or Resampling()
     if callable(statistic):
-        point, reps = bootstrap_replicates(
-            frame, statistic, patient_key=patient_key, n_boot=n_boot, seed=seed
-        )
+        point, reps = bootstrap_replicates(frame, statistic, r)
     else:
-        point, reps = bootstrap_mean_replicates(
-            frame, list(statistic), patient_key=patient_key, n_boot=n_boot, seed=seed
-        )
-    return {k: percentile_interval(point[k], reps[k], level) for k in point}
+        point, reps = bootstrap_mean_replicates(frame, list(statistic), r)
+    return {k: percentile_interval(point[k], reps[k], r.level) for k in point}

@@ -24,7 +24,12 @@ import pandas as pd
 from scipy import stats
 
 from medimg.errors import DataError
-from medimg.evaluation.bootstrap import bootstrap_mean_replicates, bootstrap_replicates, percentile_interval
+from medimg.evaluation.bootstrap import (
+    Resampling,
+    bootstrap_mean_replicates,
+    bootstrap_replicates,
+    percentile_interval,
+)
 from medimg.evaluation.cls_metrics import auroc, classification_metrics, probabilities_from_frame
 from medimg.evaluation.seg_metrics import HIGHER_IS_BETTER
 from medimg.tasks import get_task
@@ -140,10 +145,7 @@ def paired_comparison(
     task: str,
     *,
     case_key: str = "case_key",
-    patient_key: str | None = "patient_key",
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
+    resampling: Resampling | None = None,
 ) -> dict[str, Any]:
     """Compare ``run`` against ``baseline`` on their shared cases (differences are run - baseline).
 
@@ -152,10 +154,8 @@ def paired_comparison(
         baseline: Per-case table of the run compared against (same columns).
         task: ``"segmentation"`` or ``"classification"``.
         case_key: Column pairing the cases of both runs.
-        patient_key: Column naming the patient (bootstrap unit); ``None``: one case per patient.
-        n_boot: Bootstrap replicates.
-        seed: Seed of the resampling.
-        level: Coverage of the intervals.
+        resampling: The bootstrap's patient column (``None``: one case per patient), replicates,
+            seed and coverage (:class:`Resampling`'s defaults when ``None``).
 
     Returns:
         ``{"n_pairs", "n_only_in_run", "n_only_in_compare", "metrics": {name: {"run",
@@ -164,37 +164,39 @@ def paired_comparison(
     Example:
         >>> a = pd.DataFrame({"case_key": list("abcdef"), "dice_1": [.9, .8, .85, .9, .7, .8]})
         >>> b = a.assign(dice_1=a["dice_1"] - 0.1)
-        >>> r = paired_comparison(a, b, "segmentation", patient_key=None, n_boot=200)
+        >>> r = paired_comparison(a, b, "segmentation", resampling=Resampling(None, n_boot=200))
         >>> round(r["metrics"]["dice_1"]["difference"]["estimate"], 3), r["metrics"]["dice_1"]["better"]
         (0.1, 'run')
     """
+    r = resampling or Resampling()
+    patient_key = r.patient_key
     merged, counts = _pair(run, baseline, case_key)
     if patient_key and patient_key not in merged.columns:
         raise DataError(f"run per-case table has no '{patient_key}' column; the bootstrap resamples patients")
     patients = merged[patient_key].to_numpy() if patient_key else merged[case_key].to_numpy()
     out: dict[str, Any] = {**counts, "n_patients": len(pd.unique(patients)), "metrics": {}}
     if get_task(task).target == "mask":
-        out["metrics"] = _compare_segmentation(run, merged, patients, n_boot, seed, level)
+        out["metrics"] = _compare_segmentation(run, merged, patients, r.by("__patient"))
     else:
-        out["metrics"] = _compare_classification(merged, patients, n_boot, seed, level)
+        out["metrics"] = _compare_classification(merged, patients, r.by("__patient"))
     return out
 
 
 def _compare_segmentation(
-    run: pd.DataFrame, merged: pd.DataFrame, patients: np.ndarray, n_boot: int, seed: int, level: float
+    run: pd.DataFrame, merged: pd.DataFrame, patients: np.ndarray, r: Resampling
 ) -> dict[str, Any]:
     """Per quality metric: bootstrap CI of the mean per-case difference, Wilcoxon on patient means."""
     metrics: dict[str, Any] = {}
     columns = [c for c in seg_quality_columns(run) if c + "__baseline" in merged.columns]
     diffs = pd.DataFrame({c: merged[c] - merged[c + "__baseline"] for c in columns})
     diffs["__patient"] = patients
-    point, reps = bootstrap_mean_replicates(diffs, columns, patient_key="__patient", n_boot=n_boot, seed=seed)
+    point, reps = bootstrap_mean_replicates(diffs, columns, r)
     for c in columns:
         ok = diffs[c].notna()
         metrics[c] = _entry(
             float(merged.loc[ok, c].mean()),
             float(merged.loc[ok, c + "__baseline"].mean()),
-            percentile_interval(point[c], reps[c], level),
+            percentile_interval(point[c], reps[c], r.level),
             wilcoxon_p(_patient_mean(diffs[c].to_numpy(), patients)),
             "wilcoxon signed-rank, per-patient mean differences",
             int(ok.sum()),
@@ -218,9 +220,7 @@ def _paired_probabilities(merged: pd.DataFrame) -> tuple[np.ndarray, np.ndarray,
     return y, p_run, p_base
 
 
-def _compare_classification(
-    merged: pd.DataFrame, patients: np.ndarray, n_boot: int, seed: int, level: float
-) -> dict[str, Any]:
+def _compare_classification(merged: pd.DataFrame, patients: np.ndarray, r: Resampling) -> dict[str, Any]:
     """Cohort metrics of both runs on the same patient resamples, with a test per metric where one applies."""
     metrics: dict[str, Any] = {}
     y, p_run, p_base = _paired_probabilities(merged)
@@ -238,14 +238,14 @@ def _compare_classification(
             | {f"{k}__baseline": b[k] for k in CLS_COMPARED if k in b}
         )
 
-    point, reps = bootstrap_replicates(idx, difference, patient_key="__patient", n_boot=n_boot, seed=seed)
+    point, reps = bootstrap_replicates(idx, difference, r)
     p_brier = _brier_p(y, p_run, p_base, patients)
     for k in CLS_COMPARED:
         if k not in point:
             continue
         p_value, test = _cls_test(k, y, p_run, p_base, p_brier)
         metrics[k] = _entry(
-            point[f"{k}__run"], point[f"{k}__baseline"], percentile_interval(point[k], reps[k], level),
+            point[f"{k}__run"], point[f"{k}__baseline"], percentile_interval(point[k], reps[k], r.level),
             p_value, test, len(y), higher_is_better(k),
         )  # fmt: skip
     return metrics

@@ -25,6 +25,7 @@ import pandas as pd
 
 from medimg.errors import DataError
 from medimg.evaluation import cls_plots, plots
+from medimg.evaluation.bootstrap import Resampling
 from medimg.evaluation.cls_metrics import probabilities_from_frame
 from medimg.evaluation.compare import paired_comparison, seg_quality_columns
 from medimg.evaluation.privacy import drop_identifying_columns
@@ -125,7 +126,8 @@ def evaluate_study(
         >>> res.summary["metrics"]["dice_1"]["estimate"]  # doctest: +SKIP
         0.87
     """
-    study = _Study(task, Path(out_dir), by, case_key, patient_key, seed, n_boot, level, min_patients, title)
+    resampling = Resampling(patient_key, n_boot, seed, level)
+    study = _Study(task, Path(out_dir), by, case_key, resampling, min_patients, title)
     frame, dropped = study.checked_frame(per_case)
     study.out_dir.mkdir(parents=True, exist_ok=True)
     frame, summary, plot_paths = study.analyse(frame, dropped, history, compare)
@@ -140,12 +142,14 @@ class _Study:
     out_dir: Path
     by: Sequence[str]
     case_key: str
-    patient_key: str | None
-    seed: int
-    n_boot: int
-    level: float
+    resampling: Resampling
     min_patients: int
     title: str
+
+    @property
+    def patient_key(self) -> str | None:
+        """The patient column, the bootstrap unit (``None``: every case its own patient)."""
+        return self.resampling.patient_key
 
     @property
     def keys(self) -> list[str]:
@@ -182,14 +186,8 @@ class _Study:
     ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Path]]:
         """Cohort metrics, plots, subgroups and the comparison: the frame, summary and plots."""
         frame, excluded = exclude_unscorable(frame, self.task, self.case_key)
-        opts = {
-            "patient_key": self.patient_key,
-            "n_boot": self.n_boot,
-            "seed": self.seed,
-            "level": self.level,
-        }
         masks = get_task(self.task).target == "mask"  # scored by overlap, else by discrimination
-        body = (segmentation_summary if masks else classification_summary)(frame, **opts)
+        body = (segmentation_summary if masks else classification_summary)(frame, self.resampling)
         annotate(body["metrics"], frame, self.task)
         summary = self.summary_head(frame, dropped, excluded, body)
         if masks:
@@ -218,9 +216,9 @@ class _Study:
             "n_patients": int(frame[patient_key].nunique()) if patient_key else len(frame),
             "bootstrap": {
                 "unit": "patient" if patient_key else "case",
-                "n_boot": self.n_boot,
-                "seed": self.seed,
-                "level": self.level,
+                "n_boot": self.resampling.n_boot,
+                "seed": self.resampling.seed,
+                "level": self.resampling.level,
                 "interval": "percentile",
             },  # fmt: skip
             "dropped_columns": dropped,
@@ -277,10 +275,9 @@ class _Study:
         primary: list[str],
     ) -> None:
         """Subgroup analysis of one column: its result, its flagged gaps and forest plots."""
-        level = self.level
-        result = subgroup_analysis(frame, column, self.task, patient_key=self.patient_key, n_boot=self.n_boot,
-                                   seed=self.seed, level=level, min_patients=self.min_patients,
-                                   threshold=body.get("threshold"))  # fmt: skip
+        level = self.resampling.level
+        result = subgroup_analysis(frame, column, self.task, threshold=body.get("threshold"),
+                                   resampling=self.resampling, min_patients=self.min_patients)  # fmt: skip
         summary["subgroups"][column] = result
         for metric, gap in result["gaps"].items():
             if gap.get("flagged"):
@@ -303,12 +300,12 @@ class _Study:
         plot_paths: dict[str, Path],
     ) -> None:
         """Paired comparison with a second run: its result, its plot and a flag per differing metric."""
-        level = self.level
+        level = self.resampling.level
         compare_frame, _ = drop_identifying_columns(compare.reset_index(drop=True), keep=self.keys)
         compare_frame, _ = exclude_unscorable(compare_frame, self.task, self.case_key)
-        comparison = paired_comparison(frame, compare_frame, self.task, case_key=self.case_key,
-                                       patient_key=self.patient_key, n_boot=self.n_boot, seed=self.seed,
-                                       level=level)  # fmt: skip
+        comparison = paired_comparison(
+            frame, compare_frame, self.task, case_key=self.case_key, resampling=self.resampling
+        )
         summary["comparison"] = comparison
         if comparison["metrics"]:
             plot_paths["comparison"] = plots.plot_comparison(comparison, self.out_dir / "comparison.png")

@@ -25,6 +25,7 @@ import pandas as pd
 
 from medimg.errors import DataError
 from medimg.evaluation.bootstrap import (
+    Resampling,
     bootstrap_mean_replicates,
     bootstrap_replicates,
     percentile_interval,
@@ -78,21 +79,20 @@ def _num(value: float) -> str:
 
 
 def _replicates(
-    frame: pd.DataFrame, task: str, metrics: Sequence[str], threshold: float | None, patient_key: str | None,
-    n_boot: int, seed: int,
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
+    frame: pd.DataFrame, task: str, metrics: Sequence[str], threshold: float | None, r: Resampling
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     if get_task(task).target == "mask":  # per-case overlap: the mean of each column
-        return bootstrap_mean_replicates(frame, metrics, patient_key=patient_key, n_boot=n_boot, seed=seed)
+        return bootstrap_mean_replicates(frame, metrics, r)
     y_all, p_all = probabilities_from_frame(frame)
     rows = pd.DataFrame({"__row": np.arange(len(frame))})
-    rows["__patient"] = frame[patient_key].to_numpy() if patient_key else np.arange(len(frame))
+    rows["__patient"] = frame[r.patient_key].to_numpy() if r.patient_key else np.arange(len(frame))
 
     def statistic(sub: pd.DataFrame) -> dict[str, float]:
         r = sub["__row"].to_numpy()
         values = classification_metrics(y_all[r], p_all[r], threshold)
         return {m: values.get(m, float("nan")) for m in metrics}
 
-    return bootstrap_replicates(rows, statistic, patient_key="__patient", n_boot=n_boot, seed=seed)
+    return bootstrap_replicates(rows, statistic, r.by("__patient"))
 
 
 def default_metrics(frame: pd.DataFrame, task: str) -> list[str]:
@@ -119,11 +119,8 @@ def subgroup_analysis(
     task: str,
     *,
     metrics: Sequence[str] | None = None,
-    patient_key: str | None = "patient_key",
     threshold: float | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
+    resampling: Resampling | None = None,
     min_patients: int = 10,
     min_events: int = 5,
 ) -> dict[str, Any]:
@@ -134,11 +131,10 @@ def subgroup_analysis(
         by: Column to group by.
         task: ``"segmentation"`` or ``"classification"``.
         metrics: Metrics to analyse; default :func:`default_metrics`.
-        patient_key: Patient column (bootstrap unit); ``None``: one case per patient.
         threshold: Classification operating point for every group; default: cohort Youden.
-        n_boot: Bootstrap replicates per group.
-        seed: Seed of the resampling.
-        level: Coverage of the intervals.
+        resampling: The patient column (bootstrap unit; ``None``: one case per patient), the
+            replicates per group, the seed (group ``i`` draws from ``seed + 1 + i``) and the
+            coverage (:class:`Resampling`'s defaults when ``None``).
         min_patients: Fewer patients than this makes a group too small to conclude.
         min_events: Classification: fewer cases of any class than this is too small.
 
@@ -150,11 +146,12 @@ def subgroup_analysis(
     Example:
         >>> df = pd.DataFrame({"patient_key": range(40), "site": ["A"] * 20 + ["B"] * 20,
         ...                    "dice_1": [0.9] * 20 + [0.6] * 20})
-        >>> res = subgroup_analysis(df, "site", "segmentation", n_boot=200)
+        >>> res = subgroup_analysis(df, "site", "segmentation", resampling=Resampling(n_boot=200))
         >>> res["gaps"]["dice_1"]["worse_group"], res["gaps"]["dice_1"]["flagged"]
         ('B', True)
     """
     get_task(task)  # a registered task, or ConfigError naming the known ones
+    r = resampling or Resampling()
     groups, order, binning = group_labels(per_case, by)
     names = list(metrics) if metrics is not None else default_metrics(per_case, task)
     threshold = _cohort_threshold(per_case, task, threshold)
@@ -164,13 +161,14 @@ def subgroup_analysis(
     eligible: list[str] = []
     for i, value in enumerate(order):
         sub = per_case[groups.to_numpy() == value]
-        row, point_of[value], reps_of[value] = _analyse_group(sub, value, task, names, threshold,
-            patient_key, n_boot, seed + 1 + i, level, min_patients, min_events)  # fmt: skip
+        row, point_of[value], reps_of[value] = _analyse_group(
+            sub, value, task, names, threshold, r.reseeded(1 + i), (min_patients, min_events)
+        )
         out["groups"].append(row)
         if not row["too_small"]:
             eligible.append(value)
     for m in names:
-        out["gaps"][m] = _largest_gap(m, eligible, point_of, reps_of, level)
+        out["gaps"][m] = _largest_gap(m, eligible, point_of, reps_of, r.level)
     return out
 
 
@@ -188,28 +186,26 @@ def _analyse_group(
     task: str,
     names: list[str],
     threshold: float | None,
-    patient_key: str | None,
-    n_boot: int,
-    seed: int,
-    level: float,
-    min_patients: int,
-    min_events: int,
+    r: Resampling,
+    minimum: tuple[int, int],
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, np.ndarray]]:
-    """One group's row (sizes, too-small flag, metric intervals) and its bootstrap point and replicates."""
-    n_patients = sub[patient_key].nunique() if patient_key else len(sub)
+    """One group's row (sizes, too-small flag, metric intervals) and its bootstrap point and replicates;
+    ``minimum``: the fewest patients, and cases of each class, a group needs to conclude."""
+    min_patients, min_events = minimum
+    n_patients = sub[r.patient_key].nunique() if r.patient_key else len(sub)
     too_small = n_patients < min_patients
     if get_task(task).target == "class":  # every class needs enough cases
         y, prob = probabilities_from_frame(sub)
         n_classes = prob.shape[1] if prob.ndim == 2 else 2
         too_small = too_small or int(np.bincount(y.astype(int), minlength=n_classes).min()) < min_events
-    point, reps = _replicates(sub, task, names, threshold, patient_key, n_boot, seed)
+    point, reps = _replicates(sub, task, names, threshold, r)
     row = {
         "group": value,
         "n_cases": len(sub),
         "n_patients": int(n_patients),
         "too_small": bool(too_small),
         "metrics": annotate(
-            {m: percentile_interval(point[m], reps[m], level).to_dict() for m in names}, sub, task
+            {m: percentile_interval(point[m], reps[m], r.level).to_dict() for m in names}, sub, task
         ),
     }
     return row, point, reps

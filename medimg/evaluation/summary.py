@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medimg.errors import DataError
-from medimg.evaluation.bootstrap import bootstrap_ci, bootstrap_replicates, percentile_interval
+from medimg.evaluation.bootstrap import Resampling, bootstrap_ci, bootstrap_replicates, percentile_interval
 from medimg.evaluation.cls_metrics import classification_metrics, probabilities_from_frame
 from medimg.evaluation.seg_metrics import METRIC_PREFIXES
 from medimg.tasks import get_task
@@ -71,15 +71,13 @@ def exclude_unscorable(
     return frame.loc[~bad].reset_index(drop=True), excluded
 
 
-def segmentation_summary(
-    frame: pd.DataFrame, patient_key: str | None, n_boot: int, seed: int, level: float
-) -> dict[str, Any]:
+def segmentation_summary(frame: pd.DataFrame, resampling: Resampling) -> dict[str, Any]:
     """``{"metrics": {column: CI + n, n_nan, median, q1, q3}, "labels", "empty_cases"}``.
 
     Example:
         >>> df = pd.DataFrame({"patient_key": [1, 2], "dice_1": [0.9, 0.0], "hd95_1": [2.0, np.nan],
         ...                    "empty_ref_1": [0.0, 0.0], "empty_pred_1": [0.0, 1.0]})
-        >>> s = segmentation_summary(df, "patient_key", n_boot=20, seed=0, level=0.95)
+        >>> s = segmentation_summary(df, Resampling(n_boot=20))
         >>> s["metrics"]["hd95_1"]["n_nan"], s["empty_cases"]["1"]["prediction_empty_only"]
         (1, 1)
     """
@@ -88,7 +86,7 @@ def segmentation_summary(
         raise DataError(
             f"per-case table has no segmentation metric columns (expected e.g. 'dice_1'); got {list(frame.columns)}"
         )
-    cis = bootstrap_ci(frame, columns, patient_key=patient_key, n_boot=n_boot, seed=seed, level=level)
+    cis = bootstrap_ci(frame, columns, resampling)
     metrics = {}
     for c in columns:
         values = frame[c].to_numpy(float)
@@ -106,14 +104,12 @@ def segmentation_summary(
     return {"metrics": metrics, "labels": labels, "empty_cases": empties}
 
 
-def classification_summary(
-    frame: pd.DataFrame, patient_key: str | None, n_boot: int, seed: int, level: float
-) -> dict[str, Any]:
+def classification_summary(frame: pd.DataFrame, resampling: Resampling) -> dict[str, Any]:
     """``{"metrics": {name: CI}, "counts": {n, tp, ..., cm_i_j}, "threshold"}``.
 
     Example:
         >>> df = pd.DataFrame({"label": [0, 0, 1, 1], "prob": [0.1, 0.3, 0.6, 0.9]})
-        >>> s = classification_summary(df, None, n_boot=20, seed=0, level=0.95)
+        >>> s = classification_summary(df, Resampling(None, n_boot=20))
         >>> s["metrics"]["auroc"]["estimate"], s["counts"]["tp"], s["threshold"]
         (1.0, 2.0, 0.6)
     """
@@ -121,16 +117,17 @@ def classification_summary(
     full = classification_metrics(y, prob)
     threshold = full.get("threshold") if prob.ndim == 1 else None
     rows = pd.DataFrame({"__row": np.arange(len(frame))})
+    patient_key = resampling.patient_key
     rows["__patient"] = frame[patient_key].to_numpy() if patient_key else np.arange(len(frame))
 
     def statistic(sub: pd.DataFrame) -> dict[str, float]:
         r = sub["__row"].to_numpy()
         return classification_metrics(y[r], prob[r], threshold)
 
-    point, reps = bootstrap_replicates(rows, statistic, patient_key="__patient", n_boot=n_boot, seed=seed)
+    point, reps = bootstrap_replicates(rows, statistic, resampling.by("__patient"))
     return {
         "metrics": {
-            k: percentile_interval(v, reps[k], level).to_dict()
+            k: percentile_interval(v, reps[k], resampling.level).to_dict()
             for k, v in point.items()
             if not COUNT_KEYS.fullmatch(k)
         },

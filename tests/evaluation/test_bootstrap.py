@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from medimg.errors import DataError
-from medimg.evaluation.bootstrap import bootstrap_ci, percentile_interval
+from medimg.evaluation.bootstrap import Resampling, bootstrap_ci, percentile_interval
 
 
 def _cohort(n_patients: int = 40, cases_per_patient: int = 1, seed: int = 0) -> pd.DataFrame:
@@ -27,9 +27,9 @@ def _cohort(n_patients: int = 40, cases_per_patient: int = 1, seed: int = 0) -> 
 
 def test_interval_contains_estimate_and_is_seeded() -> None:
     df = _cohort()
-    a = bootstrap_ci(df, ["dice_1"], n_boot=500, seed=3)["dice_1"]
-    b = bootstrap_ci(df, ["dice_1"], n_boot=500, seed=3)["dice_1"]
-    c = bootstrap_ci(df, ["dice_1"], n_boot=500, seed=4)["dice_1"]
+    a = bootstrap_ci(df, ["dice_1"], Resampling(n_boot=500, seed=3))["dice_1"]
+    b = bootstrap_ci(df, ["dice_1"], Resampling(n_boot=500, seed=3))["dice_1"]
+    c = bootstrap_ci(df, ["dice_1"], Resampling(n_boot=500, seed=4))["dice_1"]
     assert a == b and a != c
     assert a.low < a.estimate < a.high
     assert a.estimate == pytest.approx(df["dice_1"].mean())
@@ -39,10 +39,10 @@ def test_interval_contains_estimate_and_is_seeded() -> None:
 
 def test_resampling_patients_not_images() -> None:
     """Ten near-identical cases per patient carry no more information than one."""
-    one = bootstrap_ci(_cohort(cases_per_patient=1), ["dice_1"], n_boot=500)["dice_1"]
+    one = bootstrap_ci(_cohort(cases_per_patient=1), ["dice_1"], Resampling(n_boot=500))["dice_1"]
     many = _cohort(cases_per_patient=10)
-    by_patient = bootstrap_ci(many, ["dice_1"], n_boot=500)["dice_1"]
-    by_case = bootstrap_ci(many, ["dice_1"], patient_key=None, n_boot=500)["dice_1"]
+    by_patient = bootstrap_ci(many, ["dice_1"], Resampling(n_boot=500))["dice_1"]
+    by_case = bootstrap_ci(many, ["dice_1"], Resampling(None, n_boot=500))["dice_1"]
     width = lambda ci: ci.high - ci.low  # noqa: E731
     assert width(by_patient) == pytest.approx(width(one), rel=0.25)
     assert width(by_case) < 0.5 * width(by_patient)
@@ -51,8 +51,10 @@ def test_resampling_patients_not_images() -> None:
 def test_fast_mean_path_equals_generic_statistic() -> None:
     df = _cohort(cases_per_patient=3)
     df.loc[[2, 7], "dice_1"] = np.nan  # NaNs skipped in both paths
-    fast = bootstrap_ci(df, ["dice_1"], n_boot=200, seed=1)["dice_1"]
-    slow = bootstrap_ci(df, lambda f: {"dice_1": f["dice_1"].mean()}, n_boot=200, seed=1)["dice_1"]
+    fast = bootstrap_ci(df, ["dice_1"], Resampling(n_boot=200, seed=1))["dice_1"]
+    slow = bootstrap_ci(df, lambda f: {"dice_1": f["dice_1"].mean()}, Resampling(n_boot=200, seed=1))[
+        "dice_1"
+    ]
     assert fast.estimate == pytest.approx(slow.estimate)
     assert (fast.low, fast.high) == pytest.approx((slow.low, slow.high))
 

@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from medimg.errors import DataError
+from medimg.evaluation.bootstrap import Resampling
 from medimg.evaluation.compare import delong_p, paired_comparison
 
 
@@ -27,7 +28,7 @@ def _seg_runs(n: int = 40, shift: float = 0.03) -> tuple[pd.DataFrame, pd.DataFr
 
 def test_segmentation_run_better_has_ci_and_small_p() -> None:
     run, base = _seg_runs()
-    res = paired_comparison(run, base, "segmentation", n_boot=500)
+    res = paired_comparison(run, base, "segmentation", resampling=Resampling(n_boot=500))
     dice = res["metrics"]["dice_1"]
     assert dice["difference"]["estimate"] == pytest.approx((run["dice_1"] - base["dice_1"]).mean())
     assert 0 < dice["difference"]["low"] < 0.03 < dice["difference"]["high"]
@@ -43,7 +44,7 @@ def test_identical_runs_show_no_difference_and_unmatched_are_counted() -> None:
     run = pd.concat([base, base.iloc[:1].assign(case_key="extra")], ignore_index=True)
     base_with_nan = base.copy()
     base_with_nan.loc[0, "hd95_1"] = np.nan
-    res = paired_comparison(run, base_with_nan, "segmentation", n_boot=200)
+    res = paired_comparison(run, base_with_nan, "segmentation", resampling=Resampling(n_boot=200))
     assert res["n_only_in_run"] == 1 and res["n_only_in_compare"] == 0
     assert res["metrics"]["dice_1"]["p_value"] == 1.0
     assert res["metrics"]["dice_1"]["better"] == "no difference shown"
@@ -61,14 +62,14 @@ def test_classification_compare_delong_and_bootstrap() -> None:
         pd.DataFrame({**keys, "prob": good}),
         pd.DataFrame({**keys, "prob": poor}),
         "classification",
-        n_boot=300,
+        resampling=Resampling(n_boot=300),
     )
     auc = res["metrics"]["auroc"]
     assert auc["difference"]["low"] > 0 and auc["p_value"] < 1e-3 and auc["better"] == "run"
     assert res["metrics"]["brier"]["better"] == "run" and res["metrics"]["brier"]["p_value"] < 1e-3
     with pytest.raises(DataError, match="label"):
         paired_comparison(pd.DataFrame({**keys, "prob": good}), pd.DataFrame({**keys, "label": 1 - y, "prob": poor}),
-                          "classification", n_boot=10)  # fmt: skip
+                          "classification", resampling=Resampling(n_boot=10))  # fmt: skip
 
 
 def test_delong_matches_bootstrap_variance_scale() -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from medimg.evaluation import cls_plots, plots
+from medimg.evaluation.bootstrap import Resampling
 from medimg.evaluation.subgroups import subgroup_analysis
 
 
@@ -48,7 +49,7 @@ def test_distributions_and_forest_with_nans_and_small_groups(tmp_path: Path) -> 
                        "dice_1": rng.random(30), "hd95_1": rng.random(30) * 5})  # fmt: skip
     df.loc[[0, 5], "hd95_1"] = np.nan
     _assert_drawn(plots.plot_case_distributions(df, ["dice_1", "hd95_1"], tmp_path / "d.png"))
-    result = subgroup_analysis(df, "site", "segmentation", n_boot=50, min_patients=5)
+    result = subgroup_analysis(df, "site", "segmentation", resampling=Resampling(n_boot=50), min_patients=5)
     overall = {"estimate": float(df["dice_1"].mean()), "low": 0.4, "high": 0.6}
     _assert_drawn(plots.plot_forest(result, "dice_1", tmp_path / "f.png", overall), min_size=(100, 300))
 

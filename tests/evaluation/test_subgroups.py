@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from medimg.evaluation.bootstrap import Resampling
 from medimg.evaluation.subgroups import MISSING_GROUP, subgroup_analysis
 
 
 def test_worse_scanner_is_flagged_on_real_segmentation_metrics(seg_cohort) -> None:
     df = seg_cohort()
-    res = subgroup_analysis(df, "manufacturer", "segmentation", n_boot=400)
+    res = subgroup_analysis(df, "manufacturer", "segmentation", resampling=Resampling(n_boot=400))
     gap = res["gaps"]["dice_1"]
     assert gap["flagged"] and gap["worse_group"] == "VendorB" and gap["gap"]["low"] > 0
     a = df.loc[df.manufacturer == "VendorA", "dice_1"].mean()
@@ -30,7 +31,7 @@ def test_equal_groups_are_not_flagged_and_small_groups_are_marked() -> None:
                        "dice_1": rng.normal(0.8, 0.05, n)})  # fmt: skip
     df.loc[84:, "dice_1"] = 0.2  # tiny, very bad site: too small to conclude, must not drive the gap
     df.loc[0, "site"] = None
-    res = subgroup_analysis(df, "site", "segmentation", n_boot=300, min_patients=10)
+    res = subgroup_analysis(df, "site", "segmentation", resampling=Resampling(n_boot=300), min_patients=10)
     groups = {g["group"]: g for g in res["groups"]}
     assert groups["S3"]["too_small"] and groups[MISSING_GROUP]["n_cases"] == 1
     gap = res["gaps"]["dice_1"]
@@ -45,7 +46,7 @@ def test_classification_subgroup_flag_uses_one_threshold() -> None:
     noise = np.where(sex == "M", 0.5, 0.12)
     prob = np.clip(0.5 * y + 0.25 + rng.normal(0, 1, n) * noise, 0, 1)
     df = pd.DataFrame({"patient_key": np.arange(n), "sex": sex, "label": y, "prob": prob})
-    res = subgroup_analysis(df, "sex", "classification", n_boot=300)
+    res = subgroup_analysis(df, "sex", "classification", resampling=Resampling(n_boot=300))
     assert res["gaps"]["auroc"]["flagged"] and res["gaps"]["auroc"]["worse_group"] == "M"
     assert 0 < res["threshold"] < 1
     assert res["gaps"]["brier"]["worse_group"] == "M"  # lower Brier is better
@@ -58,7 +59,7 @@ def test_numeric_column_is_cut_into_quartiles() -> None:
     age[0] = np.nan
     dice = 0.9 - 0.004 * np.nan_to_num(age - 20, nan=0) + rng.normal(0, 0.02, n)  # older patients: worse
     df = pd.DataFrame({"patient_key": range(n), "age": age, "dice_1": dice})
-    res = subgroup_analysis(df, "age", "segmentation", n_boot=200)
+    res = subgroup_analysis(df, "age", "segmentation", resampling=Resampling(n_boot=200))
     assert res["binning"] == "quartiles"
     names = [g["group"] for g in res["groups"]]
     assert len(names) == 5 and names[-1] == MISSING_GROUP and names[0].startswith("20-")
