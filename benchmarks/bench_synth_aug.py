@@ -323,9 +323,11 @@ def _threads() -> int:
 
 def synthetic_setup(work: Path) -> Setup:
     """A tiny synthetic study (lesion = class 1, made rare in training) for CI's smoke test."""
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
-    src = write_synthetic_study(work / "data", cases=28, seed=5, shape=(24, 24, 16), spacing=(2.0, 2.0, 3.0))
+    src = write_synthetic_study(
+        work / "data", cases=28, seed=5, grid=SyntheticGrid(shape=(24, 24, 16), spacing=(2.0, 2.0, 3.0))
+    )
     df = pd.read_csv(src)
     pos, neg = df[df["class"] == 1].index, df[df["class"] == 0].index
     split = pd.Series("test", index=df.index)

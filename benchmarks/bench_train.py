@@ -252,7 +252,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     """
     import torch
 
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cases, epochs = (2, 1) if quick else (12, 4)
@@ -272,14 +272,20 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         )
         root = Path(tmp) / "ct"
         shape = (96, 96, 48) if quick else (256, 256, 96)
-        wf = _workflow(write_synthetic_study(root, cases, 0, shape, (0.8, 0.8, 2.5)))
+        wf = _workflow(
+            write_synthetic_study(root, cases, 0, grid=SyntheticGrid(shape=shape, spacing=(0.8, 0.8, 2.5)))
+        )
         name = f"quickstart UNet 16..128 on CT-sized {'x'.join(map(str, shape))}"
         rows += _measure(wf, root, cases, epochs, not quick, device, name, goal=3.0)
         if not quick:
             n = 32 if device == "cuda" else 2
             root = Path(tmp) / "large"
             big = _large_workflow(
-                _workflow(write_synthetic_study(root, n, 0, (128, 128, 80), (1.6, 1.6, 2.5)))
+                _workflow(
+                    write_synthetic_study(
+                        root, n, 0, grid=SyntheticGrid(shape=(128, 128, 80), spacing=(1.6, 1.6, 2.5))
+                    )
+                )
             )
             if device == "cpu":  # one step of two 96^3 patches per epoch: about 9 s on 2 cores
                 big.augmentation.samples_per_volume = 1

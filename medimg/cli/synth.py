@@ -30,19 +30,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
     from medimg.errors import ConfigError
 
     if args.cases < 1:
         raise ConfigError(f"--cases must be >= 1, got {args.cases}")
-    manifest = write_synthetic_study(
-        args.out,
-        cases=args.cases,
-        seed=args.seed,
-        shape=tuple(args.shape),
-        spacing=tuple(args.spacing),
-        oblique_deg=args.oblique,
-    )
+    grid = SyntheticGrid(tuple(args.shape), tuple(args.spacing), args.oblique)
+    manifest = write_synthetic_study(args.out, args.cases, args.seed, grid)
     document = {"cases": args.cases, "seed": args.seed, "out": str(args.out), "manifest": str(manifest)}
     emit(args, document, [f"wrote {args.cases} cases; manifest: {manifest}"])
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medimg.config.schema import SyntheticData
 from medimg.io.atomic import atomic_write_text
 from medimg.io.nifti import save_nifti
 from medimg.io.volume import Volume
@@ -67,7 +68,32 @@ def oblique_affine(
     return affine
 
 
-def _world_grid(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class SyntheticGrid:
+    """The grid of a synthetic study's cases: voxels per axis, voxel size in mm, and how far it
+    tilts away from the scanner axes (each case draws its own tilt, 0.6 to 1.4 times
+    ``oblique_deg``, about its own axis).
+
+    Example:
+        >>> grid = SyntheticGrid((10, 10, 5), (1.0, 1.0, 3.0), 15.0)
+        >>> A = grid.case_affine(np.random.default_rng(0))
+        >>> np.round(np.linalg.norm(A[:3, :3], axis=0), 6).tolist()
+        [1.0, 1.0, 3.0]
+    """
+
+    shape: tuple[int, int, int] = (64, 64, 40)
+    spacing: tuple[float, float, float] = (1.6, 1.6, 2.5)
+    oblique_deg: float = 12.0
+
+    def case_affine(self, rng: np.random.Generator) -> np.ndarray:
+        """One case's oblique RAS affine, its tilt and axis drawn from ``rng``."""
+        angle = self.oblique_deg * (0.6 + 0.8 * rng.random())
+        axis = tuple(rng.normal(size=3) + np.array([1.0, 0.5, 0.2]))
+        return oblique_affine(self.shape, self.spacing, angle, axis=axis)
+
+
+def world_points(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
+    """The world (RAS mm) position of every voxel of a ``shape`` grid, ``(*shape, 3)`` float32."""
     idx = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), axis=-1)
     return idx @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)
 
@@ -78,25 +104,21 @@ def _ellipsoid(world: np.ndarray, centre: np.ndarray, radii: np.ndarray) -> np.n
 
 
 def make_case(
-    index: int,
-    seed: int = 0,
-    shape: tuple[int, int, int] = (64, 64, 40),
-    spacing: tuple[float, float, float] = (1.6, 1.6, 2.5),
-    oblique_deg: float = 12.0,
-    with_lesion: bool | None = None,
+    index: int, seed: int = 0, grid: SyntheticGrid | None = None, with_lesion: bool | None = None
 ) -> SyntheticCase:
     """Generate case ``index`` of the study with ``seed``.
 
     Example:
-        >>> c = make_case(0, seed=1, shape=(32, 32, 20))
+        >>> c = make_case(0, seed=1, grid=SyntheticGrid(shape=(32, 32, 20)))
         >>> c.image.shape == c.label.shape == (32, 32, 20)
         True
     """
+    grid = grid or SyntheticGrid()
+    shape = grid.shape
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-    angle = oblique_deg * (0.6 + 0.8 * rng.random())
-    affine = oblique_affine(shape, spacing, angle, axis=tuple(rng.normal(size=3) + np.array([1.0, 0.5, 0.2])))
-    world = _world_grid(shape, affine)
-    fov = np.array(shape) * np.array(spacing)
+    affine = grid.case_affine(rng)
+    world = world_points(shape, affine)
+    fov = np.array(shape) * np.array(grid.spacing)
     scale = float(min(fov)) / 100.0  # anatomy scales with the field of view
     body, organ1, organ2, c1, r1 = _anatomy(rng, world, scale)
     has_lesion = bool(rng.random() < 0.5) if with_lesion is None else with_lesion
@@ -165,12 +187,7 @@ def _case_meta(rng: np.random.Generator, index: int) -> dict[str, object]:
 
 
 def write_synthetic_study(
-    out_dir: str | Path,
-    cases: int = 24,
-    seed: int = 0,
-    shape: tuple[int, int, int] = (64, 64, 40),
-    spacing: tuple[float, float, float] = (1.6, 1.6, 2.5),
-    oblique_deg: float = 12.0,
+    out_dir: str | Path, cases: int = 24, seed: int = 0, grid: SyntheticGrid | None = None
 ) -> Path:
     """Write ``cases`` NIfTI cases and a ``manifest.csv`` into ``out_dir``; return the manifest path.
 
@@ -185,7 +202,7 @@ def write_synthetic_study(
     (out / "cases").mkdir(parents=True, exist_ok=True)
     rows = ["case_key,patient_key,image,label,class,lesion,site,manufacturer,sex,age"]
     for i in range(cases):
-        c = make_case(i, seed, shape, spacing, oblique_deg, with_lesion=(i % 2 == 0))
+        c = make_case(i, seed, grid, with_lesion=(i % 2 == 0))
         d = f"cases/{c.case_key}"
         save_nifti(c.image, out / d / "image.nii.gz")
         save_nifti(c.label, out / d / "label.nii.gz", dtype=np.uint8)
@@ -198,3 +215,13 @@ def write_synthetic_study(
     manifest = out / "manifest.csv"
     atomic_write_text(manifest, "\n".join(rows) + "\n")
     return manifest
+
+
+def write_configured_study(out_dir: str | Path, spec: SyntheticData) -> Path:
+    """:func:`write_synthetic_study` as a workflow's ``data.synthetic`` section describes it.
+
+    Example:
+        >>> write_configured_study("data/synth", SyntheticData(cases=8))  # doctest: +SKIP
+    """
+    grid = SyntheticGrid(spec.shape, spec.spacing, spec.oblique_deg)
+    return write_synthetic_study(out_dir, spec.cases, spec.seed, grid)

@@ -54,12 +54,13 @@ class DetectionResult:
 
 def _manifest(wf: DetectionWorkflow) -> tuple[pd.DataFrame, Path, Path]:
     """The manifest (generated when missing and ``data.synthetic`` is set), its path and root."""
+    from medimg.data.synthetic import SyntheticGrid
     from medimg.detection.synthetic import write_detection_study
 
     path = Path(wf.data.manifest)
     if not path.exists() and wf.data.synthetic is not None:
         s = wf.data.synthetic
-        write_detection_study(path.parent, s.cases, s.seed, s.shape, s.spacing, s.oblique_deg)
+        write_detection_study(path.parent, s.cases, s.seed, SyntheticGrid(s.shape, s.spacing, s.oblique_deg))
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (data.manifest)")
     frame = pd.read_csv(path)

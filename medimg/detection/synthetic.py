@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medimg.data.synthetic import oblique_affine
+from medimg.data.synthetic import SyntheticGrid, world_points
 from medimg.io.atomic import atomic_write_text
 from medimg.io.nifti import save_nifti
 from medimg.io.volume import Volume
 
 DIAMETER_MM = (5.0, 16.0)
+DETECTION_GRID = SyntheticGrid((48, 48, 24), (1.5, 1.5, 3.0), 15.0)  # the detection cases' default grid
 
 
 @dataclass
@@ -32,11 +33,6 @@ class DetectionCase:
     mask: Volume
     centres_mm: np.ndarray
     diameters_mm: np.ndarray
-
-
-def _world(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
-    idx = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), axis=-1)
-    return idx @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)
 
 
 def _place_lesions(rng: np.random.Generator, n: int, organ_r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,12 +53,7 @@ def _place_lesions(rng: np.random.Generator, n: int, organ_r: np.ndarray) -> tup
 
 
 def make_detection_case(
-    index: int,
-    seed: int = 0,
-    shape: tuple[int, int, int] = (48, 48, 24),
-    spacing: tuple[float, float, float] = (1.5, 1.5, 3.0),
-    oblique_deg: float = 15.0,
-    max_lesions: int = 4,
+    index: int, seed: int = 0, grid: SyntheticGrid = DETECTION_GRID, max_lesions: int = 4
 ) -> DetectionCase:
     """Generate case ``index`` of the detection study with ``seed``.
 
@@ -71,11 +62,11 @@ def make_detection_case(
         >>> c.image.shape, len(c.centres_mm) >= 1
         ((48, 48, 24), True)
     """
+    shape = grid.shape
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, 21]))
-    angle = oblique_deg * (0.6 + 0.8 * rng.random())
-    affine = oblique_affine(shape, spacing, angle, axis=tuple(rng.normal(size=3) + np.array([1.0, 0.5, 0.2])))
-    world = _world(shape, affine)
-    fov = np.array(shape) * np.array(spacing)
+    affine = grid.case_affine(rng)
+    world = world_points(shape, affine)
+    fov = np.array(shape) * np.array(grid.spacing)
     organ_r = np.minimum(fov * 0.42, np.array([34.0, 30.0, 30.0])) * (1 + 0.05 * rng.normal(size=3))
     body = ((world / (fov * 0.55).astype(np.float32)) ** 2).sum(-1) <= 1
     organ = ((world / organ_r.astype(np.float32)) ** 2).sum(-1) <= 1
@@ -101,12 +92,7 @@ def make_detection_case(
 
 
 def write_detection_study(
-    out_dir: str | Path,
-    cases: int = 30,
-    seed: int = 0,
-    shape: tuple[int, int, int] = (48, 48, 24),
-    spacing: tuple[float, float, float] = (1.5, 1.5, 3.0),
-    oblique_deg: float = 15.0,
+    out_dir: str | Path, cases: int = 30, seed: int = 0, grid: SyntheticGrid = DETECTION_GRID
 ) -> Path:
     """Write the cases (NIfTI), ``boxes.csv`` and ``manifest.csv`` into ``out_dir``; return the manifest.
 
@@ -121,7 +107,7 @@ def write_detection_study(
     rows = ["case_key,patient_key,image,mask"]
     boxes = ["case_key,x,y,z,diameter"]
     for i in range(cases):
-        c = make_detection_case(i, seed, shape, spacing, oblique_deg)
+        c = make_detection_case(i, seed, grid)
         d = f"cases/{c.case_key}"
         save_nifti(c.image, out / d / "image.nii.gz")
         save_nifti(c.mask, out / d / "mask.nii.gz", dtype=np.uint8)

@@ -129,11 +129,11 @@ def read_cases(wf: GenerativeWorkflow) -> pd.DataFrame:
 
     manifest = Path(wf.data.manifest)
     if not manifest.exists() and wf.data.synthetic is not None:
-        from medimg.data.synthetic import write_synthetic_study
+        from medimg.data.synthetic import write_configured_study
 
         s = wf.data.synthetic
         log.info("generating a synthetic study of %d cases in %s", s.cases, manifest.parent)
-        write_synthetic_study(manifest.parent, s.cases, s.seed, s.shape, s.spacing, s.oblique_deg)
+        write_configured_study(manifest.parent, s)
     df = assign_splits(STUDIES[wf.task].read(wf), wf.data.split)
     if not (df["split"] == "train").any():
         raise DataError(f"{manifest}: no case in the 'train' split (data.split)")

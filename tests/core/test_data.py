@@ -12,21 +12,28 @@ import pytest
 from medimg.config.schema import DataConfig, SplitConfig
 from medimg.data.manifest import read_manifest
 from medimg.data.splits import assign_splits
-from medimg.data.synthetic import make_case, write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, make_case, write_synthetic_study
 from medimg.errors import DataError, GeometryError
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    return write_synthetic_study(out, cases=8, seed=3, shape=(24, 22, 16), spacing=(2.0, 1.5, 3.0))
+    return write_synthetic_study(
+        out, cases=8, seed=3, grid=SyntheticGrid(shape=(24, 22, 16), spacing=(2.0, 1.5, 3.0))
+    )
 
 
 def test_synthetic_is_deterministic_oblique_anisotropic():
-    a, b = make_case(2, seed=7, shape=(24, 22, 16)), make_case(2, seed=7, shape=(24, 22, 16))
+    a, b = (
+        make_case(2, seed=7, grid=SyntheticGrid(shape=(24, 22, 16))),
+        make_case(2, seed=7, grid=SyntheticGrid(shape=(24, 22, 16))),
+    )
     np.testing.assert_array_equal(a.image.data, b.image.data)
     np.testing.assert_array_equal(a.label.data, b.label.data)
-    assert not np.array_equal(a.image.data, make_case(2, seed=8, shape=(24, 22, 16)).image.data)
+    assert not np.array_equal(
+        a.image.data, make_case(2, seed=8, grid=SyntheticGrid(shape=(24, 22, 16))).image.data
+    )
     np.testing.assert_allclose(a.image.spacing, (1.6, 1.6, 2.5), atol=1e-6)
     rot = a.image.affine[:3, :3] / np.array(a.image.spacing)
     assert np.abs(rot - np.eye(3)).max() > 0.05  # oblique, not axis aligned

@@ -18,7 +18,7 @@ from _models import built_model
 from _tiny import tiny_workflow, write_wf
 
 from medimg.cli.main import COMMANDS, build_parser, main
-from medimg.data.synthetic import write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 from medimg.errors import EXIT_INPUT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from medimg.io.dicom.write import write_series
 from medimg.io.nifti import save_nifti
@@ -33,7 +33,7 @@ def _json_out(capsys) -> dict:
 
 def _study(root: Path, cases: int = 2) -> Path:
     return write_synthetic_study(
-        root / "data", cases=cases, seed=3, shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5)
+        root / "data", cases=cases, seed=3, grid=SyntheticGrid(shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5))
     )
 
 

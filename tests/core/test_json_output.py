@@ -10,7 +10,7 @@ from _models import built_model, evaluate_argv
 
 from medimg.cli.main import main
 from medimg.cli.output import to_json
-from medimg.data.synthetic import write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
 
 def _json_out(capsys) -> dict:
@@ -20,7 +20,10 @@ def _json_out(capsys) -> dict:
 
 def _study(tmp_path: Path, cases: int = 4) -> Path:
     return write_synthetic_study(
-        tmp_path / "data", cases=cases, seed=3, shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5)
+        tmp_path / "data",
+        cases=cases,
+        seed=3,
+        grid=SyntheticGrid(shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5)),
     )
 
 

@@ -3,12 +3,14 @@ end on a tiny synthetic stand-in for the Hippocampus cache (fixed split, both si
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks import bench_detection_real as bench
-from medimg.detection.synthetic import make_detection_case
+from medimg.detection.synthetic import DETECTION_GRID, make_detection_case
 from medimg.io.nifti import save_nifti
 
 
@@ -24,7 +26,7 @@ def _cache(root, n: int) -> None:
     for d in ("images", "labels"):
         (root / d).mkdir(parents=True)
     for i in range(n):
-        case = make_detection_case(i, seed=5, shape=(32, 32, 16), max_lesions=2)
+        case = make_detection_case(i, seed=5, max_lesions=2, grid=replace(DETECTION_GRID, shape=(32, 32, 16)))
         save_nifti(case.image, root / "images" / f"hippocampus_{i:03d}.nii.gz")
         if i != 3:  # one case without a label: left out, named
             save_nifti(case.mask, root / "labels" / f"hippocampus_{i:03d}.nii.gz", dtype=np.uint8)

@@ -5,6 +5,7 @@ independently on the same boxes, per-case rows and MLflow logging."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -22,12 +23,14 @@ from medimg.detection.network import build_detector
 from medimg.detection.plan import plan_detection
 from medimg.detection.predict import predict_boxes
 from medimg.detection.scoring import detection_scores, scan_boxes
-from medimg.detection.synthetic import write_detection_study
+from medimg.detection.synthetic import DETECTION_GRID, write_detection_study
 
 
 def _study(tmp_path: Path, monkeypatch) -> tuple[Path, object]:
     monkeypatch.chdir(tmp_path)
-    manifest = write_detection_study(tmp_path / "data", cases=6, seed=3, shape=(32, 32, 16))
+    manifest = write_detection_study(
+        tmp_path / "data", cases=6, seed=3, grid=replace(DETECTION_GRID, shape=(32, 32, 16))
+    )
     wf = parse_detection_workflow({
         "task": "detection", "data": {"manifest": str(manifest), "split": {"val_fraction": 0.0, "test_fraction": 0.5}},
         "detection": {"box_file": str(tmp_path / "data/boxes.csv"), "n_boot": 50},

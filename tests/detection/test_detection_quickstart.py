@@ -3,6 +3,8 @@ boxes land within half a voxel of the true lesion centres on a new oblique, anis
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import os
 import time
@@ -14,7 +16,7 @@ import pytest
 from medimg.config.detection import load_detection_workflow
 from medimg.detection.boxes import WorldBox, world_to_voxel
 from medimg.detection.cohort import predict_detection_cohort
-from medimg.detection.synthetic import make_detection_case
+from medimg.detection.synthetic import DETECTION_GRID, make_detection_case
 from medimg.inference.cases import CaseInput
 from medimg.io.nifti import save_nifti
 
@@ -69,7 +71,7 @@ def test_boxes_land_within_half_a_voxel_on_a_new_oblique_anisotropic_scan(traine
     result, _, _ = trained
     errors = []
     for index in range(500, 504):  # grids, orientations and lesions never trained on
-        case = make_detection_case(index, seed=77, oblique_deg=25.0)
+        case = make_detection_case(index, seed=77, grid=replace(DETECTION_GRID, oblique_deg=25.0))
         assert not np.allclose(case.image.affine[:3, :3], np.diag(np.diag(case.image.affine[:3, :3])))
         assert len(set(np.round(case.image.spacing, 6))) == 2  # anisotropic
         save_nifti(case.image, tmp_path / f"scan{index}.nii.gz")

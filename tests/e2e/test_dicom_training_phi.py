@@ -6,7 +6,7 @@ import numpy as np
 from _tiny import tiny_workflow, write_wf
 
 from medimg.cli.main import main
-from medimg.data.synthetic import make_case
+from medimg.data.synthetic import SyntheticGrid, make_case
 from medimg.io.dicom.write import write_series
 from medimg.io.nifti import save_nifti
 
@@ -16,7 +16,7 @@ PHI = ["Doe^Jane", "PID-998877", "19450312", "ACC-55443", "St Elsewhere Hospital
 def test_dicom_manifest_trains_without_leaking_phi(tmp_path):
     rows = ["case_key,patient_key,image,label"]
     for i in range(6):
-        case = make_case(i, seed=9, shape=(32, 30, 16), spacing=(1.6, 1.7, 2.5))
+        case = make_case(i, seed=9, grid=SyntheticGrid(shape=(32, 30, 16), spacing=(1.6, 1.7, 2.5)))
         series = tmp_path / "dicom" / f"s{i}"
         write_series(
             case.image,

@@ -15,7 +15,7 @@ from _browser import run_chromium
 from _models import built_model, evaluate_argv
 
 from medimg.cli.main import main
-from medimg.data.synthetic import write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 from medimg.evaluation.report import evaluate_study
 from medimg.evaluation.seg_metrics import segmentation_case_metrics
 from medimg.evaluation.undefined import format_estimate, per_case_notes
@@ -69,7 +69,7 @@ def test_evaluate_a_model_that_never_predicts_a_label(tmp_path: Path, capsys) ->
 
     chromium = find_chromium()
     manifest = write_synthetic_study(
-        tmp_path / "data", cases=6, seed=3, shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5)
+        tmp_path / "data", cases=6, seed=3, grid=SyntheticGrid(shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5))
     )
     model = built_model(tmp_path / "run" / "model", never=[2])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -21,13 +21,13 @@ torch.set_num_threads(1)
 def study(tmp_path_factory):
     """A 4-case synthetic study (oblique, anisotropic), a model folder, one case made unreadable."""
     from medimg.config.load import parse_workflow
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
     from medimg.inference.model_io import save_trained
     from medimg.models.networks import build_model
 
     root = tmp_path_factory.mktemp("explain_cli")
     manifest = write_synthetic_study(
-        root / "data", cases=4, seed=0, shape=(40, 36, 20), spacing=(1.6, 1.6, 2.5)
+        root / "data", cases=4, seed=0, grid=SyntheticGrid(shape=(40, 36, 20), spacing=(1.6, 1.6, 2.5))
     )
     raw = yaml.safe_load(Path("workflows/quickstart_cls.yaml").read_text())
     raw["data"]["manifest"] = str(manifest)

@@ -53,9 +53,11 @@ def test_a_study_without_normal_training_cases_is_refused(tmp_path):
     run_generative_input = wf.model_copy(
         update={"preprocessing": wf.preprocessing.model_copy(update={"spatial_size": (16, 16, 16)})}
     )
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
-    write_synthetic_study(manifest.parent, cases=8, seed=3, shape=(20, 20, 12), spacing=(4.0, 4.0, 6.0))
+    write_synthetic_study(
+        manifest.parent, cases=8, seed=3, grid=SyntheticGrid(shape=(20, 20, 12), spacing=(4.0, 4.0, 6.0))
+    )
     df = pd.read_csv(manifest).assign(**{"class": 1})
     df.to_csv(manifest, index=False)
     with pytest.raises(DataError, match=r"manifest.csv: no normal case \(class = 0\) in the training split"):
@@ -120,7 +122,7 @@ def test_report_escapes_case_keys(tmp_path):
 def test_a_saved_model_folder_maps_new_scans_as_the_study_did(tmp_path):
     import torch
 
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
     from medimg.generative.anomaly import AnomalyModel, preprocess
     from medimg.generative.anomaly_study import save_model
     from medimg.generative.apply import anomaly_maps
@@ -132,7 +134,7 @@ def test_a_saved_model_folder_maps_new_scans_as_the_study_did(tmp_path):
         update={"preprocessing": wf.preprocessing.model_copy(update={"spatial_size": (16, 16, 16)})}
     )
     manifest = write_synthetic_study(
-        tmp_path / "data", cases=4, seed=1, shape=(20, 20, 12), spacing=(4.0, 4.0, 6.0)
+        tmp_path / "data", cases=4, seed=1, grid=SyntheticGrid(shape=(20, 20, 12), spacing=(4.0, 4.0, 6.0))
     )
     image = str(manifest.parent / "cases/case_0000/image.nii.gz")
     torch.manual_seed(0)

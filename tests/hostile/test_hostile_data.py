@@ -25,7 +25,7 @@ import pytest
 from _tiny import tiny_workflow, write_wf
 
 from medimg.cli.main import main
-from medimg.data.synthetic import write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 from medimg.errors import DataError, GeometryError
 from medimg.io.dicom.write import write_series
 from medimg.io.load import load_image, read_nifti
@@ -74,8 +74,7 @@ def _study(root: Path) -> pd.DataFrame:
         root / "data/synth",
         cases=s["cases"],
         seed=s["seed"],
-        shape=tuple(s["shape"]),
-        spacing=tuple(s["spacing"]),
+        grid=SyntheticGrid(shape=tuple(s["shape"]), spacing=tuple(s["spacing"])),
     )
     return pd.read_csv(root / "data/synth/manifest.csv")
 

@@ -28,9 +28,11 @@ from dicom_phantoms import phantom
 
 
 def _image(tmp_path: Path) -> str:
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
-    manifest = write_synthetic_study(tmp_path / "data", cases=4, seed=5, shape=(32, 30, 20))
+    manifest = write_synthetic_study(
+        tmp_path / "data", cases=4, seed=5, grid=SyntheticGrid(shape=(32, 30, 20))
+    )
     return str(manifest.parent / pd.read_csv(manifest)["image"][0])
 
 

@@ -89,10 +89,10 @@ def test_thresholds_come_from_the_smallest_training_component_in_mm3() -> None:
 
 
 def _data(tmp_path: Path) -> list[str]:
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
     manifest = write_synthetic_study(
-        tmp_path / "data", cases=4, seed=3, shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5)
+        tmp_path / "data", cases=4, seed=3, grid=SyntheticGrid(shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5))
     )
     df = pd.read_csv(manifest)
     return [str(manifest.parent / p) for p in df["image"]]
@@ -148,12 +148,12 @@ def test_the_choice_is_saved_in_the_model_folder_checked_at_load_and_applied_by_
 
 
 def test_the_training_stage_chooses_on_the_validation_split_and_saves_what_it_chose(tmp_path: Path) -> None:
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
     from medimg.training.stages.postprocess import postprocess
     from medimg.training.stages.records import ExportedModel, PreparedData, TrackedRun
 
     manifest = write_synthetic_study(
-        tmp_path / "data", cases=4, seed=3, shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5)
+        tmp_path / "data", cases=4, seed=3, grid=SyntheticGrid(shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5))
     )
     df = pd.read_csv(manifest)
     df["image"] = [str(manifest.parent / p) for p in df["image"]]

@@ -11,7 +11,7 @@ import pytest
 from _tiny import train_tiny
 
 from medimg.cli.main import main
-from medimg.data.synthetic import make_case
+from medimg.data.synthetic import SyntheticGrid, make_case
 from medimg.io.dicom.write import write_series
 from medimg.io.load import load_image
 
@@ -22,7 +22,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def _series(folder: Path, index: int) -> Path:
-    case = make_case(index, seed=5, shape=(32, 30, 12), spacing=(1.6, 1.7, 2.5))
+    case = make_case(index, seed=5, grid=SyntheticGrid(shape=(32, 30, 12), spacing=(1.6, 1.7, 2.5)))
     write_series(
         case.image,
         folder,

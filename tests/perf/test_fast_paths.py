@@ -56,10 +56,10 @@ def test_cached_patch_indices_give_the_same_patches(tmp_path) -> None:
     from monai import transforms as T
 
     from medimg.config.load import parse_workflow
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
     from medimg.data.transforms import train_transforms
 
-    write_synthetic_study(tmp_path, cases=1, shape=(32, 32, 20))
+    write_synthetic_study(tmp_path, cases=1, grid=SyntheticGrid(shape=(32, 32, 20)))
     wf = parse_workflow(
         {
             "task": "segmentation",

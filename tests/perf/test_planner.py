@@ -93,9 +93,11 @@ def _tiny_wf(tmp_path, **preprocessing):
     from _tiny import TINY
 
     from medimg.config.load import parse_workflow
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
-    manifest = write_synthetic_study(tmp_path / "synth", cases=4, seed=0, shape=(40, 36, 20))
+    manifest = write_synthetic_study(
+        tmp_path / "synth", cases=4, seed=0, grid=SyntheticGrid(shape=(40, 36, 20))
+    )
     data = json.loads(json.dumps(TINY))
     data["data"]["manifest"] = str(manifest)
     data["outputs"]["dir"] = str(tmp_path / "out")
@@ -107,9 +109,11 @@ def _tiny_wf(tmp_path, **preprocessing):
 
 def test_preprocessed_voxels_from_the_header(tmp_path) -> None:
     from medimg.data.planner import preprocessed_voxels
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
-    manifest = write_synthetic_study(tmp_path, cases=1, seed=0, shape=(40, 36, 20), spacing=(1.5, 1.0, 2.5))
+    manifest = write_synthetic_study(
+        tmp_path, cases=1, seed=0, grid=SyntheticGrid(shape=(40, 36, 20), spacing=(1.5, 1.0, 2.5))
+    )
     img = manifest.parent / "cases/case_0000/image.nii.gz"
     assert preprocessed_voxels(img, None) == 40 * 36 * 20
     # 60 x 36 x 50 mm at 3 mm: 20 x 12 x 17 (rounded)

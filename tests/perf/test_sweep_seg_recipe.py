@@ -9,7 +9,7 @@ from benchmarks.sweep_seg_recipe import VARIANTS
 from benchmarks.sweep_seg_width import VARIANTS as WIDTH
 from medimg.data.planner import GIB, Machine
 from medimg.data.recipe import plan_dataset
-from medimg.data.synthetic import write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
 CPU = Machine(ram_available=16 * GIB, disk_free=100 * GIB, cpu_count=2)
 SETS = {
@@ -31,7 +31,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("sweep")
-    manifest = write_synthetic_study(root, cases=6, seed=0, shape=(40, 48, 36), spacing=(1.0, 1.0, 1.0))
+    manifest = write_synthetic_study(
+        root, cases=6, seed=0, grid=SyntheticGrid(shape=(40, 48, 36), spacing=(1.0, 1.0, 1.0))
+    )
     return plan_dataset(
         manifest, "segmentation", root / "plan.yaml", "10m", machine=CPU
     ).workflow_path.read_text()

@@ -36,9 +36,11 @@ def test_cpu_training_prefetches_in_a_thread_only_with_cores_to_spare(tmp_path) 
 
 def test_plan_run_logs_the_thread_plan(tmp_path, tiny_unet) -> None:
     from medimg.data.planner import GIB, Machine, plan_run
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
-    manifest = write_synthetic_study(tmp_path / "synth", cases=2, seed=0, shape=(40, 36, 20))
+    manifest = write_synthetic_study(
+        tmp_path / "synth", cases=2, seed=0, grid=SyntheticGrid(shape=(40, 36, 20))
+    )
     wf = _wf(tmp_path)
     items = [{"image": str(manifest.parent / f"cases/case_{i:04d}/image.nii.gz")} for i in range(2)]
     plan = plan_run(wf, items, tiny_unet, Machine(8 * GIB, 100 * GIB, cpu_count=2))

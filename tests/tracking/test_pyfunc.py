@@ -23,7 +23,7 @@ from _tiny import TINY, train_tiny
 
 from medimg.cli.main import main
 from medimg.config.load import parse_workflow
-from medimg.data.synthetic import make_case
+from medimg.data.synthetic import SyntheticGrid, make_case
 from medimg.inference.model_io import ARTIFACT_KEY, download_model_folder, load_trained, save_trained
 from medimg.inference.predictor import Predictor
 from medimg.inference.pyfunc import MedimgPyfunc, log_pyfunc_model, model_signature, output_columns
@@ -63,11 +63,12 @@ def images(tmp_path_factory) -> list[Path]:
     """An oblique anisotropic NIfTI file and a DICOM series folder, neither seen in training."""
     folder = tmp_path_factory.mktemp("images")
     nifti = save_nifti(
-        make_case(3, seed=9, shape=(30, 28, 18), spacing=(1.5, 1.8, 2.6)).image, folder / "scan_a.nii.gz"
+        make_case(3, seed=9, grid=SyntheticGrid(shape=(30, 28, 18), spacing=(1.5, 1.8, 2.6))).image,
+        folder / "scan_a.nii.gz",
     )
     series = folder / "scan_b"
     write_series(
-        make_case(4, seed=9, shape=(32, 30, 12), spacing=(1.6, 1.7, 2.5)).image,
+        make_case(4, seed=9, grid=SyntheticGrid(shape=(32, 30, 12), spacing=(1.6, 1.7, 2.5))).image,
         series,
         rescale=(1.0, -1024.0),
     )
@@ -206,7 +207,9 @@ class _Context:
 def test_classification_pyfunc_gives_probabilities_and_prediction(tmp_path):
     torch.set_num_threads(1)
     folder = _cls_model(tmp_path / "cls_model")
-    image = save_nifti(make_case(1, seed=3, shape=(24, 22, 14)).image, tmp_path / "c.nii.gz")
+    image = save_nifti(
+        make_case(1, seed=3, grid=SyntheticGrid(shape=(24, 22, 14))).image, tmp_path / "c.nii.gz"
+    )
     model = MedimgPyfunc()
     model.load_context(_Context(folder))
     out = model.predict(None, pd.DataFrame({"image": [str(image), str(tmp_path / "nope.nii.gz")]}))

@@ -12,7 +12,7 @@ from medimg.data.fingerprint import fingerprint_dataset
 from medimg.data.planner import GIB, Machine
 from medimg.data.recipe import plan_workflow
 from medimg.data.recipe_rules import balanced_class_weights
-from medimg.data.synthetic import write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 from medimg.errors import ConfigError
 from medimg.training.stages.plan import balanced_sample_weights, resolve_class_weights
 from medimg.training.tasks import ClassificationTask
@@ -123,7 +123,10 @@ def test_balanced_sampler_is_for_classification():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     return write_synthetic_study(
-        tmp_path_factory.mktemp("cls"), cases=8, seed=3, shape=(16, 16, 16), spacing=(1.5, 1.5, 1.5)
+        tmp_path_factory.mktemp("cls"),
+        cases=8,
+        seed=3,
+        grid=SyntheticGrid(shape=(16, 16, 16), spacing=(1.5, 1.5, 1.5)),
     )
 
 

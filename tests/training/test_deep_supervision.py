@@ -128,11 +128,11 @@ def test_planned_deep_supervision_trains_exports_and_scores(tmp_path, monkeypatc
 
     from medimg.cli.main import main
     from medimg.config.load import load_workflow
-    from medimg.data.synthetic import write_synthetic_study
+    from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
     monkeypatch.chdir(tmp_path)
     manifest = write_synthetic_study(
-        tmp_path / "data", cases=6, seed=5, shape=(32, 32, 32), spacing=(1.0, 1.0, 1.0)
+        tmp_path / "data", cases=6, seed=5, grid=SyntheticGrid(shape=(32, 32, 32), spacing=(1.0, 1.0, 1.0))
     )
     out = tmp_path / "ds.yaml"
     assert main(["plan", str(manifest), "--task", "segmentation", "--out", str(out), "--budget", "15s"]) == 0

@@ -13,7 +13,7 @@ from medimg.config.load import parse_workflow, workflow_to_dict
 from medimg.data.fingerprint import fingerprint_dataset, read_fingerprint
 from medimg.data.planner import GIB, Machine
 from medimg.data.recipe import plan_workflow
-from medimg.data.synthetic import write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 from medimg.errors import ConfigError
 from medimg.training.stages.plan_auto import resolve_auto
 
@@ -24,7 +24,9 @@ LABELS = {0: "background", 1: "organ", 2: "kidney"}
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("auto")
-    return write_synthetic_study(root / "data", cases=6, seed=4, shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5))
+    return write_synthetic_study(
+        root / "data", cases=6, seed=4, grid=SyntheticGrid(shape=(32, 30, 20), spacing=(1.6, 1.7, 2.5))
+    )
 
 
 def _wf(manifest, **changes):

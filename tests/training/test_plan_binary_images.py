@@ -12,7 +12,7 @@ from medimg.config.load import parse_workflow
 from medimg.data.fingerprint import fingerprint_dataset
 from medimg.data.planner import GIB, Machine
 from medimg.data.recipe import plan_workflow
-from medimg.data.synthetic import write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 from medimg.data.transforms import eval_transforms
 
 CPU = Machine(ram_available=16 * GIB, disk_free=100 * GIB, cpu_count=2)
@@ -21,7 +21,9 @@ CPU = Machine(ram_available=16 * GIB, disk_free=100 * GIB, cpu_count=2)
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
     root = tmp_path_factory.mktemp("binary")
-    grey = write_synthetic_study(root, cases=6, seed=7, shape=(20, 20, 20), spacing=(1.0, 1.0, 1.0))
+    grey = write_synthetic_study(
+        root, cases=6, seed=7, grid=SyntheticGrid(shape=(20, 20, 20), spacing=(1.0, 1.0, 1.0))
+    )
     df = pd.read_csv(grey)
     for i, rel in enumerate(df.image):  # a thresholded copy of each case: 0 or 255, mostly 0
         img = nib.load(root / rel)

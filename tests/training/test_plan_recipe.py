@@ -21,7 +21,7 @@ from medimg.data.fingerprint import fingerprint_dataset, fingerprint_json
 from medimg.data.planner import GIB, Machine
 from medimg.data.recipe import plan_dataset, plan_workflow
 from medimg.data.recipe_rules import divisors, target_spacing
-from medimg.data.synthetic import write_synthetic_study
+from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
 
 CPU = Machine(ram_available=16 * GIB, disk_free=100 * GIB, cpu_count=2)
 GPU = Machine(ram_available=64 * GIB, disk_free=500 * GIB, cpu_count=16, device="cuda", vram_free=80 * GIB)
@@ -29,7 +29,7 @@ GPU = Machine(ram_available=64 * GIB, disk_free=500 * GIB, cpu_count=16, device=
 
 def _study(root, shape, spacing, cases, seed=0, modality=None):
     manifest = write_synthetic_study(
-        root, cases=cases, seed=seed, shape=shape, spacing=spacing, oblique_deg=0
+        root, cases=cases, seed=seed, grid=SyntheticGrid(shape=shape, spacing=spacing, oblique_deg=0)
     )
     if modality:
         df = pd.read_csv(manifest)

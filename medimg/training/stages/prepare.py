@@ -37,18 +37,11 @@ def prepare_data(wf: Workflow) -> pd.DataFrame:
     check_ranges(wf)
     manifest = Path(wf.data.manifest)
     if not manifest.exists() and wf.data.synthetic is not None and global_rank() == 0:
-        from medimg.data.synthetic import write_synthetic_study
+        from medimg.data.synthetic import write_configured_study
 
         s = wf.data.synthetic
         log.info("generating a synthetic study of %d cases in %s", s.cases, manifest.parent)
-        write_synthetic_study(
-            manifest.parent,
-            cases=s.cases,
-            seed=s.seed,
-            shape=s.shape,
-            spacing=s.spacing,
-            oblique_deg=s.oblique_deg,
-        )
+        write_configured_study(manifest.parent, s)
     deadline = time.monotonic() + 600
     while not manifest.exists() and wf.data.synthetic is not None and time.monotonic() < deadline:
         time.sleep(0.5)  # another rank is writing the synthetic study
