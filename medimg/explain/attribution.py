@@ -1,10 +1,14 @@
-"""Input attributions for classifiers: integrated gradients, SmoothGrad and occlusion sensitivity.
+"""Input attributions: integrated gradients and SmoothGrad (both tasks), occlusion sensitivity (classification).
 
 Integrated gradients and SmoothGrad are captum's (``IntegratedGradients`` with the midpoint
 rule, ``NoiseTunnel`` over ``Saliency``), batched so memory stays bounded; occlusion uses
-MONAI's ``OcclusionSensitivity``. Each returns one map over
-the input grid: channel contributions are summed, and by default only evidence *for* the
-target class is kept (``mode="positive"``).
+MONAI's ``OcclusionSensitivity``. Each is written once for a
+:class:`medimg.explain.targets.Target`: a class's logit (``integrated-gradients``,
+``smoothgrad``) or a label's logits summed inside a region fixed before the path or the noisy
+copies start (``seg-integrated-gradients``, ``seg-smoothgrad``; over a whole case window by
+window, :mod:`medimg.explain.windows`). Each returns one map over the input grid: channel
+contributions are summed, and by default only evidence *for* the target is kept
+(``mode="positive"``).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import numpy as np
 import torch
 
 from medimg.errors import ConfigError
-from medimg.explain.saliency import SaliencyMap, register_method
-from medimg.explain.targets import ScoreFn, class_logit_score, class_probabilities, resolve_target_class
+from medimg.explain.saliency import RawMap, register_algorithm
+from medimg.explain.targets import ScoreFn, Target
 
 _MODES = ("positive", "absolute", "signed")
 
@@ -96,113 +100,96 @@ def reduce_channels(attr: torch.Tensor, mode: str) -> np.ndarray:
     return summed.cpu().numpy().astype(np.float32)
 
 
-@register_method("integrated-gradients", "classification")
+@register_algorithm(
+    {"integrated-gradients": "classification", "seg-integrated-gradients": "segmentation"},
+    {"seg-integrated-gradients": {"steps": 16, "batch_size": 4}},
+)
 def integrated_gradients(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    target_class: int | None = None,
-    steps: int = 32,
-    baseline: float = 0.0,
-    batch_size: int = 8,
-    mode: str = "positive",
-) -> SaliencyMap:
-    """Integrated gradients (Sundararajan et al. 2017) from a constant baseline image.
+    target: Target, steps: int = 32, baseline: float = 0.0, batch_size: int = 8, mode: str = "positive"
+) -> RawMap:
+    """Integrated gradients (Sundararajan et al. 2017) of the target's score from a constant baseline image.
 
-    Uses the midpoint rule over ``steps`` points on the straight path baseline -> ``x``.
+    Uses the midpoint rule over ``steps`` points on the straight path baseline -> ``x``
+    (``seg-integrated-gradients``: 16 steps, 4 per pass).
 
     Args:
-        model: classifier returning ``(B, K)`` logits.
-        x: input ``(1, C, D, H, W)``.
-        target_class: class to explain (``None``: the predicted class).
+        target: what is explained: a class's logit, or a label's logits summed inside a region.
         steps: number of path points.
         baseline: intensity of the reference image (0 = background after z-scoring).
         batch_size: path points per forward pass (memory bound).
-        mode: ``positive`` (evidence for the class), ``absolute`` or ``signed``.
+        mode: ``positive`` (evidence for the target), ``absolute`` or ``signed``.
 
     Example:
-        >>> m = integrated_gradients(model, x, target_class=1, steps=16)  # doctest: +SKIP
+        >>> m = compute_saliency(model, x, "integrated-gradients", target_class=1, steps=16)  # doctest: +SKIP
     """
-    cls = resolve_target_class(model, x, target_class)
-    attr = path_attribution(model, x, class_logit_score(cls), steps, baseline, batch_size)
-    params = {"steps": steps, "baseline": baseline, "mode": mode}
-    return SaliencyMap(reduce_channels(attr, mode), "integrated-gradients", params, {"class": cls})
+    attr = path_attribution(target.model, target.x, target.score, steps, baseline, batch_size)
+    return RawMap(reduce_channels(attr, mode), {"steps": steps, "baseline": baseline, "mode": mode})
 
 
-@register_method("smoothgrad", "classification")
+@register_algorithm(
+    {"smoothgrad": "classification", "seg-smoothgrad": "segmentation"}, {"seg-smoothgrad": {"batch_size": 4}}
+)
 def smoothgrad(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    target_class: int | None = None,
-    samples: int = 16,
-    noise_level: float = 0.15,
-    batch_size: int = 8,
-    seed: int = 0,
-) -> SaliencyMap:
+    target: Target, samples: int = 16, noise_level: float = 0.15, batch_size: int = 8, seed: int = 0
+) -> RawMap:
     """SmoothGrad (Smilkov et al. 2017): input-gradient magnitude averaged over noisy copies.
 
     Args:
-        model: classifier returning ``(B, K)`` logits.
-        x: input ``(1, C, D, H, W)``.
-        target_class: class to explain (``None``: the predicted class).
+        target: what is explained: a class's logit, or a label's logits summed inside a region.
         samples: number of noisy copies.
         noise_level: noise standard deviation as a fraction of the input's intensity range.
-        batch_size: copies per forward pass.
+        batch_size: copies per forward pass (``seg-smoothgrad``: 4).
         seed: random seed (maps are reproducible).
 
     Example:
-        >>> m = smoothgrad(model, x, samples=8)  # doctest: +SKIP
+        >>> m = compute_saliency(unet, x, "seg-smoothgrad", label=1, samples=8)  # doctest: +SKIP
     """
-    cls = resolve_target_class(model, x, target_class)
-    total = noisy_gradient_magnitude(model, x, class_logit_score(cls), samples, noise_level, batch_size, seed)
+    model, x = target.model, target.x
+    total = noisy_gradient_magnitude(model, x, target.score, samples, noise_level, batch_size, seed)
     params = {"samples": samples, "noise_level": noise_level, "seed": seed}
-    return SaliencyMap(reduce_channels(total, "absolute"), "smoothgrad", params, {"class": cls})
+    return RawMap(reduce_channels(total, "absolute"), params)
 
 
-@register_method("occlusion", "classification")
+@register_algorithm({"occlusion": "classification"})
 def occlusion_sensitivity(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    target_class: int | None = None,
+    target: Target,
     mask_size: int | None = None,
     overlap: float = 0.5,
     batch_size: int = 8,
     fill: str = "gaussian",
-) -> SaliencyMap:
+) -> RawMap:
     """Occlusion sensitivity: the drop in the target probability when a box around a voxel is hidden.
 
     Wraps ``monai.visualize.OcclusionSensitivity``; positive values mark regions whose
-    occlusion lowers the probability of ``target_class``.
+    occlusion lowers the target's probability.
 
     Args:
-        model: classifier returning ``(B, K)`` logits.
-        x: input ``(1, C, D, H, W)``.
-        target_class: class to explain (``None``: the predicted class).
+        target: what is explained (its probability: a class's).
         mask_size: side of the occluding box in voxels (default: a quarter of the smallest side, >= 3).
         overlap: overlap of neighbouring boxes, in ``[0, 1)``.
         batch_size: occluded copies per forward pass.
         fill: ``gaussian``, ``mean_img`` or ``mean_patch`` (MONAI's modes).
 
     Example:
-        >>> m = occlusion_sensitivity(model, x, mask_size=6)  # doctest: +SKIP
+        >>> m = compute_saliency(model, x, "occlusion", mask_size=6)  # doctest: +SKIP
     """
     from monai.visualize import OcclusionSensitivity
 
-    cls = resolve_target_class(model, x, target_class)
-    x = x.detach().float()
+    x = target.x.detach().float()
     size = mask_size or max(3, min(int(s) for s in x.shape[2:]) // 4)
     occ = OcclusionSensitivity(
-        model,
+        target.model,
         mask_size=size,
         n_batch=batch_size,
         verbose=False,
         mode=fill,
         overlap=overlap,
-        activate=class_probabilities,
+        activate=lambda logits: target.probability(logits)[:, None],
     )
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MONAI's indexing warnings, not the user's concern
-        base = float(class_probabilities(model(x))[0, cls])
+        base = float(target.probability(target.model(x))[0])
         occ_map, _ = occ(x)
-    drop = base - occ_map[0, cls]  # (B, K, D, H, W): probability of each class with the box hidden
+    drop = base - occ_map[0, 0]  # (B, 1, D, H, W): the target's probability with the box hidden
     params = {"mask_size": size, "overlap": overlap, "fill": fill}
-    return SaliencyMap(torch.as_tensor(drop).cpu().numpy(), "occlusion", params, {"class": cls})
+    return RawMap(torch.as_tensor(drop).cpu().numpy(), params)

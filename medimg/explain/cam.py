@@ -2,7 +2,8 @@
 
 The maths follows MONAI's ``monai.visualize.GradCAM``/``GradCAMpp``; the hooks live only for
 one call (:func:`medimg.explain.layers.capture_layer`) and the target is any scalar score of
-the logits, which is what Seg-Grad-CAM needs (a label's logits summed inside a region).
+the logits (:class:`medimg.explain.targets.Target`), so one implementation serves a class
+(``gradcam``) and Seg-Grad-CAM's label's logits summed inside a region (``seg-gradcam``).
 The map is the ReLU of the weighted activation sum, resampled trilinearly to the input grid
 with each cell placed where its receptive field is centred (:func:`feature_grid`, traced
 from the network's convolutions and poolings during the same forward pass); its values are not
@@ -17,8 +18,8 @@ import torch.nn.functional as F
 
 from medimg.explain.grids import place_on_grid
 from medimg.explain.layers import FeatureGrid, capture_layer, default_target_layer, tracing_grid
-from medimg.explain.saliency import SaliencyMap, register_method
-from medimg.explain.targets import ScoreFn, class_logit_score, region_label_score, resolve_target_class
+from medimg.explain.saliency import RawMap, register_algorithm
+from medimg.explain.targets import ScoreFn, Target
 
 
 def _weighted_activation(
@@ -52,75 +53,38 @@ def _weighted_activation(
     return place_on_grid(cam.cpu().numpy(), shape, grid.stride, grid.offset), grid
 
 
-@register_method("gradcam", "classification")
-def grad_cam(
-    model: torch.nn.Module, x: torch.Tensor, target_class: int | None = None, layer: str | None = None
-) -> SaliencyMap:
-    """Grad-CAM (Selvaraju et al. 2017) for one class of a classifier.
+@register_algorithm({"gradcam": "classification", "seg-gradcam": "segmentation"})
+def grad_cam(target: Target, layer: str | None = None) -> RawMap:
+    """Grad-CAM (Selvaraju et al. 2017) of a class; Seg-Grad-CAM (Vinogradova et al. 2020) of a label.
+
+    ``gradcam`` explains the logit of a class, ``seg-gradcam`` the sum of a label's logits inside
+    a region (:class:`medimg.explain.targets.Target`).
 
     Args:
-        model: classifier returning ``(1, K)`` logits (``K = 1``: binary, sigmoid).
-        x: input ``(1, C, D, H, W)``.
-        target_class: class to explain; ``None`` explains the predicted class.
-        layer: module name; default from :func:`default_target_layer`.
+        target: what is explained (the network, the input ``(1, C, D, H, W)`` and the score).
+        layer: module name; default from :func:`default_target_layer` for the target's task
+            (segmentation: the deepest convolution, the bottleneck).
 
     Example:
-        >>> m = grad_cam(model, x, target_class=1)  # doctest: +SKIP
+        >>> m = compute_saliency(model, x, "gradcam", target_class=1)  # doctest: +SKIP
+        >>> m = compute_saliency(unet, x, "seg-gradcam", label=1)  # doctest: +SKIP
         >>> m.array.shape == tuple(x.shape[2:])  # doctest: +SKIP
         True
     """
-    return _class_cam(model, x, target_class, layer, plus=False)
+    return _cam(target, layer, plus=False)
 
 
-@register_method("gradcam++", "classification")
-def grad_cam_pp(
-    model: torch.nn.Module, x: torch.Tensor, target_class: int | None = None, layer: str | None = None
-) -> SaliencyMap:
+@register_algorithm({"gradcam++": "classification"})
+def grad_cam_pp(target: Target, layer: str | None = None) -> RawMap:
     """Grad-CAM++ (Chattopadhyay et al. 2018): like :func:`grad_cam`, with pixel-wise weights.
 
     Example:
-        >>> m = grad_cam_pp(model, x)  # doctest: +SKIP
+        >>> m = compute_saliency(model, x, "gradcam++")  # doctest: +SKIP
     """
-    return _class_cam(model, x, target_class, layer, plus=True)
+    return _cam(target, layer, plus=True)
 
 
-def _class_cam(
-    model: torch.nn.Module, x: torch.Tensor, target_class: int | None, layer: str | None, plus: bool
-) -> SaliencyMap:
-    cls = resolve_target_class(model, x, target_class)
-    layer = layer or default_target_layer(model, x)
-    array, grid = _weighted_activation(model, x, class_logit_score(cls), layer, plus)
-    name = "gradcam++" if plus else "gradcam"
-    return SaliencyMap(
-        array, name, params={"layer": layer, "feature_grid": grid.as_params()}, target={"class": cls}
-    )
-
-
-@register_method("seg-gradcam", "segmentation")
-def seg_grad_cam(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    label: int = 1,
-    region: np.ndarray | None = None,
-    layer: str | None = None,
-) -> SaliencyMap:
-    """Seg-Grad-CAM (Vinogradova et al. 2020) for one label of a segmentation network.
-
-    The target is the sum of ``label``'s logits inside ``region`` (a boolean ``(D, H, W)``
-    mask on the input grid), or inside the voxels the network predicts as ``label``.
-
-    Args:
-        model: segmentation network returning ``(1, K, D, H, W)`` logits.
-        x: input ``(1, C, D, H, W)``.
-        label: output channel to explain.
-        region: optional mask; ``None`` uses the predicted region.
-        layer: module name; default is the deepest convolution (bottleneck).
-
-    Example:
-        >>> m = seg_grad_cam(unet, x, label=1)  # doctest: +SKIP
-    """
-    layer = layer or default_target_layer(model, x, task="segmentation")
-    array, grid = _weighted_activation(model, x, region_label_score(label, region), layer, plus=False)
-    target = {"label": int(label), "region": "predicted" if region is None else "given"}
-    params = {"layer": layer, "feature_grid": grid.as_params()}
-    return SaliencyMap(array, "seg-gradcam", params=params, target=target)
+def _cam(target: Target, layer: str | None, plus: bool) -> RawMap:
+    layer = layer or default_target_layer(target.model, target.x, task=target.task)
+    array, grid = _weighted_activation(target.model, target.x, target.score, layer, plus)
+    return RawMap(array, {"layer": layer, "feature_grid": grid.as_params()})

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from medimg.errors import ConfigError
-from medimg.explain import attribution, cam, seg_attribution, uncertainty  # noqa: F401  (fills the registry)
+from medimg.explain import attribution, cam, uncertainty  # noqa: F401  (fills the registry)
 from medimg.explain.grids import coarse_shape, place_on_grid, upsample_to
 from medimg.explain.saliency import MethodFn, SaliencyMap, method_slug, register_method, registered_methods
 

@@ -120,14 +120,14 @@ def randomisation_test(
     Args:
         model: the trained network.
         x: input ``(1, C, D, H, W)``.
-        explain: ``(model, x) -> SaliencyMap``, e.g. ``lambda m, x: grad_cam(m, x, target_class=1)``;
+        explain: ``(model, x) -> SaliencyMap``, e.g. ``lambda m, x: compute_saliency(m, x, "gradcam", target_class=1)``;
             fix the target class so both maps explain the same thing.
         trained_map: the trained model's map if already computed.
         randomised_model: a copy from :func:`randomise_weights` (reuse it over a cohort).
         seed: seed for the randomised copy when none is given.
 
     Example:
-        >>> r = randomisation_test(model, x, lambda m, v: grad_cam(m, v, target_class=1))  # doctest: +SKIP
+        >>> r = randomisation_test(model, x, lambda m, v: compute_saliency(m, v, "gradcam", target_class=1))  # doctest: +SKIP
         >>> r.spearman < 0.5  # doctest: +SKIP
         True
     """

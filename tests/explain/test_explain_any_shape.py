@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from medimg.config.load import parse_workflow
-from medimg.explain.cam import seg_grad_cam
+from medimg.explain.maps import compute_saliency
 from medimg.explain.runner import ExplainCase, explain_cohort
 from medimg.explain.windows import WindowedNetwork, WindowPlan, target_region, window_plan, windowed_saliency
 from medimg.inference.model_io import TrainedModel
@@ -166,7 +166,7 @@ def test_one_window_map_equals_the_direct_map():
     region, how = target_region(tm.model, x, plan, 1)
     assert how == "predicted" and 0 < region.sum() < region.size
     windowed = windowed_saliency(tm.model, x, "seg-gradcam", plan, label=1)
-    direct = seg_grad_cam(tm.model, x, label=1, region=region)
+    direct = compute_saliency(tm.model, x, "seg-gradcam", label=1, region=region)
     assert windowed.params["layer"] == direct.params["layer"]
     np.testing.assert_allclose(windowed.array, direct.array, rtol=1e-4, atol=1e-6 * float(direct.array.max()))
 

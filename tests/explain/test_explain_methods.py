@@ -9,7 +9,6 @@ from torch import nn
 
 from medimg.errors import ConfigError
 from medimg.explain import available_methods, compute_saliency
-from medimg.explain.cam import grad_cam, seg_grad_cam
 from medimg.explain.layers import default_target_layer
 from medimg.explain.sanity import (
     deletion_insertion,
@@ -49,7 +48,10 @@ def test_randomisation_test_shows_low_similarity_for_trained_model(trained_class
     rhos, ssims = [], []
     for x, _mask in _positives(test_cases)[:5]:
         r = randomisation_test(
-            trained_classifier, x, lambda m, v: grad_cam(m, v, target_class=1), randomised_model=rnd
+            trained_classifier,
+            x,
+            lambda m, v: compute_saliency(m, v, "gradcam", target_class=1),
+            randomised_model=rnd,
         )
         rhos.append(r.spearman)
         ssims.append(r.ssim)
@@ -57,7 +59,7 @@ def test_randomisation_test_shows_low_similarity_for_trained_model(trained_class
     assert np.mean(rhos) < 0.5, rhos
     assert np.mean(ssims) < 0.5, ssims
     # the same map against itself is perfectly similar: the measure is not trivially low
-    m = grad_cam(trained_classifier, _positives(test_cases)[0][0], target_class=1)
+    m = compute_saliency(trained_classifier, _positives(test_cases)[0][0], "gradcam", target_class=1)
     rho, ssim = map_similarity(m.array, m.array)
     assert rho == pytest.approx(1.0) and ssim == pytest.approx(1.0)
 
@@ -70,7 +72,7 @@ def test_cascading_randomisation_only_touches_top_layers(trained_classifier):
 
 def test_deletion_is_faster_than_random_for_gradcam(trained_classifier, test_cases):
     x, _mask = _positives(test_cases)[0]
-    m = grad_cam(trained_classifier, x, target_class=1)
+    m = compute_saliency(trained_classifier, x, "gradcam", target_class=1)
     f = deletion_insertion(trained_classifier, x, m, class_probability_score(1), steps=8)
     assert len(f.deletion) == len(f.insertion) == 9
     assert f.deletion[0] > 0.9  # nothing deleted: the model is confident
@@ -109,9 +111,9 @@ def test_unknown_method_and_class_are_clear_errors(trained_classifier, test_case
     with pytest.raises(ConfigError, match="unknown saliency method 'gradcan'"):
         compute_saliency(trained_classifier, x, "gradcan")
     with pytest.raises(ConfigError, match="target class 5"):
-        grad_cam(trained_classifier, x, target_class=5)
+        compute_saliency(trained_classifier, x, "gradcam", target_class=5)
     with pytest.raises(ConfigError, match="layer 'nope' not found"):
-        grad_cam(trained_classifier, x, layer="nope")
+        compute_saliency(trained_classifier, x, "gradcam", layer="nope")
     assert {"gradcam", "gradcam++", "occlusion", "integrated-gradients", "smoothgrad"} <= set(
         available_methods("classification")
     )
@@ -121,6 +123,51 @@ def test_unknown_method_and_class_are_clear_errors(trained_classifier, test_case
         "seg-smoothgrad",
         "uncertainty",
     }
+
+
+def test_one_algorithm_per_method_pair_with_each_names_target_and_defaults():
+    import inspect
+
+    from medimg.explain.maps import get_method
+
+    def signature(name):
+        fn, _task = get_method(name)
+        return {n: p.default for n, p in list(inspect.signature(fn).parameters.items())[2:]}
+
+    assert (
+        get_method("integrated-gradients")[0].algorithm is get_method("seg-integrated-gradients")[0].algorithm
+    )
+    assert get_method("smoothgrad")[0].algorithm is get_method("seg-smoothgrad")[0].algorithm
+    assert get_method("gradcam")[0].algorithm is get_method("seg-gradcam")[0].algorithm
+    assert signature("integrated-gradients") == {
+        "target_class": None,
+        "steps": 32,
+        "baseline": 0.0,
+        "batch_size": 8,
+        "mode": "positive",
+    }
+    assert signature("seg-integrated-gradients") == {
+        "label": 1,
+        "region": None,
+        "steps": 16,
+        "baseline": 0.0,
+        "batch_size": 4,
+        "mode": "positive",
+    }
+    assert signature("smoothgrad")["batch_size"] == 8 and signature("seg-smoothgrad")["batch_size"] == 4
+    assert signature("gradcam") == {"target_class": None, "layer": None}
+    assert signature("seg-gradcam") == {"label": 1, "region": None, "layer": None}
+    assert signature("occlusion") == {
+        "target_class": None,
+        "mask_size": None,
+        "overlap": 0.5,
+        "batch_size": 8,
+        "fill": "gaussian",
+    }
+    # a parameter of the other task's target is refused, as an unknown keyword always was
+    net = nn.Sequential(nn.Conv3d(1, 2, 3), nn.AdaptiveAvgPool3d(1), nn.Flatten()).eval()
+    with pytest.raises(TypeError, match="label"):
+        compute_saliency(net, torch.zeros(1, 1, 8, 8, 8), "gradcam", label=1)
 
 
 def test_default_layers_for_monai_families():
@@ -137,7 +184,7 @@ def test_default_layers_for_monai_families():
     assert default_target_layer(res.eval(), x) == "layer2"
     assert default_target_layer(res, torch.randn(1, 1, 64, 64, 64)) == "layer4"
     for net in (dense.eval(), res.eval()):
-        m = grad_cam(net, x, target_class=0)
+        m = compute_saliency(net, x, "gradcam", target_class=0)
         assert m.array.shape == (16, 16, 16) and np.isfinite(m.array).all()
     # hooks are removed after the call: nothing left registered on the network
     assert all(not mod._forward_hooks for mod in res.modules())
@@ -155,7 +202,7 @@ def test_seg_gradcam_uses_bottleneck_and_region():
     x = torch.randn(1, 1, 16, 16, 16)
     region = np.zeros((16, 16, 16), bool)
     region[2:6, 2:6, 2:6] = True
-    m = seg_grad_cam(net, x, label=1, region=region)
+    m = compute_saliency(net, x, "seg-gradcam", label=1, region=region)
     assert m.array.shape == (16, 16, 16) and np.isfinite(m.array).all()
     assert m.target == {"label": 1, "region": "given"}
     layers = dict(net.named_modules())
@@ -170,11 +217,11 @@ def test_seg_gradcam_uses_bottleneck_and_region():
     net(x)
     h.remove()
     assert tuple(out["s"][2:]) == (4, 4, 4)
-    other = seg_grad_cam(net, x, label=1, region=~region)
+    other = compute_saliency(net, x, "seg-gradcam", label=1, region=~region)
     assert float(m.array.max()) > 0
     assert not np.allclose(m.normalised(), other.normalised(), atol=1e-3)
     with pytest.raises(ConfigError, match="label 4 does not exist"):
-        seg_grad_cam(net, x, label=4)
+        compute_saliency(net, x, "seg-gradcam", label=4)
 
 
 def test_uncertainty_flip_and_mc_dropout():
@@ -206,9 +253,11 @@ def test_all_methods_run_on_cuda(trained_classifier, test_cases):
     for method in ("gradcam", "gradcam++", "integrated-gradients", "smoothgrad", "occlusion"):
         m = compute_saliency(model, x, method, target_class=1)
         assert m.array.shape == (24, 24, 24) and np.isfinite(m.array).all()
-    f = deletion_insertion(model, x, grad_cam(model, x, target_class=1), class_probability_score(1), steps=4)
+    f = deletion_insertion(
+        model, x, compute_saliency(model, x, "gradcam", target_class=1), class_probability_score(1), steps=4
+    )
     assert f.deletion_auc < f.insertion_auc
     net = _tiny_unet().cuda()
     xs = torch.randn(1, 1, 16, 16, 16, device="cuda")
-    assert seg_grad_cam(net, xs, label=1).array.shape == (16, 16, 16)
+    assert compute_saliency(net, xs, "seg-gradcam", label=1).array.shape == (16, 16, 16)
     assert uncertainty_map(net, xs, label=1).array.shape == (16, 16, 16)
