@@ -53,8 +53,11 @@ def log_calls(root: Path, module: object, name: str, case_of, delay: float = 0.0
 
 
 def run_cohort_and_exit(root: Path, predict_cohort) -> None:
-    """The worker's cohort: ``predict_cohort(root/model, input cases, root/out)``; its exit code is the process's."""
-    report = predict_cohort(root / "model", input_cases(root), root / "out")
+    """The worker's cohort: ``predict_cohort(root/model, CohortRun(input cases, root/out))``; its exit
+    code is the process's."""
+    from medimg.inference.request import CohortRun
+
+    report = predict_cohort(root / "model", CohortRun(input_cases(root), root / "out"))
     sys.exit(report.exit_code)
 
 

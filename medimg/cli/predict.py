@@ -1,6 +1,7 @@
 """``medimg predict MODEL INPUT...``: cohort inference, model loaded once, resumable.
 
-The work is done by :func:`medimg.inference.predict_cohort.predict_cohort`.
+The arguments make one :class:`medimg.inference.request.PredictRequest`; the model's cohort runner
+(:func:`medimg.inference.predict_cohort.cohort_runner`: ``predict_cohort`` or its task's own) runs it.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from medimg.cli.output import add_json_flag, emit
-from medimg.cli.predict_options import GENERATOR_FLAGS, run_options
+from medimg.cli.predict_options import run_options
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -61,25 +62,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-# the options predict_cohort takes under the name and with the value the parser gives them
-PASSED_AS_IS = ("tracking_uri", "tta", "overlap", "sw_batch_size", "device", "shard", "prefetch", "workers",
-                "dicom", "pacs", "pacs_study", "pacs_modality", "pacs_filter")  # fmt: skip
-
-
 def execute(args: argparse.Namespace) -> int:
     from medimg.errors import ConfigError
     from medimg.inference.predict_cohort import cohort_runner
+    from medimg.inference.request import PredictRequest
 
     models, inputs = args.models, list(args.inputs)
     if models and args.model:
         inputs.insert(0, args.model)
     if not models and not args.model:
         raise ConfigError("give a MODEL (or --model, repeatable, for an ensemble)")
-    options = {name: getattr(args, name) for name in PASSED_AS_IS}
-    options.update(progress=not args.no_progress, store=not args.no_store)
-    given = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in GENERATOR_FLAGS}
-    options.update({name: value for name, value in given.items() if value is not None})  # others refuse them
-    run = cohort_runner(models or args.model)  # predict_cohort, or the model's task's own (medimg.tasks)
-    document, lines, code = run(models or args.model, inputs, args.out, **options)
+    options = {name: getattr(args, name) for name in PredictRequest.option_names() if hasattr(args, name)}
+    options.update(progress=not args.no_progress, store=not args.no_store)  # the parser's --no-... flags
+    request = PredictRequest(models or args.model, inputs, args.out, **options)
+    # predict_cohort, or the model's task's own (medimg.tasks): each refuses what it does not take
+    document, lines, code = cohort_runner(request.model)(request)
     emit(args, document, lines)
     return code

@@ -22,6 +22,7 @@ from medimg.detection.predict import predict_boxes
 from medimg.inference.cases import CaseInput, CaseOutputs
 from medimg.inference.cohort import CohortReport, cases_table, run_cohort, settings_hash
 from medimg.inference.dicom_seg import AlgorithmInfo
+from medimg.inference.request import CohortRun
 from medimg.io.atomic import atomic_write_text
 from medimg.io.load import load_image
 from medimg.io.volume import Volume
@@ -121,19 +122,12 @@ def cohort_boxes_csv(out_dir: str | Path, case_ids: Sequence[str]) -> Path:
     return cases_table(Path(out_dir), case_ids, ("boxes.json", "boxes.csv"), columns, rows)
 
 
-def predict_detection_cohort(
-    model_dir: str | Path,
-    cases: Sequence[CaseInput],
-    out_dir: str | Path,
-    *,
-    overlap: float = 0.25,
-    progress: bool = False,
-) -> CohortReport:
-    """Detect lesions in every case (resumable), write boxes.json / SR per case and boxes.csv.
+def predict_detection_cohort(model_dir: str | Path, run: CohortRun, *, overlap: float = 0.25) -> CohortReport:
+    """Detect lesions in every case of ``run`` (resumable), write boxes.json / SR per case and boxes.csv.
 
     Example:
-        >>> cases = [CaseInput("scan1", (Path("scan1.nii.gz"),))]  # doctest: +SKIP
-        >>> predict_detection_cohort("runs/quickstart_detection/model", cases, "out").exit_code  # doctest: +SKIP
+        >>> run = CohortRun([CaseInput("scan1", (Path("scan1.nii.gz"),))], "out")  # doctest: +SKIP
+        >>> predict_detection_cohort("runs/quickstart_detection/model", run).exit_code  # doctest: +SKIP
         0
     """
     from medimg.detection.model_folder import load_detector
@@ -147,9 +141,9 @@ def predict_detection_cohort(
         return CaseOutputs(source=scan, extra={"n_boxes": len(scan.boxes), "max_score": round(top, 6)})
 
     report = run_cohort(
-        cases,
+        run.cases,
         predict,
-        Path(out_dir),
+        Path(run.out_dir),
         load_fn=load_scan,
         writers=[
             BoxesJsonWriter(),
@@ -158,7 +152,7 @@ def predict_detection_cohort(
         ],
         model_key=weights_sha,
         settings_key=settings_hash({"overlap": overlap, "plan": plan.to_dict()}),
-        progress=progress,
+        **run.options(),
     )
-    cohort_boxes_csv(out_dir, [c.case_id for c in cases])
+    cohort_boxes_csv(run.out_dir, [c.case_id for c in run.cases])
     return report

@@ -32,8 +32,9 @@ import numpy as np
 from medimg.errors import ConfigError, DataError
 from medimg.generative.anomaly import preprocess
 from medimg.generative.superres_study import super_resolve
-from medimg.inference.cases import CaseInput, CaseOutputs, SetAside
+from medimg.inference.cases import CaseInput, CaseOutputs
 from medimg.inference.cohort import CohortReport, cases_table, run_cohort, settings_hash
+from medimg.inference.request import CohortRun, PredictRequest
 from medimg.io.atomic import atomic_write_text
 from medimg.io.nifti import save_nifti
 from medimg.io.volume import Volume
@@ -148,21 +149,13 @@ def cohort_table(out_dir: str | Path, task: str, case_ids: Sequence[str]) -> Pat
     return cases_table(Path(out_dir), case_ids, names, TABLE_COLUMNS[task], lambda case_id, doc: [doc])
 
 
-def predict_generative_cohort(
-    model_dir: str | Path,
-    cases: Sequence[CaseInput],
-    out_dir: str | Path,
-    *,
-    prefetch: int = 2,
-    progress: bool = False,
-    shard: tuple[int, int] | None = None,
-    set_aside: Sequence[SetAside] = (),
-) -> CohortReport:
-    """Apply an anomaly or super-resolution model folder to every case (resumable); write the cohort table.
+def predict_generative_cohort(model_dir: str | Path, run: CohortRun) -> CohortReport:
+    """Apply an anomaly or super-resolution model folder to every case of ``run`` (resumable); write
+    the cohort table.
 
     Example:
-        >>> cases = [CaseInput("t1_5mm", (Path("thick/t1_5mm.nii.gz"),))]  # doctest: +SKIP
-        >>> predict_generative_cohort("runs/quickstart_superres/model", cases, "sr").exit_code  # doctest: +SKIP
+        >>> run = CohortRun([CaseInput("t1_5mm", (Path("thick/t1_5mm.nii.gz"),))], "sr")  # doctest: +SKIP
+        >>> predict_generative_cohort("runs/quickstart_superres/model", run).exit_code  # doctest: +SKIP
         0
     """
     task = generative_task(model_dir)
@@ -171,59 +164,45 @@ def predict_generative_cohort(
     load, predict, writer, settings = COHORT_PARTS[task](Path(model_dir))
     weights = hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()
     report = run_cohort(
-        cases,
+        run.cases,
         predict,
-        Path(out_dir),
+        Path(run.out_dir),
         load_fn=load,
         writers=[writer],
         model_key=weights,
         settings_key=settings_hash(settings),
-        prefetch=prefetch,
-        progress=progress,
-        shard=shard,
-        set_aside=set_aside,
+        **run.options(),
     )
-    cohort_table(out_dir, task, [c.case_id for c in cases])
+    cohort_table(run.out_dir, task, [c.case_id for c in run.cases])
     return report
 
 
-def predict_generative(
-    model: str | Sequence[str],
-    inputs: Sequence[str],
-    out: str | Path,
-    *,
-    workers: int | None = None,
-    shard: str | None = None,
-    prefetch: int = 2,
-    progress: bool = True,
-    **options: Any,
-) -> tuple[dict[str, Any], list[str], int]:
+TAKEN = ("workers", "shard", "prefetch", "progress")  # the options of medimg predict that these use
+
+
+def predict_generative(request: PredictRequest) -> tuple[dict[str, Any], list[str], int]:
     """``medimg predict`` with an anomaly or superres model folder: the result document, its lines, the exit code.
 
-    The signature of a task's cohort runner (``medimg.tasks.Task.cohort``). Options of ``medimg
-    predict`` with no meaning here (TTA, window overlap, a PACS, a device other than the CPU, DICOM
-    output, ensembles) are refused by name when set, never ignored.
+    A task's cohort runner (``medimg.tasks.Task.cohort``). Options of ``medimg predict`` with no
+    meaning here (TTA, window overlap, a PACS, a device other than the CPU, DICOM output, ensembles)
+    are refused by name when set, never ignored.
 
     Example:
-        >>> predict_generative("runs/quickstart_anomaly/model", ["scans/"], "maps")  # doctest: +SKIP
+        >>> predict_generative(PredictRequest("runs/quickstart_anomaly/model", ["scans/"], "maps"))  # doctest: +SKIP
         ({'done': 3, ...}, [...], 0)
     """
-    from medimg.inference.cases import parse_shard
     from medimg.inference.predict_cohort import cohort_result, own_cohort_inputs
 
-    name = generative_task(model) if isinstance(model, str) else None
+    name = generative_task(request.model) if isinstance(request.model, str) else None
     what = f"a {name} model folder" if name else "an anomaly or superres model folder"
-    folder, found = own_cohort_inputs(model, inputs, options, (), what, workers)
+    folder, found = own_cohort_inputs(request, TAKEN, what)
     task = generative_task(folder)
     if task is None:
         raise ConfigError(
             f"{folder}: not an anomaly or superres model folder (its model.json names the task)"
         )
-    report = predict_generative_cohort(
-        folder, found.cases, out, prefetch=prefetch, progress=progress,
-        shard=parse_shard(shard) if shard else None, set_aside=found.set_aside,
-    )  # fmt: skip
-    document, lines, code = cohort_result(report, out)
-    document["table"] = str(Path(out) / TABLE_NAMES[task])
+    report = predict_generative_cohort(folder, request.cohort_run(found.cases, found.set_aside))
+    document, lines, code = cohort_result(report, request.out)
+    document["table"] = str(Path(request.out) / TABLE_NAMES[task])
     lines.append(f"cohort table: {document['table']}")
     return document, lines, code

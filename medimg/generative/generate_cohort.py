@@ -28,6 +28,7 @@ import torch
 from medimg.errors import ConfigError
 from medimg.inference.cases import CaseInput, CaseOutputs
 from medimg.inference.cohort import CohortReport, cases_table, run_cohort, settings_hash
+from medimg.inference.request import PredictRequest
 from medimg.io.atomic import atomic_write_text
 from medimg.io.volume import Volume
 
@@ -130,53 +131,39 @@ def write_manifest(out: Path, keys: Sequence[str]) -> Path:
     )  # fmt: skip
 
 
-def predict_synthesis(
-    model: str | Sequence[str],
-    inputs: Sequence[str],
-    out: str | Path,
-    *,
-    class_index: int | None = None,
-    count: int | None = None,
-    seed: int | None = None,
-    progress: bool = True,
-    shard: str | None = None,
-    prefetch: int = 2,
-    **options: Any,
-) -> tuple[dict[str, Any], list[str], int]:
+# the options of medimg predict that a generator uses; the others are refused by name
+TAKEN = ("class_index", "count", "seed", "progress", "shard", "prefetch")
+
+
+def predict_synthesis(request: PredictRequest) -> tuple[dict[str, Any], list[str], int]:
     """``medimg predict`` with a synthesis model folder: generate ``count`` cases of ``class_index``.
 
-    The signature of a task's cohort runner (``medimg.tasks.Task.cohort``). Input paths (a generator
-    reads none), an ensemble and the options with no meaning here (TTA, a PACS, DICOM output, ...)
-    are refused by name.
+    A task's cohort runner (``medimg.tasks.Task.cohort``). Input paths (a generator reads none), an
+    ensemble and the options with no meaning here (TTA, a PACS, DICOM output, ...) are refused by name.
 
     Example:
-        >>> predict_synthesis("runs/quickstart_synthesis/model", ["scans/"], "synth")
+        >>> predict_synthesis(PredictRequest("runs/quickstart_synthesis/model", ["scans/"], "synth"))
         Traceback (most recent call last):
         ...
         medimg.errors.ConfigError: runs/quickstart_synthesis/model: a synthesis model folder (a generator) reads no scans (scans/ given); give --class-index C --count N [--seed S] to generate cases, or use it in a classification study with data.synthetic_cases: {generator: runs/quickstart_synthesis/model, class_index: C, count: N}
     """
-    from medimg.inference.cases import parse_shard
-    from medimg.inference.predict_cohort import cohort_result, options_not_taken
+    from medimg.inference.predict_cohort import cohort_result
 
-    models = [model] if isinstance(model, str) else list(model)
-    if len(models) != 1:
-        raise ConfigError(f"{models}: a synthesis model folder is used alone (no ensembles of them)")
-    folder = models[0]
+    folder = request.one_model("a synthesis model folder")
     use = (f"give --class-index C --count N [--seed S] to generate cases, or use it in a classification "
            f"study with data.synthetic_cases: {{generator: {folder}, class_index: C, count: N}}")  # fmt: skip
-    if inputs:
+    if request.inputs:
         raise ConfigError(
-            f"{folder}: a synthesis model folder (a generator) reads no scans ({inputs[0]} given); {use}"
+            f"{folder}: a synthesis model folder (a generator) reads no scans ({request.inputs[0]} given); {use}"
         )
-    refused = options_not_taken(options, ())
-    if refused:
-        names = ", ".join("--" + name.replace("_", "-") for name in refused)
-        raise ConfigError(f"{folder}: a synthesis model folder does not take {names}")
+    request.refuse_options(TAKEN, "a synthesis model folder")
+    class_index, count, seed = request.class_index, request.count, request.seed
     if class_index is None or count is None:
         raise ConfigError(f"{folder}: a synthesis model folder generates cases; {use}")
-    report = generate_cohort(folder, class_index, count, 0 if seed is None else seed, out, progress=progress,
-                             shard=parse_shard(shard) if shard else None, prefetch=prefetch)  # fmt: skip
-    document, lines, code = cohort_result(report, out)
-    document["manifest"] = str(Path(out) / MANIFEST)
+    report = generate_cohort(folder, class_index, count, 0 if seed is None else seed, request.out,
+                             progress=request.progress, shard=request.shard_range(),
+                             prefetch=request.prefetch)  # fmt: skip
+    document, lines, code = cohort_result(report, request.out)
+    document["manifest"] = str(Path(request.out) / MANIFEST)
     lines.append(f"synthetic cases manifest: {document['manifest']}")
     return document, lines, code

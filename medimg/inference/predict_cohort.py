@@ -4,10 +4,15 @@ The model is loaded once; writers are chosen from the task and the inputs (NIfTI
 and SR for DICOM inputs; a PACS store); the inference settings are hashed so that a rerun with
 other settings does not reuse finished cases.
 
+Every cohort runner, this one and a task's own (:func:`cohort_runner`), takes one
+:class:`medimg.inference.request.PredictRequest`.
+
 Example::
 
     from medimg.inference.predict_cohort import predict_cohort
-    document, lines, code = predict_cohort("runs/quickstart_seg/model", ["scans/"], "predictions/")
+    from medimg.inference.request import PredictRequest
+    request = PredictRequest("runs/quickstart_seg/model", ["scans/"], "predictions/", tta=True)
+    document, lines, code = predict_cohort(request)
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medimg.inference.cases import CaseInput
+from medimg.inference.request import PredictRequest
 from medimg.tasks import get_task
 
 
@@ -43,79 +49,55 @@ def choose_writers(task: str, algo: Any, dicom: str, dicom_in: bool, store_clien
     return writers
 
 
-def predict_cohort(
-    model: str | Sequence[str],
-    inputs: Sequence[str],
-    out: str | Path,
-    *,
-    tracking_uri: str | None = None,
-    tta: bool = False,
-    overlap: float | None = None,
-    sw_batch_size: Any = None,
-    device: str | None = None,
-    shard: str | None = None,
-    prefetch: int = 2,
-    workers: int | None = None,
-    progress: bool = True,
-    dicom: str = "auto",
-    pacs: str | None = None,
-    pacs_study: str | None = None,
-    pacs_modality: str | None = None,
-    pacs_filter: Sequence[str] = (),
-    store: bool = True,
-    class_index: int | None = None,
-    count: int | None = None,
-    seed: int | None = None,
-) -> tuple[dict[str, Any], list[str], int]:
-    """Predict every case of ``inputs`` (and of a PACS query) into ``out``; resumable.
+def predict_cohort(request: PredictRequest) -> tuple[dict[str, Any], list[str], int]:
+    """Predict every case of the request's inputs (and of a PACS query) into its ``out``; resumable.
 
-    ``model`` is one model or several (an ensemble: their probabilities are averaged; a ``--folds``
-    study's output folder or parent run stands for all its members, see :mod:`medimg.inference.ensemble`).
+    ``request.model`` is one model or several (an ensemble: their probabilities are averaged; a
+    ``--folds`` study's output folder or parent run stands for all its members, see
+    :mod:`medimg.inference.ensemble`). Every option of ``medimg predict`` applies; a generator's
+    (``class_index``, ``count``, ``seed``) is refused by name.
 
     Returns the result document, its text lines and the exit code (1 when some cases failed).
+
+    Example:
+        >>> predict_cohort(PredictRequest("runs/quickstart_seg/model", ["scans/"], "out", tta=True))  # doctest: +SKIP
+        ({'done': 3, ...}, [...], 0)
     """
-    from medimg.inference.cases import parse_shard
     from medimg.inference.cohort import run_cohort
     from medimg.inference.ensemble import make_predictor
 
-    _refuse_generator_options(model, class_index=class_index, count=count, seed=seed)
-    _require_inputs(inputs, pacs)
-    found = _collect(inputs, workers)
-    tm = _load_models(model, tracking_uri, tta, overlap, sw_batch_size)
+    _refuse_generator_options(request)
+    _require_inputs(request.inputs, request.pacs)
+    found = _collect(request.inputs, request.workers)
+    tm = _load_models(request)
     wf = tm.workflow
-    predictor = make_predictor(tm, device=device)
-    out_dir = Path(out)
-    pacs_query = (pacs, pacs_study, pacs_modality, pacs_filter)
-    client, cases, writers = _cases_and_writers(found, tm, out_dir, pacs_query, dicom, store)
+    predictor = make_predictor(tm, device=request.device)
+    out_dir = Path(request.out)
+    client, cases, writers = _cases_and_writers(found, tm, out_dir, request)
+    run = request.cohort_run(cases, found.set_aside)
     report = run_cohort(
-        cases,
+        run.cases,
         _case_predictor(predictor, wf),
         out_dir,
         load_fn=_case_loader(predictor, client),
         writers=writers,
         model_key=tm.weights_sha256,
         settings_key=settings_key(wf.inference),
-        prefetch=prefetch,
-        progress=progress,
-        shard=parse_shard(shard) if shard else None,
-        set_aside=found.set_aside,
+        **run.options(),
     )
-    document, lines, code = cohort_result(report, out)
+    document, lines, code = cohort_result(report, request.out)
     _add_ensemble(document, lines, tm, out_dir)
     return document, lines, code
 
 
-def _cases_and_writers(
-    found: Any, tm: Any, out_dir: Path, pacs_query: tuple[Any, ...], dicom: str, store: bool
-) -> tuple[Any, list[Any], list[Any]]:
+def _cases_and_writers(found: Any, tm: Any, out_dir: Path, request: PredictRequest) -> tuple[Any, list, list]:
     """The PACS client (or ``None``), the cases (the PACS query's added) and the output writers."""
-    pacs, pacs_study, pacs_modality, pacs_filter = pacs_query
     client, cases = None, found.cases
-    if pacs:
-        client, cases = _add_pacs_cases(found, pacs, pacs_study, pacs_modality, pacs_filter, out_dir)
+    if request.pacs:
+        client, cases = _add_pacs_cases(found, request, out_dir)
     dicom_in = client is not None or any(c.meta.get("dicom") for c in cases)
     writers = choose_writers(
-        tm.workflow.task, _algorithm_info(tm), dicom, dicom_in, client if store else None
+        tm.workflow.task, _algorithm_info(tm), request.dicom, dicom_in, client if request.store else None
     )
     return client, cases, writers
 
@@ -142,40 +124,19 @@ def cohort_runner(model: str | Sequence[str] | None) -> Any:
     """What ``medimg predict MODEL`` runs: the cohort runner of the task that made the model folder
     when that task has its own (``medimg.tasks.Task.cohort``: detection, anomaly, superres), else
     :func:`predict_cohort` (masks or class probabilities; ensembles; run ids and ``models:/`` URIs).
-    The task's own runner refuses the options it does not take.
+    Every one takes a :class:`~medimg.inference.request.PredictRequest`; a task's own refuses by
+    name the options it does not take.
 
     Example:
         >>> cohort_runner("runs/quickstart_seg/model").__name__  # doctest: +SKIP
         'predict_cohort'
+        >>> request = PredictRequest("runs/quickstart_seg/model", ["scans/"], "out")
+        >>> document, lines, code = cohort_runner(request.model)(request)  # doctest: +SKIP
     """
     return own_runner(model, "cohort") or predict_cohort
 
 
-def options_not_taken(options: dict[str, Any], taken: Sequence[str]) -> list[str]:
-    """The options of :func:`predict_cohort` set away from their defaults that a runner does not take.
-
-    A task's own cohort runner (``medimg.tasks.Task.cohort``) refuses them by name rather than
-    ignoring them.
-
-    Example:
-        >>> options_not_taken({"tta": True, "overlap": 0.5, "prefetch": 2}, ["overlap"])
-        ['tta']
-    """
-    import inspect
-
-    defaults = {k: p.default for k, p in inspect.signature(predict_cohort).parameters.items()}
-    return [k for k, v in options.items() if k not in taken and k in defaults and v != defaults[k]
-            and not (v in ((), []) and defaults[k] in ((), []))]  # fmt: skip
-
-
-def own_cohort_inputs(
-    model: str | Sequence[str],
-    inputs: Sequence[str],
-    options: dict[str, Any],
-    taken: Sequence[str],
-    what: str,
-    workers: int | None = None,
-) -> tuple[str, Any]:
+def own_cohort_inputs(request: PredictRequest, taken: Sequence[str], what: str) -> tuple[str, Any]:
     """The common start of a task's own cohort runner: its one model folder and the collected inputs.
 
     ``what`` names the model in messages (``"a detection model"``). An ensemble, an option of
@@ -183,33 +144,29 @@ def own_cohort_inputs(
     refused by name.
 
     Example:
-        >>> own_cohort_inputs(["a", "b"], ["x.nii.gz"], {}, (), "a detection model")
+        >>> own_cohort_inputs(PredictRequest(["a", "b"], ["x.nii.gz"], "out"), (), "a detection model")
         Traceback (most recent call last):
         ...
         medimg.errors.ConfigError: ['a', 'b']: a detection model is used alone (no ensembles of them)
     """
     from medimg.errors import ConfigError
 
-    models = [model] if isinstance(model, str) else list(model)
-    if len(models) != 1:
-        raise ConfigError(f"{models}: {what} is used alone (no ensembles of them)")
-    refused = options_not_taken(options, taken)
-    if refused:
-        names = ", ".join("--" + name.replace("_", "-") for name in refused)
-        raise ConfigError(f"{models[0]}: {what} does not take {names}")
-    if not inputs:
+    folder = request.one_model(what)
+    request.refuse_options(taken, what)
+    if not request.inputs:
         raise ConfigError("give INPUT paths (nothing to predict)")
-    return models[0], _collect(inputs, workers)
+    return folder, _collect(request.inputs, request.workers)
 
 
-def _refuse_generator_options(model: str | Sequence[str], **given: int | None) -> None:
+def _refuse_generator_options(request: PredictRequest) -> None:
     """Refuse ``--class-index``/``--count``/``--seed`` (a synthesis model folder's) by name."""
-    names = ", ".join("--" + k.replace("_", "-") for k, v in given.items() if v is not None)
-    if names:
+    given = [k for k in ("class_index", "count", "seed") if getattr(request, k) is not None]
+    if given:
         from medimg.errors import ConfigError
 
         raise ConfigError(
-            f"{model}: {names} is for a synthesis model folder (a generator), not a model that reads scans"
+            f"{request.model}: {request.flags(given)} is for a synthesis model folder (a generator), "
+            "not a model that reads scans"
         )
 
 
@@ -221,15 +178,13 @@ def _require_inputs(inputs: Sequence[str], pacs: str | None) -> None:
         raise ConfigError("give INPUT paths or --pacs URL (nothing to predict)")
 
 
-def _load_models(
-    model: str | Sequence[str], tracking_uri: str | None, tta: bool, overlap: float | None, sw_batch_size: Any
-) -> Any:
-    """Load the model or ensemble and apply the command's inference overrides to every member."""
+def _load_models(request: PredictRequest) -> Any:
+    """Load the model or ensemble and apply the request's inference overrides to every member."""
     from medimg.inference.ensemble import load_ensemble
 
-    tm = load_ensemble([model] if isinstance(model, str) else list(model), tracking_uri=tracking_uri)
+    tm = load_ensemble(request.models, tracking_uri=request.tracking_uri)
     for member in tm.members:
-        _override_inference(member.workflow, tta, overlap, sw_batch_size)
+        _override_inference(member.workflow, request.tta, request.overlap, request.sw_batch_size)
     return tm
 
 
@@ -269,21 +224,14 @@ def _override_inference(wf: Any, tta: bool, overlap: float | None, sw_batch_size
         wf.inference.sw_batch_size = sw_batch_size
 
 
-def _add_pacs_cases(
-    found: Any,
-    pacs: str,
-    pacs_study: str | None,
-    pacs_modality: str | None,
-    pacs_filter: Sequence[str],
-    out_dir: Path,
-) -> tuple[Any, list[CaseInput]]:
+def _add_pacs_cases(found: Any, request: PredictRequest, out_dir: Path) -> tuple[Any, list[CaseInput]]:
     """The PACS client and the cases with the queried series added (series set aside join ``found``)."""
     from medimg.inference.pacs import PacsClient
     from medimg.inference.pacs_cohort import pacs_cases, pacs_set_aside, query_filters
 
-    client = PacsClient(pacs)
+    client = PacsClient(request.pacs)
     series = client.query_series(
-        pacs_study, modality=pacs_modality, filters=query_filters(pacs_filter) or None
+        request.pacs_study, modality=request.pacs_modality, filters=query_filters(request.pacs_filter) or None
     )
     cases = found.cases + pacs_cases(client, series, out_dir / "pacs_cache")
     found.set_aside += pacs_set_aside(series)

@@ -68,9 +68,10 @@ class Task:
             ``seeds``, ``resume``); a study of its own gets the ones it lists as keyword
             arguments, the others are refused with the task's name.
         cohort: The task's own cohort runner for ``medimg predict`` with one of its model
-            folders, ``"package.module:function"``, called as
-            ``function(model_dir, inputs, out_dir, **options) -> (document, lines, exit_code)``;
-            ``None``: the common cohort inference (masks or class probabilities).
+            folders, ``"package.module:function"``, called as ``function(request) -> (document,
+            lines, exit_code)`` with the command's ``medimg.inference.request.PredictRequest``
+            (it refuses by name the options it does not take); ``None``: the common cohort
+            inference (masks or class probabilities).
         evaluate: The task's own evaluation for ``medimg evaluate`` with one of its model
             folders, ``"package.module:function"``, called as ``function(model, **options) ->
             (document, lines, exit_code)`` with ``medimg evaluate``'s options (``manifest``,

@@ -15,6 +15,7 @@ from medimg.detection.model_folder import save_detector
 from medimg.detection.network import build_detector
 from medimg.detection.plan import plan_detection
 from medimg.inference.cases import CaseInput
+from medimg.inference.request import CohortRun
 from medimg.io.dicom.write import write_series
 from medimg.io.volume import Volume
 
@@ -35,7 +36,7 @@ def test_dicom_case_gets_boxes_json_and_the_same_boxes_in_its_sr(tmp_path: Path)
     write_series(Volume(data, affine, "LPS"), tmp_path / "series", rescale=(1.0, -1024.0))
     (tmp_path / "series" / "README.txt").write_text("not DICOM")
     report = predict_detection_cohort(
-        tmp_path / "model", [CaseInput("ct1", (tmp_path / "series",))], tmp_path / "out"
+        tmp_path / "model", CohortRun([CaseInput("ct1", (tmp_path / "series",))], tmp_path / "out")
     )
     assert report.exit_code == 0
     folder = tmp_path / "out" / "cases" / "ct1"

@@ -3,11 +3,10 @@ boxes land within half a voxel of the true lesion centres on a new oblique, anis
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from medimg.detection.boxes import WorldBox, world_to_voxel
 from medimg.detection.cohort import predict_detection_cohort
 from medimg.detection.synthetic import DETECTION_GRID, make_detection_case
 from medimg.inference.cases import CaseInput
+from medimg.inference.request import CohortRun
 from medimg.io.nifti import save_nifti
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_boxes_land_within_half_a_voxel_on_a_new_oblique_anisotropic_scan(traine
         assert len(set(np.round(case.image.spacing, 6))) == 2  # anisotropic
         save_nifti(case.image, tmp_path / f"scan{index}.nii.gz")
         cases = [CaseInput(f"scan{index}", (tmp_path / f"scan{index}.nii.gz",))]
-        assert predict_detection_cohort(result.model_dir, cases, tmp_path / "out").exit_code == 0
+        assert predict_detection_cohort(result.model_dir, CohortRun(cases, tmp_path / "out")).exit_code == 0
         boxes = json.loads((tmp_path / f"out/cases/scan{index}/boxes.json").read_text())["boxes"]
         assert boxes and all(b["space"] == "RAS" for b in boxes)
         for centre, diameter in zip(case.centres_mm, case.diameters_mm, strict=True):

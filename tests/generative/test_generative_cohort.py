@@ -23,6 +23,7 @@ from medimg.generative.slices import thin_affine
 from medimg.generative.superres_net import ResidualSR
 from medimg.inference.cases import CaseInput
 from medimg.inference.predict_cohort import cohort_runner
+from medimg.inference.request import CohortRun
 from medimg.io.load import load_image
 from medimg.io.nifti import save_nifti
 from medimg.io.volume import Volume
@@ -128,7 +129,7 @@ def test_anomaly_cohort_maps_on_each_input_grid(tmp_path):
         for i, s in enumerate(shapes)
     ]
     cases = [CaseInput(p.name[: -len(".nii.gz")], (p,)) for p in [*paths, tmp_path / "in" / "gone.nii.gz"]]
-    report = predict_generative_cohort(tmp_path / "model", cases, tmp_path / "out")
+    report = predict_generative_cohort(tmp_path / "model", CohortRun(cases, tmp_path / "out"))
     assert (report.done, report.failed, report.exit_code) == (2, 1, 1)
     reference = anomaly_maps(tmp_path / "model", [str(p) for p in paths], tmp_path / "ref").set_index("case")
     table = pd.read_csv(tmp_path / "out" / "anomaly_scores.csv").set_index("case_id")

@@ -209,13 +209,16 @@ def test_predict_generates_cases_of_a_class_with_their_manifest_and_resumes(
 
 
 def test_the_generator_flags_are_refused_by_the_models_that_read_scans(tmp_path: Path) -> None:
-    from medimg.inference.predict_cohort import options_not_taken, predict_cohort
+    from medimg.inference.predict_cohort import predict_cohort
+    from medimg.inference.request import PredictRequest
 
+    request = PredictRequest("runs/seg/model", ["scan.nii.gz"], tmp_path / "out", class_index=1, count=3)
     with pytest.raises(ConfigError, match=r"runs/seg/model: --class-index, --count is for a synthesis model"):
-        predict_cohort("runs/seg/model", ["scan.nii.gz"], tmp_path / "out", class_index=1, count=3)
+        predict_cohort(request)
     assert not (tmp_path / "out").exists()
     # a task's own cohort runner (detection, anomaly, superres) refuses them by name as well
-    assert options_not_taken({"class_index": 1, "count": 3, "seed": None, "prefetch": 2}, ()) == [
-        "class_index",
-        "count",
-    ]
+    assert request.options_set() == ["class_index", "count"]
+    with pytest.raises(
+        ConfigError, match=r"runs/seg/model: a toy model does not take --class-index, --count"
+    ):
+        request.refuse_options(("prefetch", "seed"), "a toy model")
