@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -125,8 +126,9 @@ def test_a_saved_model_folder_maps_new_scans_as_the_study_did(tmp_path):
     from medimg.data.synthetic import SyntheticGrid, write_synthetic_study
     from medimg.generative.anomaly import AnomalyModel, preprocess
     from medimg.generative.anomaly_study import save_model
-    from medimg.generative.apply import anomaly_maps
     from medimg.generative.autoencoder import build_autoencoder
+    from medimg.generative.cohort import predict_generative
+    from medimg.inference.request import PredictRequest
     from medimg.io.load import load_image
 
     wf = anomaly_workflow(tmp_path)
@@ -143,9 +145,14 @@ def test_a_saved_model_folder_maps_new_scans_as_the_study_did(tmp_path):
     model = AnomalyModel(net, sd, 0.05, 4.0, "max", threshold=0.5)
     save_model(model, wf, tmp_path / "model")
     expected = model.source_map(preprocess(wf, image, "c"))
-    table = anomaly_maps(tmp_path / "model", [image], tmp_path / "maps")
-    written = load_image(table["map"].iloc[0])
+    document, _, code = predict_generative(
+        PredictRequest(str(tmp_path / "model"), [image], str(tmp_path / "maps"), progress=False)
+    )
+    assert code == 0 and document["done"] == 1
+    (case_dir,) = (tmp_path / "maps" / "cases").iterdir()
+    written = load_image(case_dir / "anomaly.nii.gz")
     np.testing.assert_allclose(written.data, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(written.affine, load_image(image).affine, atol=1e-5)
-    assert table["score"].iloc[0] == pytest.approx(float(expected.max()), rel=1e-5)
-    assert table["flagged"].iloc[0] == (table["score"].iloc[0] > 0.5)
+    doc = json.loads((case_dir / "anomaly.json").read_text())
+    assert doc["score"] == pytest.approx(float(expected.max()), rel=1e-5)
+    assert doc["flagged"] == (doc["score"] > 0.5)

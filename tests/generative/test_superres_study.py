@@ -13,7 +13,9 @@ from conftest import small_superres
 
 from medimg.cli.main import main
 from medimg.errors import ConfigError
-from medimg.generative.apply import anomaly_maps, super_resolve_files
+from medimg.generative.apply import load_anomaly_model
+from medimg.generative.cohort import predict_generative
+from medimg.inference.request import PredictRequest
 from medimg.io.load import load_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,17 +52,19 @@ def test_quickstart_superres_runs_through_the_cli(tmp_path, capsys):
     assert run.info.status == "FINISHED" and run.data.tags["medimg.task"] == "superres"
     assert run.data.metrics["test_psnr_sr"] == pytest.approx(m["test_psnr_sr"])
     assert json.loads((out / "model" / "model.json").read_text())["factor"] == 4
-    # the model folder super-resolves a thick series from disk exactly as the study did
+    # medimg predict with the model folder super-resolves a thick series from disk as the study did
     first = per_case.iloc[0]
-    table = super_resolve_files(
-        out / "model", [str(out / first["thick"]), str(tmp_path / "missing.nii.gz")], tmp_path / "sr"
+    request = PredictRequest(
+        str(out / "model"), [str(out / first["thick"])], str(tmp_path / "sr"), progress=False
     )
-    assert table["error"].isna().tolist() == [True, False] and "not found" in table["error"].iloc[1]
-    again, study = load_image(table["output"].iloc[0]), load_image(out / first["sr"])
+    document, _, code = predict_generative(request)
+    assert code == 0 and document["done"] == 1
+    (written,) = (tmp_path / "sr" / "cases").glob("*/sr.nii.gz")
+    again, study = load_image(written), load_image(out / first["sr"])
     np.testing.assert_allclose(again.affine, study.affine, atol=1e-6)
     np.testing.assert_allclose(again.data, study.data, atol=1e-4)
     with pytest.raises(ConfigError, match="a 'superres' model folder, expected task 'anomaly'"):
-        anomaly_maps(out / "model", [], tmp_path / "maps")
+        load_anomaly_model(out / "model")
 
 
 def test_workflow_errors_name_the_key(tmp_path, capsys):
