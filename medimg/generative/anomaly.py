@@ -124,12 +124,12 @@ def case_metrics(per_case: pd.DataFrame, threshold: float) -> dict[str, float]:
         >>> case_metrics(df, 0.5)["auroc"]
         1.0
     """
-    from sklearn.metrics import roc_auc_score
+    from medimg.evaluation.cls_metrics import auroc
 
     y, s = per_case["target"].to_numpy(int), per_case["score"].to_numpy(float)
     out: dict[str, float] = {"n_cases": float(len(y)), "n_abnormal": float(y.sum())}
     if 0 < y.sum() < len(y):
-        out["auroc"] = float(roc_auc_score(y, s))
+        out["auroc"] = auroc(y, s)
     if np.isfinite(threshold):
         flagged = s > threshold
         if y.sum():

@@ -43,7 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "explain": _MODEL | {"inference", "templating"},
     "detection": _MODEL - {"tasks"} | {"training", "inference", "templating", "telemetry", "medimg"},
     "generative": _BASE - {"extras"}
-    | {"training", "inference", "data", "models", "templating", "telemetry", "medimg"},
+    | {"training", "inference", "data", "models", "evaluation", "templating", "telemetry", "medimg"},
     "cli": _MODEL
     | {"detection", "generative", "training", "inference", "explain", "templating", "telemetry", "medimg"},
     "__main__": {"cli"},
