@@ -147,11 +147,11 @@ def voxel_auprc(maps: list[np.ndarray], masks: list[np.ndarray]) -> float:
         >>> voxel_auprc([m], [k])
         1.0
     """
-    from sklearn.metrics import average_precision_score
+    from medimg.evaluation.cls_metrics import auprc
 
     y = np.concatenate([k.reshape(-1) for k in masks]).astype(bool)
     s = np.concatenate([m.reshape(-1) for m in maps]).astype(np.float32)
-    return float(average_precision_score(y, s)) if y.any() else float("nan")
+    return auprc(y, s)
 
 
 def summary(per_case: pd.DataFrame) -> dict[str, Any]:
