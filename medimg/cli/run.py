@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medimg.cli.output import add_json_flag, emit
+from medimg.cli.workflow_flags import add_set_flag
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,14 +18,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="example: medimg run workflows/quickstart_seg.yaml --set trainer.max_epochs=5",
     )
     p.add_argument("workflow", help="study workflow YAML (see docs/workflow.md)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override one workflow key (repeatable), e.g. --set optim.lr=0.001",
-    )
+    add_set_flag(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in outputs.dir")
     p.add_argument(
         "--folds",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from medimg.cli.output import add_json_flag, emit
+from medimg.cli.workflow_flags import add_set_flag
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,14 +32,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="wall-clock budget of the search, e.g. 90m, 8h (no trial starts after it)",
     )
     p.add_argument("--out", required=True, help="where the best workflow is written (YAML)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one workflow key (repeatable), e.g. --set trainer.max_epochs=5",
-    )
+    add_set_flag(p)
     p.add_argument(
         "--seed", type=int, default=None, help="seed of the sampler (default: the workflow's seed)"
     )

@@ -145,3 +145,13 @@ def test_a_trial_refused_by_the_data_stops_the_search_naming_the_file_and_fails_
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db")
     (parent,) = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
     assert parent.info.run_name == "tiny_seg-tune" and parent.info.status == "FAILED"
+
+
+def test_run_and_tune_read_workflow_overrides_alike():
+    from medimg.cli.parser import build_parser
+
+    parser = build_parser()
+    sets = ["--set", "optim.lr=0.01", "--set", "trainer.max_epochs=2"]
+    run = parser.parse_args(["run", "w.yaml", *sets])
+    tune = parser.parse_args(["tune", "w.yaml", "--trials", "1", "--out", "b.yaml", *sets])
+    assert run.overrides == tune.overrides == ["optim.lr=0.01", "trainer.max_epochs=2"]
