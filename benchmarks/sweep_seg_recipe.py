@@ -14,6 +14,9 @@ machinery: :mod:`benchmarks.seg_sweep`):
 * ``spatial_0.2``: random rotation and scaling (``augmentation.spatial.prob``) on 20 % of the
   patches, nnU-Net's rate, which the plan leaves off on a short CPU budget.
 
+The plan's own run is also scored on the validation cases with and without flip TTA (the image
+and its three axis flips), its postprocessing on and off.
+
 A variant whose value the plan already has trains the plan again (a second sample of it). Each is
 judged on the **validation** split fixed before tuning (the last validation Dice of the run); the
 test split is scored by ``medimg run`` as always and kept for the record, never to choose. Run one
@@ -62,7 +65,7 @@ VARIANTS: Variants = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    return sweep_main(argv, __doc__ or "", VARIANTS, "seg_recipe")
+    return sweep_main(argv, __doc__ or "", VARIANTS, "seg_recipe", tta_of="planned")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from medimg.data.recipe_rules import (
     dynunet_patch_bytes,
     fit_patch,
     round_up,
+    sliding_windows,
     target_spacing,
 )
 from medimg.errors import DataError
@@ -41,7 +42,13 @@ WIDTH_EVIDENCE = (
 # the padding rounding up adds costs steps (docs/plan.md "Patch rounding on a short CPU budget").
 CPU_SHORT_ROUND_DOWN = 0.15
 PATCH_EVIDENCE = "on MSD Hippocampus at 10 CPU minutes, 32x48x32 made 4264 steps to 40x56x40's 2941 and reached validation Dice 0.857 to 0.852"
-TTA_EVIDENCE = "on MSD Hippocampus validation Dice 0.857 with the flips, 0.853 without"
+# Flip TTA where a median case's windows hold at most the voxels of this machine's largest patch:
+# inference then costs no more than 4 windows of that patch (docs/plan.md "Flip TTA").
+TTA_WINDOW_VOXELS = {"cpu": CPU_PATCH_VOXELS["long"], "gpu": GPU_PATCH_VOXELS}
+TTA_EVIDENCE = (
+    "on MSD Hippocampus validation Dice 0.857 with the flips, 0.853 without (one 40x56x40 window a "
+    "case), 0.860 and 0.858 (eight 32x48x32 windows)"
+)
 CLS_INPUT_VOXELS = {"cpu": 64**3, "gpu": 128**3}
 # Classification choices measured on VesselMNIST3D's validation split (benchmarks/sweep_cls_lr.py, the
 # steps a 20-minute budget gives on 2 CPU cores; docs/plan.md "Classification").
@@ -294,13 +301,11 @@ def _segmentation(
             else ""
         ),
     )
-    r.set(
-        "inference.overlap",
-        0.5 if gpu else 0.25,
-        "sliding-window overlap: 0.5 on a GPU (nnU-Net), 0.25 on a CPU",
-    )
+    overlap = 0.5 if gpu else 0.25
+    r.set("inference.overlap", overlap, "sliding-window overlap: 0.5 on a GPU (nnU-Net), 0.25 on a CPU")
     r.set("inference.sw_batch_size", "auto")
-    _tta(r, patch, median_shape)
+    windows = sliding_windows(median_shape, patch, overlap)
+    _tta(r, windows, math.prod(patch), TTA_WINDOW_VOXELS["gpu" if gpu else "cpu"])
     _optimiser(r, gpu, budget_s)
 
 
@@ -314,16 +319,20 @@ def _patch_reason(patch: list[int], median_shape: Sequence[float], why_cap: str,
     )
 
 
-def _tta(r: Recipe, patch: list[int], median_shape: Sequence[float]) -> None:
-    """Flip TTA (nnU-Net mirrors at inference) where a median case is one window: 4 windows a case."""
-    one_window = all(m <= p for m, p in zip(median_shape, patch, strict=True))
+def _tta(r: Recipe, windows: int, patch_voxels: int, largest: int) -> None:
+    """Flip TTA (nnU-Net mirrors at inference) where a median case's ``windows`` of ``patch_voxels``
+    hold at most ``largest`` voxels (the machine's largest patch): the flips then cost no more than
+    four windows of that patch a case."""
+    small = windows * patch_voxels <= largest
+    what = f"a median case is {windows} window{'s' if windows > 1 else ''} ({windows * patch_voxels} voxels)"
     r.set(
         "inference.tta_flips",
-        one_window,
-        "mean over the image and its 3 axis flips (nnU-Net mirrors at inference): a median case is one "
-        f"window, so 4 windows a case; {TTA_EVIDENCE}"
-        if one_window
-        else "off: a median case needs several windows, and flips would take 4x the inference time",
+        small,
+        f"mean over the image and its 3 axis flips (nnU-Net mirrors at inference): {what}, at most "
+        f"one {round(largest ** (1 / 3))}^3 patch, so {4 * windows} windows a case; {TTA_EVIDENCE}"
+        if small
+        else f"off: {what}, more than one {round(largest ** (1 / 3))}^3 patch; flips would take 4x "
+        "the inference time",
     )
 
 

@@ -8,6 +8,7 @@ memory per patch. :mod:`medimg.data.recipe` combines them into a workflow.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -160,6 +161,25 @@ def dynunet_patch_bytes(patch: list[int], strides: list[list[int]], filters: lis
         voxels /= math.prod(stride)
         total += 15 * width * voxels * 4
     return total * TRAIN_FACTOR
+
+
+def sliding_windows(shape: Sequence[float], patch: Sequence[int], overlap: float) -> int:
+    """How many windows MONAI's sliding-window inference runs over a ``shape`` case with ``patch``.
+
+    Per axis: one window where the case fits, else one every ``patch * (1 - overlap)`` voxels
+    until the last reaches the end.
+
+    Example:
+        >>> sliding_windows([35.0, 50.0, 36.0], [32, 48, 32], 0.25)  # MSD Hippocampus, short CPU plan
+        8
+        >>> sliding_windows([35.0, 50.0, 36.0], [40, 56, 40], 0.25)
+        1
+    """
+    count = 1
+    for extent, side in zip(shape, patch, strict=True):
+        step = max(1, int(side * (1 - overlap)))
+        count *= 1 if math.ceil(extent) <= side else math.ceil((math.ceil(extent) - side) / step) + 1
+    return count
 
 
 def round_up(values: Any, multiple: int) -> list[int]:

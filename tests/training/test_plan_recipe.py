@@ -154,14 +154,26 @@ def test_plan_follows_the_machine_and_budget(fingerprints):
     assert gpu.get("optim.batch_size") >= cpu_long.get("optim.batch_size")
 
 
-def test_flip_tta_only_where_a_median_case_is_one_window():
-    from medimg.data.recipe import Recipe, _tta
+def test_flip_tta_only_where_a_median_case_holds_at_most_the_largest_patch():
+    from medimg.data.recipe import TTA_WINDOW_VOXELS, Recipe, _tta
+    from medimg.data.recipe_rules import sliding_windows
 
-    one, many = Recipe({}), Recipe({})
-    _tta(one, [40, 56, 40], [35.0, 50.0, 36.0])  # MSD Hippocampus: the whole crop in one window
-    _tta(many, [96, 96, 64], [512.0, 512.0, 120.0])  # a CT scan: several windows a case
+    largest = TTA_WINDOW_VOXELS["cpu"]
+    assert largest == 96**3
+    hippo = [35.0, 50.0, 36.0]  # MSD Hippocampus's median case at 1 mm
+    one, eight, ct, just = Recipe({}), Recipe({}), Recipe({}), Recipe({})
+    _tta(one, sliding_windows(hippo, [40, 56, 40], 0.25), 40 * 56 * 40, largest)  # one window
+    _tta(eight, sliding_windows(hippo, [32, 48, 32], 0.25), 32 * 48 * 32, largest)  # 8 small windows
+    ct_windows = sliding_windows([512.0, 512.0, 120.0], [96, 96, 64], 0.25)
+    assert ct_windows == 7 * 7 * 3  # a CT scan: every axis needs several windows
+    _tta(ct, ct_windows, 96 * 96 * 64, largest)
+    _tta(just, 2, largest // 2 + 1, largest)  # one voxel over the bound
     assert one.get("inference.tta_flips") is True and "4 windows a case" in one.reasons["inference.tta_flips"]
-    assert many.get("inference.tta_flips") is False and "4x" in many.reasons["inference.tta_flips"]
+    assert eight.get("inference.tta_flips") is True
+    assert "8 windows (393216 voxels)" in eight.reasons["inference.tta_flips"]
+    assert "32 windows a case" in eight.reasons["inference.tta_flips"]
+    assert ct.get("inference.tta_flips") is False and "4x" in ct.reasons["inference.tta_flips"]
+    assert just.get("inference.tta_flips") is False
 
 
 def test_plan_is_deterministic_and_loads_strictly(datasets, tmp_path):
@@ -290,7 +302,7 @@ def test_short_cpu_budget_rounds_the_patch_down_where_it_keeps_most_of_an_axis(t
     short = plan_workflow(fp, "segmentation", CPU, 600, manifest="m.csv")
     assert short.get("augmentation.patch_size") == [32, 48, 32]
     assert "rounded down where that keeps 85% of an axis" in short.reasons["augmentation.patch_size"]
-    assert short.get("inference.tta_flips") is False  # a median case is now 8 windows
+    assert short.get("inference.tta_flips") is True  # 8 windows of 32x48x32, less than one 96^3 patch
     for long in (plan_workflow(fp, "segmentation", CPU, 8 * 3600, manifest="m.csv"),
                  plan_workflow(fp, "segmentation", GPU, 1200, manifest="m.csv")):  # fmt: skip
         assert long.get("augmentation.patch_size") == [40, 56, 40]
