@@ -85,6 +85,11 @@ class SyntheticGrid:
     spacing: tuple[float, float, float] = (1.6, 1.6, 2.5)
     oblique_deg: float = 12.0
 
+    @classmethod
+    def of(cls, spec: SyntheticData) -> SyntheticGrid:
+        """The grid a workflow's ``data.synthetic`` section describes."""
+        return cls(spec.shape, spec.spacing, spec.oblique_deg)
+
     def case_affine(self, rng: np.random.Generator) -> np.ndarray:
         """One case's oblique RAS affine, its tilt and axis drawn from ``rng``."""
         angle = self.oblique_deg * (0.6 + 0.8 * rng.random())
@@ -223,5 +228,4 @@ def write_configured_study(out_dir: str | Path, spec: SyntheticData) -> Path:
     Example:
         >>> write_configured_study("data/synth", SyntheticData(cases=8))  # doctest: +SKIP
     """
-    grid = SyntheticGrid(spec.shape, spec.spacing, spec.oblique_deg)
-    return write_synthetic_study(out_dir, spec.cases, spec.seed, grid)
+    return write_synthetic_study(out_dir, spec.cases, spec.seed, SyntheticGrid.of(spec))

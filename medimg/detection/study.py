@@ -60,7 +60,7 @@ def _manifest(wf: DetectionWorkflow) -> tuple[pd.DataFrame, Path, Path]:
     path = Path(wf.data.manifest)
     if not path.exists() and wf.data.synthetic is not None:
         s = wf.data.synthetic
-        write_detection_study(path.parent, s.cases, s.seed, SyntheticGrid(s.shape, s.spacing, s.oblique_deg))
+        write_detection_study(path.parent, s.cases, s.seed, SyntheticGrid.of(s))
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (data.manifest)")
     frame = pd.read_csv(path)
