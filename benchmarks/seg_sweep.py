@@ -32,17 +32,21 @@ from benchmarks.bench_study_real import (
 Variants = dict[str, Callable[[str], str] | None]
 
 
-def validation_with_and_without(run_dir: Path) -> dict[str, float]:
-    """Validation mean Dice of a finished run: with/without flip TTA, with/without its postprocessing."""
+def _validation_cases(run_dir: Path) -> Any:
     import pandas as pd
 
+    df = pd.read_csv(run_dir / "manifest.csv")
+    return df[df.split == "val"].rename(columns={"label": "target"})
+
+
+def validation_with_and_without(run_dir: Path) -> dict[str, float]:
+    """Validation mean Dice of a finished run: with/without flip TTA, with/without its postprocessing."""
     from medimg.inference.model_io import load_trained
     from medimg.inference.predictor import Predictor
     from medimg.inference.score import score_cases
 
     tm = load_trained(run_dir / "model")
-    df = pd.read_csv(run_dir / "manifest.csv")
-    val = df[df.split == "val"].rename(columns={"label": "target"})
+    val = _validation_cases(run_dir)
     out = {}
     for tta in (False, True):
         wf = tm.workflow.model_copy(deep=True)
@@ -55,10 +59,34 @@ def validation_with_and_without(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def collect(runs: dict[str, Path], tta_of: str | None = None) -> dict[str, Any]:
+def validation_of_ensemble(run_dirs: list[Path]) -> dict[str, Any]:
+    """Validation mean Dice of the runs' mean probabilities, as ``medimg predict --model A --model B`` makes them.
+
+    Each member keeps its own inference (flip TTA as planned); the runs must share the validation cases.
+    """
+    from medimg.inference.ensemble import load_ensemble, make_predictor
+    from medimg.inference.score import score_cases
+
+    val = _validation_cases(run_dirs[0])
+    for other in run_dirs[1:]:
+        if sorted(_validation_cases(other)["case_key"]) != sorted(val["case_key"]):
+            raise SystemExit(f"{other} was validated on other cases than {run_dirs[0]}: no common ensemble")
+    ens = load_ensemble([str(d / "model") for d in run_dirs])
+    per_case = score_cases(make_predictor(ens, "cpu"), val)
+    return {
+        "members": [d.name for d in run_dirs],
+        "tta_flips": [m.workflow.inference.tta_flips for m in ens.members],
+        "postprocessing": bool(ens.postprocessing and ens.postprocessing.steps),
+        "dice_mean": round(float(per_case["dice_mean"].mean()), 4),
+        "n_val": len(val),
+    }
+
+
+def collect(runs: dict[str, Path], tta_of: str | None = None, every_run: bool = False) -> dict[str, Any]:
     """Per variant: the settings swept, steps, step time, the validation curve, the test Dice (record).
 
-    ``tta_of`` names the variant whose validation cases are also scored with and without flip TTA.
+    ``tta_of`` names the variant whose validation cases are also scored with and without flip TTA;
+    ``every_run`` scores every run so.
     """
     from mlflow.tracking import MlflowClient
 
@@ -72,6 +100,7 @@ def collect(runs: dict[str, Path], tta_of: str | None = None) -> dict[str, Any]:
         rows[name] = {
             "run": run_dir.name,
             "filters": resolved["model"]["params"]["filters"],
+            "res_block": bool(resolved["model"]["params"].get("res_block", False)),
             "patch_size": resolved["augmentation"]["patch_size"],
             "batch_size": resolved["optim"]["batch_size"],
             "lr": resolved["optim"]["lr"],
@@ -83,19 +112,27 @@ def collect(runs: dict[str, Path], tta_of: str | None = None) -> dict[str, Any]:
             "val_curve": curve,
             "test_dice_mean (record only)": test,
         }
-        if name == tta_of:
+        if name == tta_of or every_run:
             rows[name]["validation"] = validation_with_and_without(run_dir)
     return rows
 
 
 def sweep_main(
-    argv: list[str] | None, doc: str, variants: Variants, prefix: str, tta_of: str | None = None
+    argv: list[str] | None,
+    doc: str,
+    variants: Variants,
+    prefix: str,
+    tta_of: str | None = None,
+    default_budget: str = "10m",
+    ensemble: bool = False,
 ) -> int:
     """The command line of sweep ``benchmarks/sweep_<prefix>.py``: ``run`` or ``collect NAME=RUN_DIR...``, then the JSON."""
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.sweep_{prefix}", description=doc.splitlines()[0])
     p.add_argument("action", choices=("run", "collect"))
     p.add_argument("runs", nargs="*", help="collect: NAME=RUN_DIR of finished runs, the plan first")
-    p.add_argument("--budget", default="10m", help="the training budget of each run (default 10m)")
+    p.add_argument(
+        "--budget", default=default_budget, help=f"the training budget of each run (default {default_budget})"
+    )
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON result")
     a = p.parse_args(argv)
     if a.action == "run":
@@ -115,7 +152,9 @@ def sweep_main(
         if not pairs or any(not sep or name not in variants for name, sep, _ in pairs):
             p.error(f"collect takes NAME=RUN_DIR with NAME one of {', '.join(variants)}")
         runs = {name: Path(path) for name, _, path in pairs}
-    result = {"data": str(HIPPO), "budget": a.budget, "runs": collect(runs, tta_of)}
+    result: dict[str, Any] = {"data": str(HIPPO), "budget": a.budget, "runs": collect(runs, tta_of, ensemble)}
+    if ensemble:
+        result["ensemble_validation"] = validation_of_ensemble(list(runs.values()))
     text = json.dumps(result, indent=1)
     print(text)
     if a.out:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from benchmarks.sweep_seg_capacity import VARIANTS as CAPACITY
 from benchmarks.sweep_seg_recipe import VARIANTS
 from benchmarks.sweep_seg_width import VARIANTS as WIDTH
 from medimg.data.planner import GIB, Machine
@@ -66,3 +67,16 @@ def test_a_plan_without_the_key_is_refused() -> None:
     assert edit is not None
     with pytest.raises(SystemExit, match="augmentation.spatial.prob"):
         edit("task: classification\noptim:\n  lr: 0.001\n")
+
+
+def test_capacity_variants_widen_halve_the_batch_and_add_residual_blocks(planned: str) -> None:
+    before = _flat(yaml.safe_load(planned))
+    assert set(CAPACITY) == {"planned", "width_16_batch_2", "width_16_batch_2_res"}
+    wide_edit, res_edit = CAPACITY["width_16_batch_2"], CAPACITY["width_16_batch_2_res"]
+    assert wide_edit is not None and res_edit is not None
+    wide, res = _flat(yaml.safe_load(wide_edit(planned))), _flat(yaml.safe_load(res_edit(planned)))
+    changed = {"model.params.filters": [2 * f for f in before["model.params.filters"]], "optim.batch_size": 2}
+    assert {k: wide[k] for k in changed} == changed
+    assert {k for k in before if before[k] != wide[k]} <= set(changed) and wide.keys() == before.keys()
+    assert set(res) - set(before) == {"model.params.res_block"} and res["model.params.res_block"] is True
+    assert {k: res[k] for k in before} == wide
