@@ -32,11 +32,11 @@ from benchmarks.bench_study_real import (
 Variants = dict[str, Callable[[str], str] | None]
 
 
-def _validation_cases(run_dir: Path) -> Any:
+def _validation_cases(run_dir: Path, split: str = "val") -> Any:
     import pandas as pd
 
     df = pd.read_csv(run_dir / "manifest.csv")
-    return df[df.split == "val"].rename(columns={"label": "target"})
+    return df[df.split == split].rename(columns={"label": "target"})
 
 
 def validation_with_and_without(run_dir: Path) -> dict[str, float]:
@@ -62,23 +62,28 @@ def validation_with_and_without(run_dir: Path) -> dict[str, float]:
 def validation_of_ensemble(run_dirs: list[Path]) -> dict[str, Any]:
     """Validation mean Dice of the runs' mean probabilities, as ``medimg predict --model A --model B`` makes them.
 
-    Each member keeps its own inference (flip TTA as planned); the runs must share the validation cases.
+    Each member keeps its own inference (flip TTA as planned); the runs must share their splits. The
+    test cases are scored too, for the record only.
     """
     from medimg.inference.ensemble import load_ensemble, make_predictor
     from medimg.inference.score import score_cases
 
-    val = _validation_cases(run_dirs[0])
+    val, test = _validation_cases(run_dirs[0]), _validation_cases(run_dirs[0], "test")
     for other in run_dirs[1:]:
-        if sorted(_validation_cases(other)["case_key"]) != sorted(val["case_key"]):
-            raise SystemExit(f"{other} was validated on other cases than {run_dirs[0]}: no common ensemble")
+        for split, cases in (("val", val), ("test", test)):
+            if sorted(_validation_cases(other, split)["case_key"]) != sorted(cases["case_key"]):
+                raise SystemExit(f"{other} has other {split} cases than {run_dirs[0]}: no common ensemble")
     ens = load_ensemble([str(d / "model") for d in run_dirs])
-    per_case = score_cases(make_predictor(ens, "cpu"), val)
+    predictor = make_predictor(ens, "cpu")
+    per_case, per_test = score_cases(predictor, val), score_cases(predictor, test)
     return {
         "members": [d.name for d in run_dirs],
         "tta_flips": [m.workflow.inference.tta_flips for m in ens.members],
         "postprocessing": bool(ens.postprocessing and ens.postprocessing.steps),
         "dice_mean": round(float(per_case["dice_mean"].mean()), 4),
         "n_val": len(val),
+        "test_dice_mean (record only)": round(float(per_test["dice_mean"].mean()), 4),
+        "n_test": len(test),
     }
 
 
