@@ -32,11 +32,11 @@ from benchmarks.bench_study_real import (
 Variants = dict[str, Callable[[str], str] | None]
 
 
-def _validation_cases(run_dir: Path, split: str = "val") -> Any:
+def _cases(run_dir: Path) -> Any:
+    """The cases a finished run was trained, validated and tested on (its ``manifest.csv``), labels as targets."""
     import pandas as pd
 
-    df = pd.read_csv(run_dir / "manifest.csv")
-    return df[df.split == split].rename(columns={"label": "target"})
+    return pd.read_csv(run_dir / "manifest.csv").rename(columns={"label": "target"})
 
 
 def validation_with_and_without(run_dir: Path) -> dict[str, float]:
@@ -46,7 +46,7 @@ def validation_with_and_without(run_dir: Path) -> dict[str, float]:
     from medimg.inference.score import score_cases
 
     tm = load_trained(run_dir / "model")
-    val = _validation_cases(run_dir)
+    val = _cases(run_dir).query("split == 'val'")
     out = {}
     for tta in (False, True):
         wf = tm.workflow.model_copy(deep=True)
@@ -68,11 +68,13 @@ def validation_of_ensemble(run_dirs: list[Path]) -> dict[str, Any]:
     from medimg.inference.ensemble import load_ensemble, make_predictor
     from medimg.inference.score import score_cases
 
-    val, test = _validation_cases(run_dirs[0]), _validation_cases(run_dirs[0], "test")
+    cases = _cases(run_dirs[0])
+    splits = sorted(zip(cases["split"], cases["case_key"], strict=True))
     for other in run_dirs[1:]:
-        for split, cases in (("val", val), ("test", test)):
-            if sorted(_validation_cases(other, split)["case_key"]) != sorted(cases["case_key"]):
-                raise SystemExit(f"{other} has other {split} cases than {run_dirs[0]}: no common ensemble")
+        theirs = _cases(other)
+        if sorted(zip(theirs["split"], theirs["case_key"], strict=True)) != splits:
+            raise SystemExit(f"{other} splits its cases otherwise than {run_dirs[0]}: no common ensemble")
+    val, test = cases[cases.split == "val"], cases[cases.split == "test"]
     ens = load_ensemble([str(d / "model") for d in run_dirs])
     predictor = make_predictor(ens, "cpu")
     per_case, per_test = score_cases(predictor, val), score_cases(predictor, test)

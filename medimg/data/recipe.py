@@ -325,14 +325,14 @@ def _tta(r: Recipe, windows: int, patch_voxels: int, largest: int) -> None:
     four windows of that patch a case."""
     small = windows * patch_voxels <= largest
     what = f"a median case is {windows} window{'s' if windows > 1 else ''} ({windows * patch_voxels} voxels)"
+    bound = f"one {round(largest ** (1 / 3))}^3 patch"
     r.set(
         "inference.tta_flips",
         small,
         f"mean over the image and its 3 axis flips (nnU-Net mirrors at inference): {what}, at most "
-        f"one {round(largest ** (1 / 3))}^3 patch, so {4 * windows} windows a case; {TTA_EVIDENCE}"
+        f"{bound}, so {4 * windows} windows a case; {TTA_EVIDENCE}"
         if small
-        else f"off: {what}, more than one {round(largest ** (1 / 3))}^3 patch; flips would take 4x "
-        "the inference time",
+        else f"off: {what}, more than {bound}; flips would take 4x the inference time",
     )
 
 
