@@ -28,6 +28,7 @@ from benchmarks.bench_study_real import (
     run_medimg,
     validation_curve,
 )
+from benchmarks.common import machine
 
 Variants = dict[str, Callable[[str], str] | None]
 
@@ -104,8 +105,10 @@ def collect(runs: dict[str, Path], tta_of: str | None = None, every_run: bool = 
         resolved = yaml.safe_load((run_dir / "workflow.resolved.yaml").read_text())
         curve = validation_curve(info["tracking_uri"], info["run_id"], "segmentation")
         test = json.loads((run_dir / "test_summary.json").read_text())["test_dice_mean"]
+        env = json.loads((run_dir / "environment.json").read_text())
         rows[name] = {
             "run": run_dir.name,
+            "trained_on": {k: env.get(k) for k in ("cpu_count", "torch", "cuda", "gpus")},
             "filters": resolved["model"]["params"]["filters"],
             "res_block": bool(resolved["model"]["params"].get("res_block", False)),
             "patch_size": resolved["augmentation"]["patch_size"],
@@ -159,7 +162,12 @@ def sweep_main(
         if not pairs or any(not sep or name not in variants for name, sep, _ in pairs):
             p.error(f"collect takes NAME=RUN_DIR with NAME one of {', '.join(variants)}")
         runs = {name: Path(path) for name, _, path in pairs}
-    result: dict[str, Any] = {"data": str(HIPPO), "budget": a.budget, "runs": collect(runs, tta_of, ensemble)}
+    result: dict[str, Any] = {
+        "data": str(HIPPO),
+        "machine": machine(),  # where collect scored the validation cases; each run names its own
+        "budget": a.budget,
+        "runs": collect(runs, tta_of, ensemble),
+    }
     if ensemble:
         result["ensemble_validation"] = validation_of_ensemble(list(runs.values()))
     text = json.dumps(result, indent=1)
